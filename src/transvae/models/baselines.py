@@ -1,0 +1,1 @@
+"""Baseline architectures (CNN-VAE, ViT-VAE, Swin-VAE). Filled in by the baselines work."""

@@ -1,0 +1,252 @@
+"""Building blocks shared by TransVAE, ViT-VAE and the design ladder.
+
+Layouts: CNN parts work on (B, C, H, W); Transformer blocks work on tokens (B, N, C) with the
+grid size (H, W) passed alongside, so nothing assumes a square or a fixed grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .rope import apply_rope_2d
+
+
+def num_groups(channels: int, max_groups: int = 32) -> int:
+    """Largest divisor of ``channels`` that is <= ``max_groups`` (32 for the paper's widths)."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    """ResNet block of CNN-VAEs: (GroupNorm, SiLU, 3x3 conv) twice, plus a skip.
+
+    Args:
+        in_ch, out_ch: channels; a 1x1 conv matches the skip when they differ.
+        dropout: dropout before the second conv (0 in the paper).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        out_ch = out_ch or in_ch
+        self.norm1 = nn.GroupNorm(num_groups(in_ch), in_ch, eps=1e-6)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = nn.GroupNorm(num_groups(out_ch), out_ch, eps=1e-6)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, C, H, W)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class DownSample(nn.Module):
+    """2x spatial downsampling.
+
+    ``kind="seqconv"`` (TransVAE): overlapping 3x3 conv to ``out_ch/4`` channels, then
+    pixel-unshuffle (DC-AE's ConvPixelUnshuffle). ``kind="patch"``: non-overlapping 2x2 conv,
+    stride 2 (ViT-style patch merging). With ``shortcut=True`` DC-AE's parameter-free path is
+    added: pixel-unshuffle, then average groups of channels down to ``out_ch``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kind: str = "seqconv", shortcut: bool = True):
+        super().__init__()
+        if kind == "seqconv":
+            if out_ch % 4:
+                raise ValueError(f"seqconv downsampling needs out_ch divisible by 4, got {out_ch}")
+            self.conv = nn.Conv2d(in_ch, out_ch // 4, 3, padding=1)
+            self.unshuffle = nn.PixelUnshuffle(2)
+        elif kind == "patch":
+            self.conv = nn.Conv2d(in_ch, out_ch, 2, stride=2)
+            self.unshuffle = nn.Identity()
+        else:
+            raise ValueError(f"unknown downsample kind '{kind}', expected 'seqconv' or 'patch'")
+        if shortcut and (4 * in_ch) % out_ch:
+            raise ValueError(f"DC shortcut needs 4*in_ch divisible by out_ch ({in_ch} -> {out_ch})")
+        self.kind, self.shortcut, self.out_ch = kind, shortcut, out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.unshuffle(self.conv(x))  # (B, out, H/2, W/2)
+        if self.shortcut:
+            s = F.pixel_unshuffle(x, 2)  # (B, 4*in, H/2, W/2)
+            b, c, h, w = s.shape
+            y = y + s.view(b, self.out_ch, c // self.out_ch, h, w).mean(dim=2)
+        return y
+
+
+class UpSample(nn.Module):
+    """2x spatial upsampling, the mirror of ``DownSample``.
+
+    ``kind="seqconv"``: nearest 2x interpolation then an overlapping 3x3 conv (DC-AE's
+    InterpolateConv). ``kind="pixelshuffle"``: 1x1 conv to ``4*out_ch`` then pixel-shuffle.
+    With ``shortcut=True``: duplicate channels to ``4*out_ch`` then pixel-shuffle (DC-AE).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kind: str = "seqconv", shortcut: bool = True):
+        super().__init__()
+        if kind == "seqconv":
+            self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        elif kind == "pixelshuffle":
+            self.conv = nn.Conv2d(in_ch, 4 * out_ch, 1)
+        else:
+            raise ValueError(f"unknown upsample kind '{kind}', expected 'seqconv' or 'pixelshuffle'")
+        if shortcut and (4 * out_ch) % in_ch:
+            raise ValueError(f"DC shortcut needs 4*out_ch divisible by in_ch ({in_ch} -> {out_ch})")
+        self.kind, self.shortcut, self.repeats = kind, shortcut, 4 * out_ch // in_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "seqconv":
+            y = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, out, 2H, 2W)
+        else:
+            y = F.pixel_shuffle(self.conv(x), 2)
+        if self.shortcut:
+            y = y + F.pixel_shuffle(x.repeat_interleave(self.repeats, dim=1), 2)
+        return y
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional RMSNorm before QKV and 2D RoPE on Q and K.
+
+    Uses ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU).
+
+    Args:
+        dim: token width; heads = dim // head_dim.
+        qkv_norm: RMSNorm applied right before the Q, K, V projections (Section 3.3.2).
+    """
+
+    def __init__(self, dim: int, head_dim: int = 64, qkv_norm: bool = True, qkv_bias: bool = True):
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"attention width {dim} is not a multiple of head_dim {head_dim}")
+        self.num_heads, self.head_dim = dim // head_dim, head_dim
+        self.norm = nn.RMSNorm(dim, eps=1e-6) if qkv_norm else nn.Identity()
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).view(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
+        if rope is not None:
+            q, k = apply_rope_2d(q, *rope), apply_rope_2d(k, *rope)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
+
+
+class FeedForward(nn.Module):
+    """Token FFN. ``kind``:
+
+    - ``"mlp"``: Linear(dim, r*dim), GELU, Linear (plain ViT MLP).
+    - ``"dwconv"``: as ``mlp`` with a depth-wise 3x3 conv (plus residual) after the input projection.
+    - ``"fullconv"``: as ``mlp`` with a full 3x3 conv (plus residual) after the input
+      projection; TransVAE uses it with ``mlp_ratio=1`` (Section 3.3.1, Figure 2e).
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = 1.0, kind: str = "fullconv"):
+        super().__init__()
+        hidden = int(round(dim * mlp_ratio))
+        self.fc1 = nn.Linear(dim, hidden)
+        if kind == "mlp":
+            self.conv = None
+        elif kind == "dwconv":
+            self.conv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        elif kind == "fullconv":
+            self.conv = nn.Conv2d(hidden, hidden, 3, padding=1)
+        else:
+            raise ValueError(f"unknown ffn kind '{kind}', expected 'mlp', 'dwconv' or 'fullconv'")
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        h = self.fc1(x)  # (B, N, hidden)
+        if self.conv is not None:
+            b, n, c = h.shape
+            g = h.transpose(1, 2).reshape(b, c, *hw)  # (B, hidden, H, W)
+            h = h + self.conv(g).flatten(2).transpose(1, 2)  # residual around the conv path
+        return self.fc2(self.act(h))  # (B, N, C)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Transformer block; with the defaults, the TransVAE block of Figure 2(e)."""
+
+    def __init__(
+        self,
+        dim: int,
+        head_dim: int = 64,
+        mlp_ratio: float = 1.0,
+        ffn_type: str = "fullconv",
+        qkv_norm: bool = True,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, head_dim, qkv_norm=qkv_norm)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = FeedForward(dim, mlp_ratio, ffn_type)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], rope=None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope)  # (B, N, C)
+        return x + self.ffn(self.norm2(x), hw)
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool, *args) -> torch.Tensor:
+    """Apply ``blocks`` in order, optionally with activation checkpointing."""
+    for blk in blocks:
+        if use_checkpoint and torch.is_grad_enabled():
+            x = checkpoint(blk, x, *args, use_reentrant=False)
+        else:
+            x = blk(x, *args)
+    return x
+
+
+class LearnedPosEmbed(nn.Module):
+    """Learned absolute position embedding for a ``grid`` of tokens, bicubically resized to
+    other grids at run time (as DeTok does), so the model still runs at other resolutions."""
+
+    def __init__(self, dim: int, grid: tuple[int, int]):
+        super().__init__()
+        self.grid = grid
+        self.weight = nn.Parameter(torch.zeros(1, dim, *grid))
+
+    def forward(self, hw: tuple[int, int]) -> torch.Tensor:
+        w = self.weight
+        if tuple(hw) != tuple(self.grid):
+            w = F.interpolate(w.float(), size=hw, mode="bicubic", align_corners=False).to(w.dtype)
+        return w.flatten(2).transpose(1, 2)  # (1, N, C)
+
+
+def init_weights(module: nn.Module, num_residual_blocks: int) -> None:
+    """The parameter initialisation used by every model in this package, written out.
+
+    - Linear: truncated normal (std 0.02), zero bias; the output projections of attention
+      and FFN (residual branches) use std 0.02 / sqrt(2 * num_residual_blocks) (GPT-2) so the
+      residual stream does not grow with depth.
+    - Conv2d: Kaiming-normal (fan-in, linear gain, i.e. variance preserving), zero bias.
+    - Norms: weight 1, bias 0. Learned position embeddings: truncated normal (std 0.02).
+    """
+    out_std = 0.02 / math.sqrt(2 * max(num_residual_blocks, 1))
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear):
+            std = out_std if name.endswith(("attn.proj", "ffn.fc2")) else 0.02
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="linear")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, LearnedPosEmbed):
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)

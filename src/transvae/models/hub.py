@@ -1,0 +1,210 @@
+"""Saving and loading models: ``config.json`` + ``model.safetensors``, locally or on the Hub.
+
+Nothing here unpickles: configs are JSON parsed as data, weights are safetensors, and both are
+validated against the architecture (keys, shapes, dtypes) before any weight is materialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .base import CONFIG_NAME, WEIGHTS_NAME, AutoencoderBase, ConfigError, ModelConfig
+
+_FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename, so a crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_model_folder(model: AutoencoderBase, save_directory: str | os.PathLike, **metadata: Any) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for the plain (unwrapped) model.
+
+    Extra ``metadata`` (e.g. training step, latent statistics) goes into ``config.json`` under
+    ``"metadata"``; it is informational and never used to build the model.
+    """
+    model = unwrap_model(model)
+    out = Path(save_directory)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config_dict()
+    if metadata:
+        cfg["metadata"] = metadata
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt", "architecture": model.config.architecture})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out / WEIGHTS_NAME)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write_bytes(out / CONFIG_NAME, (json.dumps(cfg, indent=2) + "\n").encode())
+    return out
+
+
+def unwrap_model(model: torch.nn.Module) -> AutoencoderBase:
+    """Strip DDP/FSDP ``.module`` and ``torch.compile`` ``._orig_mod`` wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def resolve_model_folder(path_or_repo: str | os.PathLike, revision: str | None = None) -> Path:
+    """Find the folder holding ``config.json``: a model folder, a run folder (``RUN/model``) or a Hub repo."""
+    p = Path(path_or_repo)
+    if p.is_dir():
+        for cand in (p, p / "model"):
+            if (cand / CONFIG_NAME).is_file():
+                return cand
+        raise FileNotFoundError(
+            f"{p} has no {CONFIG_NAME}: expected a folder written by save_pretrained "
+            f"or a training run folder with a model/ sub-folder"
+        )
+    if p.exists():
+        raise FileNotFoundError(f"{p} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    if str(path_or_repo).count("/") != 1 or str(path_or_repo).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"no such model folder: {path_or_repo}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(
+            repo_id=str(path_or_repo), revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+        )
+    except Exception as e:  # offline, missing repo, auth...
+        raise FileNotFoundError(
+            f"'{path_or_repo}' is neither a local folder nor a reachable Hugging Face Hub repo "
+            f"({type(e).__name__}: {e}). Download it where you have network access, or pass a local path."
+        ) from e
+    return Path(local)
+
+
+def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
+    """Parse and validate ``config.json``: returns (class, config, model name)."""
+    from .registry import get_architecture
+
+    try:
+        raw = json.loads((folder / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{folder / CONFIG_NAME} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict) or "architecture" not in raw:
+        raise ConfigError(f"{folder / CONFIG_NAME} must be a JSON object with an 'architecture' key")
+    raw = dict(raw)
+    arch = raw.pop("architecture")
+    name = raw.pop("model_name", arch)
+    raw.pop("metadata", None)
+    cls = get_architecture(arch)
+    return cls, cls.config_class.from_dict(raw), name
+
+
+def check_weights(model: AutoencoderBase, weights: Path) -> None:
+    """Compare the safetensors header with the model's state dict; raise listing every mismatch."""
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    with safe_open(str(weights), framework="pt") as f:
+        found = {}
+        for k in f.keys():
+            sl = f.get_slice(k)
+            found[k] = (tuple(sl.get_shape()), sl.get_dtype())
+    problems = []
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    for k in sorted(set(expected) & set(found)):
+        shape, dtype = expected[k]
+        fshape, fdtype = found[k]
+        if fshape != shape:
+            problems.append(f"{k}: shape {list(fshape)} in file, {list(shape)} in the model")
+        elif fdtype not in _FLOAT_DTYPES:
+            problems.append(f"{k}: dtype {fdtype} in file is not a floating-point dtype")
+    if problems:
+        raise ConfigError(f"{weights} does not match the config:\n  " + "\n  ".join(problems[:20]))
+
+
+def load_model(
+    path_or_repo: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    expected_config: ModelConfig | None = None,
+) -> AutoencoderBase:
+    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id)."""
+    from safetensors.torch import load_file
+
+    from .registry import build_model
+
+    folder = resolve_model_folder(path_or_repo, revision)
+    cls, config, name = read_config(folder)
+    if expected_config is not None and expected_config != config:
+        raise ConfigError(f"{folder} holds config {config}, which differs from the requested {expected_config}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}")
+    model = build_model(cls, config, name, device="meta")
+    check_weights(model, weights)
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    state = load_file(str(weights), device=str(target))
+    ref = model.state_dict()
+    state = {k: v.to(dtype or ref[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def push_to_hub(
+    model: AutoencoderBase,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload TransVAE model",
+    **metadata: Any,
+) -> str:
+    """Create ``repo_id`` if needed and upload the ``save_pretrained`` folder; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model_folder(model, tmp, **metadata)
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+    return str(info)
