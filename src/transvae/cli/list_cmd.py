@@ -23,7 +23,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    head = f"{'name':<28} {'ratio':>5} {'latent':>6} {'encoder':>9} {'decoder':>9} {'total':>9}  paper (enc+dec)"
+    head = (
+        f"{'name':<28} {'ratio':>5} {'latent':>6} {'encoder':>9} {'decoder':>9} {'total':>9}  paper (enc+dec)"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:

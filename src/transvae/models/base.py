@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,31 @@ class ModelConfig:
             f = valid[k]
             default = f.default if f.default is not dataclasses.MISSING else None
             kwargs[k] = _coerce(k, v, default)
+            _check_range(k, kwargs[k])
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# Sizes that must be at least 1 in every architecture that has them (0 would build an empty or
+# broken model, or divide by zero in a config check); every other number must be >= 0.
+_POSITIVE_KEYS = frozenset(
+    {"in_channels", "latent_channels", "dims", "head_dim", "base_dim", "ch_mult", "patch_size"}
+    | {"window_size", "sample_size", "mlp_ratio", "rope_theta"}
+)
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Refuse NaN / inf and negative numbers anywhere, and zero for the sizes in ``_POSITIVE_KEYS``."""
+    positive = key in _POSITIVE_KEYS
+    for v in value if isinstance(value, tuple) else (value,):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            need = "a positive" if positive else "a non-negative"
+            raise ConfigError(f"config key '{key}' must be {need} finite number, got {value!r}")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -234,7 +255,11 @@ class AutoencoderBase(nn.Module):
         return push_to_hub(self, repo_id, **kwargs)
 
     def config_dict(self) -> dict[str, Any]:
-        return {"architecture": self.config.architecture, "model_name": self.model_name, **self.config.to_dict()}
+        return {
+            "architecture": self.config.architecture,
+            "model_name": self.model_name,
+            **self.config.to_dict(),
+        }
 
 
 def config_to_json(model: AutoencoderBase) -> str:

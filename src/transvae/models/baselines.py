@@ -1,1 +1,66 @@
-"""Baseline architectures (CNN-VAE, ViT-VAE, Swin-VAE). Filled in by the baselines work."""
+"""Baseline families of the paper's comparisons (Sections 3.1-3.4, Appendix C and G).
+
+Importing this module registers them (``registry._ensure_registered`` does so):
+
+- ``cnn-vae-*``  CNN-VAE (LDM / VA-VAE), Table 4: ``cnn_vae.CNNVAE``.
+- ``vit-vae-*``  ViT-VAE, Table 5: a single-stage ``TransVAE`` config (16x16 patch embedding,
+  pixel-shuffle head, learned absolute position embedding, plain MLP ratio 4), the first rung
+  of the design ladder (``ladder.py``).
+- ``swin-vae-*`` Swin-VAE, Table 6: ``swin_vae.SwinVAE`` (timm's Swin stages).
+- ``asym-vae-*`` Transformer encoder + CNN decoder, Appendix G: ``asym_vae.AsymVAE``.
+
+Choices and measured parameter counts are documented in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from . import asym_vae, cnn_vae, swin_vae  # noqa: F401  (registers their variants)
+from .registry import register_model
+from .transvae import TransVAE
+
+# ViT-VAE: everything that makes TransVAE differ from a plain ViT switched off.
+VIT_VAE_DEFAULTS = dict(
+    num_cnn_stages=0,
+    patch_size=16,
+    patch_embed="patch",
+    patch_out="pixelshuffle",
+    pos_embed="learned",
+    ffn_type="mlp",
+    mlp_ratio=4.0,
+    qkv_norm=False,
+    dc_shortcut=False,
+    latent_kernel=1,
+    head_dim=64,
+)
+
+# Table 5: (depth, width, paper (encoder, decoder) params in millions)
+_TABLE5 = {
+    "t": (8, 512, (26, 25)),
+    "b": (12, 768, (86, 85)),
+    "l": (24, 1024, (303, 302)),
+    "h": (24, 1536, (681, 680)),
+    "g": (24, 2048, (1200, 1300)),
+}
+for _size, (_depth, _width, _pp) in _TABLE5.items():
+    register_model(
+        f"vit-vae-{_size}-f16d32",
+        TransVAE,
+        family="vit-vae",
+        paper_params=_pp,
+        description="Table 5",
+        **{**VIT_VAE_DEFAULTS, "dims": (_width,), "depths": (_depth,)},
+    )
+register_model(
+    "vit-vae-mini-f16d32",
+    TransVAE,
+    family="vit-vae",
+    description="CPU-sized, matches transvae-mini",
+    **{**VIT_VAE_DEFAULTS, "dims": (128,), "depths": (7,), "head_dim": 32, "sample_size": 64},
+)
+register_model(
+    "vit-vae-nano-f16d32",
+    TransVAE,
+    family="vit-vae",
+    description="smallest, for unit tests",
+    **{**VIT_VAE_DEFAULTS, "dims": (32,), "depths": (2,), "head_dim": 16, "sample_size": 64},
+)

@@ -232,6 +232,8 @@ def init_weights(module: nn.Module, num_residual_blocks: int) -> None:
     - Conv2d: Kaiming-normal (fan-in, linear gain, i.e. variance preserving), zero bias.
     - Norms: weight 1, bias 0. Learned position embeddings: truncated normal (std 0.02).
     """
+    if any(p.is_meta for p in module.parameters()):
+        return  # device="meta" builds structure only; random init ops on meta tensors are slow
     out_std = 0.02 / math.sqrt(2 * max(num_residual_blocks, 1))
     for name, m in module.named_modules():
         if isinstance(m, nn.Linear):

@@ -177,7 +177,9 @@ def load_model(
     folder = resolve_model_folder(path_or_repo, revision)
     cls, config, name = read_config(folder)
     if expected_config is not None and expected_config != config:
-        raise ConfigError(f"{folder} holds config {config}, which differs from the requested {expected_config}")
+        raise ConfigError(
+            f"{folder} holds config {config}, which differs from the requested {expected_config}"
+        )
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}")

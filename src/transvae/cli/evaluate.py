@@ -1,0 +1,170 @@
+"""``transvae evaluate``: reconstruction metrics, resolution sweeps and latent analysis.
+
+    transvae evaluate --model runs/x/model --data imagenet/val --out eval/ --resolution 256 512 1024
+    transvae evaluate --model runs/x --data photos/ --out eval/ --metrics psnr ssim --limit 100  # offline
+    transvae evaluate --model runs/x/model --data imagenet/val --out eval/ --latent-stats --uniformity 10000 --linear-probe
+
+Writes OUT/results.json, OUT/results.md, OUT/report.html (and OUT/latent_stats.json). See
+docs/evaluation.md for the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .common import DTYPES, UserError, load_model_or_exit, resolve_device
+
+DEFAULT_METRICS = ("psnr", "ssim", "lpips", "rfid")
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{v}'") from e
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="PSNR / SSIM / LPIPS / rFID of a model on an image folder, with an HTML report",
+        description="Evaluate reconstructions on a folder of images (recursive): shorter side resized to R "
+        "(bicubic), center crop RxR, reconstruct from the posterior mean, metrics on uint8 images, averaged "
+        "over the whole set. Several --resolution values give a resolution-extrapolation table. Writes "
+        "OUT/results.json, OUT/results.md and OUT/report.html.",
+    )
+    p.add_argument("--model", required=True, help="save_pretrained folder, training run folder or Hub repo id")
+    p.add_argument("--data", required=True, help="image folder (searched recursively) or one image")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resolution", type=_positive, nargs="+", default=[256], metavar="R", help="square size(s) (default 256)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=DEFAULT_METRICS,
+        default=list(DEFAULT_METRICS),
+        help="metrics to compute (default: all; psnr and ssim need no downloaded weights)",
+    )
+    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the first N images (sorted by path)")
+    p.add_argument("--batch-size", type=_positive, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="autocast dtype of the model (auto: bf16 on CUDA, fp32 on CPU); metrics always run in fp32/fp64",
+    )
+    p.add_argument("--num-workers", type=int, default=None, help="image decoding workers (default: min(8, CPUs))")
+    w = p.add_argument_group("feature-network weights")
+    w.add_argument("--lpips-net", choices=["vgg", "alex"], default="vgg", help="LPIPS backbone (default vgg)")
+    w.add_argument(
+        "--lpips-weights",
+        default=None,
+        metavar="PATH",
+        help="local torchvision backbone checkpoint (vgg16-397923af.pth / alexnet-owt-7be5be79.pth) or LPIPS "
+        "state dict; default: torch hub cache, downloading if missing",
+    )
+    w.add_argument(
+        "--fid-weights",
+        default=None,
+        metavar="PATH",
+        help="local FID InceptionV3 weights (weights-inception-2015-12-05-6726825d.pth or pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth); default: torch hub cache, downloading if missing",
+    )
+    r = p.add_argument_group("report")
+    r.add_argument("--report-images", type=int, default=8, help="lowest-PSNR examples per resolution in the report")
+    la = p.add_argument_group("latent analysis")
+    la.add_argument("--latent-stats", action="store_true", help="per-channel latent mean/std, scaling and shift factors")
+    la.add_argument(
+        "--uniformity",
+        type=int,
+        default=0,
+        metavar="N",
+        help="VA-VAE uniformity metrics (t-SNE + KDE) on N latent vectors (VA-VAE: 10000; 0 = off)",
+    )
+    la.add_argument("--uniformity-repeats", type=_positive, default=1, help="t-SNE runs averaged (VA-VAE: 10)")
+    la.add_argument("--linear-probe", action="store_true", help="logistic regression on pooled latents (class sub-folders)")
+    la.add_argument(
+        "--latent-source",
+        choices=["sample", "mode"],
+        default="sample",
+        help="latents analysed: a posterior sample (what diffusion trains on, default) or the mean",
+    )
+    la.add_argument("--seed", type=int, default=0, help="seed of posterior samples, t-SNE and the probe split")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from transvae.evaluation import WeightsUnavailableError, run_evaluation
+
+    device = resolve_device(args.device)
+    dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    data = Path(args.data)
+    if not data.exists():
+        raise UserError(f"--data {data}: no such file or folder")
+    if args.uniformity and args.uniformity < 4:
+        raise UserError("--uniformity needs at least 4 latent vectors (VA-VAE uses 10000)")
+    model = load_model_or_exit(args.model, device=device)
+    f = model.spatial_compression_ratio
+    bad = [r for r in args.resolution if r % f]
+    if bad:
+        raise UserError(f"--resolution {bad[0]} is not a multiple of the model's spatial compression ratio {f}")
+    workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
+    try:
+        payload = run_evaluation(
+            model,
+            data,
+            out_dir=args.out,
+            resolutions=args.resolution,
+            metrics=args.metrics,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            device=device,
+            dtype=DTYPES[dtype_name],
+            num_workers=workers,
+            lpips_net=args.lpips_net,
+            lpips_weights=args.lpips_weights,
+            fid_weights=args.fid_weights,
+            report_images=args.report_images,
+            latent_stats=args.latent_stats,
+            uniformity_samples=args.uniformity,
+            uniformity_repeats=args.uniformity_repeats,
+            probe=args.linear_probe,
+            latent_source=args.latent_source,
+            seed=args.seed,
+            model_path=str(args.model),
+            command="transvae " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else None,
+            progress=not args.quiet,
+        )
+    except WeightsUnavailableError as e:
+        raise UserError(f"{e} (or leave the metric out, e.g. --metrics psnr ssim)") from e
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from e
+    _print_summary(payload, Path(args.out))
+    return 0
+
+
+def _print_summary(payload: dict, out: Path) -> None:
+    from transvae.evaluation.report import markdown_table
+
+    print(markdown_table(payload["results"], payload["metrics"]))
+    for r in payload.get("latent") or []:
+        s = r.get("statistics") or {}
+        line = f"{r['resolution']}px latents: scaling_factor {s.get('scaling_factor', float('nan')):.4f}, shift_factor {s.get('shift_factor', float('nan')):.4f}"
+        if r.get("uniformity"):
+            u = r["uniformity"]
+            line += f"; density CV {u['density_cv']:.4f}, Gini {u['gini_coefficient']:.4f}, norm. entropy {u['normalized_entropy']:.4f}"
+        if r.get("linear_probe"):
+            line += f"; linear probe top-1 {r['linear_probe']['top1']:.4f}"
+        print(line)
+    skipped = sum(len(v) for v in payload.get("skipped", {}).values())
+    if skipped:
+        print(f"skipped {skipped} unreadable file(s); see results.json", file=sys.stderr)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'report.html'}")

@@ -1,0 +1,122 @@
+"""Training and validation transforms on PIL images, driven by an explicit ``torch.Generator``.
+
+Every random choice (scale, crop offset, flip) is drawn from a generator seeded per sample
+from ``(seed, epoch, index)``, so the same sample gets the same crop whatever worker loads it
+and a resumed run sees exactly the data it would have seen without the interruption.
+
+Small images: the shorter side is always resized to at least the crop size first, so images
+smaller than the crop are upscaled (bicubic) rather than padded or refused.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from PIL import Image
+
+from .io import pil_to_tensor
+
+
+def resize_shorter_side(im: Image.Image, size: int) -> Image.Image:
+    """Resize so that the shorter side is ``size`` (aspect ratio kept, bicubic, antialiased)."""
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) == (w, h):
+        return im
+    return im.resize((nw, nh), Image.BICUBIC, reducing_gap=None)
+
+
+def resize_to_cover(im: Image.Image, height: int, width: int, scale: float = 1.0) -> Image.Image:
+    """Smallest aspect-preserving resize (times ``scale`` >= 1) that covers a ``height`` x ``width`` crop."""
+    w, h = im.size
+    s = max(height / h, width / w) * scale
+    nw, nh = max(width, math.ceil(w * s - 1e-6)), max(height, math.ceil(h * s - 1e-6))
+    if (nw, nh) == (w, h):
+        return im
+    return im.resize((nw, nh), Image.BICUBIC)
+
+
+def center_crop(im: Image.Image, height: int, width: int) -> Image.Image:
+    """Crop the central ``height`` x ``width`` window (the image must cover it)."""
+    w, h = im.size
+    left, top = (w - width) // 2, (h - height) // 2
+    return im.crop((left, top, left + width, top + height))
+
+
+class TrainTransform:
+    """Random resize + random crop + horizontal flip, to a (3, height, width) tensor in [-1, 1].
+
+    The shorter side (relative to the crop's aspect ratio) is resized to cover the crop times a
+    scale drawn uniformly from ``scale`` (``(1, 1)`` = LDM's "resize shorter side, random crop";
+    larger values train on zoomed-in crops), then a random window is cut and flipped with p=0.5.
+
+    Args:
+        resolution: default crop size (square) when ``__call__`` gets no size.
+        scale: (min, max) zoom factor >= 1 applied on top of the covering resize.
+        hflip: flip horizontally with probability 0.5.
+    """
+
+    def __init__(self, resolution: int, scale: tuple[float, float] = (1.0, 1.0), hflip: bool = True):
+        if resolution <= 0:
+            raise ValueError(f"resolution must be positive, got {resolution}")
+        lo, hi = scale
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"scale must satisfy 1 <= min <= max, got {scale}")
+        self.resolution, self.scale, self.hflip = resolution, (float(lo), float(hi)), hflip
+
+    def __call__(
+        self, im: Image.Image, generator: torch.Generator, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Args: im: RGB image; generator: per-sample RNG; size: (height, width) crop, default square.
+        Returns: (3, height, width) float tensor in [-1, 1]."""
+        height, width = size or (self.resolution, self.resolution)
+        u = torch.rand(4, generator=generator).tolist()
+        lo, hi = self.scale
+        im = resize_to_cover(im, height, width, lo + (hi - lo) * u[0])
+        w, h = im.size
+        left = min(int(u[1] * (w - width + 1)), w - width)
+        top = min(int(u[2] * (h - height + 1)), h - height)
+        im = im.crop((left, top, left + width, top + height))
+        if self.hflip and u[3] < 0.5:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        return pil_to_tensor(im)
+
+
+class ValTransform:
+    """Deterministic: resize the shorter side to cover the crop, then center crop.
+
+    Args:
+        resolution: side of the square crop.
+    """
+
+    def __init__(self, resolution: int):
+        if resolution <= 0:
+            raise ValueError(f"resolution must be positive, got {resolution}")
+        self.resolution = resolution
+
+    def __call__(
+        self, im: Image.Image, generator: torch.Generator | None = None, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Returns a (3, height, width) tensor in [-1, 1]; ``generator`` is unused (same signature as train)."""
+        height, width = size or (self.resolution, self.resolution)
+        return pil_to_tensor(center_crop(resize_to_cover(im, height, width), height, width))
+
+
+def parse_buckets(specs: tuple[str, ...] | list[str], multiple: int) -> list[tuple[int, int]]:
+    """Parse ``["256x256", "192x320"]`` into (height, width) pairs, each a multiple of ``multiple``.
+
+    Raises:
+        ValueError: a malformed entry or a size that the model cannot encode.
+    """
+    out = []
+    for s in specs:
+        try:
+            h, w = (int(v) for v in str(s).lower().split("x"))
+        except ValueError as e:
+            raise ValueError(f"bucket '{s}' must look like HEIGHTxWIDTH, e.g. 256x192") from e
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            raise ValueError(f"bucket '{s}': both sides must be positive multiples of {multiple}")
+        out.append((h, w))
+    return out

@@ -1,0 +1,229 @@
+"""The whole evaluation of one model on one folder: every resolution, latent analysis, outputs.
+
+``run_evaluation`` is what ``transvae evaluate`` calls; it is usable from Python as well::
+
+    from transvae.evaluation import run_evaluation
+    payload = run_evaluation(model, "data/val", out_dir="eval/", resolutions=(256, 512), metrics=("psnr", "ssim"))
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from transvae.data.io import list_images
+
+from .fid import FIDMetric
+from .latent_analysis import linear_probe, uniformity_metrics
+from .metrics import LPIPSMetric, build_lpips
+from .protocol import PROTOCOL, class_labels
+from .report import summary_for_json, write_outputs
+from .runner import METRICS, LatentOptions, ResolutionResult, evaluate_resolution
+
+
+def build_metric_networks(
+    metrics: Sequence[str],
+    device: torch.device,
+    lpips_net: str = "vgg",
+    lpips_weights: str | os.PathLike | None = None,
+    fid_weights: str | os.PathLike | None = None,
+    random_feature_networks: bool = False,
+) -> tuple[LPIPSMetric | None, FIDMetric | None]:
+    """Load the feature networks that the requested metrics need (before any image is read).
+
+    Args:
+        random_feature_networks: random LPIPS backbone / FID features (tests only: not real metrics).
+    Raises:
+        WeightsUnavailableError: real weights needed but not available.
+    """
+    lp = fid = None
+    if "lpips" in metrics:
+        lp = build_lpips(lpips_net, lpips_weights, random_init=random_feature_networks, device=device)
+    if "rfid" in metrics:
+        feature_net = _RandomFeatures().to(device) if random_feature_networks else None
+        fid = FIDMetric(feature_net=feature_net, weights_path=fid_weights, device=device)
+    return lp, fid
+
+
+class _RandomFeatures(nn.Module):
+    """A small random conv net standing in for InceptionV3 (uint8 -> (B, 64)) in offline tests."""
+
+    num_features = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 64, 4, stride=4)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.05)
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, 64)
+
+
+def run_evaluation(
+    model: nn.Module,
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    resolutions: Sequence[int] = (256,),
+    metrics: Sequence[str] = ("psnr", "ssim"),
+    batch_size: int = 16,
+    limit: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    num_workers: int = 0,
+    lpips_net: str = "vgg",
+    lpips_weights: str | os.PathLike | None = None,
+    fid_weights: str | os.PathLike | None = None,
+    report_images: int = 8,
+    latent_stats: bool = False,
+    uniformity_samples: int = 0,
+    uniformity_repeats: int = 1,
+    probe: bool = False,
+    latent_source: str = "sample",
+    seed: int = 0,
+    model_path: str | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    random_feature_networks: bool = False,
+) -> dict:
+    """Evaluate ``model`` on the images under ``data`` at each resolution; write the outputs.
+
+    Args:
+        model: an ``AutoencoderBase``, already on ``device``.
+        data: a folder (searched recursively) or one image file.
+        out_dir: where results.json / results.md / report.html go (None: write nothing).
+        resolutions: square sizes R to evaluate (each a multiple of the compression ratio).
+        metrics: subset of ("psnr", "ssim", "lpips", "rfid"); unrequested ones are absent.
+        batch_size, num_workers: batching of the pass.
+        limit: only the first ``limit`` files (sorted by path).
+        device, dtype: where the model runs and its autocast dtype (float32 = none).
+        lpips_net, lpips_weights, fid_weights: feature networks (see ``build_lpips`` / ``FIDMetric``).
+        report_images: lowest-PSNR examples shown per resolution in the HTML report.
+        latent_stats: per-channel latent mean/std and scaling/shift factors.
+        uniformity_samples: latent vectors for VA-VAE's t-SNE uniformity metrics (0 = skip).
+        uniformity_repeats: t-SNE runs averaged (VA-VAE: 10).
+        probe: linear probe on pooled latents (needs class sub-folders).
+        latent_source: "sample" (posterior sample, what diffusion models train on) or "mode".
+        seed: for posterior samples, vector sampling, t-SNE and the probe split.
+        model_path, command: recorded in the outputs.
+        progress: tqdm bars.
+        random_feature_networks: random LPIPS/FID networks (tests only).
+    Returns:
+        the results.json payload.
+    """
+    device = torch.device(device)
+    metrics = [m for m in METRICS if m in metrics]  # canonical order, no duplicates
+    root = Path(data)
+    files = list_images(root)
+    num_files = len(files)
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise FileNotFoundError(f"no images found under {root}")
+    lp, fid = build_metric_networks(metrics, device, lpips_net, lpips_weights, fid_weights, random_feature_networks)
+    labels = None
+    if probe and root.is_dir():
+        found = class_labels(files, root)
+        if found is not None:  # per-image paths in the results are relative to root
+            labels = ({str(f.relative_to(root)): y for f, y in zip(files, found[0], strict=True)}, found[1])
+    latent_opts = LatentOptions(
+        statistics=latent_stats or uniformity_samples > 0,
+        uniformity_samples=uniformity_samples,
+        pooled=probe and labels is not None,
+        source=latent_source,
+        seed=seed,
+    )
+    results: list[ResolutionResult] = []
+    for res in resolutions:
+        results.append(
+            evaluate_resolution(
+                model,
+                files,
+                res,
+                metrics=tuple(metrics),
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                lpips_metric=lp,
+                fid_metric=fid,
+                num_workers=num_workers,
+                keep_worst=report_images,
+                latent=latent_opts,
+                root=root if root.is_dir() else root.parent,
+                progress=progress,
+            )
+        )
+
+    protocol = dict(PROTOCOL)
+    protocol = {k: v for k, v in protocol.items() if k not in METRICS or k in metrics}
+    if lp is not None:
+        protocol["lpips"] += f"; backbone {lp.net_name}, weights {lp.weights_source}"
+    if fid is not None:
+        protocol["rfid"] += f"; weights {fid.source}"
+    payload: dict = {
+        "results": [summary_for_json(r.summary) for r in results],
+        "model": {
+            "name": getattr(model, "model_name", type(model).__name__),
+            "path": model_path,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "spatial_compression_ratio": getattr(model, "spatial_compression_ratio", None),
+            "latent_channels": getattr(model, "latent_channels", None),
+            "config": model.config_dict() if hasattr(model, "config_dict") else None,
+        },
+        "data": {"path": str(root), "num_files": num_files, "limit": limit, "num_evaluated": len(files)},
+        "metrics": metrics,
+        "protocol": protocol,
+        "run": {
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""),
+            "batch_size": batch_size,
+            "transvae_version": _version(),
+            "torch_version": torch.__version__,
+            "command": command,
+            "random_feature_networks": random_feature_networks,
+        },
+        "per_image": {str(r.resolution): r.per_image for r in results},
+        "skipped": {str(r.resolution): r.skipped for r in results if r.skipped},
+    }
+    if latent_opts.any:
+        payload["latent_source"] = latent_source
+        payload["latent"] = [
+            _latent_analysis(r, labels, uniformity_repeats, seed, probe) for r in results
+        ]
+    if out_dir is not None:
+        write_outputs(Path(out_dir), payload, results, metrics)
+    return payload
+
+
+def _latent_analysis(r: ResolutionResult, labels, repeats: int, seed: int, probe: bool) -> dict:
+    out: dict = {"resolution": r.resolution, "statistics": r.latent_stats}
+    if r.latent_vectors is not None and len(r.latent_vectors) >= 4:
+        s = r.latent_stats
+        u = uniformity_metrics(r.latent_vectors, s["mean"], s["std"], repeats=repeats, seed=42 + seed)
+        r.extras["tsne_embedding"] = u.pop("embedding")  # (N, 2): plotted in the report, too big for JSON
+        out["uniformity"] = u
+    if probe:
+        if labels is None:
+            out["linear_probe_skipped"] = "no class sub-folders (data/<class>/<image>) with at least two classes"
+        elif r.pooled is not None:
+            label_of, classes = labels
+            y = [label_of[p["path"]] for p in r.per_image]  # pooled rows follow per_image
+            try:
+                out["linear_probe"] = linear_probe(r.pooled, y, seed=seed) | {"classes": classes}
+            except ValueError as e:
+                out["linear_probe_skipped"] = str(e)
+    return out
+
+
+def _version() -> str:
+    from transvae import __version__
+
+    return __version__

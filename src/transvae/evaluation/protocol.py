@@ -1,0 +1,128 @@
+"""The evaluation protocol's image pipeline: read, resize the shorter side, center crop, uint8.
+
+- The shorter side is resized to R with PIL's bicubic filter (PIL scales the filter support
+  with the scale factor when shrinking, i.e. it antialiases), the longer side to
+  ``round(R * long / short)``; then the central RxR square is cropped (offsets rounded as
+  torchvision's ``CenterCrop``). An image whose shorter side is already R is only cropped and
+  an RxR image is used as is: no resampling.
+- Images smaller than R are upsampled the same way; the count is reported (``num_upsampled``).
+- Unreadable files are skipped with their reason (``skipped``) instead of stopping a long run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from transvae.data.io import ImageLoadError, load_image
+
+PROTOCOL = {
+    "resize": "shorter side to R, PIL bicubic (antialiased when downscaling); RxR images not resampled",
+    "crop": "center crop RxR",
+    "reconstruction": "decode(encode(x).mode()): the posterior mean, no sampling",
+    "quantisation": "input and reconstruction rounded to uint8 (clamp to [-1, 1], (x + 1) * 127.5, round)",
+    "psnr": "mean over images of 10 log10(255^2 / MSE), MSE over all pixels and channels of the uint8 image",
+    "ssim": "mean over images of Gaussian-window SSIM (11x11, sigma 1.5, K1 0.01, K2 0.03, data range 255), "
+    "averaged over channels and the valid region (5-pixel border excluded), as scikit-image",
+    "lpips": "mean over images of LPIPS v0.1 (spatial average) on the uint8 images mapped to [-1, 1]",
+    "rfid": "Frechet distance between InceptionV3 pool features (2048-d, torch-fidelity FID Inception, "
+    "images resized to 299 inside the network) of all originals and all reconstructions",
+}
+
+
+def resize_center_crop(im: Image.Image, size: int) -> tuple[Image.Image, bool]:
+    """Resize the shorter side of ``im`` to ``size`` (bicubic) and crop the central square.
+
+    Args:
+        im: RGB PIL image of any size.
+        size: target side R.
+    Returns:
+        (the RxR image, whether it was upsampled).
+    """
+    w, h = im.size
+    short = min(w, h)
+    upsampled = short < size
+    if short != size:
+        # round() rather than int(): the long side of a 481x321 photo at 256 is 384, not 383
+        if w <= h:
+            new_w, new_h = size, max(size, round(h * size / w))
+        else:
+            new_w, new_h = max(size, round(w * size / h)), size
+        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        w, h = new_w, new_h
+    if (w, h) != (size, size):
+        left = int(round((w - size) / 2.0))
+        top = int(round((h - size) / 2.0))
+        im = im.crop((left, top, left + size, top + size))
+    return im, upsampled
+
+
+@dataclass
+class EvalItem:
+    """One preprocessed image: ``image`` is (3, R, R) uint8, or None with ``error`` set."""
+
+    index: int
+    image: torch.Tensor | None
+    upsampled: bool = False
+    error: str | None = None
+
+
+class EvalImageDataset(Dataset):
+    """Files -> ``EvalItem`` (uint8 RxR) following the protocol above.
+
+    Args:
+        files: image paths.
+        resolution: R.
+    """
+
+    def __init__(self, files: list[Path], resolution: int):
+        self.files = list(files)
+        self.resolution = resolution
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> EvalItem:
+        try:
+            im = load_image(self.files[i])
+        except ImageLoadError as e:
+            return EvalItem(i, None, error=e.reason)
+        im, up = resize_center_crop(im, self.resolution)
+        arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, R, R)
+        return EvalItem(i, arr.contiguous(), upsampled=up)
+
+
+def collate_items(items: list[EvalItem]) -> tuple[torch.Tensor, list[int], list[bool], list[EvalItem]]:
+    """Batch the readable items: (B, 3, R, R) uint8, their indices, upsampled flags, and the failures."""
+    good = [it for it in items if it.image is not None]
+    bad = [it for it in items if it.image is None]
+    if good:
+        x = torch.stack([it.image for it in good])
+    else:
+        x = torch.empty(0, dtype=torch.uint8)
+    return x, [it.index for it in good], [it.upsampled for it in good], bad
+
+
+def class_labels(files: list[Path], root: Path) -> tuple[list[int], list[str]] | None:
+    """Labels from a class-folder layout (``root/<class>/.../img``), or None if there is none.
+
+    Returns:
+        (label index per file, class names sorted) when every file lies in a sub-folder of
+        ``root`` and there are at least two classes; else None.
+    """
+    names = []
+    for f in files:
+        rel = Path(f).resolve().relative_to(Path(root).resolve())
+        if len(rel.parts) < 2:
+            return None
+        names.append(rel.parts[0])
+    classes = sorted(set(names))
+    if len(classes) < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return [index[n] for n in names], classes

@@ -1,0 +1,292 @@
+"""``extract-latents``: a whole image folder -> sharded safetensors of latents for diffusion training.
+
+Layout of ``OUT`` (the form LightningDiT's ``ImgLatentDataset`` reads: every ``*.safetensors``
+holds ``latents``, ``latents_flip`` and ``labels``, and ``latents_stats.pt`` holds the
+per-channel ``mean`` / ``std`` of shape (1, C, 1, 1)):
+
+    latents_shard00000.safetensors   latents (N, C, h, w), latents_flip (N, C, h, w) unless
+                                     --no-flip, labels (N,) int64; metadata: file_names (JSON),
+                                     total_size, dtype, shard
+    ...
+    extraction.json                  the settings; a rerun with other settings is refused
+    manifest.json                    shards, counts, classes, skipped files (written last)
+    latents_stats.pt / .json         per-channel mean and std of ``latents`` over the dataset
+
+Shard ``i`` holds the sorted files ``[i*S, (i+1)*S)``; with ``world_size`` processes (torchrun)
+rank ``r`` extracts the shards with ``i % world_size == r``. A shard is written atomically, so
+an existing shard file is complete and a rerun skips it (resume). Rank 0 computes the statistics
+and the manifest from the shard files once every shard exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
+from ..models.hub import atomic_write_bytes
+from .runner import InferenceRunner
+
+SHARD_PATTERN = "latents_shard{:05d}.safetensors"
+
+
+def center_crop_resize(im: Image.Image, size: int) -> Image.Image:
+    """ADM / DiT preprocessing: halve with a box filter while large, bicubic-resize the short
+    side to ``size``, then crop the centre ``size`` x ``size``."""
+    while min(im.size) >= 2 * size:
+        im = im.resize(tuple(s // 2 for s in im.size), resample=Image.BOX)
+    scale = size / min(im.size)
+    im = im.resize(tuple(max(size, round(s * scale)) for s in im.size), resample=Image.BICUBIC)
+    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def find_classes(root: Path, files: list[Path]) -> list[str]:
+    """Class names (sorted first-level folders, as torchvision's ImageFolder) when every image
+    lies in a sub-folder of ``root``; otherwise ``[]`` (an unlabelled folder)."""
+    rels = [f.relative_to(root) for f in files]
+    if not rels or any(len(r.parts) < 2 for r in rels):
+        return []
+    return sorted({r.parts[0] for r in rels})
+
+
+class _CropDataset(Dataset):
+    def __init__(self, files: list[Path], resolution: int):
+        self.files, self.resolution = files, resolution
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            im = center_crop_resize(load_image(self.files[i]), self.resolution)
+            return i, pil_to_tensor(im), ""
+        except ImageLoadError as e:
+            return i, None, e.reason
+
+
+def _collate(items):
+    return items
+
+
+def _shard_complete(path: Path, expected_files: list[str]) -> bool:
+    """A shard counts as done when it opens and lists the files we would have put in it
+    (minus skipped ones, which are recorded in its metadata)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        names = json.loads(meta.get("file_names", "null"))
+        skipped = json.loads(meta.get("skipped", "[]"))
+    except Exception:
+        return False
+    return isinstance(names, list) and sorted(names + [s[0] for s in skipped]) == sorted(expected_files)
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def latent_channel_stats(shards: list[Path], key: str = "latents") -> dict[str, Any]:
+    """Per-channel mean and std of ``key`` over all shards, streamed in float64.
+
+    Returns:
+        dict with ``mean`` and ``std`` (C,) float32 tensors and ``count`` (values per channel).
+    """
+    total = sq = None
+    count = 0
+    for p in shards:
+        with safe_open(str(p), framework="pt") as f:
+            if key not in f.keys():
+                continue
+            z = f.get_tensor(key).double()  # (N, C, h, w)
+        if z.shape[0] == 0:
+            continue
+        s, s2 = z.sum(dim=(0, 2, 3)), z.pow(2).sum(dim=(0, 2, 3))
+        total = s if total is None else total + s
+        sq = s2 if sq is None else sq + s2
+        count += z.shape[0] * z.shape[2] * z.shape[3]
+    if total is None:
+        raise ValueError("no latents found in the shards")
+    mean = total / count
+    var = (sq / count - mean.pow(2)).clamp_min(0.0) * count / max(count - 1, 1)  # unbiased, as torch.std
+    return {"mean": mean.float(), "std": var.sqrt().float(), "count": count}
+
+
+def extract_latents(
+    data_dir: str | os.PathLike,
+    runner: InferenceRunner,
+    out_dir: str | os.PathLike,
+    model_ref: str = "",
+    resolution: int = 256,
+    shard_size: int = 10000,
+    batch_size: int = 32,
+    flip: bool = True,
+    sample: bool = False,
+    latent_dtype: torch.dtype = torch.float32,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Encode every image of ``data_dir`` into latent shards under ``out_dir``.
+
+    Args:
+        data_dir: image folder; first-level sub-folders are classes when all images are in them.
+        runner: an ``InferenceRunner`` (device, dtype, tiling of the model).
+        out_dir: output folder (see the module docstring for its layout).
+        model_ref: the model path / repo id, recorded in the metadata.
+        resolution: images are centre-cropped and resized to ``resolution`` squared.
+        shard_size: images per shard.
+        batch_size: images per forward pass.
+        flip: also store latents of horizontally flipped images (``latents_flip``).
+        sample: store posterior samples instead of posterior means.
+        latent_dtype: dtype of the stored latents.
+        num_workers: DataLoader workers decoding images.
+        rank, world_size: this process's slice of the shards.
+        barrier: callable that waits for all ranks (``torch.distributed.barrier``) or None.
+        progress: show a tqdm bar.
+    Returns:
+        The manifest (on the rank that wrote it, once all shards exist), else None.
+    """
+    data_dir, out = Path(data_dir), Path(out_dir)
+    if resolution % runner.f:
+        raise ValueError(f"--resolution {resolution} must be a multiple of the compression ratio {runner.f}")
+    files = list_images(data_dir)
+    if not files:
+        raise FileNotFoundError(f"no images found under {data_dir}")
+    classes = find_classes(data_dir, files)
+    class_index = {c: i for i, c in enumerate(classes)}
+    rels = [f.relative_to(data_dir).as_posix() for f in files]
+    settings = {
+        "data_dir": str(data_dir.resolve()),
+        "model": str(model_ref),
+        "model_name": runner.model.model_name,
+        "resolution": resolution,
+        "shard_size": shard_size,
+        "flip": flip,
+        "sample": sample,
+        "latent_dtype": str(latent_dtype).removeprefix("torch."),
+        "num_images": len(files),
+        "classes": classes,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    settings_path = out / "extraction.json"
+    if settings_path.is_file():
+        old = json.loads(settings_path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out} holds an extraction with other settings (differs in {diff}); use a new --out folder"
+            )
+    elif rank == 0:
+        atomic_write_bytes(settings_path, (json.dumps(settings, indent=2) + "\n").encode())
+
+    n_shards = -(-len(files) // shard_size)
+    mine = [i for i in range(n_shards) if i % world_size == rank]
+    todo = []
+    for i in mine:
+        chunk = rels[i * shard_size : (i + 1) * shard_size]
+        if not _shard_complete(out / SHARD_PATTERN.format(i), chunk):
+            todo.append(i)
+    n_todo = sum(len(rels[i * shard_size : (i + 1) * shard_size]) for i in todo)
+    bar = tqdm(total=n_todo, desc=f"extract (rank {rank})", unit="img", disable=not progress or n_todo == 0)
+    for i in todo:
+        idx = list(range(i * shard_size, min((i + 1) * shard_size, len(files))))
+        loader = DataLoader(
+            _CropDataset([files[j] for j in idx], resolution),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+        )
+        lat, lat_flip, labels, names, skipped = [], [], [], [], []
+        for items in loader:
+            good = [(k, x) for k, x, err in items if x is not None]
+            for k, _, err in items:
+                if err:
+                    skipped.append([rels[idx[k]], err])
+                    bar.write(f"skipped {files[idx[k]]}: {err}")
+            bar.update(len(items))
+            if not good:
+                continue
+            x = torch.stack([x for _, x in good])  # (B, 3, R, R)
+            lat.append(runner.encode(x, sample=sample).latent.to("cpu", latent_dtype).contiguous())
+            if flip:
+                lat_flip.append(runner.encode(x.flip(-1), sample=sample).latent.to("cpu", latent_dtype).contiguous())
+            for k, _ in good:
+                rel = rels[idx[k]]
+                names.append(rel)
+                labels.append(class_index[rel.split("/")[0]] if classes else 0)
+        c, h = runner.model.latent_channels, resolution // runner.f
+        empty = torch.zeros(0, c, h, h, dtype=latent_dtype)
+        tensors = {
+            "latents": torch.cat(lat) if lat else empty,
+            "labels": torch.tensor(labels, dtype=torch.int64),
+        }
+        if flip:
+            tensors["latents_flip"] = torch.cat(lat_flip) if lat_flip else empty
+        meta = {
+            "file_names": json.dumps(names),
+            "skipped": json.dumps(skipped),
+            "total_size": str(len(names)),
+            "dtype": str(latent_dtype),
+            "shard": str(i),
+            "model": str(model_ref),
+            "resolution": str(resolution),
+        }
+        _write_shard(out / SHARD_PATTERN.format(i), tensors, meta)
+    bar.close()
+
+    if barrier is not None:
+        barrier()
+    if rank != 0:
+        return None
+    shards = [out / SHARD_PATTERN.format(i) for i in range(n_shards)]
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing:
+        # another (non-torchrun) job still owns these shards; the last one to finish, or a
+        # rerun with --world-size 1, writes the statistics
+        return None
+    return finalize(out, shards, settings)
+
+
+def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[str, Any]:
+    """Write ``latents_stats.pt`` / ``.json`` and ``manifest.json`` from the finished shards."""
+    import io
+
+    stats = latent_channel_stats(shards)
+    c = stats["mean"].numel()
+    buf = io.BytesIO()
+    # LightningDiT's ImgLatentDataset torch.load()s this file: {'mean', 'std'}, each (1, C, 1, 1)
+    torch.save({"mean": stats["mean"].view(1, c, 1, 1), "std": stats["std"].view(1, c, 1, 1)}, buf)
+    atomic_write_bytes(out / "latents_stats.pt", buf.getvalue())
+    stats_json = {"mean": stats["mean"].tolist(), "std": stats["std"].tolist(), "count": stats["count"]}
+    atomic_write_bytes(out / "latents_stats.json", (json.dumps(stats_json, indent=2) + "\n").encode())
+    entries, skipped, total = [], [], 0
+    for p in shards:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        n = int(meta.get("total_size", 0))
+        total += n
+        skipped += json.loads(meta.get("skipped", "[]"))
+        entries.append({"file": p.name, "num_images": n})
+    manifest = {**settings, "num_latents": total, "shards": entries, "skipped": skipped, "complete": True}
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest

@@ -1,0 +1,289 @@
+"""``InferenceRunner``: encode / decode / reconstruct images of any size with a trained model.
+
+It adds what the bare ``model.encode`` / ``model.decode`` leave to the caller:
+
+- any H x W: reflection padding to a multiple of the compression ratio, cropped back;
+- reduced precision (``bf16`` / ``fp16``) through ``torch.autocast``, so weights stay fp32 and
+  autocast keeps norms and softmax in fp32; an fp16 pass whose output is not finite (fp16
+  overflows at 65504, the well-known SD-VAE failure) is rerun in fp32, with a warning;
+- tiled encode/decode (``tiling.py``) when an image exceeds ``max_pixels`` or the device runs
+  out of memory;
+- optional ``torch.compile`` of the encoder and decoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..models.base import AutoencoderBase
+from ..models.distributions import DiagonalGaussianDistribution
+from ..models.hub import unwrap_model
+from .padding import Pad, crop, pad_to_multiple
+from .tiling import needs_tiling, tiled_apply
+
+DTYPE_NAMES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"fp32"|"bf16"|"fp16"`` (or a torch dtype) -> torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPE_NAMES.values():
+            raise ValueError(f"unsupported inference dtype {dtype}; use fp32, bf16 or fp16")
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
+    return DTYPE_NAMES[dtype]
+
+
+@dataclass
+class EncodedBatch:
+    """Result of ``InferenceRunner.encode``.
+
+    Attributes:
+        latent: (B, C, h, w) float32 latents of the padded images (sampled or the mean).
+        posterior: the posterior (float32 moments) over the padded latent grid.
+        pad: (left, right, top, bottom) pixels added by ``pad_to_multiple``.
+        size: (H, W) of the original images.
+    """
+
+    latent: torch.Tensor
+    posterior: DiagonalGaussianDistribution
+    pad: Pad
+    size: tuple[int, int]
+
+
+class InferenceRunner:
+    """Run a trained autoencoder on images of any size, in any precision, optionally tiled.
+
+    Args:
+        model: an ``AutoencoderBase`` (a DDP / compiled wrapper is unwrapped).
+        device: where to run; None keeps the model's device.
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; weights stay fp32).
+        max_pixels: images (after padding) with more pixels than this are encoded and decoded
+            in tiles; None never tiles unless the device runs out of memory; 0 always tiles.
+        tile_size: tile side in pixels (rounded down to a multiple of the compression ratio).
+        tile_overlap: overlap of neighbouring tiles in pixels; default ``tile_size // 4``.
+        tile_batch: tiles passed through the network together.
+        pad_mode: padding of non-multiple sizes (``"reflect"``, ``"replicate"``, ``"constant"``).
+        compile: wrap encoder and decoder in ``torch.compile`` (``compile_kwargs`` passed on).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype = "fp32",
+        max_pixels: int | None = None,
+        tile_size: int = 512,
+        tile_overlap: int | None = None,
+        tile_batch: int = 1,
+        pad_mode: str = "reflect",
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
+    ):
+        model = unwrap_model(model)
+        if not isinstance(model, AutoencoderBase):
+            raise TypeError(f"expected an AutoencoderBase, got {type(model).__name__}")
+        if device is not None:
+            model = model.to(device)
+        self.model = model.eval()
+        self.device = model.device
+        self.dtype = resolve_dtype(dtype)
+        self.f = model.spatial_compression_ratio
+        self.max_pixels = max_pixels
+        self.tile_size = max(self.f, tile_size // self.f * self.f)
+        overlap = self.tile_size // 4 if tile_overlap is None else tile_overlap
+        self.tile_overlap = min(overlap // self.f * self.f, self.tile_size - self.f)
+        self.tile_batch = tile_batch
+        self.pad_mode = pad_mode
+        self._encoder: Callable = model.encoder
+        self._decoder: Callable = model.decoder
+        if compile:
+            kw = dict(compile_kwargs or {})
+            self._encoder = torch.compile(model.encoder, **kw)
+            self._decoder = torch.compile(model.decoder, **kw)
+        self._warned: set[str] = set()
+
+    # -- precision ----------------------------------------------------------------------------
+    def autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+        """Autocast context for ``dtype`` (default: the runner's); a no-op for fp32."""
+        dtype = dtype or self.dtype
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _warn_once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def _run(self, net: Callable, x: torch.Tensor, name: str, tiled: bool, in_to_out: tuple[int, int]):
+        """``net(x)`` in the runner's precision, tiled or not, returning float32."""
+
+        def call(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            with self.autocast(dtype):
+                return net(t).float()
+
+        def go(dtype: torch.dtype, tiled: bool) -> torch.Tensor:
+            if not tiled:
+                return call(x, dtype)
+            num, den = in_to_out
+            # the encoder's input is pixels (tiles of tile_size); the decoder's is latents (tile_size / f)
+            div = 1 if den > 1 else self.f
+            tile, overlap = self.tile_size // div, self.tile_overlap // div
+            return tiled_apply(lambda t: call(t, dtype), x, tile, overlap, num, den, self.tile_batch)
+
+        try:
+            y = go(self.dtype, tiled)
+        except torch.OutOfMemoryError:
+            if tiled:
+                raise
+            self._warn_once(f"oom-{name}", f"out of memory in the {name}; retrying with tiles of {self.tile_size}px")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            tiled = True
+            y = go(self.dtype, tiled)
+        if self.dtype == torch.float16 and not torch.isfinite(y).all():
+            # fp16 overflow (max 65504): redo this step in fp32 rather than return NaN/Inf
+            self._warn_once(
+                f"fp16-{name}",
+                f"fp16 overflow in the {name} produced non-finite values; reran it in fp32 (bf16 avoids this)",
+            )
+            y = go(torch.float32, tiled)
+        return y
+
+    # -- public API -----------------------------------------------------------------------------
+    def _tiled(self, h: int, w: int, tiled: bool | None) -> bool:
+        return needs_tiling(h, w, self.max_pixels) if tiled is None else tiled
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        x: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        tiled: bool | None = None,
+    ) -> EncodedBatch:
+        """Encode images of any size.
+
+        Args:
+            x: (B, 3, H, W) images in [-1, 1], any H and W.
+            sample: draw z from the posterior instead of taking its mean.
+            generator: RNG for ``sample``.
+            tiled: force tiling on/off; None decides from ``max_pixels``.
+        Returns:
+            EncodedBatch with latents (B, C, ceil(H/f), ceil(W/f)) and the padding applied.
+        """
+        size = (x.shape[-2], x.shape[-1])
+        xp, pad = pad_to_multiple(x.to(self.device, torch.float32), self.f, self.pad_mode)
+        self.model._check_size(xp)
+        moments = self._run(self._encoder, xp, "encoder", self._tiled(*xp.shape[-2:], tiled), (1, self.f))
+        posterior = DiagonalGaussianDistribution(moments)  # (B, 2C, h, w) float32
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return EncodedBatch(latent=z, posterior=posterior, pad=pad, size=size)
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor, pad: Pad | None = None, tiled: bool | None = None) -> torch.Tensor:
+        """Decode latents and crop away the padding added by ``encode``.
+
+        Args:
+            z: (B, C, h, w) latents.
+            pad: (left, right, top, bottom) pixels to crop from the decoded (h*f, w*f) images.
+            tiled: force tiling on/off; None decides from ``max_pixels``.
+        Returns:
+            (B, 3, h*f - top - bottom, w*f - left - right) float32 images in roughly [-1, 1].
+        """
+        if z.ndim != 4 or z.shape[1] != self.model.latent_channels:
+            raise ValueError(
+                f"expected latents of shape (B, {self.model.latent_channels}, h, w), got {tuple(z.shape)}"
+            )
+        z = z.to(self.device, torch.float32)
+        h, w = z.shape[-2] * self.f, z.shape[-1] * self.f
+        x = self._run(self._decoder, z, "decoder", self._tiled(h, w, tiled), (self.f, 1))
+        return crop(x, pad) if pad is not None else x
+
+    @torch.inference_mode()
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        tiled: bool | None = None,
+    ) -> torch.Tensor:
+        """Encode and decode: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W), any H and W."""
+        enc = self.encode(x, sample=sample, generator=generator, tiled=tiled)
+        return self.decode(enc.latent, enc.pad, tiled=tiled)
+
+
+def benchmark(
+    model: AutoencoderBase,
+    resolution: int | tuple[int, int] = 256,
+    batch_size: int = 1,
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device | None = None,
+    compile: bool = False,
+    warmup: int = 2,
+    iters: int = 5,
+    compile_kwargs: dict | None = None,
+) -> dict[str, float]:
+    """Time encode and decode (for ``benchmarks/``, e.g. eager vs ``torch.compile``).
+
+    Args:
+        model: the autoencoder.
+        resolution: image side (or (H, W)) in pixels.
+        batch_size, dtype, device, compile, compile_kwargs: as for ``InferenceRunner``.
+        warmup: untimed iterations (they include compilation when ``compile=True``).
+        iters: timed iterations.
+    Returns:
+        dict with ``first_call_s`` (first encode + decode, including compilation),
+        ``encode_s`` / ``decode_s`` (median seconds per batch) and ``images_per_s``.
+    """
+    runner = InferenceRunner(model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs)
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    x = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = x.to(runner.device)
+
+    def sync() -> None:
+        if runner.device.type == "cuda":
+            torch.cuda.synchronize(runner.device)
+
+    def timed(fn: Callable) -> tuple[float, object]:
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return time.perf_counter() - t0, out
+
+    t_first_e, enc = timed(lambda: runner.encode(x))
+    t_first_d, _ = timed(lambda: runner.decode(enc.latent))
+    for _ in range(max(warmup - 1, 0)):
+        runner.decode(runner.encode(x).latent)
+    te, td = [], []
+    for _ in range(iters):
+        t, enc = timed(lambda: runner.encode(x))
+        te.append(t)
+        t, _ = timed(lambda: runner.decode(enc.latent))
+        td.append(t)
+    te.sort()
+    td.sort()
+    enc_s, dec_s = te[len(te) // 2], td[len(td) // 2]
+    return {
+        "first_call_s": t_first_e + t_first_d,
+        "encode_s": enc_s,
+        "decode_s": dec_s,
+        "images_per_s": batch_size / (enc_s + dec_s),
+    }

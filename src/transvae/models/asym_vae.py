@@ -1,0 +1,101 @@
+"""Asymmetric VAE (paper Appendix G): a TransVAE encoder with a CNN-VAE decoder.
+
+The paper's initial design; it beats the symmetric TransVAE at Tiny size (~60M parameters) but
+was unstable when scaled up. The encoder is ``transvae.Encoder`` configured by the usual
+``TransVAEConfig`` fields; the decoder is ``cnn_vae.CNNDecoder`` configured by the ``dec_*``
+fields (the ``CNNVAEConfig`` fields with a ``dec_`` prefix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import AutoencoderBase, ConfigError
+from .blocks import init_weights
+from .cnn_vae import CNNDecoder, CNNVAEConfig
+from .registry import register_architecture, register_model
+from .transvae import Encoder, TransVAEConfig
+
+
+@dataclass
+class AsymVAEConfig(TransVAEConfig):
+    """``TransVAEConfig`` (encoder) plus the CNN decoder's settings.
+
+    Attributes:
+        dec_base_dim, dec_ch_mult, dec_num_res_blocks, dec_stage_attn, dec_mid_block,
+        dec_mid_attn: ``base_dim``, ``ch_mult``, ``decoder_num_res_blocks``, ``stage_attn``,
+            ``mid_block`` and ``mid_attn`` of the CNN-VAE decoder (see ``CNNVAEConfig``).
+    """
+
+    architecture = "asym-vae"
+    dec_base_dim: int = 128
+    dec_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    dec_num_res_blocks: int = 3
+    dec_stage_attn: bool = True
+    dec_mid_block: bool = True
+    dec_mid_attn: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        dec = self.decoder_config()
+        if dec.compression != self.compression:
+            raise ConfigError(
+                f"encoder compression {self.compression} != CNN decoder compression {dec.compression} "
+                f"(dec_ch_mult needs {len(self.dims)} stages for patch_size 1)"
+            )
+
+    def decoder_config(self) -> CNNVAEConfig:
+        return CNNVAEConfig(
+            in_channels=self.in_channels,
+            latent_channels=self.latent_channels,
+            base_dim=self.dec_base_dim,
+            ch_mult=self.dec_ch_mult,
+            decoder_num_res_blocks=self.dec_num_res_blocks,
+            stage_attn=self.dec_stage_attn,
+            mid_block=self.dec_mid_block,
+            mid_attn=self.dec_mid_attn,
+            latent_kernel=self.latent_kernel,
+        )
+
+
+@register_architecture
+class AsymVAE(AutoencoderBase):
+    """Transformer (TransVAE) encoder + CNN (LDM) decoder.
+
+    Args:
+        config: an ``AsymVAEConfig``.
+    """
+
+    config_class = AsymVAEConfig
+
+    def __init__(self, config: AsymVAEConfig):
+        super().__init__(config)
+        self.encoder = Encoder(config)
+        self.decoder = CNNDecoder(config.decoder_config())
+        n_transformer = sum(
+            d for d, k in zip(config.depths, config.stage_kinds(), strict=True) if k == "transformer"
+        )
+        init_weights(self, 2 * n_transformer)
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        return self.config.compression
+
+
+register_model(
+    "asym-vae-t-f16d32",
+    AsymVAE,
+    family="asym-vae",
+    description="Appendix G: TransVAE-T encoder + CNN-VAE-T decoder",
+)
+register_model(
+    "asym-vae-mini-f16d32",
+    AsymVAE,
+    family="asym-vae",
+    description="CPU-sized, matches transvae-mini",
+    depths=(1, 1, 2, 2, 2),
+    dims=(32, 64, 64, 128, 128),
+    head_dim=32,
+    sample_size=64,
+    dec_base_dim=24,
+)

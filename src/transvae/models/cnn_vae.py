@@ -1,0 +1,246 @@
+"""CNN-VAE baseline: the LDM / VA-VAE convolutional encoder and decoder (paper Table 4, Appendix E).
+
+    encoder: conv_in 3x3 -> per stage [ResBlock (+ attention) x num_res_blocks] -> 3x3 stride-2 down
+             -> MidBlock (ResBlock, attention, ResBlock) -> GroupNorm, SiLU -> conv_out 3x3
+    decoder: conv_in 3x3 -> MidBlock -> per stage (reversed) [ResBlock (+ attention) x
+             decoder_num_res_blocks] -> nearest 2x + 3x3 conv -> GroupNorm, SiLU -> conv_out 3x3
+
+The registered ``cnn-vae-*`` variants use the "modern" configuration of Appendix C (attention in
+the lowest-resolution stage, as LDM's ``attn_resolutions=[16]`` at 256 px, plus the MidBlock
+attention); ``stage_attn=False, mid_attn=False`` gives the attention-free baseline of Section 3.
+Choices and measured counts are in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import AutoencoderBase, ConfigError, ModelConfig
+from .blocks import ResBlock, init_weights, num_groups, run_blocks
+from .registry import register_architecture, register_model
+
+
+@dataclass
+class CNNVAEConfig(ModelConfig):
+    """Configuration of the CNN-VAE baseline.
+
+    Attributes:
+        base_dim: channels of the first stage; stage i has ``base_dim * ch_mult[i]``.
+        ch_mult: channel multiplier per stage; ``len(ch_mult) - 1`` 2x downsamplings.
+        num_res_blocks: ResBlocks per encoder stage (2 in LDM / VA-VAE).
+        decoder_num_res_blocks: ResBlocks per decoder stage (LDM uses ``num_res_blocks + 1``,
+            which is why the decoder is larger than the encoder in Table 4).
+        stage_attn: self-attention after every ResBlock of the lowest-resolution stage
+            ("StageAttn", Appendix E).
+        mid_block: the MidBlock (ResBlock, [attention], ResBlock) next to the latent.
+        mid_attn: the attention inside the MidBlock ("MidAttn", Appendix E).
+        latent_kernel: kernel size of the convs into and out of the latent.
+    """
+
+    architecture = "cnn-vae"
+    latent_channels: int = 32
+    base_dim: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    decoder_num_res_blocks: int = 3
+    stage_attn: bool = True
+    mid_block: bool = True
+    mid_attn: bool = True
+    latent_kernel: int = 3
+
+    def __post_init__(self):
+        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
+            raise ConfigError(f"ch_mult must be a non-empty list of positive ints, got {self.ch_mult}")
+        if self.num_res_blocks < 1 or self.decoder_num_res_blocks < 1 or self.base_dim < 1:
+            raise ConfigError("base_dim, num_res_blocks and decoder_num_res_blocks must be >= 1")
+        if self.mid_attn and not self.mid_block:
+            raise ConfigError("mid_attn=True needs mid_block=True (pass mid_attn=False to drop the MidBlock)")
+
+    @property
+    def compression(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    def stage_dims(self) -> list[int]:
+        return [self.base_dim * m for m in self.ch_mult]
+
+
+class AttnBlock(nn.Module):
+    """LDM's single-head spatial self-attention: GroupNorm, 1x1 q/k/v, SDPA, 1x1 out, residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups(dim), dim, eps=1e-6)
+        self.q = nn.Conv2d(dim, dim, 1)
+        self.k = nn.Conv2d(dim, dim, 1)
+        self.v = nn.Conv2d(dim, dim, 1)
+        self.proj_out = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (t(y).flatten(2).transpose(1, 2)[:, None] for t in (self.q, self.k, self.v))  # (B,1,N,C)
+        y = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(b, c, h, w)
+        return x + self.proj_out(y)
+
+
+class ConvDown(nn.Module):
+    """LDM downsampling: 3x3 conv, stride 2, padding (0, 1, 0, 1): (B, C, H, W) -> (B, C, H/2, W/2)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class ConvUp(nn.Module):
+    """LDM upsampling: nearest 2x then 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class CNNStage(nn.Module):
+    """ResBlocks (each optionally followed by attention) at one resolution, on (B, C, H, W)."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, attn: bool):
+        super().__init__()
+        self.gradient_checkpointing = False
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers.append(ResBlock(in_dim if i == 0 else dim, dim))
+            if attn:
+                layers.append(AttnBlock(dim))
+        self.blocks = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_blocks(self.blocks, x, self.gradient_checkpointing)
+
+
+class MidBlock(nn.Module):
+    """The "sandwich" next to the latent: ResBlock, [attention], ResBlock."""
+
+    def __init__(self, dim: int, attn: bool):
+        super().__init__()
+        self.block_1 = ResBlock(dim)
+        self.attn_1 = AttnBlock(dim) if attn else nn.Identity()
+        self.block_2 = ResBlock(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class CNNEncoder(nn.Module):
+    """Image (B, 3, H, W) -> Gaussian moments (B, 2*latent, H/f, W/f)."""
+
+    def __init__(self, cfg: CNNVAEConfig):
+        super().__init__()
+        dims = cfg.stage_dims()
+        last = len(dims) - 1
+        self.conv_in = nn.Conv2d(cfg.in_channels, dims[0], 3, padding=1)
+        prev = [dims[0], *dims[:-1]]
+        self.stages = nn.ModuleList(
+            CNNStage(p, d, cfg.num_res_blocks, cfg.stage_attn and i == last)
+            for i, (p, d) in enumerate(zip(prev, dims, strict=True))
+        )
+        self.downs = nn.ModuleList([ConvDown(d) for d in dims[:-1]] + [nn.Identity()])
+        self.mid = MidBlock(dims[-1], cfg.mid_attn) if cfg.mid_block else nn.Identity()
+        self.norm_out = nn.GroupNorm(num_groups(dims[-1]), dims[-1], eps=1e-6)
+        k = cfg.latent_kernel
+        self.conv_out = nn.Conv2d(dims[-1], 2 * cfg.latent_channels, k, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)  # (B, d0, H, W)
+        for stage, down in zip(self.stages, self.downs, strict=True):
+            x = down(stage(x))  # (B, d_i, H/2^(i+1), W/2^(i+1)); no down after the last stage
+        x = self.mid(x)
+        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 2*latent, H/f, W/f)
+
+
+class CNNDecoder(nn.Module):
+    """Latent (B, latent, h, w) -> image (B, 3, h*f, w*f)."""
+
+    def __init__(self, cfg: CNNVAEConfig):
+        super().__init__()
+        dims = cfg.stage_dims()
+        last = len(dims) - 1
+        k = cfg.latent_kernel
+        self.conv_in = nn.Conv2d(cfg.latent_channels, dims[-1], k, padding=k // 2)
+        self.mid = MidBlock(dims[-1], cfg.mid_attn) if cfg.mid_block else nn.Identity()
+        order = list(reversed(range(len(dims))))  # deepest stage first
+        prev = [dims[-1]] + [dims[i] for i in order[:-1]]
+        self.stages = nn.ModuleList(
+            CNNStage(p, dims[i], cfg.decoder_num_res_blocks, cfg.stage_attn and i == last)
+            for p, i in zip(prev, order, strict=True)
+        )
+        self.ups = nn.ModuleList([ConvUp(dims[i]) for i in order[:-1]] + [nn.Identity()])
+        self.norm_out = nn.GroupNorm(num_groups(dims[0]), dims[0], eps=1e-6)
+        self.conv_out = nn.Conv2d(dims[0], cfg.in_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.mid(self.conv_in(z))  # (B, d_last, h, w)
+        for stage, up in zip(self.stages, self.ups, strict=True):
+            x = up(stage(x))
+        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 3, H, W)
+
+
+@register_architecture
+class CNNVAE(AutoencoderBase):
+    """The CNN-VAE baseline (LDM / VA-VAE Encoder and Decoder).
+
+    Args:
+        config: a ``CNNVAEConfig``.
+    """
+
+    config_class = CNNVAEConfig
+
+    def __init__(self, config: CNNVAEConfig):
+        super().__init__(config)
+        self.encoder = CNNEncoder(config)
+        self.decoder = CNNDecoder(config)
+        init_weights(self, 0)
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        return self.config.compression
+
+
+# --- Table 4 (f16d32): base dim and paper (encoder, decoder) params in millions -------------
+# Table 4's "Depth 3" is the decoder's ResBlocks per stage; with LDM's num_res_blocks=2 in the
+# encoder (+1 in the decoder) this is VA-VAE's f16d32 configuration and reproduces the counts.
+_TABLE4 = {"t": (128, (29, 41)), "b": (192, (64, 93)), "l": (384, (332, 371)), "h": (512, (450, 660))}
+_TABLE4["g"] = (768, (1000, 1500))
+for _size, (_dim, _pp) in _TABLE4.items():
+    register_model(
+        f"cnn-vae-{_size}-f16d32",
+        CNNVAE,
+        family="cnn-vae",
+        paper_params=_pp,
+        description="Table 4 (StageAttn + MidAttn)",
+        base_dim=_dim,
+    )
+register_model(
+    "cnn-vae-mini-f16d32",
+    CNNVAE,
+    family="cnn-vae",
+    description="CPU-sized, matches transvae-mini",
+    base_dim=26,
+)
+register_model(
+    "cnn-vae-nano-f16d32",
+    CNNVAE,
+    family="cnn-vae",
+    description="smallest, for unit tests",
+    base_dim=8,
+    num_res_blocks=1,
+    decoder_num_res_blocks=1,
+)

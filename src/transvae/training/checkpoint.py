@@ -1,0 +1,121 @@
+"""Training checkpoints: plain tensors and containers only, written atomically.
+
+A checkpoint is a dict of tensors, dicts, lists, ints, floats and strings (no pickled classes),
+so it loads with ``torch.load(weights_only=True)``, which refuses anything else: a crafted file
+cannot execute code. It is written to a temp file in the same folder, fsynced and renamed
+over the previous one, so a crash or SIGKILL at any moment leaves the previous checkpoint
+intact and loadable.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.hub import _fsync_dir
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or holds something other than plain data."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (plain data) to ``path``: temp file + fsync + rename + dir fsync."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (refuses pickled objects; never executes code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError for payloads, RuntimeError/EOFError for truncation
+        raise CheckpointError(f"{path} is not a loadable training checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a transvae training checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states as tensors / ints."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` captured."""
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_writable(run_dir: str | os.PathLike, needed_bytes: int) -> None:
+    """Fail early if ``run_dir`` cannot take a checkpoint: write + fsync a probe, check free space.
+
+    Args:
+        run_dir: the run folder (created if needed).
+        needed_bytes: space one checkpoint round needs (the new file exists next to the old one
+            until the rename, plus the exported model).
+    Raises:
+        OSError: with a message naming the folder and the shortfall.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"run folder {run_dir} is not writable ({e.strerror or e})") from e
+    free = shutil.disk_usage(run_dir).free
+    if free < needed_bytes:
+        raise OSError(
+            f"not enough free space in {run_dir}: {free / 2**20:.0f} MiB free, "
+            f"checkpoints need about {needed_bytes / 2**20:.0f} MiB"
+        )

@@ -1,0 +1,124 @@
+"""Datasets, transforms, bucketed batch sampling and WebDataset shards (generated images only)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transvae.data.datasets import (
+    BucketBatchSampler,
+    ImageFolderDataset,
+    StrictDataError,
+    collate,
+    is_webdataset,
+    make_webdataset,
+)
+from transvae.data.transforms import TrainTransform, ValTransform, parse_buckets
+
+
+def _img(w: int, h: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for c, cls in enumerate(["cat", "dog"]):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            _img(48 + 8 * i, 40, 10 * c + i).save(tmp_path / cls / f"{i}.png")
+    return tmp_path
+
+
+def test_class_folder_labels_and_recursive_listing(folder):
+    ds = ImageFolderDataset([folder], ValTransform(32))
+    assert ds.classes == ["cat", "dog"]
+    assert ds.labels == [0, 0, 0, 1, 1, 1]
+    s = ds[4]
+    assert s["image"].shape == (3, 32, 32) and s["label"] == 1
+    # flat folder: no labels
+    flat = ImageFolderDataset([folder / "cat"], ValTransform(32))
+    assert flat.classes == [] and set(flat.labels) == {-1}
+
+
+def test_val_transform_is_resize_shorter_side_and_center_crop():
+    # left half black, right half white, 80x40 -> shorter side 32 -> 64x32 -> center 32x32 crop
+    a = np.zeros((40, 80, 3), np.uint8)
+    a[:, 40:] = 255
+    x = ValTransform(32)(Image.fromarray(a))
+    assert x.shape == (3, 32, 32)
+    assert x[:, :, :14].max() < -0.9 and x[:, :, 18:].min() > 0.9  # the edge stays in the middle
+
+
+def test_small_images_are_upscaled_and_crops_are_seeded():
+    tf = TrainTransform(32, scale=(1.0, 1.5))
+    im = _img(10, 7, 0)  # smaller than the crop in both sides
+    a = tf(im, torch.Generator().manual_seed(3))
+    b = tf(im, torch.Generator().manual_seed(3))
+    c = tf(im, torch.Generator().manual_seed(4))
+    assert a.shape == (3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    assert tf(_img(100, 50, 1), torch.Generator(), size=(32, 64)).shape == (3, 32, 64)
+
+
+def test_bad_files_are_replaced_and_reported_or_stop_in_strict_mode(folder):
+    (folder / "cat" / "0.png").write_bytes(b"")  # zero-byte
+    (folder / "cat" / "1.png").write_bytes(b"not an image at all")
+    ds = ImageFolderDataset([folder], TrainTransform(32))
+    s = ds[0]
+    assert s["index"] == 2 and s["image"].shape == (3, 32, 32)
+    assert len(s["skipped"]) == 2 and "0.png" in s["skipped"][0] and "empty" in s["skipped"][0]
+    batch = collate([ds[0], ds[3]])
+    assert batch["image"].shape == (2, 3, 32, 32) and len(batch["skipped"]) == 2
+    val = ImageFolderDataset([folder], ValTransform(32), replace_bad=False)
+    assert collate([val[i] for i in range(len(val))])["image"].shape[0] == 4  # 2 dropped, counted once
+    with pytest.raises(StrictDataError, match="0.png"):
+        ImageFolderDataset([folder], TrainTransform(32), strict=True)[0]
+
+
+def test_bucket_sampler_disjoint_ranks_resume_and_sizes(folder):
+    ds = ImageFolderDataset([folder], TrainTransform(32))
+    buckets = parse_buckets(["32x32", "16x48"], 16)
+    r0 = BucketBatchSampler(ds, 1, rank=0, world_size=2, seed=5, buckets=buckets)
+    r1 = BucketBatchSampler(ds, 1, rank=1, world_size=2, seed=5, buckets=buckets)
+    e0 = [i for b in r0.epoch_batches(0) for i in b]
+    e1 = [i for b in r1.epoch_batches(0) for i in b]
+    assert not set(e0) & set(e1) and sorted(e0 + e1) == list(range(6))
+    it0, it1 = iter(r0), iter(r1)
+    stream0 = [next(it0) for _ in range(7)]
+    stream1 = [next(it1) for _ in range(7)]
+    # the same bucket on every rank at every step; both buckets get used
+    assert [b[0][3:] for b in stream0] == [b[0][3:] for b in stream1]
+    assert {b[0][3:] for b in stream0} == {(32, 32), (16, 48)}
+    # starting at (epoch 1, batch 1) reproduces the tail of the stream exactly
+    resumed = BucketBatchSampler(ds, 1, rank=0, world_size=2, seed=5, buckets=buckets, start=(1, 1))
+    assert [next(iter(resumed))] == stream0[4:5]
+    s = ds[stream0[0][0]]
+    assert s["image"].shape[1:] == stream0[0][0][3:]
+    with pytest.raises(ValueError, match="multiples of 16"):
+        parse_buckets(["30x32"], 16)
+
+
+def test_webdataset_shards(tmp_path):
+    pytest.importorskip("webdataset")
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i in range(4):
+            buf = io.BytesIO()
+            _img(40, 36, i).save(buf, format="PNG")
+            data = buf.getvalue() if i != 2 else b"corrupt"
+            for name, payload in ((f"{i:04d}.png", data), (f"{i:04d}.cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    assert is_webdataset([str(shard)]) and not is_webdataset([str(tmp_path)])
+    ds = make_webdataset([str(shard)], TrainTransform(32), shuffle_buffer=1)
+    samples = [s for _, s in zip(range(12), ds)]
+    good = [s for s in samples if s["image"] is not None]
+    bad = [s for s in samples if s["image"] is None]
+    assert good and bad and all(s["image"].shape == (3, 32, 32) for s in good)
+    assert "0002" in bad[0]["skipped"][0]
+    assert {s["label"] for s in good} <= {0, 1}

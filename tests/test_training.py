@@ -1,0 +1,277 @@
+"""The training engine: config, exact resume, stage 2, faults (NaN, SIGTERM, disk), CLI errors.
+
+All runs use transvae-nano-f16d32 on generated 32x32 crops, L1 + KL only (no downloads).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import transvae
+from transvae.cli import main
+from transvae.training import CheckpointError, Trainer, TrainingError, build_config, load_checkpoint
+from transvae.training.checkpoint import check_writable
+from transvae.training.config import TrainConfig, TrainConfigError, parse_override
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        # smooth gradients + noise, 40x48: the crops differ and are learnable
+        yy, xx = np.mgrid[0:40, 0:48]
+        base = np.stack([xx * 5, yy * 6, (xx + yy) * 3], -1) + rng.integers(0, 60, (40, 48, 3))
+        Image.fromarray(np.clip(base + 20 * i, 0, 255).astype(np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+def cfg_for(images: Path, **kw):
+    values = {
+        "model.name": "transvae-nano-f16d32",
+        "data.train": [str(images)],
+        "data.resolution": 32,
+        "data.num_workers": 0,
+        "train.batch_size": 2,
+        "train.max_steps": 4,
+        "train.checkpoint_every": 2,
+        "optim.warmup_steps": 2,
+        "optim.lr": 1e-3,
+        "log.every": 1,
+        "log.image_every": 1000,
+        "log.val_every": 1000,
+        "log.progress": False,
+        "log.tensorboard": False,
+        "loss.lpips_weight": 0.0,
+        "loss.vf_weight": 0.0,
+        "loss.gan_weight": 0.0,
+    }
+    values.update(kw)
+    return build_config(overrides=values)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def straight_run(images, tmp_path_factory):
+    """4 steps without interruption: the reference for the resume and SIGTERM tests."""
+    run = tmp_path_factory.mktemp("straight")
+    tr = Trainer(cfg_for(images), run)
+    summary = tr.fit()
+    return run, tr, summary
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_config_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(TrainConfigError, match=r"(?s)unknown config key 'optim\.lrr'.*optim\.lr \(float"):
+        build_config(extra=["--optim.lrr=1"])
+    with pytest.raises(TrainConfigError, match="must be a number"):
+        build_config(extra=["--optim.lr=fast"])
+    with pytest.raises(TrainConfigError, match="must be an integer"):
+        build_config(extra=["--train.max_steps=1.5"])
+    with pytest.raises(TrainConfigError, match="unknown config section"):
+        TrainConfig.from_dict({"optimizer": {"lr": 1}})
+    with pytest.raises(TrainConfigError, match="loss.kl_weight must be a finite number >= 0"):
+        build_config(extra=["--loss.kl_weight=-1"])
+    assert parse_override("--optim.lr=1e-4") == ("optim.lr", 1e-4)
+    cfg = build_config(extra=["--data.buckets=256x256,192x320", "--train.ema=false", "--optim.betas=[0.9,0.99]"])
+    assert cfg.data.buckets == ("256x256", "192x320") and cfg.train.ema is False and cfg.optim.betas == (0.9, 0.99)
+
+
+def test_recipes_parse_and_hold_the_paper_defaults():
+    recipes = sorted(CONFIGS.glob("*.yaml"))
+    names = {p.stem for p in recipes}
+    for v in ("t", "b", "l", "h", "g"):
+        assert {f"transvae-{v}-f16d32-stage1", f"transvae-{v}-f16d32-stage2"} <= names
+    for p in recipes:
+        cfg = build_config(p)
+        assert cfg.model.name in transvae.list_models(), p
+        assert cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 1000 and cfg.optim.weight_decay == 0.0
+        assert cfg.train.batch_size == 256 and cfg.data.resolution == 256
+        assert (cfg.loss.l1_weight, cfg.loss.lpips_weight, cfg.loss.kl_weight) == (1.0, 1.0, 1e-8)
+        assert cfg.loss.vf_weight == 0.1 and cfg.loss.gan_weight == 0.1
+        assert cfg.train.stage == (2 if p.stem.endswith("stage2") else 1)
+
+
+def test_cli_reports_bad_arguments_before_any_work(images, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["train", "--data", str(images), "--out", out]
+    assert main([*base, "--model", "transvae-nope"]) == 2
+    assert "choices: " in capsys.readouterr().err
+    assert main([*base, "--model", "transvae-nano-f16d32", "--loss.lpips_wieght=0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'loss.lpips_wieght'" in err and "loss.lpips_weight" in err
+    assert main([*base, "--model", "transvae-nano-f16d32", "--stage", "2"]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main(["train", "--model", "transvae-nano-f16d32", "--data", str(tmp_path / "nothing"), "--out", out]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not Path(out).exists()  # nothing was started
+
+
+# -- exact resume --------------------------------------------------------------------------------
+def test_resume_is_bit_identical(images, tmp_path, straight_run):
+    ref_dir, ref, _ = straight_run
+    run = tmp_path / "split"
+    first = Trainer(cfg_for(images, **{"train.max_steps": 2}), run)
+    assert first.fit()["step"] == 2
+    second = Trainer(cfg_for(images), run, resume=True)
+    assert second.step == 2 and second.data_pos == (0, 2)
+    second.fit()
+    assert states_equal(ref.model.state_dict(), second.model.state_dict())
+    assert states_equal(ref.ema.module.state_dict(), second.ema.module.state_dict())
+    a, b = load_checkpoint(ref_dir / "checkpoints/last.pt"), load_checkpoint(run / "checkpoints/last.pt")
+    assert a["step"] == b["step"] == 4 and a["data_pos"] == b["data_pos"]
+    assert torch.equal(a["optimizer"]["state"][0]["exp_avg_sq"], b["optimizer"]["state"][0]["exp_avg_sq"])
+    # training moved the weights, and RUN_DIR/model holds the EMA weights
+    assert not states_equal(ref.model.state_dict(), transvae.create_model("transvae-nano-f16d32").state_dict())
+    exported = transvae.from_pretrained(ref_dir / "model")
+    assert states_equal(exported.state_dict(), ref.ema.module.state_dict())
+
+
+def test_run_folder_contents(straight_run):
+    run, _, summary = straight_run
+    for name in ("config.yaml", "config.json", "metrics.jsonl", "train.log", "summary.json", "model/config.json"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000000.png", "step_00000004.png"]
+    grid = np.asarray(Image.open(run / "samples" / "step_00000004.png"))
+    assert grid.shape[0] > 32 and grid.shape[1] > 2 * 32  # input | reconstruction pairs
+    assert summary["status"] == "finished" and summary["step"] == 4
+    assert build_config(run / "config.yaml").to_dict() == straight_run[1].cfg.to_dict()
+
+
+# -- faults ----------------------------------------------------------------------------------------
+def _poison_decoder(trainer: Trainer, bad) -> None:
+    """Make the decoder output NaN on the training forward calls ``n`` (0-based) where ``bad(n)``."""
+    count = {"n": 0}
+
+    def hook(module, inputs, output):
+        if not module.training:
+            return None
+        count["n"] += 1
+        return output * float("nan") if bad(count["n"] - 1) else None
+
+    trainer.model.decoder.register_forward_hook(hook)
+
+
+def test_nonfinite_step_is_skipped_and_counted(images, tmp_path):
+    tr = Trainer(cfg_for(images, **{"train.max_steps": 3, "train.ema": False}), tmp_path / "run")
+    before = {}
+
+    def snapshot(module, inputs, output):
+        if module.training:
+            before[len(before)] = {k: v.clone() for k, v in tr.model.state_dict().items()}
+
+    tr.model.encoder.register_forward_hook(snapshot)
+    _poison_decoder(tr, lambda n: n == 1)
+    summary = tr.fit()
+    assert summary["status"] == "finished" and summary["nonfinite_steps"] == 1
+    # the poisoned step changed nothing: weights before step 1 == weights before step 2
+    assert states_equal(before[1], before[2]) and not states_equal(before[0], before[1])
+    assert all(torch.isfinite(v).all() for v in tr.model.state_dict().values())
+
+
+def test_divergence_stops_with_last_good_checkpoint_intact(images, tmp_path):
+    run = tmp_path / "run"
+    tr = Trainer(cfg_for(images, **{"train.max_steps": 8, "train.max_nonfinite": 2}), run)
+    _poison_decoder(tr, lambda n: n >= 2)  # every training forward from the 3rd on
+    with pytest.raises(TrainingError, match=r"2 non-finite steps in a row.*last good checkpoint"):
+        tr.fit()
+    ck = load_checkpoint(run / "checkpoints/last.pt")
+    assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert transvae.from_pretrained(run / "model") is not None
+
+
+def test_sigterm_saves_and_resume_continues_exactly(images, tmp_path, straight_run):
+    _, ref, _ = straight_run
+    run = tmp_path / "run"
+    tr = Trainer(cfg_for(images), run)
+    calls = {"n": 0}
+
+    def preempt(module, inputs, output):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 3:  # during step index 2, as a cluster scheduler would
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    tr.model.encoder.register_forward_hook(preempt)
+    summary = tr.fit()
+    assert summary["status"] == "stopped by SIGTERM" and summary["step"] == 3
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    tr2 = Trainer(cfg_for(images), run, resume=True)
+    assert tr2.fit()["step"] == 4
+    assert states_equal(ref.model.state_dict(), tr2.model.state_dict())
+
+
+def test_unwritable_or_full_run_folder_is_reported_before_training(images, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="not writable"):
+        check_writable(blocker / "run", 1)
+    with pytest.raises(OSError, match="not enough free space"):
+        check_writable(tmp_path / "run", 1 << 62)
+    assert main(["train", "--model", "transvae-nano-f16d32", "--data", str(images), "--out", str(blocker / "run"),
+                 "--max-steps", "1", "--loss.lpips_weight=0", "--loss.vf_weight=0", "--loss.gan_weight=0"]) == 2
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Payload.marker}",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    _Payload.marker = tmp_path / "pwned"
+    bad = tmp_path / "last.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"format_version": 1, "x": _Payload()}, f)
+    with pytest.raises(CheckpointError, match="not a loadable training checkpoint"):
+        load_checkpoint(bad)
+    assert not _Payload.marker.exists()
+    bad.write_bytes(b"truncated")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(bad)
+
+
+# -- stage 2 -----------------------------------------------------------------------------------
+def test_stage2_freezes_encoder_and_trains_decoder_with_gan(images, tmp_path, straight_run):
+    stage1, _, _ = straight_run
+    cfg = cfg_for(images, **{
+        "train.stage": 2, "model.init": str(stage1 / "model"), "loss.gan_weight": 0.1,
+        "loss.disc_ndf": 8, "train.max_steps": 2, "train.ema": False,
+    })
+    tr = Trainer(cfg, tmp_path / "s2")
+    init = transvae.from_pretrained(stage1 / "model")
+    d0 = {k: v.clone() for k, v in tr.loss_fn.discriminator.state_dict().items()}
+    tr.fit()
+    enc = {k: v for k, v in tr.model.state_dict().items() if k.startswith("encoder.")}
+    dec = {k: v for k, v in tr.model.state_dict().items() if k.startswith("decoder.")}
+    ref = init.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in enc.items())
+    assert not all(torch.equal(v, ref[k]) for k, v in dec.items())
+    d1 = tr.loss_fn.discriminator.state_dict()
+    assert not all(torch.equal(d0[k], d1[k]) for k in d0 if d0[k].is_floating_point())
+    ck = load_checkpoint(tmp_path / "s2/checkpoints/last.pt")
+    assert "disc_optimizer" in ck and any(k.startswith("discriminator.") for k in ck["loss"])
+    logged = (tmp_path / "s2" / "metrics.jsonl").read_text()
+    assert "loss/g_loss" in logged and "disc/d_loss" in logged and "loss/w_gan_adaptive" in logged
+
+
+def test_multiresolution_buckets_train(images, tmp_path):
+    cfg = cfg_for(images, **{"data.buckets": ["32x32", "16x48"], "train.max_steps": 3, "train.checkpoint_every": 10})
+    tr = Trainer(cfg, tmp_path / "mr")
+    shapes = []
+    tr.model.encoder.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape[-2:])) if m.training else None)
+    tr.fit()
+    assert set(shapes) <= {(32, 32), (16, 48)} and len(shapes) == 3
