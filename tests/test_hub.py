@@ -25,7 +25,9 @@ def fake_hub(tmp_path, monkeypatch):
     calls: list[tuple[str, dict]] = []
 
     def snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
-        calls.append(("snapshot_download", dict(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns)))
+        calls.append(
+            ("snapshot_download", dict(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns))
+        )
         if repo_id not in repos:
             raise huggingface_hub.errors.RepositoryNotFoundError(f"404 {repo_id}")
         return str(repos[repo_id])
@@ -70,7 +72,11 @@ def test_from_pretrained_repo_id_round_trip(nano, fake_hub):
     assert calls == [
         (
             "snapshot_download",
-            {"repo_id": "user/tiny-vae", "revision": "v1", "allow_patterns": ["config.json", "model.safetensors"]},
+            {
+                "repo_id": "user/tiny-vae",
+                "revision": "v1",
+                "allow_patterns": ["config.json", "model.safetensors"],
+            },
         )
     ]
     assert loaded.model_name == "transvae-nano-f16d32" and loaded.config == nano.config

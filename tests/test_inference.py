@@ -29,7 +29,9 @@ def nano():
 
 
 def photo(w: int, h: int) -> torch.Tensor:
-    return pil_to_tensor(Image.fromarray(skdata.astronaut()).resize((w, h), Image.BICUBIC))[None]  # (1, 3, h, w)
+    return pil_to_tensor(Image.fromarray(skdata.astronaut()).resize((w, h), Image.BICUBIC))[
+        None
+    ]  # (1, 3, h, w)
 
 
 # --- padding ------------------------------------------------------------------------------------------
@@ -71,7 +73,9 @@ def test_tile_starts_cover_with_full_tiles():
         starts = tile_starts(length, tile, ov)
         t = min(tile, length)
         assert starts[0] == 0 and starts[-1] + t == length
-        assert all(b - a <= t - ov for a, b in zip(starts, starts[1:]))  # at least `ov` overlap
+        assert all(
+            b - a <= t - ov for a, b in zip(starts[:-1], starts[1:], strict=True)
+        )  # at least `ov` overlap
     with pytest.raises(ValueError):
         tile_starts(100, 32, 32)
 

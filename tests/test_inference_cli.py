@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,19 +44,29 @@ def test_reconstruct_any_size_and_mode(model_dir, tmp_path, capsys):
     Image.fromarray(skdata.astronaut()).resize((70, 50)).save(src / "a.jpg")
     Image.fromarray(skdata.coffee()).resize((33, 41)).convert("RGBA").save(src / "sub" / "rgba.png")
     Image.fromarray(skdata.camera()).resize((40, 20)).save(src / "sub" / "grey.png")
-    g16 = (np.asarray(Image.fromarray(skdata.camera()).resize((24, 18)), dtype=np.uint16) * 257).astype(np.uint16)
+    g16 = (np.asarray(Image.fromarray(skdata.camera()).resize((24, 18)), dtype=np.uint16) * 257).astype(
+        np.uint16
+    )
     Image.fromarray(g16).save(src / "sub" / "deep.png")  # 16-bit greyscale
     Image.fromarray(skdata.rocket()).resize((30, 20)).convert("CMYK").save(src / "cmyk.jpg")
     _exif_rotated_jpeg(src / "rot.jpg", 48, 32)
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "out"
-    rc = main(["reconstruct", str(src), "--model", str(model_dir), "--out", str(out), "--compare"]
-              + ["--batch-size", "2", "--num-workers", "0"])
+    rc = main(
+        ["reconstruct", str(src), "--model", str(model_dir), "--out", str(out), "--compare"]
+        + ["--batch-size", "2", "--num-workers", "0"]
+    )
     err = capsys.readouterr()
     assert rc == 1  # one unreadable file was skipped
     assert "broken.jpg" in err.err and "skipped 1" in err.out
-    expected = {"a.png": (70, 50), "sub/rgba.png": (33, 41), "sub/grey.png": (40, 20), "sub/deep.png": (24, 18),
-                "cmyk.png": (30, 20), "rot.png": (32, 48)}  # EXIF orientation swaps W and H
+    expected = {
+        "a.png": (70, 50),
+        "sub/rgba.png": (33, 41),
+        "sub/grey.png": (40, 20),
+        "sub/deep.png": (24, 18),
+        "cmyk.png": (30, 20),
+        "rot.png": (32, 48),
+    }  # EXIF orientation swaps W and H
     for rel, size in expected.items():
         assert Image.open(out / rel).size == size, rel
         w, h = size
@@ -79,8 +90,19 @@ def test_reconstruct_single_bad_file_and_strict(model_dir, tmp_path, capsys):
     folder.mkdir()
     (folder / "x.jpg").write_bytes(b"garbage")
     Image.new("RGB", (16, 16)).save(folder / "y.png")
-    rc = main(["reconstruct", str(folder), "--model", str(model_dir), "--out", str(tmp_path / "o2"), "--strict",
-               "--num-workers", "0"])
+    rc = main(
+        [
+            "reconstruct",
+            str(folder),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(tmp_path / "o2"),
+            "--strict",
+            "--num-workers",
+            "0",
+        ]
+    )
     assert rc == 2 and "x.jpg" in capsys.readouterr().err
     rc = main(["reconstruct", str(folder), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o3")])
     assert rc == 2 and "cannot load model" in capsys.readouterr().err
@@ -93,7 +115,10 @@ def test_acceptance_landscape_and_portrait_photos(model_dir, tmp_path):
     Image.fromarray(skdata.astronaut()).resize((768, 512), Image.BICUBIC).save(src / "landscape.png")
     Image.fromarray(skdata.chelsea()).resize((512, 768), Image.BICUBIC).save(src / "portrait.jpg")
     out = tmp_path / "rec"
-    assert main(["reconstruct", str(src), "--model", str(model_dir), "--out", str(out), "--num-workers", "0"]) == 0
+    assert (
+        main(["reconstruct", str(src), "--model", str(model_dir), "--out", str(out), "--num-workers", "0"])
+        == 0
+    )
     assert Image.open(out / "landscape.png").size == (768, 512)
     assert Image.open(out / "portrait.png").size == (512, 768)
 
@@ -105,14 +130,22 @@ def test_encode_decode_round_trip(model_dir, tmp_path):
     Image.fromarray(skdata.coffee()).resize((32, 48)).save(src / "b.png")
     lat, dec, rec = tmp_path / "lat", tmp_path / "dec", tmp_path / "rec"
     args = ["--model", str(model_dir), "--num-workers", "0"]
-    assert main(["encode", str(src), "--out", str(lat), "--scaling-factor", "0.5", "--shift-factor", "0.25"] + args) == 0
+    assert (
+        main(
+            ["encode", str(src), "--out", str(lat), "--scaling-factor", "0.5", "--shift-factor", "0.25"]
+            + args
+        )
+        == 0
+    )
     r = load_latent(lat / "a.safetensors")
     assert r.size == (37, 50) and r.pad == (0, 14, 0, 11) and r.latent.shape == (32, 3, 4)
     assert r.model == str(model_dir) and r.model_name == "transvae-nano-f16d32"
     assert (r.scaling_factor, r.shift_factor) == (0.5, 0.25)
     runner = InferenceRunner(transvae.from_pretrained(model_dir))
     z = runner.encode(pil_to_tensor(Image.open(src / "a.png").convert("RGB"))[None]).latent[0]
-    assert torch.allclose(r.latent, (z - 0.25) * 0.5, atol=1e-5) and torch.allclose(r.unscaled(), z, atol=1e-5)
+    assert torch.allclose(r.latent, (z - 0.25) * 0.5, atol=1e-5) and torch.allclose(
+        r.unscaled(), z, atol=1e-5
+    )
     # decode uses the model recorded in the files
     assert main(["decode", str(lat), "--out", str(dec)]) == 0
     assert main(["reconstruct", str(src), "--out", str(rec)] + args) == 0
@@ -124,9 +157,15 @@ def test_encode_decode_round_trip(model_dir, tmp_path):
 
 
 def _make_dataset(root, n_per_class=(3, 2)):
-    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(), skdata.immunohistochemistry()]
+    photos = [
+        skdata.astronaut(),
+        skdata.coffee(),
+        skdata.chelsea(),
+        skdata.rocket(),
+        skdata.immunohistochemistry(),
+    ]
     k = 0
-    for c, n in zip(("cat", "dog"), n_per_class):
+    for c, n in zip(("cat", "dog"), n_per_class, strict=True):
         (root / c).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(photos[k % len(photos)]).resize((40 + 8 * k, 36)).save(root / c / f"{i}.png")
@@ -137,8 +176,22 @@ def test_extract_latents_shards_labels_stats_resume(model_dir, tmp_path, capsys)
     data = tmp_path / "data"
     _make_dataset(data)
     out = tmp_path / "lat"
-    base = ["extract-latents", str(data), "--model", str(model_dir), "--out", str(out), "--resolution", "32",
-            "--shard-size", "2", "--batch-size", "2", "--num-workers", "0"]
+    base = [
+        "extract-latents",
+        str(data),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--resolution",
+        "32",
+        "--shard-size",
+        "2",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+    ]
     # rank 1 of 2 (as one torchrun rank would) writes only its shard and no statistics yet
     from transvae.inference import extract_latents
 
@@ -193,11 +246,97 @@ def test_extract_unlabelled_folder_without_flip(model_dir, tmp_path):
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
     (data / "trunc.png").write_bytes(buf.getvalue()[:30])
     out = tmp_path / "lat"
-    rc = main(["extract-latents", str(data), "--model", str(model_dir), "--out", str(out), "--resolution", "16",
-               "--no-flip", "--num-workers", "0"])
+    rc = main(
+        [
+            "extract-latents",
+            str(data),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--resolution",
+            "16",
+            "--no-flip",
+            "--num-workers",
+            "0",
+        ]
+    )
     assert rc == 0
     with safe_open(str(out / "latents_shard00000.safetensors"), framework="pt") as f:
         assert set(f.keys()) == {"latents", "labels"}
         assert f.get_tensor("labels").tolist() == [0, 0]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["classes"] == [] and [s[0] for s in manifest["skipped"]] == ["trunc.png"]
+
+
+@pytest.mark.slow  # launches two processes with torchrun (gloo on CPU)
+def test_extract_latents_torchrun_two_ranks(model_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    _make_dataset(data)
+    out = tmp_path / "lat"
+    exe = shutil.which("transvae") or str(Path(sys.executable).parent / "transvae")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        exe,
+        "extract-latents",
+        str(data),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--resolution",
+        "32",
+        "--shard-size",
+        "2",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+    ]
+    subprocess.run(cmd, check=True, timeout=600)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_latents"] == 5 and len(manifest["shards"]) == 3
+    # the same as a single-process extraction
+    single = tmp_path / "single"
+    assert (
+        main(
+            [
+                "extract-latents",
+                str(data),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(single),
+                "--resolution",
+                "32",
+                "--shard-size",
+                "2",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "latents_shard00000.safetensors",
+        "latents_shard00001.safetensors",
+        "latents_shard00002.safetensors",
+    ):
+        with (
+            safe_open(str(out / name), framework="pt") as a,
+            safe_open(str(single / name), framework="pt") as b,
+        ):
+            assert torch.allclose(a.get_tensor("latents"), b.get_tensor("latents"), atol=1e-5)
+    sa = json.loads((out / "latents_stats.json").read_text())
+    sb = json.loads((single / "latents_stats.json").read_text())
+    assert np.allclose(sa["mean"], sb["mean"], atol=1e-5)

@@ -96,6 +96,15 @@ def _install_network_guard(mp: pytest.MonkeyPatch, attempts: list) -> None:
     mp.setattr(socket, "create_connection", refuse)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def network_attempts(tmp_path, monkeypatch):
     """Empty torch hub / HF caches and blocked sockets; fails a test that tried the network."""
@@ -133,12 +142,15 @@ def test_config_from_dict_validates():
         LossConfig(gan_weight=-0.1)
     with pytest.raises(ConfigError, match="lpips_weights"):
         LossConfig.from_dict({"lpips_weights": 3})
+    assert LossConfig.from_dict({"kl_weight": "1e-8", "disc_start": "5"}).kl_weight == 1e-8  # YAML 1.1
 
 
 # -- L1 + KL -------------------------------------------------------------------------------------
 def test_l1_and_kl_equal_direct_computation():
     model = tiny()
-    loss = VAELoss(LossConfig(l1_weight=2.0, kl_weight=0.01, lpips_weight=0, vf_weight=0, gan_weight=0), model)
+    loss = VAELoss(
+        LossConfig(l1_weight=2.0, kl_weight=0.01, lpips_weight=0, vf_weight=0, gan_weight=0), model
+    )
     x = images()
     out = model(x)
     total, logs = loss(x, out, model, step=0, stage=1)
@@ -171,7 +183,8 @@ def test_disabled_terms_build_and_load_nothing(network_attempts):
     assert loss.lpips is None and loss.vf is None and loss.discriminator is None
     assert loss.generator_parameters() == [] and loss.discriminator_parameters() == []
     assert loss.state_dict() == {} and list(loss.parameters()) == []
-    assert not os.listdir(os.environ["TORCH_HOME"]) if os.path.exists(os.environ["TORCH_HOME"]) else True
+    torch_home = os.environ["TORCH_HOME"]
+    assert not os.path.exists(torch_home) or not os.listdir(torch_home)  # nothing cached or fetched
     x = images()
     total, logs = loss(x, model(x), model, step=100, stage=2)
     assert torch.isfinite(total) and "g_loss" not in logs and "lpips" not in logs and "vf" not in logs
@@ -224,6 +237,16 @@ def test_adaptive_weight_equals_autograd_and_is_clamped():
         assert adaptive_weight(3.0 * (p**2).sum(), (p * v).sum(), p, 1e4).item() == 0.0
     with pytest.raises(ValueError, match="frozen"):
         adaptive_weight(nll, g, torch.randn(2), 1e4)
+
+
+def test_adaptive_clamp_is_in_ldm_units():
+    """The clamp applies to LDM's (sum-convention) weight: ours is clamped at adaptive_max / (3*H*W)."""
+    model = tiny()
+    loss = VAELoss(LossConfig(lpips_weight=0, vf_weight=0, adaptive_max=1e-3), model)
+    x = images(2, 32, 32)
+    _, logs = loss(x, model(x), model, step=0, stage=2)
+    assert logs["w_gan_adaptive"] == pytest.approx(1e-3 / (3 * 32 * 32), rel=1e-5)
+    assert logs["w_gan"] == pytest.approx(0.1 * 1e-3 / (3 * 32 * 32), rel=1e-5)
 
 
 # -- VF --------------------------------------------------------------------------------------------
@@ -296,8 +319,9 @@ def test_stages_terms_and_gan_schedule(full_loss):
     _check_total(logs2, [("g_loss", "w_gan")])
 
 
-def test_generator_gradients_reach_model_and_projection(full_loss):
-    model = tiny()
+@pytest.mark.parametrize("f", [8, 16])
+def test_generator_gradients_reach_model_and_projection(full_loss, f):
+    model = tiny(f)
     full_loss.zero_grad(set_to_none=True)
     x = images()
     total, _ = full_loss(x, model(x), model, step=0, stage=1)
@@ -328,6 +352,21 @@ def test_discriminator_loss_updates_only_the_discriminator(full_loss):
     assert d0.item() == 0.0 and logs0["d_factor"] == 0.0
     assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in full_loss.discriminator_parameters())
     full_loss.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("name", ["transvae-nano-f16d32", "transvae-mini-f8d16"])
+def test_registered_models_adaptive_weights(name):
+    """The shared model API provides the layers the adaptive weights need (GAN stage 2)."""
+    from transvae.models import create_model
+
+    model = create_model(name)
+    model.encoder.requires_grad_(False)  # stage 2
+    loss = VAELoss(LossConfig(lpips_weight=0, vf_weight=0), model)
+    x = images(1, 32, 32)
+    total, logs = loss(x, model(x), model, step=0, stage=2)
+    total.backward()
+    assert logs["w_gan_adaptive"] > 0 and model.last_decoder_layer().grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.encoder.parameters())
 
 
 def test_frozen_networks_stay_out_of_state_dict_and_train_mode(full_loss):
@@ -372,15 +411,25 @@ def test_lpips_loads_local_torchvision_weights(full_loss, tmp_path):
     import lpips
 
     trunk = full_loss.lpips.net.net
-    sd = {f"features.{i}.{n}": p + 1.0 for s in trunk.children() for i, m in s.named_children()
-          for n, p in m.named_parameters()}
+    sd = {
+        f"features.{i}.{n}": p + 1.0
+        for s in trunk.children()
+        for i, m in s.named_children()
+        for n, p in m.named_parameters()
+    }
     torch.save(sd, tmp_path / "vgg16.pth")
     loaded = LPIPSLoss("vgg", pretrained=True, weights=str(tmp_path / "vgg16.pth"))
-    got = {f"features.{i}.{n}": p for s in loaded.net.net.children() for i, m in s.named_children()
-           for n, p in m.named_parameters()}
+    got = {
+        f"features.{i}.{n}": p
+        for s in loaded.net.net.children()
+        for i, m in s.named_children()
+        for n, p in m.named_parameters()
+    }
     assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
     # the calibrated linear heads shipped with lpips are loaded (not left random)
-    heads = torch.load(os.path.join(os.path.dirname(lpips.__file__), "weights/v0.1/vgg.pth"), map_location="cpu")
+    heads = torch.load(
+        os.path.join(os.path.dirname(lpips.__file__), "weights/v0.1/vgg.pth"), map_location="cpu"
+    )
     assert torch.equal(loaded.net.lin0.model[1].weight, heads["lin0.model.1.weight"])
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(MissingWeightsError, match="torchvision state dict"):

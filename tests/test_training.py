@@ -43,13 +43,14 @@ def cfg_for(images: Path, **kw):
         "data.resolution": 32,
         "data.num_workers": 0,
         "train.batch_size": 2,
-        "train.max_steps": 4,
-        "train.checkpoint_every": 2,
+        "train.max_steps": 2,
+        "train.checkpoint_every": 1,
         "optim.warmup_steps": 2,
         "optim.lr": 1e-3,
         "log.every": 1,
         "log.image_every": 1000,
         "log.val_every": 1000,
+        "log.grid_images": 2,
         "log.progress": False,
         "log.tensorboard": False,
         "loss.lpips_weight": 0.0,
@@ -66,7 +67,7 @@ def states_equal(a: dict, b: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def straight_run(images, tmp_path_factory):
-    """4 steps without interruption: the reference for the resume and SIGTERM tests."""
+    """2 steps without interruption: the reference for the resume and SIGTERM tests."""
     run = tmp_path_factory.mktemp("straight")
     tr = Trainer(cfg_for(images), run)
     summary = tr.fit()
@@ -124,15 +125,15 @@ def test_cli_reports_bad_arguments_before_any_work(images, tmp_path, capsys):
 def test_resume_is_bit_identical(images, tmp_path, straight_run):
     ref_dir, ref, _ = straight_run
     run = tmp_path / "split"
-    first = Trainer(cfg_for(images, **{"train.max_steps": 2}), run)
-    assert first.fit()["step"] == 2
+    first = Trainer(cfg_for(images, **{"train.max_steps": 1}), run)
+    assert first.fit()["step"] == 1
     second = Trainer(cfg_for(images), run, resume=True)
-    assert second.step == 2 and second.data_pos == (0, 2)
+    assert second.step == 1 and second.data_pos == (0, 1)
     second.fit()
     assert states_equal(ref.model.state_dict(), second.model.state_dict())
     assert states_equal(ref.ema.module.state_dict(), second.ema.module.state_dict())
     a, b = load_checkpoint(ref_dir / "checkpoints/last.pt"), load_checkpoint(run / "checkpoints/last.pt")
-    assert a["step"] == b["step"] == 4 and a["data_pos"] == b["data_pos"]
+    assert a["step"] == b["step"] == 2 and a["data_pos"] == b["data_pos"]
     assert torch.equal(a["optimizer"]["state"][0]["exp_avg_sq"], b["optimizer"]["state"][0]["exp_avg_sq"])
     # training moved the weights, and RUN_DIR/model holds the EMA weights
     assert not states_equal(ref.model.state_dict(), transvae.create_model("transvae-nano-f16d32").state_dict())
@@ -144,10 +145,10 @@ def test_run_folder_contents(straight_run):
     run, _, summary = straight_run
     for name in ("config.yaml", "config.json", "metrics.jsonl", "train.log", "summary.json", "model/config.json"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000000.png", "step_00000004.png"]
-    grid = np.asarray(Image.open(run / "samples" / "step_00000004.png"))
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000000.png", "step_00000002.png"]
+    grid = np.asarray(Image.open(run / "samples" / "step_00000002.png"))
     assert grid.shape[0] > 32 and grid.shape[1] > 2 * 32  # input | reconstruction pairs
-    assert summary["status"] == "finished" and summary["step"] == 4
+    assert summary["status"] == "finished" and summary["step"] == 2
     assert build_config(run / "config.yaml").to_dict() == straight_run[1].cfg.to_dict()
 
 
@@ -185,11 +186,11 @@ def test_nonfinite_step_is_skipped_and_counted(images, tmp_path):
 def test_divergence_stops_with_last_good_checkpoint_intact(images, tmp_path):
     run = tmp_path / "run"
     tr = Trainer(cfg_for(images, **{"train.max_steps": 8, "train.max_nonfinite": 2}), run)
-    _poison_decoder(tr, lambda n: n >= 2)  # every training forward from the 3rd on
+    _poison_decoder(tr, lambda n: n >= 1)  # every training forward from the 2nd on
     with pytest.raises(TrainingError, match=r"2 non-finite steps in a row.*last good checkpoint"):
         tr.fit()
     ck = load_checkpoint(run / "checkpoints/last.pt")
-    assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert ck["step"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values())
     assert transvae.from_pretrained(run / "model") is not None
 
 
@@ -202,16 +203,16 @@ def test_sigterm_saves_and_resume_continues_exactly(images, tmp_path, straight_r
     def preempt(module, inputs, output):
         if module.training:
             calls["n"] += 1
-            if calls["n"] == 3:  # during step index 2, as a cluster scheduler would
+            if calls["n"] == 1:  # during the first step, as a cluster scheduler would
                 os.kill(os.getpid(), signal.SIGTERM)
 
     tr.model.encoder.register_forward_hook(preempt)
     summary = tr.fit()
-    assert summary["status"] == "stopped by SIGTERM" and summary["step"] == 3
-    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
+    assert summary["status"] == "stopped by SIGTERM" and summary["step"] == 1
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     tr2 = Trainer(cfg_for(images), run, resume=True)
-    assert tr2.fit()["step"] == 4
+    assert tr2.fit()["step"] == 2
     assert states_equal(ref.model.state_dict(), tr2.model.state_dict())
 
 
@@ -269,9 +270,9 @@ def test_stage2_freezes_encoder_and_trains_decoder_with_gan(images, tmp_path, st
 
 
 def test_multiresolution_buckets_train(images, tmp_path):
-    cfg = cfg_for(images, **{"data.buckets": ["32x32", "16x48"], "train.max_steps": 3, "train.checkpoint_every": 10})
+    cfg = cfg_for(images, **{"data.buckets": ["32x32", "16x48"], "train.max_steps": 2, "train.checkpoint_every": 10})
     tr = Trainer(cfg, tmp_path / "mr")
     shapes = []
     tr.model.encoder.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape[-2:])) if m.training else None)
     tr.fit()
-    assert set(shapes) <= {(32, 32), (16, 48)} and len(shapes) == 3
+    assert set(shapes) <= {(32, 32), (16, 48)} and len(shapes) == 2

@@ -32,8 +32,12 @@ LATENT_SUFFIX = ".safetensors"
 def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
-    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision (autocast)")
-    g.add_argument("--batch-size", type=int, default=batch, help="images per forward pass (same-size images batch)")
+    g.add_argument(
+        "--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision (autocast)"
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=batch, help="images per forward pass (same-size images batch)"
+    )
     g.add_argument(
         "--max-pixels",
         type=int,
@@ -41,7 +45,9 @@ def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
         help="encode/decode images with more (padded) pixels than this in overlapping tiles; 0 = always tile",
     )
     g.add_argument("--tile-size", type=int, default=512, help="tile side in pixels when tiling (default 512)")
-    g.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)")
+    g.add_argument(
+        "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)"
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
     g.add_argument("--num-workers", type=int, default=2, help="image decoding worker processes")
 
@@ -61,7 +67,9 @@ def register(sub) -> None:
     )
     _input_args(p)
     p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
-    p.add_argument("--compare", action="store_true", help="also write input|reconstruction side by side to OUT/compare/")
+    p.add_argument(
+        "--compare", action="store_true", help="also write input|reconstruction side by side to OUT/compare/"
+    )
     p.add_argument("--sample", action="store_true", help="decode a posterior sample instead of its mean")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample")
     _runtime_args(p)
@@ -89,7 +97,9 @@ def register(sub) -> None:
         description="Decode files written by 'transvae encode' back to PNGs of the original size.",
     )
     _input_args(p, "LATENT_OR_DIR")
-    p.add_argument("--model", default=None, help="model to decode with (default: the one recorded in each file)")
+    p.add_argument(
+        "--model", default=None, help="model to decode with (default: the one recorded in each file)"
+    )
     _runtime_args(p)
     p.set_defaults(func=run_decode)
 
@@ -103,9 +113,13 @@ def register(sub) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR")
     p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resolution", type=int, default=256, help="centre-crop + resize side in pixels (default 256)")
+    p.add_argument(
+        "--resolution", type=int, default=256, help="centre-crop + resize side in pixels (default 256)"
+    )
     p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
-    p.add_argument("--no-flip", dest="flip", action="store_false", help="skip the horizontally flipped latents")
+    p.add_argument(
+        "--no-flip", dest="flip", action="store_false", help="skip the horizontally flipped latents"
+    )
     p.add_argument("--sample", action="store_true", help="store posterior samples instead of means")
     p.add_argument("--latent-dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype")
     _runtime_args(p, batch=32)
@@ -147,7 +161,9 @@ def _load_model(ref: str, device: torch.device):
     return load_model_or_exit(ref, device=device)
 
 
-def collect_inputs(inputs: list[str], suffixes: tuple[str, ...] | None, out_suffix: str) -> list[tuple[Path, Path]]:
+def collect_inputs(
+    inputs: list[str], suffixes: tuple[str, ...] | None, out_suffix: str
+) -> list[tuple[Path, Path]]:
     """(source file, output path relative to --out) for every input; folders keep relative names.
 
     Raises:
@@ -261,7 +277,7 @@ def _pad_batch(xs: list[torch.Tensor], multiple: int):
     """Stack images of possibly different sizes (same padded size) after padding each one."""
     from transvae.inference import pad_to_multiple
 
-    padded, pads = zip(*(pad_to_multiple(x, multiple) for x in xs))
+    padded, pads = zip(*(pad_to_multiple(x, multiple) for x in xs), strict=True)
     return torch.stack(padded), list(pads)
 
 
@@ -427,7 +443,9 @@ def run_decode(args) -> int:
         runner = runners[ref]
         if shape[0] != runner.model.latent_channels:
             for src, _ in members:
-                failures.add(src, f"latent has {shape[0]} channels, model {ref} expects {runner.model.latent_channels}")
+                failures.add(
+                    src, f"latent has {shape[0]} channels, model {ref} expects {runner.model.latent_channels}"
+                )
                 bar.update(1)
             continue
         for s in range(0, len(members), args.batch_size):
@@ -437,7 +455,9 @@ def run_decode(args) -> int:
             for k, (src, dst, rec) in enumerate(chunk):
                 img = crop(x[k], rec.pad)
                 if tuple(img.shape[-2:]) != rec.size:
-                    failures.add(src, f"metadata size {rec.size} does not match the decoded {tuple(img.shape[-2:])}")
+                    failures.add(
+                        src, f"metadata size {rec.size} does not match the decoded {tuple(img.shape[-2:])}"
+                    )
                     continue
                 _write_png(out / dst, img)
                 done += 1

@@ -10,39 +10,39 @@
 See docs/evaluation.md for the protocol and the conventions.
 """
 
-from .fid import FIDMetric
-from .latent_analysis import (
-    LatentStatistics,
-    LatentVectorSampler,
-    density_uniformity,
-    latent_statistics,
-    linear_probe,
-    pooled_latents,
-    uniformity_metrics,
-)
-from .metrics import LPIPSMetric, build_lpips, psnr_per_image, ssim_per_image
-from .pipeline import run_evaluation
-from .protocol import resize_center_crop
-from .runner import METRICS, LatentOptions, evaluate_resolution
-from .weights import WeightsUnavailableError
+import importlib
 
-__all__ = [
-    "FIDMetric",
-    "LPIPSMetric",
-    "LatentOptions",
-    "LatentStatistics",
-    "LatentVectorSampler",
-    "METRICS",
-    "WeightsUnavailableError",
-    "build_lpips",
-    "density_uniformity",
-    "evaluate_resolution",
-    "latent_statistics",
-    "linear_probe",
-    "pooled_latents",
-    "psnr_per_image",
-    "resize_center_crop",
-    "run_evaluation",
-    "ssim_per_image",
-    "uniformity_metrics",
-]
+# name -> submodule; imported on first use so that e.g. ``latent_analysis`` stays light to import
+_EXPORTS = {
+    "FIDMetric": "fid",
+    "LPIPSMetric": "metrics",
+    "LatentOptions": "runner",
+    "LatentStatistics": "latent_analysis",
+    "LatentVectorSampler": "latent_analysis",
+    "METRICS": "runner",
+    "WeightsUnavailableError": "weights",
+    "build_lpips": "metrics",
+    "density_uniformity": "latent_analysis",
+    "evaluate_resolution": "runner",
+    "latent_statistics": "latent_analysis",
+    "linear_probe": "latent_analysis",
+    "pooled_latents": "latent_analysis",
+    "psnr_per_image": "metrics",
+    "resize_center_crop": "protocol",
+    "run_evaluation": "pipeline",
+    "ssim_per_image": "metrics",
+    "uniformity_metrics": "latent_analysis",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

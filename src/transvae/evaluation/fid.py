@@ -16,8 +16,6 @@ import os
 
 import torch
 import torch.nn as nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-
 from .weights import WeightsUnavailableError, inception_checkpoint
 
 
@@ -39,6 +37,8 @@ class FIDMetric:
         weights_path: str | os.PathLike | None = None,
         device: torch.device | str | None = None,
     ):
+        from torchmetrics.image.fid import FrechetInceptionDistance  # slow import, only when needed
+
         if feature_net is None:
             path = inception_checkpoint(weights_path)
             try:

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torchmetrics.functional.image import structural_similarity_index_measure
-
 from .weights import WeightsUnavailableError, load_torch_checkpoint, torchvision_checkpoint
 
 SSIM_SIGMA = 1.5
@@ -66,6 +64,9 @@ def ssim_per_image(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     Returns:
         (B,) float64 mean SSIM over channels and the valid (border-cropped) pixels.
     """
+    # imported here: torchmetrics takes seconds to import and most users of this package never need it
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     _check_pair(target, pred)
     r = SSIM_RADIUS
     if min(target.shape[-2:]) <= 2 * r:

@@ -229,7 +229,9 @@ def extract_latents(
             x = torch.stack([x for _, x in good])  # (B, 3, R, R)
             lat.append(runner.encode(x, sample=sample).latent.to("cpu", latent_dtype).contiguous())
             if flip:
-                lat_flip.append(runner.encode(x.flip(-1), sample=sample).latent.to("cpu", latent_dtype).contiguous())
+                lat_flip.append(
+                    runner.encode(x.flip(-1), sample=sample).latent.to("cpu", latent_dtype).contiguous()
+                )
             for k, _ in good:
                 rel = rels[idx[k]]
                 names.append(rel)

@@ -152,7 +152,9 @@ class InferenceRunner:
         except torch.OutOfMemoryError:
             if tiled:
                 raise
-            self._warn_once(f"oom-{name}", f"out of memory in the {name}; retrying with tiles of {self.tile_size}px")
+            self._warn_once(
+                f"oom-{name}", f"out of memory in the {name}; retrying with tiles of {self.tile_size}px"
+            )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             tiled = True
@@ -252,7 +254,9 @@ def benchmark(
         dict with ``first_call_s`` (first encode + decode, including compilation),
         ``encode_s`` / ``decode_s`` (median seconds per batch) and ``images_per_s``.
     """
-    runner = InferenceRunner(model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs)
+    runner = InferenceRunner(
+        model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs
+    )
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     x = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
     x = x.to(runner.device)
@@ -276,7 +280,8 @@ def benchmark(
     for _ in range(iters):
         t, enc = timed(lambda: runner.encode(x))
         te.append(t)
-        t, _ = timed(lambda: runner.decode(enc.latent))
+        z = enc.latent
+        t, _ = timed(lambda z=z: runner.decode(z))
         td.append(t)
     te.sort()
     td.sort()

@@ -67,7 +67,9 @@ def tiled_apply(
     b, _, h, w = x.shape
     for name, v in (("tile", tile), ("overlap", overlap), ("height", h), ("width", w)):
         if (v * scale_num) % scale_den:
-            raise ValueError(f"{name} {v} does not map to a whole number of output elements ({scale_num}/{scale_den})")
+            raise ValueError(
+                f"{name} {v} does not map to a whole number of output elements ({scale_num}/{scale_den})"
+            )
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     th, tw = min(tile, h), min(tile, w)
     ramp = overlap * scale_num // scale_den

@@ -105,7 +105,7 @@ class LossConfig:
             default = fields[k].default
             if default is None and v is not None and not isinstance(v, str):
                 raise ConfigError(f"config key 'loss.{k}' must be a string (a path) or null, got {v!r}")
-            kwargs[k] = _coerce(f"loss.{k}", v, default)
+            kwargs[k] = _coerce(f"loss.{k}", _parse_number(v, default), default)
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +253,16 @@ class VAELoss(nn.Module):
             "d_factor": factor,
         }
         return d_loss, _to_floats(logs)
+
+
+def _parse_number(value: Any, default: Any) -> Any:
+    """Accept numbers written as strings for numeric keys: YAML 1.1 reads ``1e-8`` as a string."""
+    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            return int(value) if isinstance(default, int) else float(value)
+        except ValueError:
+            return value  # _coerce reports it
+    return value
 
 
 def _check_stage(stage: int) -> None:

@@ -34,7 +34,9 @@ def l1_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x_rec.float(), x.float())
 
 
-def kl_loss(posterior: DiagonalGaussianDistribution, image_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_loss(
+    posterior: DiagonalGaussianDistribution, image_elements: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """KL divergence to the standard normal, reduced as documented in this module.
 
     Computed in fp32 even when the encoder ran under bf16 autocast (the sum has ~1e4 elements).

@@ -134,9 +134,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, heads, N, head_dim)
         if rope is not None:
-            q, k = apply_rope_2d(q, *rope), apply_rope_2d(k, *rope)
+            q, k = apply_rope_2d(qkv[:2], *rope).unbind(0)  # queries and keys in one pass
+            v = qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
         x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
 

@@ -18,6 +18,9 @@ from safetensors.torch import save_file
 
 from .base import CONFIG_NAME, WEIGHTS_NAME, AutoencoderBase, ConfigError, ModelConfig
 
+# Weight formats based on pickle: never read, only named in the error message.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_MAX_CONFIG_BYTES = 1 << 20
 _FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
@@ -122,15 +125,24 @@ def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
     """Parse and validate ``config.json``: returns (class, config, model name)."""
     from .registry import get_architecture
 
+    path = folder / CONFIG_NAME
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is {path.stat().st_size} bytes; a model config is at most {_MAX_CONFIG_BYTES}"
+        )
     try:
-        raw = json.loads((folder / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{folder / CONFIG_NAME} is not valid JSON: {e}") from e
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(raw, dict) or "architecture" not in raw:
-        raise ConfigError(f"{folder / CONFIG_NAME} must be a JSON object with an 'architecture' key")
+        raise ConfigError(f"{path} must be a JSON object with an 'architecture' key")
     raw = dict(raw)
     arch = raw.pop("architecture")
     name = raw.pop("model_name", arch)
+    if not isinstance(arch, str) or not isinstance(name, str):
+        raise ConfigError(
+            f"{path}: 'architecture' and 'model_name' must be strings, got {arch!r} and {name!r}"
+        )
     raw.pop("metadata", None)
     cls = get_architecture(arch)
     return cls, cls.config_class.from_dict(raw), name
@@ -139,11 +151,14 @@ def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
 def check_weights(model: AutoencoderBase, weights: Path) -> None:
     """Compare the safetensors header with the model's state dict; raise listing every mismatch."""
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-    with safe_open(str(weights), framework="pt") as f:
-        found = {}
-        for k in f.keys():
-            sl = f.get_slice(k)
-            found[k] = (tuple(sl.get_shape()), sl.get_dtype())
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found = {}
+            for k in f.keys():
+                sl = f.get_slice(k)
+                found[k] = (tuple(sl.get_shape()), sl.get_dtype())
+    except Exception as e:  # SafetensorError: truncated, not safetensors at all (e.g. a pickle), bad header
+        raise ConfigError(f"{weights} is not a valid safetensors file ({type(e).__name__}: {e})") from e
     problems = []
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -182,7 +197,14 @@ def load_model(
         )
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
-        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}")
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+        hint = (
+            f"; {', '.join(pickles)} {'is' if len(pickles) == 1 else 'are'} never loaded because pickle "
+            f"files can execute code: convert to safetensors in a trusted environment"
+            if pickles
+            else ""
+        )
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}{hint}")
     model = build_model(cls, config, name, device="meta")
     check_weights(model, weights)
     target = torch.device(device) if device is not None else torch.device("cpu")

@@ -134,7 +134,9 @@ class Stage(nn.Module):
         if self.kind == "cnn":
             return run_blocks(self.blocks, x, self.gradient_checkpointing)
         b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        # One copy here (free when x is channels-last) keeps the residual stream contiguous;
+        # otherwise every LayerNorm of the stage copies its permuted input again.
+        t = x.flatten(2).transpose(1, 2).contiguous()  # (B, N, C)
         if self.pos_embed is not None:
             t = t + self.pos_embed((h, w)).to(t.dtype)
         rope = rope_2d(h, w, self.head_dim, self.rope_theta, device=x.device) if self.use_rope else None

@@ -227,7 +227,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if len(args) != len(value):
             raise TrainConfigError(f"config key '{key}' must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
     if tp is bool:
         if not isinstance(value, bool):
             raise TrainConfigError(f"config key '{key}' must be true or false, got {value!r}")

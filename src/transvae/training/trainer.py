@@ -443,6 +443,8 @@ class Trainer:
         t, cfg = self.cfg.train, self.cfg
         if self.is_main:
             check_writable(self.run_dir, self.expected_checkpoint_bytes())
+            for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):  # left by a killed writer
+                stale.unlink()
         self._setup_logging()
         old_handlers = {}
         for sig in (signal.SIGTERM, signal.SIGINT):

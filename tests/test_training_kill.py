@@ -1,0 +1,68 @@
+"""SIGKILL a real ``transvae train`` process at random moments (also while it writes a
+checkpoint) and check that the previous checkpoint always loads and ``--resume`` finishes.
+
+Slow (several process starts): run with ``pytest -m slow tests/test_training_kill.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transvae
+from transvae.training import load_checkpoint
+
+pytestmark = pytest.mark.slow
+
+ARGS = [
+    "--model", "transvae-nano-f16d32", "--resolution", "32", "--batch-size", "2", "--max-steps", "12",
+    "--workers", "0", "--train.checkpoint_every=1", "--log.progress=false", "--log.tensorboard=false",
+    "--loss.lpips_weight=0", "--loss.vf_weight=0", "--loss.gan_weight=0",
+]
+
+
+def _cmd(data, out, resume):
+    return [sys.executable, "-m", "transvae.cli", "train", "--data", str(data), "--out", str(out), *ARGS] + (
+        ["--resume"] if resume else []
+    )
+
+
+def test_sigkill_at_random_points_then_resume(tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "run"
+    ckpt = out / "checkpoints" / "last.pt"
+    rnd = random.Random(0)
+    last_step = -1
+    for _ in range(4):
+        proc = subprocess.Popen(_cmd(data, out, resume=ckpt.exists()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # wait for a checkpoint newer than the last one seen, then kill after a random delay
+        t0 = time.time()
+        while proc.poll() is None and time.time() - t0 < 240:
+            if ckpt.exists() and load_checkpoint(ckpt)["step"] > last_step:
+                break
+            time.sleep(0.2)
+        time.sleep(rnd.uniform(0.0, 2.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = load_checkpoint(ckpt)  # the previous (or new) checkpoint is always loadable
+        assert state["step"] >= last_step
+        last_step = state["step"]
+        if last_step >= 12:
+            break
+    done = subprocess.run(_cmd(data, out, resume=True), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load_checkpoint(ckpt)["step"] == 12
+    assert not list((out / "checkpoints").glob(".*.tmp"))  # temp files of killed writes were cleaned up
+    transvae.from_pretrained(out / "model")
