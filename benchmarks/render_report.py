@@ -36,7 +36,9 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(report: Path, out: Path, width: int = 1280, height: int = 2000, timeout: float = 120.0) -> Path:
+def screenshot(
+    report: Path, out: Path, width: int = 1280, height: int = 2000, timeout: float = 120.0
+) -> Path:
     """Take a full-window screenshot of ``report`` with headless Chromium.
 
     Args:
@@ -52,7 +54,9 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 2000, t
     """
     exe = find_chromium()
     if exe is None:
-        raise FileNotFoundError("no chromium executable found (apt-get install chromium, or set CHROMIUM=...)")
+        raise FileNotFoundError(
+            "no chromium executable found (apt-get install chromium, or set CHROMIUM=...)"
+        )
     out = out.resolve()
     out.unlink(missing_ok=True)
     cmd = [
@@ -71,7 +75,9 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 2000, t
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if not out.is_file():
-        raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
     return out
 
 

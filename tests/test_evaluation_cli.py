@@ -56,18 +56,28 @@ class _Dimmer(nn.Module):
 def test_pass_matches_scikit_image_and_is_batch_size_independent(image_dir):
     files = sorted(p for p in image_dir.rglob("*.png"))
     runs = [
-        evaluate_resolution(_Dimmer(), files, 32, metrics=("psnr", "ssim"), batch_size=bs, keep_worst=2, progress=False)
+        evaluate_resolution(
+            _Dimmer(), files, 32, metrics=("psnr", "ssim"), batch_size=bs, keep_worst=2, progress=False
+        )
         for bs in (1, 4)
     ]
     ref_psnr, ref_ssim = [], []
     for f in files:
         x, _ = resize_center_crop(Image.open(f).convert("RGB"), 32)
         a = np.asarray(x)
-        t = torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1
+        t = torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 127.5 - 1
         b = ((0.8 * t + 0.05).clamp(-1, 1) + 1).mul(127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
         ref_psnr.append(peak_signal_noise_ratio(a, b, data_range=255))
         ref_ssim.append(
-            structural_similarity(a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+            structural_similarity(
+                a,
+                b,
+                channel_axis=-1,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=255,
+            )
         )
     for r in runs:
         np.testing.assert_allclose([p["psnr"] for p in r.per_image], ref_psnr, atol=1e-3)
@@ -122,7 +132,16 @@ def test_cli_writes_all_outputs(image_dir, nano_model, tmp_path, capsys):
 
 
 def test_cli_user_errors(image_dir, nano_model, tmp_path, capsys, monkeypatch):
-    base = ["evaluate", "--model", str(nano_model), "--data", str(image_dir), "--out", str(tmp_path / "o"), "--quiet"]
+    base = [
+        "evaluate",
+        "--model",
+        str(nano_model),
+        "--data",
+        str(image_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    ]
     assert main([*base, "--resolution", "40", "--metrics", "psnr"]) == 2
     assert "multiple of the model's spatial compression ratio 16" in capsys.readouterr().err
     assert main([*base[:4], str(tmp_path / "missing"), *base[5:], "--metrics", "psnr"]) == 2

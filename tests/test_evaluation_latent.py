@@ -20,7 +20,9 @@ def test_latent_statistics_streaming_matches_numpy():
     g = torch.Generator().manual_seed(0)
     scale = torch.tensor([0.5, 1.0, 2.0, 4.0]).view(1, 4, 1, 1)
     shift = torch.tensor([3.0, -1.0, 0.0, 10.0]).view(1, 4, 1, 1)
-    batches = [torch.randn(n, 4, h, w, generator=g) * scale + shift for n, h, w in [(3, 4, 4), (1, 4, 4), (5, 4, 4)]]
+    batches = [
+        torch.randn(n, 4, h, w, generator=g) * scale + shift for n, h, w in [(3, 4, 4), (1, 4, 4), (5, 4, 4)]
+    ]
     stats = latent_statistics(iter(batches))
     allz = torch.cat(batches).double()
     per_c = allz.transpose(0, 1).reshape(4, -1).numpy()
@@ -34,7 +36,9 @@ def test_latent_statistics_streaming_matches_numpy():
     normed = (flat - stats["shift_factor"]) * stats["scaling_factor"]
     assert normed.mean() == pytest.approx(0.0, abs=1e-10) and normed.std() == pytest.approx(1.0, rel=1e-10)
     # one tensor gives the same as the stream
-    assert latent_statistics(torch.cat(batches))["scaling_factor"] == pytest.approx(stats["scaling_factor"], rel=1e-12)
+    assert latent_statistics(torch.cat(batches))["scaling_factor"] == pytest.approx(
+        stats["scaling_factor"], rel=1e-12
+    )
 
 
 def test_density_uniformity_against_independent_formulas():
@@ -47,7 +51,9 @@ def test_density_uniformity_against_independent_formulas():
         # Gini as the relative mean absolute difference, entropy via scipy
         gini = np.abs(d[:, None] - d[None, :]).mean() / (2 * d.mean())
         assert u["gini_coefficient"] == pytest.approx(gini, rel=1e-9)
-        assert u["normalized_entropy"] == pytest.approx(scipy.stats.entropy(d, base=2) / np.log2(len(d)), abs=1e-6)
+        assert u["normalized_entropy"] == pytest.approx(
+            scipy.stats.entropy(d, base=2) / np.log2(len(d)), abs=1e-6
+        )
         assert u["density_cv"] == pytest.approx(d.std() / d.mean(), rel=1e-9)
     assert u_grid["density_cv"] < u_clu["density_cv"]
     assert u_grid["gini_coefficient"] < u_clu["gini_coefficient"]

@@ -33,7 +33,9 @@ def _pairs(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
         img = np.asarray(Image.fromarray(p).resize((w, h), Image.Resampling.BICUBIC))
         for noise in (2, 25):
             a.append(img)
-            b.append(np.clip(img.astype(int) + rng.integers(-noise, noise + 1, img.shape), 0, 255).astype(np.uint8))
+            b.append(
+                np.clip(img.astype(int) + rng.integers(-noise, noise + 1, img.shape), 0, 255).astype(np.uint8)
+            )
         a.append(img)
         b.append(np.roll(img, k + 1, axis=1))  # a structural distortion
     return np.stack(a), np.stack(b)
@@ -51,7 +53,13 @@ def test_psnr_ssim_match_scikit_image(size):
     for i in range(len(a)):
         ref_psnr = peak_signal_noise_ratio(a[i], b[i], data_range=255)
         ref_ssim = structural_similarity(
-            a[i], b[i], channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+            a[i],
+            b[i],
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
         )
         assert abs(psnr[i] - ref_psnr) < 1e-3, (i, psnr[i], ref_psnr)
         assert abs(ssim[i] - ref_ssim) < 1e-4, (i, ssim[i], ref_ssim)

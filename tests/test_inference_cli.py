@@ -225,7 +225,9 @@ def test_extract_latents_shards_labels_stats_resume(model_dir, tmp_path, capsys)
     stats = torch.load(out / "latents_stats.pt", weights_only=True)
     assert stats["mean"].shape == (1, 32, 1, 1)
     assert torch.allclose(stats["mean"].flatten(), lat.mean(dim=(0, 2, 3)), atol=1e-5)
-    assert torch.allclose(stats["std"].flatten(), lat.std(dim=(0, 2, 3)), atol=1e-4)
+    assert torch.allclose(stats["std"].flatten(), lat.std(dim=(0, 2, 3), correction=0), atol=1e-4)
+    js = json.loads((out / "latents_stats.json").read_text())
+    assert js["num_latents"] == 5 and abs(js["scaling_factor"] - 1 / lat.std(correction=0).item()) < 1e-3
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["classes"] == ["cat", "dog"] and manifest["num_latents"] == 5 and manifest["complete"]
     # resume: nothing is re-encoded

@@ -30,8 +30,13 @@ class _Recording:
 def _worker(rank: int, world: int, port: int, root: str) -> None:
     import os
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from transvae.data.datasets import ImageFolderDataset
     from transvae.data.transforms import TrainTransform
@@ -39,19 +44,35 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     from transvae.training import distributed as D
 
     root = Path(root)
-    cfg = build_config(overrides={
-        "model.name": "transvae-nano-f16d32", "data.train": [str(root / "images")], "data.resolution": 32,
-        "data.num_workers": 0, "train.batch_size": 4, "train.max_steps": 2, "train.checkpoint_every": 10,
-        "train.seed": 0, "optim.warmup_steps": 1, "optim.lr": 1e-3, "log.progress": False, "log.tensorboard": False,
-        "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0, "loss.gan_weight": 0.0,
-    })
+    cfg = build_config(
+        overrides={
+            "model.name": "transvae-nano-f16d32",
+            "data.train": [str(root / "images")],
+            "data.resolution": 32,
+            "data.num_workers": 0,
+            "train.batch_size": 4,
+            "train.max_steps": 2,
+            "train.checkpoint_every": 10,
+            "train.seed": 0,
+            "optim.warmup_steps": 1,
+            "optim.lr": 1e-3,
+            "log.progress": False,
+            "log.tensorboard": False,
+            "loss.lpips_weight": 0.0,
+            "loss.vf_weight": 0.0,
+            "loss.gan_weight": 0.0,
+        }
+    )
     ds = _Recording(ImageFolderDataset(cfg.data.train, TrainTransform(32)), root / f"seen{rank}.txt")
     tr = Trainer(cfg, root / "run", train_dataset=ds)
     assert tr.dist.world_size == world and tr.micro_batch == 2
     init = {k: v.clone() for k, v in tr.model.state_dict().items()}
     tr.fit()
     state = tr.model.state_dict()
-    torch.save({"final": state, "moved": any(not torch.equal(init[k], state[k]) for k in state)}, root / f"w{rank}.pt")
+    torch.save(
+        {"final": state, "moved": any(not torch.equal(init[k], state[k]) for k in state)},
+        root / f"w{rank}.pt",
+    )
     D.cleanup()
 
 
@@ -59,7 +80,9 @@ def test_two_process_ddp_identical_weights_disjoint_data(tmp_path):
     (tmp_path / "images").mkdir()
     rng = np.random.default_rng(0)
     for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(
+            tmp_path / "images" / f"{i}.png"
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

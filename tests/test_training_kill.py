@@ -22,9 +22,22 @@ from transvae.training import load_checkpoint
 pytestmark = pytest.mark.slow
 
 ARGS = [
-    "--model", "transvae-nano-f16d32", "--resolution", "32", "--batch-size", "2", "--max-steps", "12",
-    "--workers", "0", "--train.checkpoint_every=1", "--log.progress=false", "--log.tensorboard=false",
-    "--loss.lpips_weight=0", "--loss.vf_weight=0", "--loss.gan_weight=0",
+    "--model",
+    "transvae-nano-f16d32",
+    "--resolution",
+    "32",
+    "--batch-size",
+    "2",
+    "--max-steps",
+    "12",
+    "--workers",
+    "0",
+    "--train.checkpoint_every=1",
+    "--log.progress=false",
+    "--log.tensorboard=false",
+    "--loss.lpips_weight=0",
+    "--loss.vf_weight=0",
+    "--loss.gan_weight=0",
 ]
 
 
@@ -45,7 +58,9 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     rnd = random.Random(0)
     last_step = -1
     for _ in range(4):
-        proc = subprocess.Popen(_cmd(data, out, resume=ckpt.exists()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            _cmd(data, out, resume=ckpt.exists()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         # wait for a checkpoint newer than the last one seen, then kill after a random delay
         t0 = time.time()
         while proc.poll() is None and time.time() - t0 < 240:

@@ -361,3 +361,26 @@ def test_half_precision_weights_are_accepted_and_exact(model_dir, reference):
     k = _first_key(reference)
     assert m.state_dict()[k].dtype == torch.float32
     torch.testing.assert_close(m.state_dict()[k], half[k].float(), rtol=0, atol=0)
+
+
+# -- interrupted writes -------------------------------------------------------------------------
+def test_interrupted_save_pretrained_keeps_previous_model(model_dir, reference, monkeypatch):
+    import transvae.models.hub as hub
+
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    other = transvae.create_model(NANO)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+
+    def dies_halfway(state, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 1000)  # part of the new file is on disk...
+        raise OSError(28, "No space left on device")  # ...when the disk fills up (or the process dies)
+
+    monkeypatch.setattr(hub, "save_file", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        other.save_pretrained(model_dir)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # no temp file left either
+    loaded = transvae.from_pretrained(model_dir)
+    k = _first_key(reference)
+    assert torch.equal(loaded.state_dict()[k], reference[k])

@@ -40,10 +40,19 @@ def register(sub) -> None:
         "over the whole set. Several --resolution values give a resolution-extrapolation table. Writes "
         "OUT/results.json, OUT/results.md and OUT/report.html.",
     )
-    p.add_argument("--model", required=True, help="save_pretrained folder, training run folder or Hub repo id")
+    p.add_argument(
+        "--model", required=True, help="save_pretrained folder, training run folder or Hub repo id"
+    )
     p.add_argument("--data", required=True, help="image folder (searched recursively) or one image")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resolution", type=_positive, nargs="+", default=[256], metavar="R", help="square size(s) (default 256)")
+    p.add_argument(
+        "--resolution",
+        type=_positive,
+        nargs="+",
+        default=[256],
+        metavar="R",
+        help="square size(s) (default 256)",
+    )
     p.add_argument(
         "--metrics",
         nargs="+",
@@ -51,7 +60,9 @@ def register(sub) -> None:
         default=list(DEFAULT_METRICS),
         help="metrics to compute (default: all; psnr and ssim need no downloaded weights)",
     )
-    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the first N images (sorted by path)")
+    p.add_argument(
+        "--limit", type=_positive, default=None, metavar="N", help="only the first N images (sorted by path)"
+    )
     p.add_argument("--batch-size", type=_positive, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     p.add_argument(
@@ -60,7 +71,9 @@ def register(sub) -> None:
         default="auto",
         help="autocast dtype of the model (auto: bf16 on CUDA, fp32 on CPU); metrics always run in fp32/fp64",
     )
-    p.add_argument("--num-workers", type=int, default=None, help="image decoding workers (default: min(8, CPUs))")
+    p.add_argument(
+        "--num-workers", type=int, default=None, help="image decoding workers (default: min(8, CPUs))"
+    )
     w = p.add_argument_group("feature-network weights")
     w.add_argument("--lpips-net", choices=["vgg", "alex"], default="vgg", help="LPIPS backbone (default vgg)")
     w.add_argument(
@@ -78,9 +91,18 @@ def register(sub) -> None:
         "pt_inception-2015-12-05-6726825d.pth); default: torch hub cache, downloading if missing",
     )
     r = p.add_argument_group("report")
-    r.add_argument("--report-images", type=int, default=8, help="lowest-PSNR examples per resolution in the report")
+    r.add_argument(
+        "--report-images", type=int, default=8, help="lowest-PSNR examples per resolution in the report"
+    )
+    r.add_argument(
+        "--save-images",
+        action="store_true",
+        help="also write the uint8 inputs and reconstructions the metrics saw to OUT/images/<R>/ (PNG)",
+    )
     la = p.add_argument_group("latent analysis")
-    la.add_argument("--latent-stats", action="store_true", help="per-channel latent mean/std, scaling and shift factors")
+    la.add_argument(
+        "--latent-stats", action="store_true", help="per-channel latent mean/std, scaling and shift factors"
+    )
     la.add_argument(
         "--uniformity",
         type=int,
@@ -88,15 +110,23 @@ def register(sub) -> None:
         metavar="N",
         help="VA-VAE uniformity metrics (t-SNE + KDE) on N latent vectors (VA-VAE: 10000; 0 = off)",
     )
-    la.add_argument("--uniformity-repeats", type=_positive, default=1, help="t-SNE runs averaged (VA-VAE: 10)")
-    la.add_argument("--linear-probe", action="store_true", help="logistic regression on pooled latents (class sub-folders)")
+    la.add_argument(
+        "--uniformity-repeats", type=_positive, default=1, help="t-SNE runs averaged (VA-VAE: 10)"
+    )
+    la.add_argument(
+        "--linear-probe",
+        action="store_true",
+        help="logistic regression on pooled latents (class sub-folders)",
+    )
     la.add_argument(
         "--latent-source",
         choices=["sample", "mode"],
         default="sample",
         help="latents analysed: a posterior sample (what diffusion trains on, default) or the mean",
     )
-    la.add_argument("--seed", type=int, default=0, help="seed of posterior samples, t-SNE and the probe split")
+    la.add_argument(
+        "--seed", type=int, default=0, help="seed of posterior samples, t-SNE and the probe split"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -115,7 +145,9 @@ def run(args) -> int:
     f = model.spatial_compression_ratio
     bad = [r for r in args.resolution if r % f]
     if bad:
-        raise UserError(f"--resolution {bad[0]} is not a multiple of the model's spatial compression ratio {f}")
+        raise UserError(
+            f"--resolution {bad[0]} is not a multiple of the model's spatial compression ratio {f}"
+        )
     workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
     try:
         payload = run_evaluation(
@@ -140,8 +172,11 @@ def run(args) -> int:
             latent_source=args.latent_source,
             seed=args.seed,
             model_path=str(args.model),
-            command="transvae " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else None,
+            command="transvae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            if sys.argv[1:2] == ["evaluate"]
+            else None,
             progress=not args.quiet,
+            save_images=args.save_images,
         )
     except WeightsUnavailableError as e:
         raise UserError(f"{e} (or leave the metric out, e.g. --metrics psnr ssim)") from e

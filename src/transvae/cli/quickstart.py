@@ -35,10 +35,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     p.add_argument("--steps", type=int, default=1000, help="maximum optimizer steps (default 1000)")
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget for training (default 5)")
-    p.add_argument("--model", default="transvae-mini-f16d32", help="model to train (default transvae-mini-f16d32)")
+    p.add_argument(
+        "--model", default="transvae-mini-f16d32", help="model to train (default transvae-mini-f16d32)"
+    )
     p.add_argument("--resolution", type=int, default=64, help="crop size (default 64)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3: short run, small model)")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="learning rate (default 1e-3: short run, small model)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=run)
 
@@ -106,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         cfg = build_config(overrides=overrides)
-        print(f"quickstart: training {args.model} on {len(TRAIN_PHOTOS)} scikit-image photos "
-              f"(L1 + KL, no downloads) for up to {args.minutes:g} min / {args.steps} steps")
+        print(
+            f"quickstart: training {args.model} on {len(TRAIN_PHOTOS)} scikit-image photos "
+            f"(L1 + KL, no downloads) for up to {args.minutes:g} min / {args.steps} steps"
+        )
         trainer = Trainer(cfg, run_dir)
         summary = trainer.fit()
     except (TrainingError, ValueError, KeyError) as e:
@@ -129,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
         "ssim_end": round(end["val/ssim"], 4),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"held-out PSNR {metrics['psnr_start']:.2f} -> {metrics['psnr_end']:.2f} dB, "
-          f"SSIM {metrics['ssim_start']:.3f} -> {metrics['ssim_end']:.3f} after {summary['step']} steps "
-          f"({summary['wall_seconds']:.0f} s)")
+    print(
+        f"held-out PSNR {metrics['psnr_start']:.2f} -> {metrics['psnr_end']:.2f} dB, "
+        f"SSIM {metrics['ssim_start']:.3f} -> {metrics['ssim_end']:.3f} after {summary['step']} steps "
+        f"({summary['wall_seconds']:.0f} s)"
+    )
     print(f"grids: {out / 'recon_start.png'}  {out / 'recon_end.png'}   model: {run_dir / 'model'}")
     return 0

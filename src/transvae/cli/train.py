@@ -27,21 +27,35 @@ def register(subparsers) -> None:
         epilog="Any config key can be set with --section.key=value; `transvae train --list-keys` lists them.",
     )
     p.add_argument("--model", help="model name (see `transvae list`)")
-    p.add_argument("--data", action="append", nargs="+", default=None, metavar="DIR",
-                   help="training image folder(s) or WebDataset .tar shards; repeatable")
-    p.add_argument("--val-data", action="append", nargs="+", default=None, metavar="DIR", help="validation folder(s)")
+    p.add_argument(
+        "--data",
+        action="append",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="training image folder(s) or WebDataset .tar shards; repeatable",
+    )
+    p.add_argument(
+        "--val-data", action="append", nargs="+", default=None, metavar="DIR", help="validation folder(s)"
+    )
     p.add_argument("--out", help="run folder (config, logs, TensorBoard, grids, checkpoints, model/)")
     p.add_argument("--config", help="YAML recipe (e.g. configs/transvae-t-f16d32-stage1.yaml)")
     p.add_argument("--resolution", type=int, help="training crop size (data.resolution)")
     p.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (train.batch_size)")
     p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
-    p.add_argument("--stage", type=int, choices=(1, 2), help="1: encoder+decoder, no GAN; 2: frozen encoder + GAN")
-    p.add_argument("--init", help="model folder / run folder / Hub id to start from (stage 2: the stage-1 model)")
+    p.add_argument(
+        "--stage", type=int, choices=(1, 2), help="1: encoder+decoder, no GAN; 2: frozen encoder + GAN"
+    )
+    p.add_argument(
+        "--init", help="model folder / run folder / Hub id to start from (stage 2: the stage-1 model)"
+    )
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
     p.add_argument("--device", help="auto | cpu | cuda (train.device)")
-    p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
+    p.add_argument(
+        "--list-keys", action="store_true", help="print every config key with its default and exit"
+    )
     p.set_defaults(func=run, accepts_extra=True)
 
 
@@ -94,14 +108,18 @@ def resolve(args: argparse.Namespace):
     if not cfg.model.init and cfg.model.name not in list_models():
         raise UserError(f"unknown model '{cfg.model.name}'; choices: {', '.join(list_models())}")
     if cfg.train.stage == 2 and not cfg.model.init and not args.resume:
-        raise UserError("--stage 2 needs --init STAGE1_MODEL (a folder written by stage 1, e.g. runs/x/model)")
+        raise UserError(
+            "--stage 2 needs --init STAGE1_MODEL (a folder written by stage 1, e.g. runs/x/model)"
+        )
     for p in list(cfg.data.train) + list(cfg.data.val):
         if not p.endswith(".tar") and "{" not in p and not Path(p).exists():
             raise UserError(f"data path not found: {p}")
     if not cfg.data.train:
         raise UserError("no training data: pass --data DIR")
     if run_dir.exists() and (run_dir / "checkpoints" / "last.pt").exists() and not args.resume:
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
     return cfg, run_dir
 
 

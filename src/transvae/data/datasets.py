@@ -106,14 +106,30 @@ class ImageFolderDataset(Dataset):
                 im = load_image(self.files[i])
             except ImageLoadError as e:
                 if self.strict:
-                    raise StrictDataError(f"bad image {e} (strict mode; drop --strict to skip bad files)") from e
+                    raise StrictDataError(
+                        f"bad image {e} (strict mode; drop --strict to skip bad files)"
+                    ) from e
                 skipped.append(str(e))
                 if not self.replace_bad:
-                    return {"image": None, "label": -1, "index": i, "epoch": epoch, "batch": batch, "skipped": skipped}
+                    return {
+                        "image": None,
+                        "label": -1,
+                        "index": i,
+                        "epoch": epoch,
+                        "batch": batch,
+                        "skipped": skipped,
+                    }
                 continue
             g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             image = self.transform(im, g, size)
-            return {"image": image, "label": self.labels[i], "index": i, "epoch": epoch, "batch": batch, "skipped": skipped}
+            return {
+                "image": image,
+                "label": self.labels[i],
+                "index": i,
+                "epoch": epoch,
+                "batch": batch,
+                "skipped": skipped,
+            }
         raise StrictDataError(f"{len(skipped)} bad images in a row near index {index}; last: {skipped[-1]}")
 
 
@@ -176,7 +192,9 @@ class BucketBatchSampler:
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+        )
         self.batch_size, self.seed = batch_size, seed
         self.buckets = list(buckets) or [(0, 0)]
         self.start = start
@@ -211,7 +229,11 @@ def is_webdataset(paths: Sequence[str]) -> bool:
 
 
 def make_webdataset(
-    urls: Sequence[str], transform: TrainTransform, seed: int = 0, shuffle_buffer: int = 1000, strict: bool = False
+    urls: Sequence[str],
+    transform: TrainTransform,
+    seed: int = 0,
+    shuffle_buffer: int = 1000,
+    strict: bool = False,
 ):
     """An infinite WebDataset pipeline of ``{"image", "label", ...}`` samples from tar shards.
 
@@ -228,7 +250,9 @@ def make_webdataset(
     try:
         import webdataset as wds
     except ImportError as e:
-        raise ImportError("WebDataset shards need the 'webdataset' package: pip install 'transvae[webdataset]'") from e
+        raise ImportError(
+            "WebDataset shards need the 'webdataset' package: pip install 'transvae[webdataset]'"
+        ) from e
     import io as _io
 
     from .io import to_rgb
@@ -250,7 +274,14 @@ def make_webdataset(
             return {"image": None, "skipped": [f"{key}: {e}"]}
         g = torch.Generator().manual_seed(sample_seed(seed, 0, zlib.crc32(str(key).encode())))
         label = int(sample["cls"]) if "cls" in sample else -1
-        return {"image": transform(rgb, g), "label": label, "index": -1, "epoch": 0, "batch": -1, "skipped": []}
+        return {
+            "image": transform(rgb, g),
+            "label": label,
+            "index": -1,
+            "epoch": 0,
+            "batch": -1,
+            "skipped": [],
+        }
 
     # resampled=True: every rank/worker draws shards at random forever (no epoch boundary,
     # no uneven ends between ranks), the usual setting for large-scale training.

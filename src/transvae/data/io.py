@@ -153,6 +153,9 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> I
             with warnings.catch_warnings():
                 # our own max_pixels check below replaces Pillow's warning; its hard limit still applies
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                # "Corrupt EXIF data" & co. on files that still decode: not actionable, and a
+                # dataset of millions of files would repeat them; failures raise ImageLoadError
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
                 with Image.open(f, formats=ALLOWED_FORMATS) as im:
                     w, h = im.size
                     if w * h > max_pixels:

@@ -16,6 +16,7 @@ import os
 
 import torch
 import torch.nn as nn
+
 from .weights import WeightsUnavailableError, inception_checkpoint
 
 

@@ -205,6 +205,7 @@ def uniformity_metrics(
         and ``runs`` (each run's metrics) and ``embedding`` (the first run's (N, 2) points, as a list).
     """
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     v = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
     v = v.astype(np.float64)
@@ -215,13 +216,20 @@ def uniformity_metrics(
     v = (v - mean) / np.where(std > 0, std, 1.0)
     perplexity = min(perplexity, (len(v) - 1) / 3.0)
     runs, embedding = [], None
+    # Barnes-Hut t-SNE's OpenMP threads cost more than they save on a few thousand points
+    # (and spin badly on a busy machine), so small problems run on one thread.
+    threads = 1 if len(v) < 2000 else None
     for r in range(repeats):
-        emb = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, random_state=seed + r).fit_transform(v)
+        tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, random_state=seed + r)
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            emb = tsne.fit_transform(v)
         if embedding is None:
             embedding = emb
         runs.append(density_uniformity(emb))
     out = {k: float(np.mean([run[k] for run in runs])) for k in runs[0]}
-    out.update(num_vectors=len(v), repeats=repeats, perplexity=perplexity, runs=runs, embedding=embedding.tolist())
+    out.update(
+        num_vectors=len(v), repeats=repeats, perplexity=perplexity, runs=runs, embedding=embedding.tolist()
+    )
     return out
 
 
@@ -260,7 +268,9 @@ def linear_probe(
     if len(classes) < 2:
         raise ValueError("a linear probe needs at least two classes")
     stratify = y if counts.min() >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=stratify
+    )
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     clf.fit(x_tr, y_tr)
     majority = np.bincount(y_tr).argmax()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+
 from .weights import WeightsUnavailableError, load_torch_checkpoint, torchvision_checkpoint
 
 SSIM_SIGMA = 1.5
@@ -33,7 +34,9 @@ LPIPS_NETS = ("vgg", "alex")
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
-        raise ValueError(f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.dtype != torch.uint8 or b.dtype != torch.uint8:
         raise ValueError(f"metrics are computed on uint8 images, got {a.dtype} and {b.dtype}")
 
@@ -70,7 +73,9 @@ def ssim_per_image(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     _check_pair(target, pred)
     r = SSIM_RADIUS
     if min(target.shape[-2:]) <= 2 * r:
-        raise ValueError(f"SSIM needs images larger than {2 * r + 1}x{2 * r + 1}, got {tuple(target.shape[-2:])}")
+        raise ValueError(
+            f"SSIM needs images larger than {2 * r + 1}x{2 * r + 1}, got {tuple(target.shape[-2:])}"
+        )
     _, ssim_map = structural_similarity_index_measure(
         pred.double(),
         target.double(),
@@ -130,7 +135,9 @@ def _load_lpips_backbone(model: nn.Module, state: dict[str, torch.Tensor], sourc
         _, idx_param = key.split(".", 1)  # "slice2.5.weight" -> "5.weight"
         src = f"features.{idx_param}"
         if src not in state:
-            raise WeightsUnavailableError(f"{source} has no tensor '{src}': not a torchvision checkpoint of this network")
+            raise WeightsUnavailableError(
+                f"{source} has no tensor '{src}': not a torchvision checkpoint of this network"
+            )
         mapped[key] = state[src]
     model.net.load_state_dict(mapped, strict=True)
 

@@ -92,6 +92,7 @@ def run_evaluation(
     command: str | None = None,
     progress: bool = True,
     random_feature_networks: bool = False,
+    save_images: bool = False,
 ) -> dict:
     """Evaluate ``model`` on the images under ``data`` at each resolution; write the outputs.
 
@@ -115,6 +116,8 @@ def run_evaluation(
         model_path, command: recorded in the outputs.
         progress: tqdm bars.
         random_feature_networks: random LPIPS/FID networks (tests only).
+        save_images: also write the uint8 inputs and reconstructions the metrics saw to
+            ``out_dir/images/<R>/{inputs,reconstructions}/`` (PNG), e.g. to check them with other tools.
     Returns:
         the results.json payload.
     """
@@ -127,7 +130,9 @@ def run_evaluation(
         files = files[:limit]
     if not files:
         raise FileNotFoundError(f"no images found under {root}")
-    lp, fid = build_metric_networks(metrics, device, lpips_net, lpips_weights, fid_weights, random_feature_networks)
+    lp, fid = build_metric_networks(
+        metrics, device, lpips_net, lpips_weights, fid_weights, random_feature_networks
+    )
     labels = None
     if probe and root.is_dir():
         found = class_labels(files, root)
@@ -158,6 +163,7 @@ def run_evaluation(
                 latent=latent_opts,
                 root=root if root.is_dir() else root.parent,
                 progress=progress,
+                save_dir=Path(out_dir) / "images" / str(res) if save_images and out_dir is not None else None,
             )
         )
 
@@ -195,9 +201,7 @@ def run_evaluation(
     }
     if latent_opts.any:
         payload["latent_source"] = latent_source
-        payload["latent"] = [
-            _latent_analysis(r, labels, uniformity_repeats, seed, probe) for r in results
-        ]
+        payload["latent"] = [_latent_analysis(r, labels, uniformity_repeats, seed, probe) for r in results]
     if out_dir is not None:
         write_outputs(Path(out_dir), payload, results, metrics)
     return payload
@@ -212,7 +216,9 @@ def _latent_analysis(r: ResolutionResult, labels, repeats: int, seed: int, probe
         out["uniformity"] = u
     if probe:
         if labels is None:
-            out["linear_probe_skipped"] = "no class sub-folders (data/<class>/<image>) with at least two classes"
+            out["linear_probe_skipped"] = (
+                "no class sub-folders (data/<class>/<image>) with at least two classes"
+            )
         elif r.pooled is not None:
             label_of, classes = labels
             y = [label_of[p["path"]] for p in r.per_image]  # pooled rows follow per_image

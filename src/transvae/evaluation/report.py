@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .runner import Example, ResolutionResult
+from .runner import ResolutionResult
 
 ERROR_VMAX = 64.0  # heat maps show |error| (mean over RGB, in uint8 levels) on a fixed 0..64 scale
 METRIC_INFO = {  # name -> (label, higher is better, format)
@@ -74,7 +74,9 @@ def markdown_table(results: list[dict], metrics: list[str]) -> str:
     head = "| Resolution | Images | " + " | ".join(METRIC_INFO[m][0] for m in metrics) + " |"
     sep = "|---:|---:|" + "---:|" * len(metrics)
     rows = [
-        f"| {r['resolution']} | {r['num_images']} | " + " | ".join(fmt(m, metric_value(r, m)) for m in metrics) + " |"
+        f"| {r['resolution']} | {r['num_images']} | "
+        + " | ".join(fmt(m, metric_value(r, m)) for m in metrics)
+        + " |"
         for r in results
     ]
     return "\n".join([head, sep, *rows])
@@ -97,10 +99,19 @@ def write_markdown(path: Path, payload: dict, metrics: list[str]) -> None:
         *[f"- **{k}**: {v}" for k, v in payload["protocol"].items()],
     ]
     if any(r.get("psnr_num_identical") for r in payload["results"]):
-        lines += ["", "PSNR is ∞ when some reconstructions are identical to their input (see `psnr_finite_mean`)."]
+        lines += [
+            "",
+            "PSNR is ∞ when some reconstructions are identical to their input (see `psnr_finite_mean`).",
+        ]
     lat = payload.get("latent")
     if lat:
-        lines += ["", "## Latent space", "", "| Resolution | scaling_factor | shift_factor | density CV | Gini | norm. entropy | probe top-1 |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Latent space",
+            "",
+            "| Resolution | scaling_factor | shift_factor | density CV | Gini | norm. entropy | probe top-1 |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in lat:
             s, u, p = r.get("statistics") or {}, r.get("uniformity") or {}, r.get("linear_probe") or {}
             cells = [
@@ -154,7 +165,10 @@ def plot_psnr_distributions(results: list[ResolutionResult]) -> str | None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    series = [(r.resolution, [p["psnr"] for p in r.per_image if "psnr" in p and math.isfinite(p["psnr"])]) for r in results]
+    series = [
+        (r.resolution, [p["psnr"] for p in r.per_image if "psnr" in p and math.isfinite(p["psnr"])])
+        for r in results
+    ]
     series = [(res, v) for res, v in series if v]
     if not series:
         return None
@@ -251,7 +265,9 @@ def _examples_html(res: ResolutionResult, metrics: list[str]) -> str:
     rows = []
     for e in res.worst:
         scores = "<br>".join(
-            f"{html.escape(METRIC_INFO[k][0].split(' ')[0])}: {fmt(k, v)}" for k, v in e.scores.items() if k in metrics
+            f"{html.escape(METRIC_INFO[k][0].split(' ')[0])}: {fmt(k, v)}"
+            for k, v in e.scores.items()
+            if k in metrics
         )
         rows.append(
             f"<tr><td class='l'><code>{html.escape(e.path)}</code><br>{scores}</td>"
@@ -319,18 +335,30 @@ def write_html(path: Path, payload: dict, results: list[ResolutionResult], metri
                     ("t-SNE vectors × runs", f"{u['num_vectors']} × {u['repeats']}"),
                 ]
             if p:
-                rows += [("linear probe top-1", f"{p['top1']:.4f} ({p['num_classes']} classes, chance {p['chance']:.3f})")]
+                rows += [
+                    (
+                        "linear probe top-1",
+                        f"{p['top1']:.4f} ({p['num_classes']} classes, chance {p['chance']:.3f})",
+                    )
+                ]
             if r.get("linear_probe_skipped"):
                 rows += [("linear probe", html.escape(r["linear_probe_skipped"]))]
             body = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
             parts.append(f"<h3>{r['resolution']}px</h3><table>{body}</table>")
             if res.extras.get("tsne_embedding"):
-                parts.append(f"<img alt='t-SNE' src='{plot_tsne(res.extras['tsne_embedding'], r['resolution'])}'>")
+                parts.append(
+                    f"<img alt='t-SNE' src='{plot_tsne(res.extras['tsne_embedding'], r['resolution'])}'>"
+                )
     skipped = [(r.resolution, s) for r in results for s in r.skipped]
     if skipped:
-        items = "".join(f"<li>{res}px <code>{html.escape(s['path'])}</code>: {html.escape(s['reason'])}</li>" for res, s in skipped)
+        items = "".join(
+            f"<li>{res}px <code>{html.escape(s['path'])}</code>: {html.escape(s['reason'])}</li>"
+            for res, s in skipped
+        )
         parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")
-    proto = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in payload["protocol"].items())
+    proto = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in payload["protocol"].items()
+    )
     parts.append(f"<h2>Protocol</h2><ul>{proto}</ul>")
     cmd = payload["run"].get("command")
     if cmd:
@@ -339,7 +367,9 @@ def write_html(path: Path, payload: dict, results: list[ResolutionResult], metri
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def write_outputs(out_dir: Path, payload: dict, results: list[ResolutionResult], metrics: list[str]) -> dict[str, Path]:
+def write_outputs(
+    out_dir: Path, payload: dict, results: list[ResolutionResult], metrics: list[str]
+) -> dict[str, Path]:
     """Write results.json, results.md and report.html (+ latent_stats.json when present) to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {

@@ -118,6 +118,7 @@ def evaluate_resolution(
     latent: LatentOptions | None = None,
     root: Path | None = None,
     progress: bool = True,
+    save_dir: Path | None = None,
 ) -> ResolutionResult:
     """Reconstruct ``files`` at ``resolution`` and measure them (see the module docstring).
 
@@ -136,6 +137,8 @@ def evaluate_resolution(
         latent: what to collect from the latents (None = nothing).
         root: data root, to print paths relative to it.
         progress: show a tqdm bar.
+        save_dir: if set, write the uint8 images the metrics saw as PNGs:
+            ``save_dir/inputs/<relative path>.png`` and ``save_dir/reconstructions/<relative path>.png``.
     Returns:
         ResolutionResult.
     """
@@ -169,9 +172,17 @@ def evaluate_resolution(
     worst: list[Example] = []
     num_upsampled = 0
     stats = LatentStatistics() if latent.statistics else None
-    sampler = LatentVectorSampler(latent.uniformity_samples, len(files), latent.seed) if latent.uniformity_samples else None
+    sampler = (
+        LatentVectorSampler(latent.uniformity_samples, len(files), latent.seed)
+        if latent.uniformity_samples
+        else None
+    )
     pooled: list[torch.Tensor] = []
-    gen = torch.Generator(device=device).manual_seed(latent.seed) if latent.any and latent.source == "sample" else None
+    gen = (
+        torch.Generator(device=device).manual_seed(latent.seed)
+        if latent.any and latent.source == "sample"
+        else None
+    )
 
     def rel(p: Path) -> str:
         try:
@@ -179,7 +190,9 @@ def evaluate_resolution(
         except ValueError:
             return str(p)
 
-    bar = tqdm(loader, desc=f"evaluate {resolution}px", unit="batch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        loader, desc=f"evaluate {resolution}px", unit="batch", disable=not progress, dynamic_ncols=True
+    )
     for x_u8, idx, upsampled, bad in bar:
         skipped += [{"path": rel(files[it.index]), "reason": it.error} for it in bad]
         if len(idx) == 0:
@@ -202,7 +215,11 @@ def evaluate_resolution(
         for name in per_metric:
             per_metric[name] += scores[name].tolist()
         for j, i in enumerate(idx):
-            per_image.append({"path": rel(files[i]), **{k: float(v[j]) for k, v in scores.items() if k in per_metric}})
+            per_image.append(
+                {"path": rel(files[i]), **{k: float(v[j]) for k, v in scores.items() if k in per_metric}}
+            )
+        if save_dir is not None:
+            _save_pngs(save_dir, [rel(files[i]) for i in idx], x_u8, rec_u8)
         if keep_worst:
             worst = _keep_worst(worst, files, idx, scores, x_u8, rec_u8, keep_worst, rel)
         if latent.any:
@@ -236,6 +253,18 @@ def evaluate_resolution(
         latent_vectors=sampler.result() if sampler is not None and sampler.vectors else None,
         pooled=torch.cat(pooled).numpy() if pooled else None,
     )
+
+
+def _save_pngs(save_dir: Path, names: list[str], x_u8: torch.Tensor, rec_u8: torch.Tensor) -> None:
+    """Write the exact uint8 inputs and reconstructions of a batch (lossless PNG)."""
+    from PIL import Image
+
+    for kind, batch in (("inputs", x_u8), ("reconstructions", rec_u8)):
+        arr = batch.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)
+        for name, a in zip(names, arr, strict=True):
+            path = Path(save_dir) / kind / Path(name).with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a).save(path)
 
 
 def _keep_worst(worst, files, idx, scores, x_u8, rec_u8, k, rel) -> list[Example]:

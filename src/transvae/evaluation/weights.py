@@ -12,9 +12,7 @@ from pathlib import Path
 import torch
 
 # torch-fidelity's port of the TF FID Inception (pt_inception-2015-12-05); torchmetrics uses the same file.
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 # pytorch-fid's file holds the same converted TF weights under the same parameter names
 INCEPTION_FILENAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 

@@ -10,7 +10,8 @@ per-channel ``mean`` / ``std`` of shape (1, C, 1, 1)):
     ...
     extraction.json                  the settings; a rerun with other settings is refused
     manifest.json                    shards, counts, classes, skipped files (written last)
-    latents_stats.pt / .json         per-channel mean and std of ``latents`` over the dataset
+    latents_stats.pt / .json         per-channel mean and std of ``latents`` over the dataset (the
+                                     JSON adds scaling_factor / shift_factor for diffusion)
 
 Shard ``i`` holds the sorted files ``[i*S, (i+1)*S)``; with ``world_size`` processes (torchrun)
 rank ``r`` extracts the shards with ``i % world_size == r``. A shard is written atomically, so
@@ -104,29 +105,21 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, s
 
 
 def latent_channel_stats(shards: list[Path], key: str = "latents") -> dict[str, Any]:
-    """Per-channel mean and std of ``key`` over all shards, streamed in float64.
+    """Per-channel statistics of ``key`` over all shards, streamed one shard at a time.
 
     Returns:
-        dict with ``mean`` and ``std`` (C,) float32 tensors and ``count`` (values per channel).
+        the dict of ``transvae.evaluation.latent_analysis.LatentStatistics.compute``:
+        per-channel ``mean`` / ``std`` (lists of C floats), ``shift_factor``,
+        ``scaling_factor`` (use as ``(z - shift) * scale``), ``num_latents``, ...
     """
-    total = sq = None
-    count = 0
+    from ..evaluation.latent_analysis import LatentStatistics
+
+    acc = LatentStatistics()
     for p in shards:
         with safe_open(str(p), framework="pt") as f:
-            if key not in f.keys():
-                continue
-            z = f.get_tensor(key).double()  # (N, C, h, w)
-        if z.shape[0] == 0:
-            continue
-        s, s2 = z.sum(dim=(0, 2, 3)), z.pow(2).sum(dim=(0, 2, 3))
-        total = s if total is None else total + s
-        sq = s2 if sq is None else sq + s2
-        count += z.shape[0] * z.shape[2] * z.shape[3]
-    if total is None:
-        raise ValueError("no latents found in the shards")
-    mean = total / count
-    var = (sq / count - mean.pow(2)).clamp_min(0.0) * count / max(count - 1, 1)  # unbiased, as torch.std
-    return {"mean": mean.float(), "std": var.sqrt().float(), "count": count}
+            if key in f.keys():
+                acc.update(f.get_tensor(key))  # (N, C, h, w)
+    return acc.compute()
 
 
 def extract_latents(
@@ -274,13 +267,12 @@ def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[st
     import io
 
     stats = latent_channel_stats(shards)
-    c = stats["mean"].numel()
+    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
     buf = io.BytesIO()
     # LightningDiT's ImgLatentDataset torch.load()s this file: {'mean', 'std'}, each (1, C, 1, 1)
-    torch.save({"mean": stats["mean"].view(1, c, 1, 1), "std": stats["std"].view(1, c, 1, 1)}, buf)
+    torch.save({"mean": mean.view(1, -1, 1, 1), "std": std.view(1, -1, 1, 1)}, buf)
     atomic_write_bytes(out / "latents_stats.pt", buf.getvalue())
-    stats_json = {"mean": stats["mean"].tolist(), "std": stats["std"].tolist(), "count": stats["count"]}
-    atomic_write_bytes(out / "latents_stats.json", (json.dumps(stats_json, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "latents_stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     entries, skipped, total = [], [], 0
     for p in shards:
         with safe_open(str(p), framework="pt") as f:

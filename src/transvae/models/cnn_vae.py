@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import ResBlock, init_weights, num_groups, run_blocks
+from .blocks import ResBlock, num_groups, run_blocks
 from .registry import register_architecture, register_model
 
 
@@ -207,7 +207,8 @@ class CNNVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = CNNEncoder(config)
         self.decoder = CNNDecoder(config)
-        init_weights(self, 0)
+        # PyTorch's default init (Kaiming-uniform, a=sqrt(5); GroupNorm 1/0), as in LDM and
+        # VA-VAE, whose models this baseline reproduces.
 
     @property
     def spatial_compression_ratio(self) -> int:

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models.swin_transformer import SwinTransformerStage, WindowAttention, get_relative_position_index
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
 from .blocks import init_weights
@@ -72,8 +71,16 @@ class SwinVAEConfig(ModelConfig):
         return [(max(s >> i, 1),) * 2 for i in range(len(self.dims))]
 
 
-def _swin_stage(cfg: SwinVAEConfig, in_dim: int, dim: int, depth: int, grid, downsample: bool):
-    return SwinTransformerStage(
+def _timm_swin():
+    # Imported on first use: importing timm takes seconds, and listing or building other
+    # models should not pay for it.
+    from timm.models import swin_transformer
+
+    return swin_transformer
+
+
+def _swin_stage(cfg: SwinVAEConfig, in_dim: int, dim: int, depth: int, grid, downsample: bool) -> nn.Module:
+    return _timm_swin().SwinTransformerStage(
         dim=in_dim,
         out_dim=dim,
         input_resolution=grid,
@@ -177,7 +184,7 @@ class SwinVAE(AutoencoderBase):
     def set_gradient_checkpointing(self, enabled: bool = True) -> SwinVAE:
         super().set_gradient_checkpointing(enabled)
         for m in self.modules():
-            if isinstance(m, SwinTransformerStage):
+            if isinstance(m, _timm_swin().SwinTransformerStage):
                 m.grad_checkpointing = enabled
         return self
 
@@ -188,11 +195,11 @@ class SwinVAE(AutoencoderBase):
         leaves non-saved buffers (the relative-position index) on the meta device.
         """
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        swin = _timm_swin()
         for m in self.modules():
-            if isinstance(m, WindowAttention) and m.relative_position_index.is_meta:
-                idx = get_relative_position_index(
-                    *m.window_size, device=m.relative_position_bias_table.device
-                )
+            if isinstance(m, swin.WindowAttention) and m.relative_position_index.is_meta:
+                device = m.relative_position_bias_table.device
+                idx = swin.get_relative_position_index(*m.window_size, device=device)
                 m.register_buffer("relative_position_index", idx, persistent=False)
         return result
 

@@ -55,7 +55,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError for payloads, RuntimeError/EOFError for truncation
-        raise CheckpointError(f"{path} is not a loadable training checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"{path} is not a loadable training checkpoint ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a transvae training checkpoint (format {FORMAT_VERSION})")
     return state
@@ -86,7 +88,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -128,7 +128,9 @@ class TrainConfig:
             raise TrainConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
         for section, values in d.items():
             if section not in SECTIONS:
-                raise TrainConfigError(f"unknown config section '{section}'; valid sections: {list(SECTIONS)}")
+                raise TrainConfigError(
+                    f"unknown config section '{section}'; valid sections: {list(SECTIONS)}"
+                )
             if values is None:
                 continue
             if not isinstance(values, dict):
@@ -140,11 +142,15 @@ class TrainConfig:
         """Set ``section.field`` to ``value`` after checking the key and the type."""
         section, _, name = dotted.partition(".")
         if section not in SECTIONS or not name:
-            raise TrainConfigError(f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys()))
+            raise TrainConfigError(
+                f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys())
+            )
         obj = getattr(self, section)
         hints = _hints(type(obj))
         if name not in hints:
-            raise TrainConfigError(f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys()))
+            raise TrainConfigError(
+                f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys())
+            )
         setattr(obj, name, _coerce(dotted, value, hints[name]))
 
     def validate(self) -> None:
@@ -154,7 +160,10 @@ class TrainConfig:
             (t.stage in (1, 2), f"train.stage must be 1 or 2, got {t.stage}"),
             (t.max_steps >= 0, "train.max_steps must be >= 0"),
             (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
-            (t.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto|bf16|fp32, got '{t.precision}'"),
+            (
+                t.precision in ("auto", "bf16", "fp32"),
+                f"train.precision must be auto|bf16|fp32, got '{t.precision}'",
+            ),
             (t.distributed in ("ddp", "fsdp"), f"train.distributed must be ddp|fsdp, got '{t.distributed}'"),
             (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
             (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
@@ -162,7 +171,10 @@ class TrainConfig:
             (d.resolution > 0, "data.resolution must be positive"),
             (d.num_workers >= 0, "data.num_workers must be >= 0"),
             (o.lr > 0 and o.warmup_steps >= 0, "optim.lr must be > 0 and optim.warmup_steps >= 0"),
-            (self.log.every > 0 and self.log.image_every > 0 and self.log.val_every > 0, "log.* intervals must be > 0"),
+            (
+                self.log.every > 0 and self.log.image_every > 0 and self.log.val_every > 0,
+                "log.* intervals must be > 0",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -227,7 +239,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if len(args) != len(value):
             raise TrainConfigError(f"config key '{key}' must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if tp is bool:
         if not isinstance(value, bool):
             raise TrainConfigError(f"config key '{key}' must be true or false, got {value!r}")
@@ -275,7 +287,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     # YAML 1.1 reads "1e-4" as a string: accept plain float literals too
     if isinstance(value, str):
         try:
-            value = float(value) if any(c in value.lower() for c in ".e") and not value.startswith("[") else value
+            value = (
+                float(value) if any(c in value.lower() for c in ".e") and not value.startswith("[") else value
+            )
         except ValueError:
             pass
     return key.replace("-", "_"), value
@@ -293,7 +307,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(
-    yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None, extra: list[str] | None = None
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    extra: list[str] | None = None,
 ) -> TrainConfig:
     """Defaults <- YAML recipe <- explicit overrides (dotted keys) <- ``--key=value`` strings."""
     cfg = TrainConfig()

@@ -129,7 +129,9 @@ class Trainer:
         if t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda"):
             self.autocast_dtype = torch.bfloat16
         if t.distributed == "fsdp" and t.ema and world > 1:
-            raise TrainingError("train.ema is not supported with train.distributed=fsdp yet; set --train.ema=false")
+            raise TrainingError(
+                "train.ema is not supported with train.distributed=fsdp yet; set --train.ema=false"
+            )
 
         self._seed_everything(t.seed + self.dist.rank)
         ckpt_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
@@ -141,7 +143,11 @@ class Trainer:
 
             model = load_model(cfg.model.init)
             if model.model_name != cfg.model.name:
-                log.warning("--init model is %s; training it (model.name=%s ignored)", model.model_name, cfg.model.name)
+                log.warning(
+                    "--init model is %s; training it (model.name=%s ignored)",
+                    model.model_name,
+                    cfg.model.name,
+                )
                 cfg.model.name = model.model_name
         else:
             model = create_model(cfg.model.name)
@@ -161,7 +167,9 @@ class Trainer:
                 p.requires_grad_(False)
         self.disc = self.loss_fn.discriminator if t.stage == 2 else None
         # DDP wrappers: the generator side ignores the discriminator and vice versa
-        disc_names = {f"loss_fn.discriminator.{n}" for n, _ in self.disc.named_parameters()} if self.disc else set()
+        disc_names = (
+            {f"loss_fn.discriminator.{n}" for n, _ in self.disc.named_parameters()} if self.disc else set()
+        )
         loss_names = {f"loss_fn.{n}" for n, p in self.loss_fn.named_parameters() if p.requires_grad}
         gen_step = GeneratorStep(model, self.loss_fn)
         if t.distributed == "fsdp" and self.dist.enabled:
@@ -173,17 +181,27 @@ class Trainer:
         gen_params = [p for p in model.parameters() if p.requires_grad]
         gen_params += [p for p in self.loss_fn.generator_parameters() if p.requires_grad]
         self.gen_params = gen_params
-        self.opt = torch.optim.AdamW(gen_params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
+        self.opt = torch.optim.AdamW(
+            gen_params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps
+        )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(o.warmup_steps))
         self.disc_opt = self.disc_sched = self.disc_step = None
         if self.disc is not None:
             disc_params = [p for p in self.loss_fn.discriminator_parameters() if p.requires_grad]
             self.disc_params = disc_params
             self.disc_opt = torch.optim.AdamW(
-                disc_params, lr=o.lr * cfg.loss.disc_lr_mult, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps
+                disc_params,
+                lr=o.lr * cfg.loss.disc_lr_mult,
+                betas=o.betas,
+                weight_decay=o.weight_decay,
+                eps=o.eps,
             )
-            self.disc_sched = torch.optim.lr_scheduler.LambdaLR(self.disc_opt, _lr_lambda(o.disc_warmup_steps))
-            self.disc_step = D.wrap_ddp(DiscriminatorStep(self.loss_fn), self.dist, sorted(loss_names - disc_names))
+            self.disc_sched = torch.optim.lr_scheduler.LambdaLR(
+                self.disc_opt, _lr_lambda(o.disc_warmup_steps)
+            )
+            self.disc_step = D.wrap_ddp(
+                DiscriminatorStep(self.loss_fn), self.dist, sorted(loss_names - disc_names)
+            )
         self.ema = EMA(model, t.ema_decay, t.ema_warmup) if t.ema else None
 
         # -- counters and data position ---------------------------------------------------
@@ -200,7 +218,10 @@ class Trainer:
         self.val_dataset = val_dataset
         if self.val_dataset is None and cfg.data.val:
             self.val_dataset = ImageFolderDataset(
-                cfg.data.val, ValTransform(cfg.data.resolution), max_images=cfg.data.val_images, replace_bad=False
+                cfg.data.val,
+                ValTransform(cfg.data.resolution),
+                max_images=cfg.data.val_images,
+                replace_bad=False,
             )
         self._stop_signal: str | None = None
         self.writer = None
@@ -217,7 +238,9 @@ class Trainer:
             raise TrainingError("no training data: pass --data DIR (or set data.train in the config)")
         tf = TrainTransform(d.resolution, d.scale, d.hflip)
         if is_webdataset(d.train):
-            return make_webdataset(d.train, tf, self.cfg.train.seed + self.dist.rank, d.shuffle_buffer, d.strict)
+            return make_webdataset(
+                d.train, tf, self.cfg.train.seed + self.dist.rank, d.shuffle_buffer, d.strict
+            )
         return ImageFolderDataset(d.train, tf, seed=self.cfg.train.seed, strict=d.strict)
 
     def _make_loader(self) -> DataLoader:
@@ -239,7 +262,13 @@ class Trainer:
         if not d.buckets and d.resolution % f:
             raise TrainingError(f"data.resolution={d.resolution} is not a multiple of the model's ratio {f}")
         sampler = BucketBatchSampler(
-            self.train_dataset, self.micro_batch, self.dist.rank, self.dist.world_size, t.seed, buckets, self.data_pos
+            self.train_dataset,
+            self.micro_batch,
+            self.dist.rank,
+            self.dist.world_size,
+            t.seed,
+            buckets,
+            self.data_pos,
         )
         return DataLoader(self.train_dataset, batch_sampler=sampler, **common)
 
@@ -288,7 +317,9 @@ class Trainer:
     def _load_state(self, state: dict[str, Any]) -> None:
         name = state.get("model_name")
         if name != self.cfg.model.name:
-            raise TrainingError(f"the checkpoint is for model '{name}', but model.name is '{self.cfg.model.name}'")
+            raise TrainingError(
+                f"the checkpoint is for model '{name}', but model.name is '{self.cfg.model.name}'"
+            )
         unwrap_model(self.model).load_state_dict(state["model"])
         missing, unexpected = self.loss_fn.load_state_dict(state["loss"], strict=False)
         if missing or unexpected:  # e.g. loss weights changed between the runs
@@ -311,7 +342,11 @@ class Trainer:
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
         else:
-            log.warning("checkpoint from %d ranks resumed on %d: RNG streams re-seeded", len(rngs), self.dist.world_size)
+            log.warning(
+                "checkpoint from %d ranks resumed on %d: RNG streams re-seeded",
+                len(rngs),
+                self.dist.world_size,
+            )
             self._seed_everything(self.cfg.train.seed + 7919 * self.step + self.dist.rank)
 
     def save(self) -> None:
@@ -360,7 +395,9 @@ class Trainer:
             with self._autocast():
                 rec = model(x, sample_posterior=False).sample
             a, b = tensor_to_uint8(rec).float(), tensor_to_uint8(x).float()  # (B, 3, H, W)
-            psnr += peak_signal_noise_ratio(a, b, data_range=255.0, reduction="none", dim=(1, 2, 3)).sum().item()
+            psnr += (
+                peak_signal_noise_ratio(a, b, data_range=255.0, reduction="none", dim=(1, 2, 3)).sum().item()
+            )
             ssim += structural_similarity_index_measure(a, b, data_range=255.0, reduction="none").sum().item()
             n += x.shape[0]
         model.train(was_training)
@@ -388,7 +425,9 @@ class Trainer:
             rec = model(xs, sample_posterior=False).sample.float()
         model.train(was_training)
         pairs = torch.stack([xs, rec], 1).flatten(0, 1)  # (2k, 3, H, W): input, recon, input, ...
-        grid = torchvision.utils.make_grid(tensor_to_uint8(pairs).cpu(), nrow=min(8, 2 * len(items)), padding=2)
+        grid = torchvision.utils.make_grid(
+            tensor_to_uint8(pairs).cpu(), nrow=min(8, 2 * len(items)), padding=2
+        )
         out = self.run_dir / "samples" / f"{tag}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         torchvision.io.write_png(grid, str(out))
@@ -440,7 +479,6 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train until ``train.max_steps`` (or a signal); returns a summary dict."""
-        t, cfg = self.cfg.train, self.cfg
         if self.is_main:
             check_writable(self.run_dir, self.expected_checkpoint_bytes())
             for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):  # left by a killed writer
@@ -474,9 +512,14 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             if self.bad_files:
-                log.warning("%d bad image files were skipped (see %s)", len(self.bad_files), self.run_dir / "bad_files.txt")
-                (self.run_dir / "bad_files.txt").write_text("".join(f"{p}: {r}\n" for p, r in self.bad_files.items()))
-        del cfg
+                log.warning(
+                    "%d bad image files were skipped (see %s)",
+                    len(self.bad_files),
+                    self.run_dir / "bad_files.txt",
+                )
+                (self.run_dir / "bad_files.txt").write_text(
+                    "".join(f"{p}: {r}\n" for p, r in self.bad_files.items())
+                )
         return summary
 
     def _evaluate_and_record(self, tag: str) -> None:
@@ -485,7 +528,12 @@ class Trainer:
             if metrics:
                 self.history.append({"step": self.step, **metrics})
                 self._log_scalars(metrics)
-                log.info("step %d: validation PSNR %.2f dB, SSIM %.4f", self.step, metrics["val/psnr"], metrics["val/ssim"])
+                log.info(
+                    "step %d: validation PSNR %.2f dB, SSIM %.4f",
+                    self.step,
+                    metrics["val/psnr"],
+                    metrics["val/ssim"],
+                )
             self.save_grid(tag)
         D.barrier(self.dist)
 
@@ -499,7 +547,9 @@ class Trainer:
         if self.is_main and lg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.max_steps, initial=self.step, desc=f"stage {t.stage}", unit="step", dynamic_ncols=True)
+            bar = tqdm(
+                total=t.max_steps, initial=self.step, desc=f"stage {t.stage}", unit="step", dynamic_ncols=True
+            )
         images, t_last, status = 0, time.time(), "finished"
         deadline = time.time() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
         try:
@@ -511,12 +561,20 @@ class Trainer:
                     bar.update(1)
                 if self.step % lg.every == 0 or self.step == t.max_steps:
                     dt = max(time.time() - t_last, 1e-9)
-                    scalars = {**logs, "train/img_per_s": images / dt, "train/lr": self.sched.get_last_lr()[0]}
+                    scalars = {
+                        **logs,
+                        "train/img_per_s": images / dt,
+                        "train/lr": self.sched.get_last_lr()[0],
+                    }
                     if self.ema is not None:
                         scalars["train/ema_decay"] = self.ema.decay
                     self._log_scalars(scalars)
                     if bar is not None:
-                        short = {k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items() if k.split("/")[-1] in _BAR_KEYS}
+                        short = {
+                            k.split("/")[-1]: f"{v:.3g}"
+                            for k, v in logs.items()
+                            if k.split("/")[-1] in _BAR_KEYS
+                        }
                         bar.set_postfix({**dict(list(short.items())[:4]), "img/s": f"{images / dt:.1f}"})
                     images, t_last = 0, time.time()
                 if self.step % lg.image_every == 0 and self.step < t.max_steps and self.is_main:
@@ -529,7 +587,9 @@ class Trainer:
                     self._stop_signal = "time limit"
                 if D.any_rank(self._stop_signal is not None, self.dist):
                     status = f"stopped by {self._stop_signal or 'a signal on another rank'}"
-                    log.warning("%s at step %d: saving a checkpoint; continue with --resume", status, self.step)
+                    log.warning(
+                        "%s at step %d: saving a checkpoint; continue with --resume", status, self.step
+                    )
                     break
         finally:
             if bar is not None:
@@ -617,11 +677,15 @@ class Trainer:
         self.nonfinite_total += 1
         self.nonfinite_in_row += 1
         limit = self.cfg.train.max_nonfinite
-        log.warning("step %d: non-finite %s loss or gradients, step skipped (%d in a row)", self.step, which, self.nonfinite_in_row)
+        log.warning(
+            "step %d: non-finite %s loss or gradients, step skipped (%d in a row)",
+            self.step,
+            which,
+            self.nonfinite_in_row,
+        )
         if self.nonfinite_in_row >= limit:
             raise TrainingError(
                 f"{self.nonfinite_in_row} non-finite steps in a row (train.max_nonfinite={limit}) at step {self.step}: "
                 f"training diverged. The last good checkpoint is {self.run_dir / 'checkpoints' / CHECKPOINT_NAME}; "
                 f"try a lower optim.lr, a longer optim.warmup_steps or train.precision=fp32, then --resume"
             )
-

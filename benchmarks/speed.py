@@ -1,0 +1,411 @@
+"""Speed, memory and FLOPs of TransVAE and its peers, side by side in one run.
+
+Models: registered names (TransVAE variants, ``cnn-vae-*`` / ``vit-vae-*`` baselines) and two
+diffusers ``AutoencoderKL`` peers with random weights: ``flux-vae-config`` (FLUX.1 VAE: 16
+latent channels, blocks [128, 256, 512, 512], 2 layers per block, f8, no quant convs) and
+``sd-vae-config`` (SD VAE: 4 latent channels, same blocks, with quant convs).
+
+Per (resolution, dtype) all models are interleaved pass by pass (so background load hits them
+alike) and the median is reported. One pass = encode (posterior mode) + decode, timed in two
+segments: ``encode_img_s`` and ``decode_img_s`` come from the segments, ``reconstruct_img_s``
+from the whole pass. FLOPs are counted with ``torch.utils.flop_counter`` on the meta device
+(attention counted through its matmuls), and the achieved FLOP/s is compared with a large
+matmul measured in the same run, per dtype. bf16 runs under ``torch.autocast``.
+
+Peak memory: CUDA ``torch.cuda.max_memory_allocated`` above the resident weights; CPU the
+growth of the process' peak resident set (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``) during one pass, with glibc's malloc told to return large blocks to
+the OS so freed activations do not hide later ones (Linux only; ``None`` elsewhere).
+
+    python benchmarks/speed.py --quick
+    python benchmarks/speed.py                      # all models, 256/512/1024, fp32 + bf16
+    python benchmarks/speed.py --compile --models transvae-t-f16d32 --resolutions 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from bench_utils import DOCS_DIR, machine_info, markdown_table, resolve_device, sync, write_json
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEFAULT_MODELS = ("transvae-t-f16d32", "cnn-vae-t-f16d32", "vit-vae-t-f16d32", "flux-vae-config", "sd-vae-config")
+QUICK_MODELS = ("transvae-t-f16d32", "flux-vae-config")
+PEER_CONFIGS = {
+    # black-forest-labs/FLUX.1-dev vae/config.json
+    "flux-vae-config": dict(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False),
+    # CompVis/stable-diffusion-v1-4 (and SD 2.x) vae/config.json
+    "sd-vae-config": dict(latent_channels=4, use_quant_conv=True, use_post_quant_conv=True),
+}
+_COMMON_PEER = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32,
+    act_fn="silu",
+    mid_block_add_attention=True,
+)
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+class Bench:
+    """A model reduced to ``encode(x) -> z`` and ``decode(z) -> image`` callables."""
+
+    def __init__(self, name: str, module: torch.nn.Module, diffusers_api: bool):
+        self.name, self.module, self.diffusers_api = name, module, diffusers_api
+        self.params = sum(p.numel() for p in module.parameters())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.diffusers_api:
+            return self.module.encode(x).latent_dist.mode()
+        return self.module.encode(x).mode()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.diffusers_api:
+            return self.module.decode(z).sample
+        return self.module.decode(z)
+
+
+def build(name: str, device: torch.device | str) -> Bench:
+    """Build ``name`` (registered model or peer config) with random weights on ``device``."""
+    if name in PEER_CONFIGS:
+        from diffusers import AutoencoderKL
+
+        with torch.device(device):
+            module = AutoencoderKL(**_COMMON_PEER, **PEER_CONFIGS[name])
+        return Bench(name, module.eval(), diffusers_api=True)
+    from transvae.models import create_model
+
+    return Bench(name, create_model(name, device=device).eval(), diffusers_api=False)
+
+
+def flops_per_image(name: str, res: int) -> tuple[float, float]:
+    """(encode, decode) GFLOP for one res x res image, counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = build(name, "meta")
+    x = torch.empty(1, 3, res, res, device="meta")
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            z = b.encode(x)
+        enc = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            b.decode(z)
+    return enc / 1e9, fc.get_total_flops() / 1e9
+
+
+# --- measurement helpers ----------------------------------------------------------------------
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB, fixed: big blocks go back to the OS on free
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak memory (MiB) used by the code inside the ``with`` block, above what was resident before."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mb = device, None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            if _LIBC is not None:
+                _LIBC.malloc_trim(0)
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+                self.base = _status_kb("VmRSS")
+            except OSError:
+                self.base = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            sync(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        elif self.base is not None:
+            peak = _status_kb("VmHWM")
+            self.mb = None if peak is None else (peak - self.base) / 1024
+        return False
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5) -> float:
+    """Best-of-``reps`` GFLOP/s of an n x n x n matmul in ``dtype``."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def timed_pass(b: Bench, x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """One encode + decode pass; returns (encode seconds, decode seconds)."""
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        sync(device)
+        t0 = time.perf_counter()
+        z = b.encode(x)
+        sync(device)
+        t1 = time.perf_counter()
+        b.decode(z)
+        sync(device)
+        t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
+
+
+def measure_inference(
+    benches: list[Bench], res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int, warmup: int, channels_last: bool
+) -> dict[str, dict]:
+    """Interleave the models pass by pass; the first ``warmup`` passes (one of them measures memory) are not timed."""
+    x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = {b.name: [] for b in benches}
+    mem = {}
+    for it in range(warmup + iters):
+        order = benches[it % len(benches) :] + benches[: it % len(benches)]  # rotate who goes first
+        for b in order:
+            if it == 0:
+                with PeakMemory(device) as pm:
+                    timed_pass(b, x, device, dtype)
+                mem[b.name] = pm.mb
+            else:
+                enc, dec = timed_pass(b, x, device, dtype)
+                if it >= warmup:
+                    times[b.name].append((enc, dec))
+    out = {}
+    for name, ts in times.items():
+        enc = statistics.median(t[0] for t in ts)
+        dec = statistics.median(t[1] for t in ts)
+        rec = statistics.median(t[0] + t[1] for t in ts)
+        out[name] = dict(encode_img_s=batch / enc, decode_img_s=batch / dec, reconstruct_img_s=batch / rec, peak_mem_mb=mem[name])
+    return out
+
+
+def measure_train_step(names: list[str], res: int, device: torch.device, batch: int, iters: int) -> dict[str, float]:
+    """Seconds per image of one L1 + KL training step (forward, backward, AdamW), interleaved."""
+    from transvae.models import create_model
+
+    models, opts = {}, {}
+    for n in names:
+        try:
+            models[n] = create_model(n, device=device).train()
+        except KeyError as e:
+            print(f"note: skipping {n} in the training-step benchmark: {e}", file=sys.stderr)
+            continue
+        opts[n] = torch.optim.AdamW(models[n].parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    times = {n: [] for n in models}
+    for it in range(iters + 1):
+        for n in list(models)[it % len(models) :] + list(models)[: it % len(models)]:
+            sync(device)
+            t0 = time.perf_counter()
+            out = models[n](x)
+            loss = (out.sample - x).abs().mean() + 1e-8 * out.posterior.kl().mean()
+            opts[n].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[n].step()
+            sync(device)
+            if it:  # the first step is warm-up
+                times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(t) / batch for n, t in times.items()}
+
+
+def measure_compile(b: Bench, res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int) -> dict:
+    """Eager vs ``torch.compile`` encode/decode throughput for one model (interleaved)."""
+    compiled = Bench(b.name, b.module, b.diffusers_api)
+    compiled.encode = torch.compile(b.encode)
+    compiled.decode = torch.compile(b.decode)
+    x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    t0 = time.perf_counter()
+    timed_pass(compiled, x, device, dtype)  # compiles
+    compile_s = time.perf_counter() - t0
+    ts = {"eager": [], "compiled": []}
+    for it in range(iters + 1):
+        for key, bb in (("eager", b), ("compiled", compiled)) if it % 2 else (("compiled", compiled), ("eager", b)):
+            r = timed_pass(bb, x, device, dtype)
+            if it:
+                ts[key].append(r)
+    med = {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in ts.items()}
+    return dict(
+        model=b.name,
+        resolution=res,
+        dtype={v: k for k, v in DTYPES.items()}[dtype],
+        compile_s=compile_s,
+        encode_speedup=med["eager"][0] / med["compiled"][0],
+        decode_speedup=med["eager"][1] / med["compiled"][1],
+    )
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["resolution"], r["dtype"]) for r in records})
+    models = list(dict.fromkeys(r["model"] for r in records))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * len(models) / 2), 4), dpi=80)
+    width = 0.8 / len(models)
+    for j, m in enumerate(models):
+        xs, ys = [], []
+        for i, g in enumerate(groups):
+            r = next((r for r in records if r["model"] == m and (r["resolution"], r["dtype"]) == g), None)
+            if r:
+                xs.append(i + j * width)
+                ys.append(r["reconstruct_img_s"])
+        ax.bar(xs, ys, width, label=m)
+        for xx, yy in zip(xs, ys):
+            ax.text(xx, yy, f"{yy:.2g}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], [f"{r}px {d}" for r, d in groups])
+    ax.set_ylabel("reconstruct images/s (higher is better)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("encode + decode throughput, interleaved in one run", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None, help=f"default: {' '.join(DEFAULT_MODELS)}")
+    p.add_argument("--resolutions", nargs="+", type=int, default=None, help="default 256 512 1024")
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"])
+    p.add_argument("--batch-size", type=int, default=None, help="default 1 on CPU, 8 on CUDA")
+    p.add_argument("--iters", type=int, default=None, help="timed passes per model (default 5, quick 2)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes (the first measures memory)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs for every model")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-step", action=argparse.BooleanOptionalAction, default=None, help="training-step benchmark (default: on, off with --quick)")
+    p.add_argument("--train-models", nargs="+", default=["transvae-t-f16d32", "cnn-vae-t-f16d32"])
+    p.add_argument("--train-res", type=int, default=256)
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile speed-ups of encode/decode")
+    p.add_argument("--quick", action="store_true", help="256 only, TransVAE-T and flux-vae-config, 2 timed passes")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (PNG written next to it)")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    names = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
+    resolutions = args.resolutions or ([256] if args.quick else [256, 512, 1024])
+    batch = args.batch_size or (8 if device.type == "cuda" else 1)
+    iters = args.iters or (2 if args.quick else 5)
+    train_step = args.train_step if args.train_step is not None else not args.quick
+    out = args.out or DOCS_DIR / ("speed_quick.json" if args.quick else "speed.json")
+    machine = machine_info(device)
+    machine["batch_size"], machine["channels_last"] = batch, args.channels_last
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+
+    benches = []
+    for n in names:
+        try:
+            b = build(n, device)
+        except KeyError as e:
+            print(f"note: skipping {n}: {e}", file=sys.stderr)
+            continue
+        if args.channels_last:
+            b.module.to(memory_format=torch.channels_last)
+        benches.append(b)
+    flops = {(b.name, r): flops_per_image(b.name, r) for b in benches for r in resolutions}
+
+    mm_n = 8192 if device.type == "cuda" else 2048
+    peaks = {d: matmul_peak_gflops(device, DTYPES[d], mm_n) for d in args.dtypes}
+    records = []
+    for res in resolutions:
+        for dname in args.dtypes:
+            print(f"measuring {res}px {dname} ...", flush=True)
+            m = measure_inference(benches, res, DTYPES[dname], device, batch, iters, args.warmup, args.channels_last)
+            for b in benches:
+                enc_gf, dec_gf = flops[(b.name, res)]
+                r = dict(model=b.name, resolution=res, dtype=dname, batch_size=batch, params_M=b.params / 1e6, **m[b.name])
+                r["gflop_per_img"] = enc_gf + dec_gf
+                r["encode_gflop_per_img"], r["decode_gflop_per_img"] = enc_gf, dec_gf
+                r["achieved_gflops"] = r["gflop_per_img"] * r["reconstruct_img_s"]
+                records.append(r)
+    # the matmul peak again at the end: the best of both is the machine's peak during this run
+    peaks = {d: max(peaks[d], matmul_peak_gflops(device, DTYPES[d], mm_n)) for d in args.dtypes}
+    for r in records:
+        r["matmul_peak_gflops"] = peaks[r["dtype"]]
+        r["fraction_of_matmul_peak"] = r["achieved_gflops"] / peaks[r["dtype"]]
+        ref = next((q for q in records if q["model"] == "flux-vae-config" and q["resolution"] == r["resolution"] and q["dtype"] == r["dtype"]), None)
+        r["reconstruct_vs_flux"] = r["reconstruct_img_s"] / ref["reconstruct_img_s"] if ref else None
+        r["machine"], r["command"] = machine, command
+
+    extra = []
+    if train_step:
+        print(f"measuring training steps at {args.train_res}px ...", flush=True)
+        for n, s in measure_train_step(args.train_models, args.train_res, device, batch, max(2, iters // 2)).items():
+            extra.append(dict(kind="train_step", model=n, resolution=args.train_res, dtype="fp32", batch_size=batch,
+                              train_step_s_per_img=s, machine=machine, command=command))
+    if args.compile:
+        for b in benches:
+            for res in resolutions:
+                for dname in args.dtypes:
+                    print(f"torch.compile {b.name} {res}px {dname} ...", flush=True)
+                    c = measure_compile(b, res, DTYPES[dname], device, batch, iters)
+                    extra.append(dict(kind="compile", **c, batch_size=batch, machine=machine, command=command))
+
+    for r in records:
+        r["kind"] = "inference"
+    write_json(out, records + extra)
+    plot(records, out.with_suffix(".png"))
+
+    cols = ["model", "resolution", "dtype", "params_M", "encode_img_s", "decode_img_s", "reconstruct_img_s", "reconstruct_vs_flux",
+            "peak_mem_mb", "gflop_per_img", "achieved_gflops", "fraction_of_matmul_peak"]
+    print("\n" + markdown_table(records, cols))
+    print("\nmatmul peak GFLOP/s: " + ", ".join(f"{d} {v:.1f}" for d, v in peaks.items()))
+    for r in records:
+        if r["model"] == "transvae-t-f16d32" and r["reconstruct_vs_flux"]:
+            print(f"HEADLINE {r['resolution']}px {r['dtype']}: TransVAE-T / FLUX-VAE-config reconstruct throughput = {r['reconstruct_vs_flux']:.2f}x")
+    if extra:
+        print("\n" + markdown_table(extra, ["kind", "model", "resolution", "dtype", "train_step_s_per_img", "compile_s", "encode_speedup", "decode_speedup"]))
+    print(f"\nwrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
