@@ -156,6 +156,27 @@ def test_train_yaml_with_python_tag(capsys, images, tmp_path, no_training):
     assert rc == 2 and "is not valid YAML" in line and not marker.exists()
 
 
+def test_train_skips_and_counts_bad_files_or_stops_with_strict(capsys, tmp_path):
+    needs("transvae.cli.train")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    (data / "1_empty.png").write_bytes(b"")
+    args = ["train", "--model", NANO, "--data", data, "--resolution", "32", "--batch-size", "2"]
+    args += ["--max-steps", "1", "--workers", "0", "--loss.lpips_weight=0", "--loss.vf_weight=0"]
+    args += ["--loss.gan_weight=0", "--log.tensorboard=false", "--log.progress=false"]
+    rc, _, err = cli(capsys, *args, "--out", tmp_path / "strict", "--strict")
+    line = one_error_line(err)
+    assert rc == 2 and "1_empty.png" in line and "empty file" in line
+    rc, out, err = cli(capsys, *args, "--out", tmp_path / "run")
+    assert rc == 0 and "Traceback" not in err
+    assert "1 bad files skipped" in out
+    listed = (tmp_path / "run" / "bad_files.txt").read_text().splitlines()
+    assert len(listed) == 1 and "1_empty.png" in listed[0] and "empty file" in listed[0]
+
+
 # -- reconstruct / encode (single-image and folder commands) ------------------------------------
 @pytest.mark.parametrize("cmd", ["reconstruct", "encode"])
 def test_infer_unknown_model(capsys, images, tmp_path, cmd):

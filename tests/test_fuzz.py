@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transvae.data.io import ImageLoadError, load_image
+from transvae.data.io import ImageLoadError, decode_image, load_image
 
 # TRANSVAE_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py for a long local fuzzing run
 N_EXAMPLES = int(os.environ.get("TRANSVAE_FUZZ_EXAMPLES", "60"))
@@ -132,8 +132,12 @@ def test_fuzzed_files_load_or_raise_image_load_error(tmp_path_factory, data, sam
         im = load_image(p, max_pixels=MAX_PIXELS)
     except ImageLoadError as e:
         assert e.path == str(p) and str(p) in str(e) and e.reason
+        with pytest.raises(ImageLoadError, match="^shard.tar:x: "):  # in-memory bytes: same verdict
+            decode_image(fuzzed, "shard.tar:x", max_pixels=MAX_PIXELS)
         return
     _check_loaded(im)
+    same = decode_image(fuzzed, "shard.tar:x", max_pixels=MAX_PIXELS)
+    assert np.array_equal(np.asarray(same), np.asarray(im))
 
 
 @settings(

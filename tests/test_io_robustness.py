@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transvae.data.io import ALLOWED_FORMATS, ImageLoadError, list_images, load_image
+from transvae.data.io import ALLOWED_FORMATS, ImageLoadError, decode_image, list_images, load_image
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -366,6 +366,23 @@ def test_error_is_picklable_for_dataloader_workers(tmp_path):
         load_image(p)
     e2 = pickle.loads(pickle.dumps(ei.value))
     assert isinstance(e2, ImageLoadError) and e2.path == str(p) and str(e2) == str(ei.value)
+
+
+def test_decode_image_bytes_same_rules(tmp_path):
+    # WebDataset shard members are bytes in memory: same allow-list, bomb check, EXIF, modes
+    a = photo(8, 8)
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "PNG")
+    np.testing.assert_array_equal(rgb(decode_image(b.getvalue(), "s.tar:k.png")), a)
+    cases = [
+        (b"", "empty"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n", "not a recognised image"),
+        (make_png(np.zeros((1, 1), np.uint8), 8, 0, size=(100_000, 100_000)), "decompression bomb"),
+        (b.getvalue()[:60], "truncated"),
+    ]
+    for data, words in cases:
+        with pytest.raises(ImageLoadError, match=f"^s.tar:k.png: .*{words}"):
+            decode_image(data, "s.tar:k.png")
 
 
 # -- list_images ------------------------------------------------------------------------------

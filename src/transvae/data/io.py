@@ -11,10 +11,12 @@ decoders (EPS via Ghostscript, PSD, ...) are refused.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -149,39 +151,60 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> I
             raise ImageLoadError(path, f"cannot read file ({e.strerror or e})") from e
         if size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
-        try:
-            with warnings.catch_warnings():
-                # our own max_pixels check below replaces Pillow's warning; its hard limit still applies
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                # "Corrupt EXIF data" & co. on files that still decode: not actionable, and a
-                # dataset of millions of files would repeat them; failures raise ImageLoadError
-                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-                with Image.open(f, formats=ALLOWED_FORMATS) as im:
-                    w, h = im.size
-                    if w * h > max_pixels:
-                        raise ImageLoadError(
-                            path,
-                            f"refused as a possible decompression bomb: {w}x{h} pixels exceeds the "
-                            f"limit of {max_pixels} pixels",
-                        )
-                    if w < 1 or h < 1:
-                        raise ImageLoadError(path, f"image has no pixels ({w}x{h})")
-                    im.load()
-                    im = ImageOps.exif_transpose(im)
-        except ImageLoadError:
-            raise
-        except Image.DecompressionBombError as e:
-            raise ImageLoadError(path, f"refused as a possible decompression bomb ({e})") from e
-        except Image.UnidentifiedImageError as e:
-            raise ImageLoadError(
-                path, f"not a recognised image (readable formats: {', '.join(ALLOWED_FORMATS)})"
-            ) from e
-        except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes is a bad file
-            raise ImageLoadError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+        return _decode(f, path, max_pixels)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """``load_image`` for bytes already in memory (e.g. a WebDataset shard member), same rules.
+
+    Args:
+        data: the encoded image file.
+        name: how the error message names it (e.g. ``"shard-000.tar:key.jpg"``).
+        max_pixels: refuse images whose header declares more pixels than this.
+
+    Raises:
+        ImageLoadError: as ``load_image``.
+    """
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(f: BinaryIO, name: str | os.PathLike, max_pixels: int) -> Image.Image:
+    """Decode an open binary file to RGB (see ``load_image``); every failure is an ``ImageLoadError``."""
+    try:
+        with warnings.catch_warnings():
+            # our own max_pixels check below replaces Pillow's warning; its hard limit still applies
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # "Corrupt EXIF data" & co. on files that still decode: not actionable, and a
+            # dataset of millions of files would repeat them; failures raise ImageLoadError
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with Image.open(f, formats=ALLOWED_FORMATS) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(
+                        name,
+                        f"refused as a possible decompression bomb: {w}x{h} pixels exceeds the "
+                        f"limit of {max_pixels} pixels",
+                    )
+                if w < 1 or h < 1:
+                    raise ImageLoadError(name, f"image has no pixels ({w}x{h})")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(name, f"refused as a possible decompression bomb ({e})") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageLoadError(
+            name, f"not a recognised image (readable formats: {', '.join(ALLOWED_FORMATS)})"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes is a bad file
+        raise ImageLoadError(name, f"corrupt or truncated image ({type(e).__name__}: {e})") from e
     try:
         return to_rgb(im)
     except Exception as e:  # noqa: BLE001
-        raise ImageLoadError(path, f"unsupported colour mode {im.mode!r} ({type(e).__name__}: {e})") from e
+        raise ImageLoadError(name, f"unsupported colour mode {im.mode!r} ({type(e).__name__}: {e})") from e
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
