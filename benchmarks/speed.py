@@ -162,7 +162,7 @@ class PeakMemory:
         return False
 
 
-def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5) -> float:
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 3) -> float:
     """Best-of-``reps`` GFLOP/s of an n x n x n matmul in ``dtype``."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -175,6 +175,35 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, reps: i
         sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU has bf16 matmul instructions (AVX512-BF16 or AMX); without them oneDNN
+    runs bf16 convolutions through slow reference kernels."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def bf16_conv_slowdown(device: torch.device) -> float:
+    """Time of a small 3x3 conv under bf16 autocast divided by fp32 (best of 2 each)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device)
+    x = torch.randn(1, 64, 32, 32, device=device)
+    best = {}
+    for dt in (torch.float32, torch.bfloat16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=dt, enabled=dt != torch.float32):
+            conv(x)
+            ts = []
+            for _ in range(2):
+                sync(device)
+                t0 = time.perf_counter()
+                conv(x)
+                sync(device)
+                ts.append(time.perf_counter() - t0)
+        best[dt] = min(ts)
+    return best[torch.bfloat16] / best[torch.float32]
 
 
 def timed_pass(b: Bench, x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
@@ -317,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default 1 on CPU, 8 on CUDA")
     p.add_argument("--iters", type=int, default=None, help="timed passes per model (default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes (the first measures memory)")
+    p.add_argument("--force-bf16", action="store_true", help="measure bf16 on a CPU without native bf16 too")
     p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs for every model")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="auto")
@@ -341,6 +371,18 @@ def main(argv: list[str] | None = None) -> None:
     machine["batch_size"], machine["channels_last"] = batch, args.channels_last
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
 
+    dtypes = list(args.dtypes)
+    if device.type == "cpu" and "bf16" in dtypes:
+        machine["bf16_native"] = cpu_has_native_bf16()
+        machine["bf16_conv_slowdown"] = bf16_conv_slowdown(device)
+        if not machine["bf16_native"] and not args.force_bf16:
+            dtypes.remove("bf16")
+            print(
+                f"note: this CPU has no native bf16 (AVX512-BF16/AMX); a bf16 conv runs "
+                f"{machine['bf16_conv_slowdown']:.0f}x slower than fp32 here, so bf16 is skipped "
+                f"(--force-bf16 to measure it anyway)",
+                file=sys.stderr,
+            )
     benches = []
     for n in names:
         try:
@@ -353,11 +395,11 @@ def main(argv: list[str] | None = None) -> None:
         benches.append(b)
     flops = {(b.name, r): flops_per_image(b.name, r) for b in benches for r in resolutions}
 
-    mm_n = 8192 if device.type == "cuda" else 2048
-    peaks = {d: matmul_peak_gflops(device, DTYPES[d], mm_n) for d in args.dtypes}
+    mm_n = 8192 if device.type == "cuda" else 1024
+    peaks = {d: matmul_peak_gflops(device, DTYPES[d], mm_n) for d in dtypes}
     records = []
     for res in resolutions:
-        for dname in args.dtypes:
+        for dname in dtypes:
             print(f"measuring {res}px {dname} ...", flush=True)
             m = measure_inference(benches, res, DTYPES[dname], device, batch, iters, args.warmup, args.channels_last)
             for b in benches:
@@ -368,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
                 r["achieved_gflops"] = r["gflop_per_img"] * r["reconstruct_img_s"]
                 records.append(r)
     # the matmul peak again at the end: the best of both is the machine's peak during this run
-    peaks = {d: max(peaks[d], matmul_peak_gflops(device, DTYPES[d], mm_n)) for d in args.dtypes}
+    peaks = {d: max(peaks[d], matmul_peak_gflops(device, DTYPES[d], mm_n)) for d in dtypes}
     for r in records:
         r["matmul_peak_gflops"] = peaks[r["dtype"]]
         r["fraction_of_matmul_peak"] = r["achieved_gflops"] / peaks[r["dtype"]]
@@ -385,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.compile:
         for b in benches:
             for res in resolutions:
-                for dname in args.dtypes:
+                for dname in dtypes:
                     print(f"torch.compile {b.name} {res}px {dname} ...", flush=True)
                     c = measure_compile(b, res, DTYPES[dname], device, batch, iters)
                     extra.append(dict(kind="compile", **c, batch_size=batch, machine=machine, command=command))

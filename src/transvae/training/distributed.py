@@ -89,8 +89,13 @@ def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:
     if ignore:
         DDP._set_params_and_buffers_to_ignore_for_model(module, ignore)
     ids = [info.device.index] if info.device.type == "cuda" else None
-    # buffers are identical on every rank by construction (seeded init, same checkpoints)
-    return DDP(module, device_ids=ids, broadcast_buffers=False)
+    # buffers need no per-step broadcast: they are identical on every rank by construction
+    # (seeded init, same checkpoints); torch >= 2.14 names the switch forward_sync_buffers
+    import inspect
+
+    params = inspect.signature(DDP.__init__).parameters
+    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DDP(module, device_ids=ids, **sync)
 
 
 def shard_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:

@@ -1,0 +1,150 @@
+"""Resolution extrapolation (paper Section 3.2.1, Figure 3a) at small scale.
+
+Evaluates the models that ``learning_efficiency.py`` trained on 64x64 crops (saved under
+``runs/bench/<label>/model``) on centre crops of the BSDS500 validation photos at 64, 128, 256
+and 512 pixels: mean PSNR per resolution per model, a PSNR-vs-resolution plot and an image grid
+of every model's reconstruction of one photo at the largest size. A ViT-VAE with learned
+absolute position embeddings (resized bicubically to the larger token grid) is expected to
+degrade; TransVAE with 2D RoPE should not.
+
+Crops are taken at the photos' native scale; BSDS500 photos are 481x321, so for 512 the photo's
+shorter side is first resized (bicubic) to 512 -- those inputs are smoother, so compare models
+at a fixed resolution rather than one model across resolutions.
+
+    python benchmarks/extrapolation.py --quick
+    python benchmarks/extrapolation.py --models cnn-vae vit-vae-learned-abs-pe dc-shortcut-transvae
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from bench_utils import DEFAULT_DATA, DOCS_DIR, RUNS_DIR, center_crops, evaluate, load_photos, machine_info, markdown_table, resolve_device, write_json
+
+
+def discover(save_dir: Path) -> list[str]:
+    """Slugs of the trained models under ``save_dir``, in learning_efficiency's order."""
+    from learning_efficiency import model_specs
+
+    from bench_utils import slug
+
+    order = [slug(label) for label, _, _ in model_specs()]
+    found = {p.parent.name for p in save_dir.glob("*/model/config.json")}
+    return [s for s in order if s in found] + sorted(found - set(order))
+
+
+@torch.no_grad()
+def reconstruct(model, x8: torch.Tensor) -> torch.Tensor:
+    from transvae.data.io import tensor_to_uint8
+
+    from bench_utils import to_unit
+
+    device = next(model.parameters()).device
+    return tensor_to_uint8(model(to_unit(x8).to(device), sample_posterior=False).sample.cpu())
+
+
+def save_grid(original: torch.Tensor, recons: dict[str, torch.Tensor], path: Path, tile: int) -> None:
+    """One row: the original and every model's reconstruction, each resized to ``tile`` pixels."""
+    from PIL import Image, ImageDraw
+
+    items = [("original", original)] + list(recons.items())
+    label_h = 14
+    grid = Image.new("RGB", (tile * len(items), tile + label_h), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (name, img) in enumerate(items):
+        im = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((tile, tile), Image.Resampling.LANCZOS)
+        grid.paste(im, (i * tile, label_h))
+        draw.text((i * tile + 2, 1), name[:40], fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, optimize=True)
+    if path.stat().st_size > 300_000:  # keep docs light: fall back to a 256-colour palette
+        grid.quantize(256).save(path, optimize=True)
+
+
+def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=80)
+    for r in results:
+        ax.plot(resolutions, [r["psnr"][str(s)] for s in resolutions], marker="o", label=r["label"])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(resolutions, [str(s) for s in resolutions])
+    ax.set_xlabel("evaluation resolution (trained at 64)")
+    ax.set_ylabel("validation PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--save-dir", type=Path, default=RUNS_DIR, help="where learning_efficiency.py saved the models")
+    p.add_argument("--models", nargs="+", default=None, help="slugs (default: every model found in --save-dir)")
+    p.add_argument("--resolutions", nargs="+", type=int, default=[64, 128, 256, 512])
+    p.add_argument("--val-limit", type=int, default=None, help="number of val photos (default all 100; quick 8)")
+    p.add_argument("--grid-image", type=int, default=0, help="index of the val photo shown in the grid")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="8 val photos")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    slugs = args.models or discover(args.save_dir)
+    missing = [s for s in slugs if not (args.save_dir / s / "model" / "config.json").exists()]
+    if not slugs or missing:
+        sys.exit(f"error: no trained model for {missing or 'any label'} in {args.save_dir}; run benchmarks/learning_efficiency.py first")
+    out = args.out or DOCS_DIR / ("extrapolation_quick.json" if args.quick else "extrapolation.json")
+    photos = load_photos([args.data / "val"], limit=args.val_limit or (8 if args.quick else None))
+
+    from transvae.models import load_model
+
+    results, grid = [], {}
+    largest = max(args.resolutions)
+    crops = {s: center_crops(photos, s) for s in args.resolutions}
+    for s_ in slugs:
+        folder = args.save_dir / s_ / "model"
+        model = load_model(folder, device=device).eval()
+        meta = json.loads((folder / "config.json").read_text()).get("metadata", {})
+        label = meta.get("label", s_)
+        psnr, l1 = {}, {}
+        for res in args.resolutions:
+            r = evaluate(model, crops[res][0], batch_size=max(1, 16 * 64 * 64 // (res * res)))
+            psnr[str(res)], l1[str(res)] = r["psnr"], r["l1"]
+            print(f"{label:40s} {res:4d}px  PSNR {r['psnr']:.2f}  L1 {r['l1']:.4f}", flush=True)
+        grid[label] = reconstruct(model, crops[largest][0][args.grid_image : args.grid_image + 1])[0]
+        results.append(dict(label=label, slug=s_, params=model.num_parameters(), train_settings=meta.get("train_settings"), psnr=psnr, l1=l1))
+
+    payload = dict(
+        benchmark="extrapolation",
+        quick=args.quick,
+        command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        resolutions=args.resolutions,
+        upscaled_resolutions=[s for s in args.resolutions if crops[s][1]],
+        val_photos=len(photos),
+        machine=machine_info(device),
+        results=results,
+    )
+    write_json(out, payload)
+    plot(results, args.resolutions, out.with_suffix(".png"))
+    grid_path = out.with_name(out.stem + f"_grid_{largest}.png")
+    save_grid(crops[largest][0][args.grid_image], grid, grid_path, tile=min(largest, 256))
+    rows = [dict(model=r["label"], **{f"psnr@{s}": r["psnr"][str(s)] for s in args.resolutions}) for r in results]
+    print("\n" + markdown_table(rows, ["model", *(f"psnr@{s}" for s in args.resolutions)]))
+    print(f"\nwrote {out}, {out.with_suffix('.png')} and {grid_path}")
+
+
+if __name__ == "__main__":
+    main()
