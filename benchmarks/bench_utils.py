@@ -258,7 +258,12 @@ def train_model(
             raise FloatingPointError(f"loss became {running[-1]} at step {step}")
         if step % s.eval_every == 0 or step == s.steps:
             curve.append(
-                {"step": step, "time_s": elapsed, "train_loss": sum(running) / len(running), **evaluate(model, val_images)}
+                {
+                    "step": step,
+                    "time_s": elapsed,
+                    "train_loss": sum(running) / len(running),
+                    **evaluate(model, val_images),
+                }
             )
             running = []
             if progress:

@@ -23,14 +23,24 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_utils import DEFAULT_DATA, DOCS_DIR, RUNS_DIR, center_crops, evaluate, load_photos, machine_info, markdown_table, resolve_device, write_json
+from bench_utils import (
+    DEFAULT_DATA,
+    DOCS_DIR,
+    RUNS_DIR,
+    center_crops,
+    evaluate,
+    load_photos,
+    machine_info,
+    markdown_table,
+    resolve_device,
+    write_json,
+)
 
 
 def discover(save_dir: Path) -> list[str]:
     """Slugs of the trained models under ``save_dir``, in learning_efficiency's order."""
-    from learning_efficiency import model_specs
-
     from bench_utils import slug
+    from learning_efficiency import model_specs
 
     order = [slug(label) for label, _, _ in model_specs()]
     found = {p.parent.name for p in save_dir.glob("*/model/config.json")}
@@ -39,9 +49,9 @@ def discover(save_dir: Path) -> list[str]:
 
 @torch.no_grad()
 def reconstruct(model, x8: torch.Tensor) -> torch.Tensor:
-    from transvae.data.io import tensor_to_uint8
-
     from bench_utils import to_unit
+
+    from transvae.data.io import tensor_to_uint8
 
     device = next(model.parameters()).device
     return tensor_to_uint8(model(to_unit(x8).to(device), sample_posterior=False).sample.cpu())
@@ -86,12 +96,20 @@ def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--save-dir", type=Path, default=RUNS_DIR, help="where learning_efficiency.py saved the models")
-    p.add_argument("--models", nargs="+", default=None, help="slugs (default: every model found in --save-dir)")
+    p.add_argument(
+        "--save-dir", type=Path, default=RUNS_DIR, help="where learning_efficiency.py saved the models"
+    )
+    p.add_argument(
+        "--models", nargs="+", default=None, help="slugs (default: every model found in --save-dir)"
+    )
     p.add_argument("--resolutions", nargs="+", type=int, default=[64, 128, 256, 512])
-    p.add_argument("--val-limit", type=int, default=None, help="number of val photos (default all 100; quick 8)")
+    p.add_argument(
+        "--val-limit", type=int, default=None, help="number of val photos (default all 100; quick 8)"
+    )
     p.add_argument("--grid-image", type=int, default=0, help="index of the val photo shown in the grid")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -105,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     slugs = args.models or discover(args.save_dir)
     missing = [s for s in slugs if not (args.save_dir / s / "model" / "config.json").exists()]
     if not slugs or missing:
-        sys.exit(f"error: no trained model for {missing or 'any label'} in {args.save_dir}; run benchmarks/learning_efficiency.py first")
+        sys.exit(
+            f"error: no trained model for {missing or 'any label'} in {args.save_dir}; run benchmarks/learning_efficiency.py first"
+        )
     out = args.out or DOCS_DIR / ("extrapolation_quick.json" if args.quick else "extrapolation.json")
     photos = load_photos([args.data / "val"], limit=args.val_limit or (8 if args.quick else None))
 
@@ -125,7 +145,16 @@ def main(argv: list[str] | None = None) -> None:
             psnr[str(res)], l1[str(res)] = r["psnr"], r["l1"]
             print(f"{label:40s} {res:4d}px  PSNR {r['psnr']:.2f}  L1 {r['l1']:.4f}", flush=True)
         grid[label] = reconstruct(model, crops[largest][0][args.grid_image : args.grid_image + 1])[0]
-        results.append(dict(label=label, slug=s_, params=model.num_parameters(), train_settings=meta.get("train_settings"), psnr=psnr, l1=l1))
+        results.append(
+            dict(
+                label=label,
+                slug=s_,
+                params=model.num_parameters(),
+                train_settings=meta.get("train_settings"),
+                psnr=psnr,
+                l1=l1,
+            )
+        )
 
     payload = dict(
         benchmark="extrapolation",
@@ -141,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, args.resolutions, out.with_suffix(".png"))
     grid_path = out.with_name(out.stem + f"_grid_{largest}.png")
     save_grid(crops[largest][0][args.grid_image], grid, grid_path, tile=min(largest, 256))
-    rows = [dict(model=r["label"], **{f"psnr@{s}": r["psnr"][str(s)] for s in args.resolutions}) for r in results]
+    rows = [
+        dict(model=r["label"], **{f"psnr@{s}": r["psnr"][str(s)] for s in args.resolutions}) for r in results
+    ]
     print("\n" + markdown_table(rows, ["model", *(f"psnr@{s}" for s in args.resolutions)]))
     print(f"\nwrote {out}, {out.with_suffix('.png')} and {grid_path}")
 

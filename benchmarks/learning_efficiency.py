@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -76,10 +77,62 @@ def plot_curves(results: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def print_table(results: list[dict], steps: int) -> None:
+    rows = [
+        dict(
+            model=r["label"],
+            params_M=r["params"] / 1e6,
+            final_psnr=r["curve"][-1]["psnr"],
+            final_l1=r["curve"][-1]["l1"],
+            train_s=r["curve"][-1]["time_s"],
+            steps=r.get("steps", steps),
+            s_per_step=r["curve"][-1]["time_s"] / r.get("steps", steps),
+        )
+        for r in results
+    ]
+    print(
+        "\n"
+        + markdown_table(
+            rows, ["model", "params_M", "steps", "final_psnr", "final_l1", "train_s", "s_per_step"]
+        )
+    )
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """Combine runs made with the same settings except possibly ``steps`` (e.g. models trained
+    in parallel processes); each result keeps its own step count."""
+    payloads = [json.loads(p.read_text()) for p in paths]
+    for p, pl in zip(paths[1:], payloads[1:], strict=True):
+        if {**pl["settings"], "steps": 0} != {**payloads[0]["settings"], "steps": 0}:
+            sys.exit(f"error: {p} was trained with different settings than {paths[0]}")
+    merged = dict(
+        payloads[0],
+        merged_from=[dict(file=str(p), command=pl["command"]) for p, pl in zip(paths, payloads, strict=True)],
+    )
+    merged["results"] = [dict(r, steps=pl["settings"]["steps"]) for pl in payloads for r in pl["results"]]
+    merged["settings"] = dict(merged["settings"], steps=max(r["steps"] for r in merged["results"]))
+    merged["command"] = (
+        "python benchmarks/learning_efficiency.py --merge " + " ".join(map(str, paths)) + f" --out {out}"
+    )
+    write_json(out, merged)
+    s = merged["settings"]
+    plot_curves(
+        merged["results"],
+        out.with_suffix(".png"),
+        f"Validation on BSDS500 val, {s['crop']}px crops, batch {s['batch_size']}, lr {s['lr']:g}",
+    )
+    print_table(merged["results"], s["steps"])
+    print(f"\nwrote {out} and {out.with_suffix('.png')}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BSDS500 root with train/ test/ val/")
-    p.add_argument("--models", nargs="+", default=None, help="model slugs to train (default: all; see --list)")
+    p.add_argument(
+        "--models", nargs="+", default=None, help="model slugs to train (default: all; see --list)"
+    )
     p.add_argument("--list", action="store_true", help="print the model slugs and exit")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -93,12 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON path (PNG written next to it)")
     p.add_argument("--save-dir", type=Path, default=RUNS_DIR, help="where trained models go (gitignored)")
     p.add_argument("--no-save", action="store_true")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="combine result JSONs of runs with identical settings into --out",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out or DOCS_DIR / "learning_efficiency.json")
+        return
 
     specs = model_specs()
     by_slug = {slug(label): (label, base, o) for label, base, o in specs}
     if args.list:
-        for s_, (label, base, o) in by_slug.items():
+        for s_, (_label, base, o) in by_slug.items():
             print(f"{s_:40s} {base:24s} {o}")
         return
     wanted = args.models or (list(QUICK_MODELS) if args.quick else list(by_slug))
@@ -108,12 +171,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    base = TrainSettings(steps=30, batch_size=8, eval_every=10, warmup=10) if args.quick else TrainSettings(steps=250, batch_size=16, eval_every=25, warmup=25)
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every}
-    settings = dataclasses.replace(base, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
+    base = (
+        TrainSettings(steps=30, batch_size=8, eval_every=10, warmup=10)
+        if args.quick
+        else TrainSettings(steps=250, batch_size=16, eval_every=25, warmup=25)
+    )
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "eval_every": args.eval_every,
+    }
+    settings = dataclasses.replace(
+        base, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None}
+    )
     val_limit = args.val_limit or (20 if args.quick else None)
     device = resolve_device(args.device)
-    out = args.out or DOCS_DIR / ("learning_efficiency_quick.json" if args.quick else "learning_efficiency.json")
+    out = args.out or DOCS_DIR / (
+        "learning_efficiency_quick.json" if args.quick else "learning_efficiency.json"
+    )
 
     t0 = time.time()
     train = load_photos([args.data / "train", args.data / "test"])
@@ -131,12 +207,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n== {label} ({base_name} {o}) {n_params / 1e6:.2f}M params")
 
         def progress(step: int, r: dict) -> None:
-            print(f"  step {step:5d}  {r['time_s']:7.1f}s  val L1 {r['l1']:.4f}  PSNR {r['psnr']:.2f}", flush=True)
+            print(
+                f"  step {step:5d}  {r['time_s']:7.1f}s  val L1 {r['l1']:.4f}  PSNR {r['psnr']:.2f}",
+                flush=True,
+            )
 
         curve = train_model(model, train, val, settings, progress)
         results.append(dict(label=label, slug=s_, base=base_name, overrides=o, params=n_params, curve=curve))
         if not args.no_save:
-            model.save_pretrained(args.save_dir / s_ / "model", label=label, train_settings=dataclasses.asdict(settings))
+            model.save_pretrained(
+                args.save_dir / s_ / "model", label=label, train_settings=dataclasses.asdict(settings)
+            )
         payload = dict(
             benchmark="learning_efficiency",
             quick=args.quick,
@@ -147,14 +228,13 @@ def main(argv: list[str] | None = None) -> None:
             results=results,
         )
         write_json(out, payload)  # after every model, so a long run can be inspected while it goes
-        plot_curves(results, out.with_suffix(".png"), f"Validation on BSDS500 val, {settings.crop}px crops, batch {settings.batch_size}, lr {settings.lr:g}")
+        plot_curves(
+            results,
+            out.with_suffix(".png"),
+            f"Validation on BSDS500 val, {settings.crop}px crops, batch {settings.batch_size}, lr {settings.lr:g}",
+        )
 
-    rows = [
-        dict(model=r["label"], params_M=r["params"] / 1e6, final_psnr=r["curve"][-1]["psnr"], final_l1=r["curve"][-1]["l1"],
-             train_s=r["curve"][-1]["time_s"], s_per_step=r["curve"][-1]["time_s"] / settings.steps)
-        for r in results
-    ]
-    print("\n" + markdown_table(rows, ["model", "params_M", "final_psnr", "final_l1", "train_s", "s_per_step"]))
+    print_table(results, settings.steps)
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
 
 

@@ -46,13 +46,17 @@ def plot(results: list[dict], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
     params = [r["params"] / 1e6 for r in results]
     a.plot(params, [r["curve"][-1]["psnr"] for r in results], marker="o")
-    for r, x in zip(results, params):
+    for r, x in zip(results, params, strict=True):
         a.annotate(r["label"], (x, r["curve"][-1]["psnr"]), fontsize=8)
     a.set_xscale("log")
     a.set_xlabel("parameters (M)")
     a.set_ylabel("final validation PSNR (dB)")
     for r in results:
-        b.plot([p["step"] for p in r["curve"]], [p["psnr"] for p in r["curve"]], label=f"{r['label']} ({r['params'] / 1e6:.1f}M)")
+        b.plot(
+            [p["step"] for p in r["curve"]],
+            [p["psnr"] for p in r["curve"]],
+            label=f"{r['label']} ({r['params'] / 1e6:.1f}M)",
+        )
     b.set_xlabel("training step")
     b.set_ylabel("validation PSNR (dB)")
     b.legend(fontsize=8)
@@ -65,7 +69,9 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--sizes", nargs="+", choices=[s for s, _, _ in SIZES], default=[s for s, _, _ in SIZES])
     p.add_argument("--steps", type=int, default=None)
@@ -82,13 +88,19 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = TrainSettings(steps=20, batch_size=4, eval_every=10, warmup=5) if args.quick else TrainSettings(steps=250, batch_size=16, eval_every=25, warmup=25)
+    base = (
+        TrainSettings(steps=20, batch_size=4, eval_every=10, warmup=5)
+        if args.quick
+        else TrainSettings(steps=250, batch_size=16, eval_every=25, warmup=25)
+    )
     over = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every}
     settings = dataclasses.replace(base, seed=args.seed, **{k: v for k, v in over.items() if v is not None})
     device = resolve_device(args.device)
     out = args.out or DOCS_DIR / ("scaling_quick.json" if args.quick else "scaling.json")
     train = load_photos([args.data / "train", args.data / "test"])
-    val, _ = center_crops(load_photos([args.data / "val"], limit=args.val_limit or (10 if args.quick else None)), settings.crop)
+    val, _ = center_crops(
+        load_photos([args.data / "val"], limit=args.val_limit or (10 if args.quick else None)), settings.crop
+    )
 
     from transvae.models import create_model
 
@@ -97,20 +109,44 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(settings.seed)
         model = create_model(name, device=device, **o)
         print(f"\n== {label}: {name} {o} {model.num_parameters() / 1e6:.2f}M params", flush=True)
-        curve = train_model(model, train, val, settings, lambda s, r: print(f"  step {s:5d}  {r['time_s']:7.1f}s  PSNR {r['psnr']:.2f}", flush=True))
-        results.append(dict(label=label, base=name, overrides={k: list(v) if isinstance(v, tuple) else v for k, v in o.items()},
-                            params=model.num_parameters(), curve=curve))
-    write_json(out, dict(
-        benchmark="scaling",
-        quick=args.quick,
-        command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        settings=dataclasses.asdict(settings),
-        machine=machine_info(device),
-        results=results,
-    ))
+        curve = train_model(
+            model,
+            train,
+            val,
+            settings,
+            lambda s, r: print(f"  step {s:5d}  {r['time_s']:7.1f}s  PSNR {r['psnr']:.2f}", flush=True),
+        )
+        results.append(
+            dict(
+                label=label,
+                base=name,
+                overrides={k: list(v) if isinstance(v, tuple) else v for k, v in o.items()},
+                params=model.num_parameters(),
+                curve=curve,
+            )
+        )
+    write_json(
+        out,
+        dict(
+            benchmark="scaling",
+            quick=args.quick,
+            command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+            settings=dataclasses.asdict(settings),
+            machine=machine_info(device),
+            results=results,
+        ),
+    )
     plot(results, out.with_suffix(".png"))
-    rows = [dict(size=r["label"], params_M=r["params"] / 1e6, final_psnr=r["curve"][-1]["psnr"], final_l1=r["curve"][-1]["l1"],
-                 train_s=r["curve"][-1]["time_s"]) for r in results]
+    rows = [
+        dict(
+            size=r["label"],
+            params_M=r["params"] / 1e6,
+            final_psnr=r["curve"][-1]["psnr"],
+            final_l1=r["curve"][-1]["l1"],
+            train_s=r["curve"][-1]["time_s"],
+        )
+        for r in results
+    ]
     print("\n" + markdown_table(rows, ["size", "params_M", "final_psnr", "final_l1", "train_s"]))
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
 

@@ -29,14 +29,19 @@ import ctypes
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from bench_utils import DOCS_DIR, machine_info, markdown_table, resolve_device, sync, write_json
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-DEFAULT_MODELS = ("transvae-t-f16d32", "cnn-vae-t-f16d32", "vit-vae-t-f16d32", "flux-vae-config", "sd-vae-config")
+DEFAULT_MODELS = (
+    "transvae-t-f16d32",
+    "cnn-vae-t-f16d32",
+    "vit-vae-t-f16d32",
+    "flux-vae-config",
+    "sd-vae-config",
+)
 QUICK_MODELS = ("transvae-t-f16d32", "flux-vae-config")
 PEER_CONFIGS = {
     # black-forest-labs/FLUX.1-dev vae/config.json
@@ -221,7 +226,14 @@ def timed_pass(b: Bench, x: torch.Tensor, device: torch.device, dtype: torch.dty
 
 
 def measure_inference(
-    benches: list[Bench], res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int, warmup: int, channels_last: bool
+    benches: list[Bench],
+    res: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    batch: int,
+    iters: int,
+    warmup: int,
+    channels_last: bool,
 ) -> dict[str, dict]:
     """Interleave the models pass by pass; the first ``warmup`` passes (one of them measures memory) are not timed."""
     x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
@@ -245,11 +257,18 @@ def measure_inference(
         enc = statistics.median(t[0] for t in ts)
         dec = statistics.median(t[1] for t in ts)
         rec = statistics.median(t[0] + t[1] for t in ts)
-        out[name] = dict(encode_img_s=batch / enc, decode_img_s=batch / dec, reconstruct_img_s=batch / rec, peak_mem_mb=mem[name])
+        out[name] = dict(
+            encode_img_s=batch / enc,
+            decode_img_s=batch / dec,
+            reconstruct_img_s=batch / rec,
+            peak_mem_mb=mem[name],
+        )
     return out
 
 
-def measure_train_step(names: list[str], res: int, device: torch.device, batch: int, iters: int) -> dict[str, float]:
+def measure_train_step(
+    names: list[str], res: int, device: torch.device, batch: int, iters: int
+) -> dict[str, float]:
     """Seconds per image of one L1 + KL training step (forward, backward, AdamW), interleaved."""
     from transvae.models import create_model
 
@@ -278,7 +297,9 @@ def measure_train_step(names: list[str], res: int, device: torch.device, batch: 
     return {n: statistics.median(t) / batch for n, t in times.items()}
 
 
-def measure_compile(b: Bench, res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int) -> dict:
+def measure_compile(
+    b: Bench, res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int
+) -> dict:
     """Eager vs ``torch.compile`` encode/decode throughput for one model (interleaved)."""
     compiled = Bench(b.name, b.module, b.diffusers_api)
     compiled.encode = torch.compile(b.encode)
@@ -289,7 +310,9 @@ def measure_compile(b: Bench, res: int, dtype: torch.dtype, device: torch.device
     compile_s = time.perf_counter() - t0
     ts = {"eager": [], "compiled": []}
     for it in range(iters + 1):
-        for key, bb in (("eager", b), ("compiled", compiled)) if it % 2 else (("compiled", compiled), ("eager", b)):
+        for key, bb in (
+            (("eager", b), ("compiled", compiled)) if it % 2 else (("compiled", compiled), ("eager", b))
+        ):
             r = timed_pass(bb, x, device, dtype)
             if it:
                 ts[key].append(r)
@@ -302,6 +325,19 @@ def measure_compile(b: Bench, res: int, dtype: torch.dtype, device: torch.device
         encode_speedup=med["eager"][0] / med["compiled"][0],
         decode_speedup=med["eager"][1] / med["compiled"][1],
     )
+
+
+def profile_table(b: Bench, res: int, device: torch.device, rows: int = 15) -> str:
+    """torch.profiler table of one fp32 encode + decode pass, by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.rand(1, 3, res, res, device=device) * 2 - 1
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    timed_pass(b, x, device, torch.float32)  # warm-up
+    with profile(activities=acts) as prof:
+        timed_pass(b, x, device, torch.float32)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=55)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -325,7 +361,7 @@ def plot(records: list[dict], path: Path) -> None:
                 xs.append(i + j * width)
                 ys.append(r["reconstruct_img_s"])
         ax.bar(xs, ys, width, label=m)
-        for xx, yy in zip(xs, ys):
+        for xx, yy in zip(xs, ys, strict=True):
             ax.text(xx, yy, f"{yy:.2g}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], [f"{r}px {d}" for r, d in groups])
     ax.set_ylabel("reconstruct images/s (higher is better)")
@@ -339,7 +375,9 @@ def plot(records: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", nargs="+", default=None, help=f"default: {' '.join(DEFAULT_MODELS)}")
     p.add_argument("--resolutions", nargs="+", type=int, default=None, help="default 256 512 1024")
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"])
@@ -347,14 +385,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iters", type=int, default=None, help="timed passes per model (default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes (the first measures memory)")
     p.add_argument("--force-bf16", action="store_true", help="measure bf16 on a CPU without native bf16 too")
-    p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs for every model")
+    p.add_argument(
+        "--channels-last", action="store_true", help="channels-last weights and inputs for every model"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--train-step", action=argparse.BooleanOptionalAction, default=None, help="training-step benchmark (default: on, off with --quick)")
+    p.add_argument(
+        "--train-step",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="training-step benchmark (default: on, off with --quick)",
+    )
     p.add_argument("--train-models", nargs="+", default=["transvae-t-f16d32", "cnn-vae-t-f16d32"])
     p.add_argument("--train-res", type=int, default=256)
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile speed-ups of encode/decode")
-    p.add_argument("--quick", action="store_true", help="256 only, TransVAE-T and flux-vae-config, 2 timed passes")
+    p.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile speed-ups of encode/decode"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="write a torch.profiler table per model (first resolution, fp32)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="256 only, TransVAE-T and flux-vae-config, 2 timed passes"
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (PNG written next to it)")
     args = p.parse_args(argv)
 
@@ -401,10 +455,19 @@ def main(argv: list[str] | None = None) -> None:
     for res in resolutions:
         for dname in dtypes:
             print(f"measuring {res}px {dname} ...", flush=True)
-            m = measure_inference(benches, res, DTYPES[dname], device, batch, iters, args.warmup, args.channels_last)
+            m = measure_inference(
+                benches, res, DTYPES[dname], device, batch, iters, args.warmup, args.channels_last
+            )
             for b in benches:
                 enc_gf, dec_gf = flops[(b.name, res)]
-                r = dict(model=b.name, resolution=res, dtype=dname, batch_size=batch, params_M=b.params / 1e6, **m[b.name])
+                r = dict(
+                    model=b.name,
+                    resolution=res,
+                    dtype=dname,
+                    batch_size=batch,
+                    params_M=b.params / 1e6,
+                    **m[b.name],
+                )
                 r["gflop_per_img"] = enc_gf + dec_gf
                 r["encode_gflop_per_img"], r["decode_gflop_per_img"] = enc_gf, dec_gf
                 r["achieved_gflops"] = r["gflop_per_img"] * r["reconstruct_img_s"]
@@ -414,38 +477,100 @@ def main(argv: list[str] | None = None) -> None:
     for r in records:
         r["matmul_peak_gflops"] = peaks[r["dtype"]]
         r["fraction_of_matmul_peak"] = r["achieved_gflops"] / peaks[r["dtype"]]
-        ref = next((q for q in records if q["model"] == "flux-vae-config" and q["resolution"] == r["resolution"] and q["dtype"] == r["dtype"]), None)
+        ref = next(
+            (
+                q
+                for q in records
+                if q["model"] == "flux-vae-config"
+                and q["resolution"] == r["resolution"]
+                and q["dtype"] == r["dtype"]
+            ),
+            None,
+        )
         r["reconstruct_vs_flux"] = r["reconstruct_img_s"] / ref["reconstruct_img_s"] if ref else None
         r["machine"], r["command"] = machine, command
 
     extra = []
     if train_step:
         print(f"measuring training steps at {args.train_res}px ...", flush=True)
-        for n, s in measure_train_step(args.train_models, args.train_res, device, batch, max(2, iters // 2)).items():
-            extra.append(dict(kind="train_step", model=n, resolution=args.train_res, dtype="fp32", batch_size=batch,
-                              train_step_s_per_img=s, machine=machine, command=command))
+        for n, s in measure_train_step(
+            args.train_models, args.train_res, device, batch, max(2, iters // 2)
+        ).items():
+            extra.append(
+                dict(
+                    kind="train_step",
+                    model=n,
+                    resolution=args.train_res,
+                    dtype="fp32",
+                    batch_size=batch,
+                    train_step_s_per_img=s,
+                    machine=machine,
+                    command=command,
+                )
+            )
     if args.compile:
         for b in benches:
             for res in resolutions:
                 for dname in dtypes:
                     print(f"torch.compile {b.name} {res}px {dname} ...", flush=True)
                     c = measure_compile(b, res, DTYPES[dname], device, batch, iters)
-                    extra.append(dict(kind="compile", **c, batch_size=batch, machine=machine, command=command))
+                    extra.append(
+                        dict(kind="compile", **c, batch_size=batch, machine=machine, command=command)
+                    )
 
+    if args.profile:
+        text = []
+        for b in benches:
+            print(f"profiling {b.name} at {resolutions[0]}px fp32 ...", flush=True)
+            text.append(
+                f"## {b.name}, {resolutions[0]}px, fp32, batch 1\n{profile_table(b, resolutions[0], device)}"
+            )
+        prof_path = out.with_name(out.stem + "_profile.txt")
+        prof_path.write_text(f"{command}\n\n" + "\n\n".join(text) + "\n")
+        print(f"wrote {prof_path}")
     for r in records:
         r["kind"] = "inference"
     write_json(out, records + extra)
     plot(records, out.with_suffix(".png"))
 
-    cols = ["model", "resolution", "dtype", "params_M", "encode_img_s", "decode_img_s", "reconstruct_img_s", "reconstruct_vs_flux",
-            "peak_mem_mb", "gflop_per_img", "achieved_gflops", "fraction_of_matmul_peak"]
+    cols = [
+        "model",
+        "resolution",
+        "dtype",
+        "params_M",
+        "encode_img_s",
+        "decode_img_s",
+        "reconstruct_img_s",
+        "reconstruct_vs_flux",
+        "peak_mem_mb",
+        "gflop_per_img",
+        "achieved_gflops",
+        "fraction_of_matmul_peak",
+    ]
     print("\n" + markdown_table(records, cols))
     print("\nmatmul peak GFLOP/s: " + ", ".join(f"{d} {v:.1f}" for d, v in peaks.items()))
     for r in records:
         if r["model"] == "transvae-t-f16d32" and r["reconstruct_vs_flux"]:
-            print(f"HEADLINE {r['resolution']}px {r['dtype']}: TransVAE-T / FLUX-VAE-config reconstruct throughput = {r['reconstruct_vs_flux']:.2f}x")
+            print(
+                f"HEADLINE {r['resolution']}px {r['dtype']}: TransVAE-T / FLUX-VAE-config reconstruct throughput = {r['reconstruct_vs_flux']:.2f}x"
+            )
     if extra:
-        print("\n" + markdown_table(extra, ["kind", "model", "resolution", "dtype", "train_step_s_per_img", "compile_s", "encode_speedup", "decode_speedup"]))
+        print(
+            "\n"
+            + markdown_table(
+                extra,
+                [
+                    "kind",
+                    "model",
+                    "resolution",
+                    "dtype",
+                    "train_step_s_per_img",
+                    "compile_s",
+                    "encode_speedup",
+                    "decode_speedup",
+                ],
+            )
+        )
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
 
 

@@ -44,8 +44,18 @@ def test_random_crops_are_reproducible(bench):
     b = bu.random_crops(photos, 5, 8, torch.Generator().manual_seed(1))
     assert a.shape == (5, 3, 8, 8) and a.dtype == torch.uint8 and torch.equal(a, b)
     # every crop is a (possibly flipped) window of one of the photos
-    windows = {p[:, i : i + 8, j : j + 8].flatten().tolist().__repr__() for p in photos for i in range(13) for j in range(23)}
-    windows |= {p[:, i : i + 8, j : j + 8].flip(-1).flatten().tolist().__repr__() for p in photos for i in range(13) for j in range(23)}
+    windows = {
+        p[:, i : i + 8, j : j + 8].flatten().tolist().__repr__()
+        for p in photos
+        for i in range(13)
+        for j in range(23)
+    }
+    windows |= {
+        p[:, i : i + 8, j : j + 8].flip(-1).flatten().tolist().__repr__()
+        for p in photos
+        for i in range(13)
+        for j in range(23)
+    }
     assert all(c.flatten().tolist().__repr__() in windows for c in a)
 
 

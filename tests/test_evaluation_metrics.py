@@ -21,7 +21,6 @@ from transvae.evaluation import (
     resize_center_crop,
     ssim_per_image,
 )
-from transvae.evaluation import weights as weights_mod
 
 
 def _pairs(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -153,9 +152,15 @@ def test_missing_weights_offline_give_a_clear_error_naming_the_option(tmp_path, 
     with pytest.raises(WeightsUnavailableError, match="--fid-weights"):
         FIDMetric()
     with pytest.raises(WeightsUnavailableError, match="--lpips-weights"):
-        weights_mod.torchvision_checkpoint("vgg16", option="--lpips-weights")
+        build_lpips("vgg")
     with pytest.raises(WeightsUnavailableError, match="no such file"):
         FIDMetric(weights_path=tmp_path / "nope.pth")
+    with pytest.raises(WeightsUnavailableError, match="--lpips-weights"):
+        build_lpips("alex", weights_path=tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(WeightsUnavailableError, match="not a torchvision checkpoint"):
+        build_lpips("alex", weights_path=bad)
     assert not list((tmp_path / "hub").rglob("*.partial"))
 
 

@@ -169,20 +169,22 @@ def build_lpips(
 
     if net not in LPIPS_NETS:
         raise ValueError(f"unknown LPIPS network '{net}', choose from {LPIPS_NETS}")
+    # find the weights first: a missing file should fail before the slow network construction
+    state = None
+    if random_init:
+        source = "random backbone (test stand-in)"
+    elif weights_path is not None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise WeightsUnavailableError(f"--lpips-weights {path}: no such file")
+        state, source = load_torch_checkpoint(path), str(path)
+    else:
+        arch = {"vgg": "vgg16", "alex": "alexnet"}[net]
+        state, source = torchvision_checkpoint(arch, option="--lpips-weights")
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
         # pnet_rand=True: never let lpips/torchvision download on their own; we load the backbone below
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-    if random_init:
-        source = "random backbone (test stand-in)"
-    else:
-        if weights_path is not None:
-            path = Path(weights_path)
-            if not path.is_file():
-                raise WeightsUnavailableError(f"--lpips-weights {path}: no such file")
-            state, source = load_torch_checkpoint(path), str(path)
-        else:
-            arch = {"vgg": "vgg16", "alex": "alexnet"}[net]
-            state, source = torchvision_checkpoint(arch, option="--lpips-weights")
+    if state is not None:
         _load_lpips_backbone(model, state, source)
     return LPIPSMetric(model, net, source).to(device or "cpu")
