@@ -131,6 +131,27 @@ def test_train_resolution_not_a_multiple_of_the_compression_ratio(capsys, images
     assert rc == 2 and "250" in line and "16" in line, line
 
 
+@pytest.mark.xfail(
+    reason="known gap (reported to the lead): MissingWeightsError escapes `transvae train` as a traceback "
+    "instead of a one-line UserError; remove this mark once cli/train.py turns it into one",
+    strict=False,
+)
+def test_train_missing_loss_weights_offline_is_one_line(capsys, images, tmp_path, monkeypatch):
+    needs("transvae.cli.train")
+    import urllib.error
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    args = [*train_args(images, tmp_path, "--resolution", "32", "--max-steps", "1", "--workers", "0")]
+    rc, _, err = cli(capsys, *args, "--loss.vf_weight=0", "--loss.gan_weight=0", "--log.tensorboard=false")
+    line = one_error_line(err)
+    assert rc == 2 and "loss.lpips_weights" in line
+
+
 def test_train_unknown_model_lists_choices(capsys, images, tmp_path, no_training):
     rc, _, err = cli(capsys, "train", "--model", "nope", "--data", images, "--out", tmp_path / "run")
     line = one_error_line(err)

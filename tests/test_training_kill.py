@@ -81,3 +81,35 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     assert load_checkpoint(ckpt)["step"] == 12
     assert not list((out / "checkpoints").glob(".*.tmp"))  # temp files of killed writes were cleaned up
     transvae.from_pretrained(out / "model")
+
+
+def test_sigterm_to_the_process_group_with_workers_saves_and_resumes(tmp_path):
+    """Cluster preemption signals every process of the job, DataLoader workers included."""
+    import os
+
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "run"
+    ckpt = out / "checkpoints" / "last.pt"
+    cmd = [a if a != "0" else "1" for a in _cmd(data, out, resume=False)]  # --workers 1
+    cmd[cmd.index("--max-steps") + 1] = "400"
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    t0 = time.time()
+    while not ckpt.exists() and proc.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "stopped by SIGTERM" in output and "--resume" in output
+    step = load_checkpoint(ckpt)["step"]
+    assert 1 <= step < 400
+    resumed = _cmd(data, out, resume=True)
+    resumed[resumed.index("--max-steps") + 1] = str(step + 1)
+    done = subprocess.run(resumed, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load_checkpoint(ckpt)["step"] == step + 1

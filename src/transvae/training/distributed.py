@@ -94,7 +94,9 @@ def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:
     import inspect
 
     params = inspect.signature(DDP.__init__).parameters
-    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    sync = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    )
     return DDP(module, device_ids=ids, **sync)
 
 

@@ -87,6 +87,13 @@ class DiscriminatorStep(nn.Module):
         return self.loss_fn.discriminator_loss(x, recon, step, stage)
 
 
+def _ignore_sigterm(worker_id: int) -> None:  # noqa: ARG001
+    # A scheduler preempting the job signals the whole process group; the workers must not die
+    # first, or the main process fails before it can save its checkpoint. The main process
+    # shuts its workers down itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _lr_lambda(warmup: int):
     # linear warmup over `warmup` optimizer steps, then constant (Appendix D)
     return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
@@ -255,6 +262,7 @@ class Trainer:
         )
         if d.num_workers > 0:
             common["persistent_workers"] = True
+            common["worker_init_fn"] = _ignore_sigterm
         if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             return DataLoader(self.train_dataset, batch_size=self.micro_batch, **common)
         f = unwrap_model(self.model).spatial_compression_ratio
