@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or DOCS_DIR / ("extrapolation_quick.json" if args.quick else "extrapolation.json")
     photos = load_photos([args.data / "val"], limit=args.val_limit or (8 if args.quick else None))
 
-    from transvae.models import load_model
+    from transvae.models.hub import load_model
 
     results, grid = [], {}
     largest = max(args.resolutions)

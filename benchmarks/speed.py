@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import statistics
 import sys
 import time
@@ -344,6 +345,7 @@ def profile_table(b: Bench, res: int, device: torch.device, rows: int = 15) -> s
 
 
 def plot(records: list[dict], path: Path) -> None:
+    """Bars of reconstruct throughput relative to flux-vae-config (or the first model) per group."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,23 +353,34 @@ def plot(records: list[dict], path: Path) -> None:
 
     groups = sorted({(r["resolution"], r["dtype"]) for r in records})
     models = list(dict.fromkeys(r["model"] for r in records))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * len(models) / 2), 4), dpi=80)
+    ref_name = "flux-vae-config" if "flux-vae-config" in models else models[0]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(models) / 2), 4), dpi=80)
     width = 0.8 / len(models)
     for j, m in enumerate(models):
-        xs, ys = [], []
         for i, g in enumerate(groups):
             r = next((r for r in records if r["model"] == m and (r["resolution"], r["dtype"]) == g), None)
-            if r:
-                xs.append(i + j * width)
-                ys.append(r["reconstruct_img_s"])
-        ax.bar(xs, ys, width, label=m)
-        for xx, yy in zip(xs, ys, strict=True):
-            ax.text(xx, yy, f"{yy:.2g}", ha="center", va="bottom", fontsize=7)
+            ref = next(
+                (r for r in records if r["model"] == ref_name and (r["resolution"], r["dtype"]) == g), None
+            )
+            if r is None or ref is None:
+                continue
+            y = r["reconstruct_img_s"] / ref["reconstruct_img_s"]
+            ax.bar(i + j * width, y, width, color=f"C{j}", label=m if i == 0 else None)
+            ax.text(
+                i + j * width,
+                y,
+                f"{y:.2f}x\n{r['reconstruct_img_s']:.3g}/s",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], [f"{r}px {d}" for r, d in groups])
-    ax.set_ylabel("reconstruct images/s (higher is better)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title("encode + decode throughput, interleaved in one run", fontsize=10)
+    ax.set_ylabel(f"reconstruct throughput / {ref_name}")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(
+        "encode + decode throughput, models interleaved in one run (labels: ratio, img/s)", fontsize=9
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -410,7 +423,13 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="256 only, TransVAE-T and flux-vae-config, 2 timed passes"
     )
     p.add_argument("--out", type=Path, default=None, help="JSON path (PNG written next to it)")
+    p.add_argument("--replot", type=Path, default=None, help="redraw the PNG of an existing JSON and exit")
     args = p.parse_args(argv)
+    if args.replot:
+        recs = [r for r in json.loads(args.replot.read_text()) if r.get("kind") == "inference"]
+        plot(recs, args.replot.with_suffix(".png"))
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -318,3 +318,18 @@ def test_stage2_freezes_encoder_and_trains_decoder_with_gan_multires(images, tmp
     logged = (tmp_path / "s2" / "metrics.jsonl").read_text()
     assert "loss/g_loss" in logged and "disc/d_loss" in logged and "loss/w_gan_adaptive" in logged
     assert len(shapes) == 2 and set(shapes) <= {(32, 32), (32, 48)}
+
+
+def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "--steps", "2", "--model", "transvae-nano-f16d32"]
+    assert main([*args, "--resolution", "32", "--batch-size", "2"]) == 0
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 2 and m["held_out_tiles"] == 6  # chelsea at 80x121 px: 2 x 3 tiles of 32
+    assert m["psnr_start"] > 0 and m["psnr_end"] > 0 and m["psnr_end"] != m["psnr_start"]
+    assert {p.name for p in out.glob("recon_*.png")} == {"recon_start.png", "recon_end.png"}
+    assert not (out / "data" / "train" / "chelsea.png").exists()  # held out
+    assert "held-out PSNR" in capsys.readouterr().out
+    transvae.from_pretrained(out / "run" / "model")

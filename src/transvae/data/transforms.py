@@ -18,16 +18,6 @@ from PIL import Image
 from .io import pil_to_tensor
 
 
-def resize_shorter_side(im: Image.Image, size: int) -> Image.Image:
-    """Resize so that the shorter side is ``size`` (aspect ratio kept, bicubic, antialiased)."""
-    w, h = im.size
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    if (nw, nh) == (w, h):
-        return im
-    return im.resize((nw, nh), Image.BICUBIC, reducing_gap=None)
-
-
 def resize_to_cover(im: Image.Image, height: int, width: int, scale: float = 1.0) -> Image.Image:
     """Smallest aspect-preserving resize (times ``scale`` >= 1) that covers a ``height`` x ``width`` crop."""
     w, h = im.size

@@ -7,8 +7,6 @@ track training instead of the random initialisation.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from timm.utils.model_ema import ModelEmaV3
 
@@ -47,9 +45,3 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["weights"])
         self.num_updates = int(state["num_updates"])
-
-
-def frozen_copy(model: AutoencoderBase) -> AutoencoderBase:
-    """A gradient-free copy of ``model`` (used when EMA is off, for evaluation snapshots)."""
-    m = copy.deepcopy(model)
-    return m.requires_grad_(False)
