@@ -120,22 +120,12 @@ def test_train_bad_arguments(capsys, images, tmp_path, no_training, extra, words
         assert w in line, line
 
 
-@pytest.mark.xfail(
-    reason="known gap (reported to the lead): train does not check data.resolution against the model's "
-    "compression ratio before building the trainer; remove this mark once cli/train.py checks it",
-    strict=False,
-)
 def test_train_resolution_not_a_multiple_of_the_compression_ratio(capsys, images, tmp_path, no_training):
     rc, _, err = cli(capsys, *train_args(images, tmp_path, "--resolution", "250"))
     line = one_error_line(err)
     assert rc == 2 and "250" in line and "16" in line, line
 
 
-@pytest.mark.xfail(
-    reason="known gap (reported to the lead): MissingWeightsError escapes `transvae train` as a traceback "
-    "instead of a one-line UserError; remove this mark once cli/train.py turns it into one",
-    strict=False,
-)
 def test_train_missing_loss_weights_offline_is_one_line(capsys, images, tmp_path, monkeypatch):
     needs("transvae.cli.train")
     import urllib.error
@@ -294,3 +284,25 @@ def test_evaluate_bad_arguments(capsys, model_dir, images, tmp_path):
         capsys, "evaluate", "--model", model_dir, "--data", images, "--out", out, "--resolution", "100"
     )
     assert rc == 2 and "not a multiple" in one_error_line(err)
+
+
+def test_evaluate_with_no_readable_image_fails(capsys, model_dir, bad_image, tmp_path):
+    needs("transvae.cli.evaluate")
+    rc, _, err = cli(
+        capsys,
+        "evaluate",
+        "--model",
+        model_dir,
+        "--data",
+        bad_image,
+        "--out",
+        tmp_path / "ev",
+        "--resolution",
+        "32",
+        "--metrics",
+        "psnr",
+        "--num-workers",
+        "0",
+        "--quiet",
+    )
+    assert rc == 1 and "no image could be evaluated" in err and "Traceback" not in err

@@ -183,6 +183,13 @@ def run(args) -> int:
     except FileNotFoundError as e:
         raise UserError(str(e)) from e
     _print_summary(payload, Path(args.out))
+    if not any(r.get("num_images") for r in payload.get("results", [])):
+        # every file was unreadable (or the folder had none): a run that measured nothing fails
+        print(
+            "transvae evaluate: error: no image could be evaluated (see the skipped files above)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -116,11 +116,33 @@ def resolve(args: argparse.Namespace):
             raise UserError(f"data path not found: {p}")
     if not cfg.data.train:
         raise UserError("no training data: pass --data DIR")
+    if not cfg.model.init:
+        _check_sizes(cfg)
     if run_dir.exists() and (run_dir / "checkpoints" / "last.pt").exists() and not args.resume:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
     return cfg, run_dir
+
+
+def _check_sizes(cfg) -> None:
+    """Training sizes must be multiples of the model's compression ratio (checked before any work)."""
+    from ..models import create_model
+
+    f = create_model(cfg.model.name, device="meta").spatial_compression_ratio
+    sizes = [(cfg.data.resolution, cfg.data.resolution)]
+    for b in cfg.data.buckets:
+        try:
+            h, w = (int(v) for v in str(b).lower().split("x"))
+        except ValueError as e:
+            raise UserError(f"data.buckets entry '{b}' is not of the form HxW (e.g. 256x192)") from e
+        sizes.append((h, w))
+    for h, w in sizes:
+        if h % f or w % f:
+            raise UserError(
+                f"training size {h}x{w} is not a multiple of {cfg.model.name}'s compression ratio {f}; "
+                f"use e.g. --resolution {max(f, round(h / f) * f)}"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,12 +154,15 @@ def run(args: argparse.Namespace) -> int:
     cfg, run_dir = resolve(args)
 
     from ..data.datasets import StrictDataError
+    from ..losses import MissingWeightsError
     from ..training import CheckpointError, Trainer, TrainingError
     from ..training import distributed as D
 
     try:
         trainer = Trainer(cfg, run_dir, resume=args.resume)
         summary = trainer.fit()
+    except MissingWeightsError as e:
+        raise UserError(str(e).strip().replace("\n", " ")) from e
     except (TrainingError, CheckpointError, StrictDataError, FileNotFoundError, ValueError) as e:
         raise UserError(str(e).splitlines()[0] if isinstance(e, FileNotFoundError) else str(e)) from e
     except OSError as e:

@@ -1,5 +1,21 @@
 """Image loading, datasets and transforms."""
 
-from .io import ImageLoadError, list_images, load_image, pil_to_tensor, tensor_to_pil, tensor_to_uint8
+from .io import (
+    ImageLoadError,
+    decode_image,
+    list_images,
+    load_image,
+    pil_to_tensor,
+    tensor_to_pil,
+    tensor_to_uint8,
+)
 
-__all__ = ["ImageLoadError", "list_images", "load_image", "pil_to_tensor", "tensor_to_pil", "tensor_to_uint8"]
+__all__ = [
+    "ImageLoadError",
+    "decode_image",
+    "list_images",
+    "load_image",
+    "pil_to_tensor",
+    "tensor_to_pil",
+    "tensor_to_uint8",
+]

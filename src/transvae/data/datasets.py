@@ -253,21 +253,16 @@ def make_webdataset(
         raise ImportError(
             "WebDataset shards need the 'webdataset' package: pip install 'transvae[webdataset]'"
         ) from e
-    import io as _io
-
-    from .io import to_rgb
+    from .io import decode_image
 
     def decode(sample: dict[str, Any]) -> dict[str, Any] | None:
         key = sample.get("__key__", "?")
         data = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
-        from PIL import Image
-
         try:
             if data is None:
                 raise ValueError("no jpg/png/webp entry")
-            with Image.open(_io.BytesIO(data)) as im:
-                im.load()
-                rgb = to_rgb(im)
+            # same rules as files on disk: format allow-list, EXIF, pixel limit, mode conversion
+            rgb = decode_image(data, f"{sample.get('__url__', 'shard')}:{key}")
         except Exception as e:  # any decoding failure of an untrusted shard member
             if strict:
                 raise StrictDataError(f"bad sample {key}: {e}") from e
