@@ -94,9 +94,11 @@ class TransVAEConfig(ModelConfig):
                 raise ConfigError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.latent_kernel not in (1, 3):
             raise ConfigError(f"latent_kernel must be 1 or 3, got {self.latent_kernel}")
-        for d, kind in zip(self.dims, self.stage_kinds()):
+        for d, kind in zip(self.dims, self.stage_kinds(), strict=True):
             if kind == "transformer" and d % self.head_dim:
-                raise ConfigError(f"Transformer stage width {d} is not a multiple of head_dim {self.head_dim}")
+                raise ConfigError(
+                    f"Transformer stage width {d} is not a multiple of head_dim {self.head_dim}"
+                )
 
     def stage_kinds(self) -> list[str]:
         return ["cnn" if i < self.num_cnn_stages else "transformer" for i in range(len(self.dims))]
@@ -128,7 +130,9 @@ class Stage(nn.Module):
                     for _ in range(depth)
                 ]
             )
-        self.pos_embed = LearnedPosEmbed(dim, grid) if kind == "transformer" and cfg.pos_embed == "learned" else None
+        self.pos_embed = (
+            LearnedPosEmbed(dim, grid) if kind == "transformer" and cfg.pos_embed == "learned" else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "cnn":
@@ -149,7 +153,9 @@ class OutNorm(nn.Module):
 
     def __init__(self, dim: int, kind: str):
         super().__init__()
-        self.norm = nn.GroupNorm(num_groups(dim), dim, eps=1e-6) if kind == "cnn" else nn.LayerNorm(dim, eps=1e-6)
+        self.norm = (
+            nn.GroupNorm(num_groups(dim), dim, eps=1e-6) if kind == "cnn" else nn.LayerNorm(dim, eps=1e-6)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.norm, nn.GroupNorm):
@@ -179,13 +185,18 @@ class Encoder(nn.Module):
         else:  # SeqConv stem: 3x3 conv, then log2(p) overlapping 2x downsamplings
             ch = cfg.stem_channels()
             self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
-            self.stem.extend(DownSample(a, b, "seqconv", cfg.dc_shortcut) for a, b in zip(ch[:-1], ch[1:]))
+            self.stem.extend(
+                DownSample(a, b, "seqconv", cfg.dc_shortcut) for a, b in zip(ch[:-1], ch[1:], strict=True)
+            )
         self.downs = nn.ModuleList(
             [nn.Identity()]
-            + [DownSample(a, b, cfg.patch_embed, cfg.dc_shortcut) for a, b in zip(cfg.dims[:-1], cfg.dims[1:])]
+            + [
+                DownSample(a, b, cfg.patch_embed, cfg.dc_shortcut)
+                for a, b in zip(cfg.dims[:-1], cfg.dims[1:], strict=True)
+            ]
         )
         self.stages = nn.ModuleList(
-            Stage(cfg, d, n, k, g) for d, n, k, g in zip(cfg.dims, cfg.depths, kinds, grids)
+            Stage(cfg, d, n, k, g) for d, n, k, g in zip(cfg.dims, cfg.depths, kinds, grids, strict=True)
         )
         self.norm_out = OutNorm(cfg.dims[-1], kinds[-1])
         k = cfg.latent_kernel
@@ -195,7 +206,7 @@ class Encoder(nn.Module):
         x = self.conv_in(x)  # (B, d0 or c0, H/p', W/p')
         for i, down in enumerate(self.stem):
             x = down(F.silu(x) if i else x)
-        for down, stage in zip(self.downs, self.stages):
+        for down, stage in zip(self.downs, self.stages, strict=True):
             x = stage(down(x))  # (B, d_i, H/(p 2^i), W/(p 2^i))
         return self.conv_out(F.silu(self.norm_out(x)))  # (B, 2*latent, H/f, W/f)
 
@@ -209,11 +220,15 @@ class Decoder(nn.Module):
         k = cfg.latent_kernel
         self.conv_in = nn.Conv2d(cfg.latent_channels, cfg.dims[-1], k, padding=k // 2)
         self.stages = nn.ModuleList(
-            Stage(cfg, d, n, kd, g) for d, n, kd, g in reversed(list(zip(cfg.dims, cfg.depths, kinds, grids)))
+            Stage(cfg, d, n, kd, g)
+            for d, n, kd, g in reversed(list(zip(cfg.dims, cfg.depths, kinds, grids, strict=True)))
         )
         dims_rev = list(reversed(cfg.dims))
         self.ups = nn.ModuleList(
-            [UpSample(a, b, cfg.patch_out, cfg.dc_shortcut) for a, b in zip(dims_rev[:-1], dims_rev[1:])]
+            [
+                UpSample(a, b, cfg.patch_out, cfg.dc_shortcut)
+                for a, b in zip(dims_rev[:-1], dims_rev[1:], strict=True)
+            ]
             + [nn.Identity()]
         )
         self.norm_out = OutNorm(cfg.dims[0], kinds[0])
@@ -227,13 +242,15 @@ class Decoder(nn.Module):
             self.shuffle = nn.PixelShuffle(p)
         else:  # SeqConv head: log2(p) overlapping 2x upsamplings, then a 3x3 conv
             ch = list(reversed(cfg.stem_channels()))
-            self.head.extend(UpSample(a, b, "seqconv", cfg.dc_shortcut) for a, b in zip(ch[:-1], ch[1:]))
+            self.head.extend(
+                UpSample(a, b, "seqconv", cfg.dc_shortcut) for a, b in zip(ch[:-1], ch[1:], strict=True)
+            )
             self.conv_out = nn.Conv2d(ch[-1], cfg.in_channels, 3, padding=1)
             self.shuffle = nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(z)  # (B, d_last, h, w)
-        for stage, up in zip(self.stages, self.ups):
+        for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
         x = F.silu(self.norm_out(x))
         for up in self.head:
@@ -255,7 +272,9 @@ class TransVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        n_transformer = sum(d for d, k in zip(config.depths, config.stage_kinds()) if k == "transformer")
+        n_transformer = sum(
+            d for d, k in zip(config.depths, config.stage_kinds(), strict=True) if k == "transformer"
+        )
         init_weights(self, 2 * n_transformer)
 
     @property
@@ -265,7 +284,9 @@ class TransVAE(AutoencoderBase):
 
 # --- The paper's variants (Appendix B, Table 3): paper (encoder, decoder) params in millions ---
 _TABLE3 = {
-    "transvae-l-f8d16": dict(latent_channels=16, depths=(3, 3, 6, 8), dims=(192, 384, 768, 1536), pp=(353, 366)),
+    "transvae-l-f8d16": dict(
+        latent_channels=16, depths=(3, 3, 6, 8), dims=(192, 384, 768, 1536), pp=(353, 366)
+    ),
     "transvae-t-f16d32": dict(depths=(3, 3, 3, 3, 3), dims=(128, 128, 256, 256, 512), pp=(21, 23)),
     "transvae-b-f16d32": dict(depths=(3, 3, 3, 3, 3), dims=(128, 128, 256, 512, 1024), pp=(67, 73)),
     "transvae-l-f16d32": dict(depths=(3, 3, 3, 4, 6), dims=(192, 192, 384, 768, 1536), pp=(266, 279)),
