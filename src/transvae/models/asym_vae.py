@@ -72,10 +72,7 @@ class AsymVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = CNNDecoder(config.decoder_config())
-        n_transformer = sum(
-            d for d, k in zip(config.depths, config.stage_kinds(), strict=True) if k == "transformer"
-        )
-        init_weights(self, 2 * n_transformer)
+        init_weights(self, 2 * config.num_transformer_blocks)
 
     @property
     def spatial_compression_ratio(self) -> int:

@@ -104,6 +104,10 @@ class TransVAEConfig(ModelConfig):
         return ["cnn" if i < self.num_cnn_stages else "transformer" for i in range(len(self.dims))]
 
     @property
+    def num_transformer_blocks(self) -> int:
+        return sum(d for d, k in zip(self.depths, self.stage_kinds(), strict=True) if k == "transformer")
+
+    @property
     def compression(self) -> int:
         return self.patch_size * 2 ** (len(self.dims) - 1)
 
@@ -272,10 +276,7 @@ class TransVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        n_transformer = sum(
-            d for d, k in zip(config.depths, config.stage_kinds(), strict=True) if k == "transformer"
-        )
-        init_weights(self, 2 * n_transformer)
+        init_weights(self, 2 * config.num_transformer_blocks)
 
     @property
     def spatial_compression_ratio(self) -> int:
