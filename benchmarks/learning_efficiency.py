@@ -8,6 +8,11 @@ against training wall-clock time. Trained models are saved under ``runs/bench/<l
 
     python benchmarks/learning_efficiency.py --quick            # minutes
     python benchmarks/learning_efficiency.py                    # ~1 hour on an idle 2-core CPU
+    python benchmarks/learning_efficiency.py --workers 1        # one process, torch's threads
+
+On a CPU the models are trained in parallel processes with one thread each (``--workers``,
+default: one per core), which is faster than one process using every core for these small
+models; the per-model results are then merged into one JSON and plot.
     python benchmarks/learning_efficiency.py --list             # the model labels
 """
 
@@ -16,8 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -98,7 +107,7 @@ def print_table(results: list[dict], steps: int) -> None:
     )
 
 
-def merge(paths: list[Path], out: Path) -> None:
+def merge(paths: list[Path], out: Path, command: str | None = None) -> None:
     """Combine runs made with the same settings except possibly ``steps`` (e.g. models trained
     in parallel processes); each result keeps its own step count."""
     payloads = [json.loads(p.read_text()) for p in paths]
@@ -111,7 +120,7 @@ def merge(paths: list[Path], out: Path) -> None:
     )
     merged["results"] = [dict(r, steps=pl["settings"]["steps"]) for pl in payloads for r in pl["results"]]
     merged["settings"] = dict(merged["settings"], steps=max(r["steps"] for r in merged["results"]))
-    merged["command"] = (
+    merged["command"] = command or (
         "python benchmarks/learning_efficiency.py --merge " + " ".join(map(str, paths)) + f" --out {out}"
     )
     write_json(out, merged)
@@ -123,6 +132,62 @@ def merge(paths: list[Path], out: Path) -> None:
     )
     print_table(merged["results"], s["steps"])
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
+
+
+def training_gflop(base: str, overrides: dict, crop: int) -> float:
+    """Forward GFLOP of one crop, counted on the meta device (orders the work of parallel runs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from transvae.models import create_model
+
+    model = create_model(base, device="meta", **overrides).requires_grad_(False)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.empty(1, 3, crop, crop, device="meta"))
+    return fc.get_total_flops() / 1e9
+
+
+def run_parallel(
+    args: argparse.Namespace, wanted: list[str], by_slug: dict, settings, out: Path, command: str
+) -> None:
+    """Train each model in its own single-threaded subprocess, ``args.workers`` at a time (the
+    costliest first), then merge the per-model JSONs into ``out`` in the usual model order."""
+    cost = {s_: training_gflop(by_slug[s_][1], by_slug[s_][2], settings.crop) for s_ in wanted}
+    order = sorted(wanted, key=lambda s_: -cost[s_])
+    tmp = Path(tempfile.mkdtemp(prefix="learning_efficiency_"))
+    common = [
+        "--data", str(args.data), "--steps", str(settings.steps), "--batch-size", str(settings.batch_size),
+        "--lr", str(settings.lr), "--eval-every", str(settings.eval_every), "--seed", str(settings.seed),
+        "--device", args.device, "--save-dir", str(args.save_dir), "--threads", "1", "--workers", "1",
+    ]  # fmt: skip
+    if args.val_limit:
+        common += ["--val-limit", str(args.val_limit)]
+    if args.quick:
+        common.append("--quick")
+    if args.no_save:
+        common.append("--no-save")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    print(f"training {len(order)} models in {args.workers} single-threaded processes; logs in {tmp}/")
+
+    def one(s_: str) -> Path:
+        path, log = tmp / f"{s_}.json", tmp / f"{s_}.log"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *common, "--models", s_, "--out", str(path)]
+        t = time.time()
+        with open(log, "w") as f:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        if rc != 0:
+            raise RuntimeError(
+                f"{s_} failed (exit {rc}); last lines of {log}:\n"
+                + "".join(log.read_text().splitlines(True)[-15:])
+            )
+        final = json.loads(path.read_text())["results"][0]["curve"][-1]
+        print(
+            f"  done {by_slug[s_][0]:34s} PSNR {final['psnr']:.2f} dB  ({time.time() - t:.0f}s)", flush=True
+        )
+        return path
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        paths = dict(zip(order, pool.map(one, order), strict=True))
+    merge([paths[s_] for s_ in wanted], out, command=command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,6 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON path (PNG written next to it)")
     p.add_argument("--save-dir", type=Path, default=RUNS_DIR, help="where trained models go (gitignored)")
     p.add_argument("--no-save", action="store_true")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel single-threaded training processes (default: one per CPU core on CPU, 1 on GPU)",
+    )
     p.add_argument(
         "--merge",
         nargs="+",
@@ -174,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     base = (
         TrainSettings(steps=30, batch_size=8, eval_every=10, warmup=10)
         if args.quick
-        else TrainSettings(steps=250, batch_size=16, eval_every=25, warmup=25)
+        else TrainSettings(steps=400, batch_size=16, eval_every=25, warmup=25)
     )
     overrides = {
         "steps": args.steps,
@@ -190,6 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or DOCS_DIR / (
         "learning_efficiency_quick.json" if args.quick else "learning_efficiency.json"
     )
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    workers = args.workers or (1 if device.type != "cpu" or args.threads else os.cpu_count() or 1)
+    if workers > 1 and len(wanted) > 1:
+        args.workers = min(workers, len(wanted))
+        run_parallel(args, wanted, by_slug, settings, out, command)
+        return
 
     t0 = time.time()
     train = load_photos([args.data / "train", args.data / "test"])
@@ -221,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         payload = dict(
             benchmark="learning_efficiency",
             quick=args.quick,
-            command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+            command=command,
             settings=dataclasses.asdict(settings),
             data=dict(root=str(args.data), train_photos=len(train), val_crops=len(val)),
             machine=machine_info(device),
