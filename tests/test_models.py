@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import transvae
 from transvae.cli import main as cli_main
 from transvae.models import ConfigError, DiagonalGaussianDistribution, model_table
-from transvae.models.blocks import Attention, FeedForward, ResBlock
+from transvae.models.blocks import Attention, DownSample, FeedForward, ResBlock, UpSample
 from transvae.models.transvae import Stage
 
 TABLE3 = {  # name: (encoder, decoder) parameters in millions, Appendix B Table 3
@@ -249,3 +250,53 @@ def test_stage_is_shape_agnostic():
     st = Stage(cfg, 32, 1, "transformer", (4, 4))
     for hw in [(3, 5), (7, 2)]:
         assert st(torch.randn(2, 32, *hw)).shape == (2, 32, *hw)
+
+
+# --- inference fast paths give the same numbers as the DC-AE reference formulas -------------
+
+
+@pytest.mark.parametrize(
+    "in_ch,out_ch,kind",
+    [
+        (32, 32, "seqconv"),
+        (64, 32, "seqconv"),
+        (16, 32, "seqconv"),
+        (64, 32, "pixelshuffle"),
+        (32, 32, "pixelshuffle"),
+    ],
+)
+def test_upsample_shortcut_matches_repeat_interleave(in_ch, out_ch, kind):
+
+    up = UpSample(in_ch, out_ch, kind)
+    x = torch.randn(2, in_ch, 5, 7)
+    reference = F.pixel_shuffle(x.repeat_interleave(up.repeats, dim=1), 2)  # DC-AE's definition
+    assert torch.equal(up.shortcut_path(x), reference)
+    main = (
+        up.conv(F.interpolate(x, scale_factor=2.0)) if kind == "seqconv" else F.pixel_shuffle(up.conv(x), 2)
+    )
+    with torch.no_grad():
+        assert torch.equal(up(x), main + reference)
+
+
+@pytest.mark.parametrize("in_ch,out_ch", [(32, 32), (32, 64), (64, 128)])
+def test_downsample_shortcut_matches_unshuffle_mean(in_ch, out_ch):
+
+    down = DownSample(in_ch, out_ch)
+    x = torch.randn(2, in_ch, 6, 10)
+    u = F.pixel_unshuffle(x, 2)
+    b, c, h, w = u.shape
+    reference = F.pixel_unshuffle(down.conv(x), 2) + u.view(b, out_ch, c // out_ch, h, w).mean(dim=2)
+    torch.testing.assert_close(down(x), reference, rtol=0, atol=1e-6)
+
+
+def test_resblock_inplace_inference_path_matches_autograd_path():
+    block = ResBlock(32)
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    y_grad = block(x)
+    y_grad.sum().backward()  # the autograd path must stay differentiable
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        x_copy = x.detach().clone()
+        y_fast = block(x_copy)
+    assert torch.equal(y_fast, y_grad.detach())
+    assert torch.equal(x_copy, x.detach())  # the input is never modified in place
