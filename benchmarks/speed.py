@@ -341,6 +341,81 @@ def profile_table(b: Bench, res: int, device: torch.device, rows: int = 15) -> s
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=55)
 
 
+def _parts(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The encoder's and decoder's direct children, ModuleLists expanded (one row per stage)."""
+    rows = []
+    for part in ("encoder", "decoder"):
+        for name, child in getattr(module, part).named_children():
+            if isinstance(child, torch.nn.ModuleList):
+                rows += [
+                    (f"{part}.{name}.{i}", c)
+                    for i, c in enumerate(child)
+                    if not isinstance(c, torch.nn.Identity)
+                ]
+            elif not isinstance(child, torch.nn.Identity):
+                rows.append((f"{part}.{name}", child))
+    return rows
+
+
+def stage_breakdown(b: Bench, res: int, device: torch.device, iters: int) -> list[dict]:
+    """Seconds, GFLOP and GFLOP/s of every encoder/decoder stage in one fp32 pass (median of
+    ``iters`` passes), timed with forward hooks; FLOPs counted per module on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = build(b.name, "meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        meta.decode(meta.encode(torch.empty(1, 3, res, res, device="meta")))
+    counts = fc.get_flop_counts()  # keyed by the called module's class: "Encoder.stages.0", ...
+
+    parts = _parts(b.module)
+    start, acc = {}, {}
+
+    def pre(name):
+        def hook(*_):
+            sync(device)
+            start[name] = time.perf_counter()
+
+        return hook
+
+    def post(name):
+        def hook(*_):
+            sync(device)
+            acc[name] += time.perf_counter() - start[name]
+
+        return hook
+
+    handles = [
+        h for n, m in parts for h in (m.register_forward_pre_hook(pre(n)), m.register_forward_hook(post(n)))
+    ]
+    x = torch.rand(1, 3, res, res, device=device) * 2 - 1
+    per_pass = {n: [] for n, _ in parts}
+    try:
+        for it in range(iters + 1):  # the first pass is warm-up
+            acc.update({n: 0.0 for n, _ in parts})
+            timed_pass(b, x, device, torch.float32)
+            if it:
+                for n in per_pass:
+                    per_pass[n].append(acc[n])
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for name, m in parts:
+        part, rest = name.split(".", 1)
+        gflop = sum(counts.get(f"{type(getattr(meta.module, part)).__name__}.{rest}", {}).values()) / 1e9
+        sec = statistics.median(per_pass[name])
+        rows.append(
+            dict(
+                part=name,
+                module=type(m).__name__,
+                seconds=sec,
+                gflop=gflop,
+                gflops=gflop / sec if sec else None,
+            )
+        )
+    return rows
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -418,6 +493,11 @@ def main(argv: list[str] | None = None) -> None:
         "--profile",
         action="store_true",
         help="write a torch.profiler table per model (first resolution, fp32)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="time and FLOPs of every encoder/decoder stage per model (first resolution, fp32)",
     )
     p.add_argument(
         "--quick", action="store_true", help="256 only, TransVAE-T and flux-vae-config, 2 timed passes"
@@ -547,6 +627,28 @@ def main(argv: list[str] | None = None) -> None:
         prof_path = out.with_name(out.stem + "_profile.txt")
         prof_path.write_text(f"{command}\n\n" + "\n\n".join(text) + "\n")
         print(f"wrote {prof_path}")
+    if args.breakdown:
+        res = resolutions[0]
+        for b in benches:
+            print(f"stage breakdown of {b.name} at {res}px fp32 ...", flush=True)
+            rows = stage_breakdown(b, res, device, iters)
+            total = sum(r["seconds"] for r in rows)
+            for r in rows:
+                r["share"] = r["seconds"] / total
+            extra.append(
+                dict(
+                    kind="breakdown",
+                    model=b.name,
+                    resolution=res,
+                    dtype="fp32",
+                    batch_size=1,
+                    stages=rows,
+                    machine=machine,
+                    command=command,
+                )
+            )
+            print(f"\n{b.name}, {res}px fp32, one image (median of {iters} passes):")
+            print(markdown_table(rows, ["part", "module", "seconds", "share", "gflop", "gflops"]))
     for r in records:
         r["kind"] = "inference"
     write_json(out, records + extra)
@@ -573,11 +675,12 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"HEADLINE {r['resolution']}px {r['dtype']}: TransVAE-T / FLUX-VAE-config reconstruct throughput = {r['reconstruct_vs_flux']:.2f}x"
             )
-    if extra:
+    extra_rows = [e for e in extra if e["kind"] != "breakdown"]  # breakdowns were printed above
+    if extra_rows:
         print(
             "\n"
             + markdown_table(
-                extra,
+                extra_rows,
                 [
                     "kind",
                     "model",

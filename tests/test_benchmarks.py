@@ -113,3 +113,22 @@ def test_peak_memory_sees_a_large_allocation(bench):
     if pm.mb is None:
         pytest.skip("peak RSS not measurable on this platform")
     assert pm.mb >= 50
+
+
+def test_stage_breakdown_covers_the_whole_model(bench):
+    speed = bench("speed")
+    b = speed.build("transvae-nano-f16d32", "cpu")
+    rows = speed.stage_breakdown(b, 64, torch.device("cpu"), iters=1)
+    parts = [r["part"] for r in rows]
+    assert "encoder.stages.0" in parts and "decoder.conv_out" in parts
+    assert all(r["seconds"] > 0 for r in rows)
+    # the per-stage FLOPs add up to the whole pass counted in one go
+    enc, dec = speed.flops_per_image("transvae-nano-f16d32", 64)
+    assert math.isclose(sum(r["gflop"] for r in rows), enc + dec, rel_tol=1e-6)
+
+
+def test_learning_efficiency_cost_estimate_orders_models(bench):
+    le = bench("learning_efficiency")
+    vit = le.training_gflop("vit-vae-mini-f16d32", {}, 64)
+    trans = le.training_gflop("transvae-mini-f16d32", {}, 64)
+    assert 0 < vit < trans  # the full-resolution CNN front-end costs more than 16x16 patches
