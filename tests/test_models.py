@@ -266,21 +266,35 @@ def test_stage_is_shape_agnostic():
     ],
 )
 def test_upsample_shortcut_matches_repeat_interleave(in_ch, out_ch, kind):
-
     up = UpSample(in_ch, out_ch, kind)
     x = torch.randn(2, in_ch, 5, 7)
     reference = F.pixel_shuffle(x.repeat_interleave(up.repeats, dim=1), 2)  # DC-AE's definition
     assert torch.equal(up.shortcut_path(x), reference)
+    x.requires_grad_(True)
+    reference = F.pixel_shuffle(x.repeat_interleave(up.repeats, dim=1), 2)
     main = (
         up.conv(F.interpolate(x, scale_factor=2.0)) if kind == "seqconv" else F.pixel_shuffle(up.conv(x), 2)
     )
+    expected = main + reference
+    y = up(x)  # SeqConv runs interpolate + 3x3 conv as four 2x2 sub-pixel convs
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, [x, up.conv.weight], g)
+    expected_grads = torch.autograd.grad(expected, [x, up.conv.weight], g)
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_upsample_seqconv_without_shortcut_and_channels_last():
+    up = UpSample(16, 16, "seqconv", shortcut=False)
+    x = torch.randn(1, 16, 6, 9).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        assert torch.equal(up(x), main + reference)
+        expected = up.conv(F.interpolate(x, scale_factor=2.0))
+        torch.testing.assert_close(up(x), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("in_ch,out_ch", [(32, 32), (32, 64), (64, 128)])
 def test_downsample_shortcut_matches_unshuffle_mean(in_ch, out_ch):
-
     down = DownSample(in_ch, out_ch)
     x = torch.randn(2, in_ch, 6, 10)
     u = F.pixel_unshuffle(x, 2)

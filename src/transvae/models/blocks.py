@@ -91,6 +91,12 @@ class DownSample(nn.Module):
         return y
 
 
+# Which taps of a 3x3 kernel over a nearest-2x-upsampled map hit input row (col) p of the 2x2
+# window of sub-pixel phase a: phase 0 sees rows (i-1, i) with taps (0 | 1+2), phase 1 sees
+# rows (i, i+1) with taps (0+1 | 2). Used by ``UpSample.interpolate_conv``.
+_PHASE_TAPS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+
+
 class UpSample(nn.Module):
     """2x spatial upsampling, the mirror of ``DownSample``.
 
@@ -112,10 +118,32 @@ class UpSample(nn.Module):
         self.kind, self.shortcut, self.repeats = kind, shortcut, 4 * out_ch // in_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = F.interpolate(x, scale_factor=2.0, mode="nearest") if self.kind == "seqconv" else None
-        y = self.conv(u) if u is not None else F.pixel_shuffle(self.conv(x), 2)  # (B, out, 2H, 2W)
-        if self.shortcut:
-            y = y + (u if u is not None and self.repeats == 4 else self.shortcut_path(x))
+        if self.kind == "seqconv":
+            return self.interpolate_conv(x, self.shortcut_path(x) if self.shortcut else None)
+        y = F.pixel_shuffle(self.conv(x), 2)  # (B, out, 2H, 2W)
+        return y + self.shortcut_path(x) if self.shortcut else y
+
+    def interpolate_conv(self, x: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """``conv3x3(nearest_2x(x))`` (plus ``add_to``), computed at the input resolution.
+
+        Nearest upsampling repeats every pixel in a 2x2 block, so each of the four sub-pixel
+        phases of the output sees only a 2x2 neighbourhood of ``x``: summing the 3x3 taps that
+        land on the same input pixel gives four 2x2 kernels, i.e. 4 instead of 9 multiply-adds
+        per output pixel and no upsampled copy of ``x``. Equal to the two-step form up to
+        float rounding (tests/test_models.py).
+        """
+        b, _, h, w = x.shape
+        weight, bias = self.conv.weight, self.conv.bias  # (O, I, 3, 3)
+        o, i = weight.shape[:2]
+        taps = weight.new_tensor(_PHASE_TAPS)  # (phase, 2x2 tap, 3x3 tap)
+        kernel = torch.einsum("apk,oikl,bql->oabipq", taps, weight, taps).reshape(4 * o, i, 2, 2)
+        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, None if bias is None else bias.repeat_interleave(4))
+        phases = phases.unflatten(1, (o, 2, 2))  # (B, O, 2, 2, H+1, W+1); phase (a, c) starts at (a, c)
+        y = phases.new_zeros(b, o, 2 * h, 2 * w) if add_to is None else add_to.contiguous()
+        grid = y.view(b, o, h, 2, w, 2)
+        for a in (0, 1):
+            for c in (0, 1):
+                grid[:, :, :, a, :, c] += phases[:, :, a, c, a : a + h, c : c + w]
         return y
 
     def shortcut_path(self, x: torch.Tensor) -> torch.Tensor:
