@@ -62,13 +62,15 @@ def plot_curves(results: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=80)
+    rungs = [r for r in results if r["label"] != "CNN-VAE" and "TransVAE" not in r["label"]]
     for r in results:
         c = r["curve"]
-        style = dict(lw=2.2) if r["label"] in ("CNN-VAE", "DC shortcut (= TransVAE)") else dict(lw=1.2)
         if "TransVAE" in r["label"]:
-            style["color"] = "black"
+            style = dict(color="black", lw=2.2)
         elif r["label"] == "CNN-VAE":
-            style["color"] = "tab:red"
+            style = dict(color="tab:red", lw=2.2)
+        else:  # the ladder rungs, from ViT-VAE (blue) to the rung before TransVAE (yellow)
+            style = dict(color=plt.cm.viridis(rungs.index(r) / max(len(rungs) - 1, 1)), lw=1.2)
         for row, key in enumerate(("psnr", "l1")):
             for col, xkey in enumerate(("step", "time_s")):
                 axes[row, col].plot([p[xkey] for p in c], [p[key] for p in c], label=r["label"], **style)
@@ -224,7 +226,15 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="combine result JSONs of runs with identical settings into --out",
     )
+    p.add_argument("--replot", type=Path, default=None, help="redraw the PNG of an existing JSON and exit")
     args = p.parse_args(argv)
+    if args.replot:
+        payload = json.loads(args.replot.read_text())
+        s = payload["settings"]
+        title = f"Validation on BSDS500 val, {s['crop']}px crops, batch {s['batch_size']}, lr {s['lr']:g}"
+        plot_curves(payload["results"], args.replot.with_suffix(".png"), title)
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return
     if args.merge:
         merge(args.merge, args.out or DOCS_DIR / "learning_efficiency.json")
         return
