@@ -43,7 +43,7 @@ def discover(save_dir: Path) -> list[str]:
     from learning_efficiency import model_specs
 
     order = [slug(label) for label, _, _ in model_specs()]
-    found = {p.parent.name for p in save_dir.glob("*/model/config.json")}
+    found = {p.parent.parent.name for p in save_dir.glob("*/model/config.json")}
     return [s for s in order if s in found] + sorted(found - set(order))
 
 

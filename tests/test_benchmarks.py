@@ -132,3 +132,12 @@ def test_learning_efficiency_cost_estimate_orders_models(bench):
     vit = le.training_gflop("vit-vae-mini-f16d32", {}, 64)
     trans = le.training_gflop("transvae-mini-f16d32", {}, 64)
     assert 0 < vit < trans  # the full-resolution CNN front-end costs more than 16x16 patches
+
+
+def test_extrapolation_discovers_saved_models_in_ladder_order(bench, tmp_path):
+    extrapolation = bench("extrapolation")
+    for name in ("dc-shortcut-transvae", "cnn-vae", "my-extra-model"):
+        (tmp_path / name / "model").mkdir(parents=True)
+        (tmp_path / name / "model" / "config.json").write_text("{}")
+    (tmp_path / "incomplete" / "model").mkdir(parents=True)  # no config.json: not a saved model
+    assert extrapolation.discover(tmp_path) == ["cnn-vae", "dc-shortcut-transvae", "my-extra-model"]
