@@ -103,6 +103,19 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def line_style(label: str, labels: list[str]) -> dict:
+    """Matplotlib style shared by the plots: TransVAE black, CNN-VAE red, both thick; the design
+    ladder rungs in between coloured from ViT-VAE (dark blue) to the last rung (yellow)."""
+    import matplotlib.pyplot as plt
+
+    if "TransVAE" in label:
+        return dict(color="black", lw=2.2)
+    if label == "CNN-VAE":
+        return dict(color="tab:red", lw=2.2)
+    rungs = [x for x in labels if x != "CNN-VAE" and "TransVAE" not in x]
+    return dict(color=plt.cm.viridis(rungs.index(label) / max(len(rungs) - 1, 1)), lw=1.2)
+
+
 # --- photos -----------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from bench_utils import (
     RUNS_DIR,
     center_crops,
     evaluate,
+    line_style,
     load_photos,
     machine_info,
     markdown_table,
@@ -57,18 +58,23 @@ def reconstruct(model, x8: torch.Tensor) -> torch.Tensor:
     return tensor_to_uint8(model(to_unit(x8).to(device), sample_posterior=False).sample.cpu())
 
 
-def save_grid(original: torch.Tensor, recons: dict[str, torch.Tensor], path: Path, tile: int) -> None:
-    """One row: the original and every model's reconstruction, each resized to ``tile`` pixels."""
+def save_grid(
+    original: torch.Tensor, recons: dict[str, torch.Tensor], path: Path, tile: int, columns: int = 4
+) -> None:
+    """The original and every model's reconstruction, each resized to ``tile`` pixels, in rows
+    of ``columns`` tiles with the model name above each."""
     from PIL import Image, ImageDraw
 
     items = [("original", original)] + list(recons.items())
-    label_h = 14
-    grid = Image.new("RGB", (tile * len(items), tile + label_h), "white")
+    label_h, cols = 14, min(columns, len(items))
+    rows = -(-len(items) // cols)
+    grid = Image.new("RGB", (tile * cols, (tile + label_h) * rows), "white")
     draw = ImageDraw.Draw(grid)
     for i, (name, img) in enumerate(items):
+        x, y = (i % cols) * tile, (i // cols) * (tile + label_h)
         im = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((tile, tile), Image.Resampling.LANCZOS)
-        grid.paste(im, (i * tile, label_h))
-        draw.text((i * tile + 2, 1), name[:40], fill="black")
+        grid.paste(im, (x, y + label_h))
+        draw.text((x + 2, y + 1), name[:40], fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, optimize=True)
     if path.stat().st_size > 300_000:  # keep docs light: fall back to a 256-colour palette
@@ -82,8 +88,10 @@ def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=80)
+    labels = [r["label"] for r in results]
     for r in results:
-        ax.plot(resolutions, [r["psnr"][str(s)] for s in resolutions], marker="o", label=r["label"])
+        style = line_style(r["label"], labels)
+        ax.plot(resolutions, [r["psnr"][str(s)] for s in resolutions], marker="o", label=r["label"], **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(resolutions, [str(s) for s in resolutions])
     ax.set_xlabel("evaluation resolution (trained at 64)")
@@ -93,6 +101,24 @@ def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def replot(path: Path, data: Path, save_dir: Path, grid_image: int) -> None:
+    """Redraw ``path``'s PSNR plot and its image grid from the saved models."""
+    from transvae.models.hub import load_model
+
+    payload = json.loads(path.read_text())
+    resolutions, largest = payload["resolutions"], max(payload["resolutions"])
+    plot(payload["results"], resolutions, path.with_suffix(".png"))
+    photos = load_photos([data / "val"], limit=payload["val_photos"])
+    crop = center_crops(photos, largest)[0][grid_image : grid_image + 1]
+    grid = {
+        r["label"]: reconstruct(load_model(save_dir / r["slug"] / "model").eval(), crop)[0]
+        for r in payload["results"]
+    }
+    grid_path = path.with_name(path.stem + f"_grid_{largest}.png")
+    save_grid(crop[0], grid, grid_path, tile=min(largest, 256))
+    print(f"wrote {path.with_suffix('.png')} and {grid_path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="8 val photos")
     p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
+    p.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        help="redraw the plot and image grid of an existing JSON (reconstructs one photo per model) and exit",
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        replot(args.replot, args.data, args.save_dir, args.grid_image)
+        return
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,6 +36,7 @@ from bench_utils import (
     RUNS_DIR,
     TrainSettings,
     center_crops,
+    line_style,
     load_photos,
     machine_info,
     markdown_table,
@@ -62,15 +63,10 @@ def plot_curves(results: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=80)
-    rungs = [r for r in results if r["label"] != "CNN-VAE" and "TransVAE" not in r["label"]]
+    labels = [r["label"] for r in results]
     for r in results:
         c = r["curve"]
-        if "TransVAE" in r["label"]:
-            style = dict(color="black", lw=2.2)
-        elif r["label"] == "CNN-VAE":
-            style = dict(color="tab:red", lw=2.2)
-        else:  # the ladder rungs, from ViT-VAE (blue) to the rung before TransVAE (yellow)
-            style = dict(color=plt.cm.viridis(rungs.index(r) / max(len(rungs) - 1, 1)), lw=1.2)
+        style = line_style(r["label"], labels)
         for row, key in enumerate(("psnr", "l1")):
             for col, xkey in enumerate(("step", "time_s")):
                 axes[row, col].plot([p[xkey] for p in c], [p[key] for p in c], label=r["label"], **style)
