@@ -118,18 +118,21 @@ class UpSample(nn.Module):
         self.kind, self.shortcut, self.repeats = kind, shortcut, 4 * out_ch // in_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut_grid(x) if self.shortcut else None  # (B, out, H, 2, W, 2) view
         if self.kind == "seqconv":
-            return self.interpolate_conv(x, self.shortcut_path(x) if self.shortcut else None)
+            return self.interpolate_conv(x, shortcut)
         y = F.pixel_shuffle(self.conv(x), 2)  # (B, out, 2H, 2W)
-        return y + self.shortcut_path(x) if self.shortcut else y
+        return y if shortcut is None else y + shortcut.reshape(y.shape)
 
-    def interpolate_conv(self, x: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
-        """``conv3x3(nearest_2x(x))`` (plus ``add_to``), computed at the input resolution.
+    def interpolate_conv(self, x: torch.Tensor, add_grid: torch.Tensor | None = None) -> torch.Tensor:
+        """``conv3x3(nearest_2x(x))`` (plus ``add_grid``, a (B, O, H, 2, W, 2) sub-pixel view),
+        computed at the input resolution.
 
         Nearest upsampling repeats every pixel in a 2x2 block, so each of the four sub-pixel
         phases of the output sees only a 2x2 neighbourhood of ``x``: summing the 3x3 taps that
         land on the same input pixel gives four 2x2 kernels, i.e. 4 instead of 9 multiply-adds
-        per output pixel and no upsampled copy of ``x``. Equal to the two-step form up to
+        per output pixel and no upsampled copy of ``x``. The phases are interleaved (and the
+        shortcut added) in one pass through a strided view. Equal to the two-step form up to
         float rounding (tests/test_models.py).
         """
         b, _, h, w = x.shape
@@ -139,28 +142,42 @@ class UpSample(nn.Module):
         kernel = torch.einsum("apk,oikl,bql->oabipq", taps, weight, taps).reshape(4 * o, i, 2, 2)
         phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, None if bias is None else bias.repeat_interleave(4))
         phases = phases.unflatten(1, (o, 2, 2))  # (B, O, 2, 2, H+1, W+1); phase (a, c) starts at (a, c)
-        y = phases.new_zeros(b, o, 2 * h, 2 * w) if add_to is None else add_to.contiguous()
-        grid = y.view(b, o, h, 2, w, 2)
-        for a in (0, 1):
-            for c in (0, 1):
-                grid[:, :, :, a, :, c] += phases[:, :, a, c, a : a + h, c : c + w]
-        return y
+        # Output pixel (2h + a, 2w + c) is phases[:, :, a, c, h + a, w + c]: an affine index, so
+        # the interleaved (B, O, H, 2, W, 2) grid is a strided view of ``phases`` (no copy).
+        sb, so, sa, sc, sh, sw = phases.stride()
+        grid = phases.as_strided(
+            (b, o, h, 2, w, 2), (sb, so, sh, sa + sh, sw, sc + sw), phases.storage_offset()
+        )
+        if add_grid is None:
+            y = grid.contiguous()
+        elif torch.is_grad_enabled():
+            y = grid + add_grid
+        else:  # one pass, written straight into a contiguous output
+            y = torch.add(
+                grid, add_grid, out=grid.new_empty(grid.shape, dtype=torch.result_type(grid, add_grid))
+            )
+        return y.reshape(b, o, 2 * h, 2 * w)
 
-    def shortcut_path(self, x: torch.Tensor) -> torch.Tensor:
-        """DC-AE's ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)`` written as one copy.
+    def shortcut_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """DC-AE's shortcut ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)`` as a
+        (B, out, H, 2, W, 2) view of ``x`` where possible (no copy).
 
         Output channel ``o`` at sub-pixel ``(i, j)`` reads input channel ``o * 4/r + (2i + j) // r``;
-        for ``r = 4`` that is the nearest 2x upsampling of ``x`` (which SeqConv already computed).
+        for ``r = 4`` that is the nearest 2x upsampling of ``x``.
         """
         b, c, h, w = x.shape
         r, out = self.repeats, c * self.repeats // 4
         if r == 4:
-            g = x.view(b, out, h, 1, w, 1).expand(b, out, h, 2, w, 2)
-        elif r == 2:  # rows from channel 2o + i, repeated along columns
-            g = x.view(b, out, 2, h, w).permute(0, 1, 3, 2, 4).unsqueeze(-1).expand(b, out, h, 2, w, 2)
-        else:
-            return F.pixel_shuffle(x.repeat_interleave(r, dim=1), 2)
-        return g.reshape(b, out, 2 * h, 2 * w)
+            return x.view(b, out, h, 1, w, 1).expand(b, out, h, 2, w, 2)
+        if r == 2:  # rows from channel 2o + i, repeated along columns
+            return x.view(b, out, 2, h, w).permute(0, 1, 3, 2, 4).unsqueeze(-1).expand(b, out, h, 2, w, 2)
+        return F.pixel_shuffle(x.repeat_interleave(r, dim=1), 2).view(b, out, h, 2, w, 2)
+
+    def shortcut_path(self, x: torch.Tensor) -> torch.Tensor:
+        """The DC shortcut as a (B, out, 2H, 2W) tensor."""
+        b, _, h, w = x.shape
+        g = self.shortcut_grid(x)
+        return g.reshape(b, g.shape[1], 2 * h, 2 * w)
 
 
 class Attention(nn.Module):
