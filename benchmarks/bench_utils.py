@@ -206,12 +206,19 @@ class TrainSettings:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 25) -> dict:
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 25,
+    reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
     """Validation L1 (in [-1, 1] units, on the posterior mode) and mean per-image PSNR (uint8).
 
     Args:
         model: an ``AutoencoderBase``.
         images: (N, 3, H, W) uint8.
+        reconstruct: maps a [-1, 1] batch to its reconstruction (default: the model's forward
+            on the posterior mode), e.g. a tiled ``InferenceRunner.reconstruct``.
     """
     from transvae.data.io import tensor_to_uint8
     from transvae.evaluation.metrics import psnr_per_image
@@ -223,7 +230,8 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 25)
     for i in range(0, len(images), batch_size):
         x8 = images[i : i + batch_size]
         x = to_unit(x8).to(device)
-        y = model(x, sample_posterior=False).sample.float().cpu()  # (b, 3, H, W)
+        y = reconstruct(x) if reconstruct else model(x, sample_posterior=False).sample
+        y = y.float().cpu()  # (b, 3, H, W)
         l1_sum += (y.clamp(-1, 1) - to_unit(x8)).abs().mean(dim=(1, 2, 3)).sum().item()
         psnrs.append(psnr_per_image(x8, tensor_to_uint8(y)).clamp(max=100.0))
     model.train(was_training)

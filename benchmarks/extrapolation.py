@@ -18,6 +18,7 @@ at a fixed resolution rather than one model across resolutions.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -137,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         "--val-limit", type=int, default=None, help="number of val photos (default all 100; quick 8)"
     )
     p.add_argument("--grid-image", type=int, default=0, help="index of the val photo shown in the grid")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="also evaluate every larger resolution in tiles of this many pixels (e.g. the training size; overlap 1/4)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="8 val photos")
@@ -174,11 +181,21 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(folder, device=device).eval()
         meta = json.loads((folder / "config.json").read_text()).get("metadata", {})
         label = meta.get("label", s_)
-        psnr, l1 = {}, {}
+        psnr, l1, psnr_tiled, l1_tiled = {}, {}, {}, {}
         for res in args.resolutions:
             r = evaluate(model, crops[res][0], batch_size=max(1, 16 * 64 * 64 // (res * res)))
             psnr[str(res)], l1[str(res)] = r["psnr"], r["l1"]
             print(f"{label:40s} {res:4d}px  PSNR {r['psnr']:.2f}  L1 {r['l1']:.4f}", flush=True)
+            if args.tile_size and res > args.tile_size:
+                from transvae.inference.runner import InferenceRunner
+
+                runner = InferenceRunner(model, max_pixels=0, tile_size=args.tile_size)
+                tiled = functools.partial(runner.reconstruct, tiled=True)
+                r = evaluate(model, crops[res][0], batch_size=4, reconstruct=tiled)
+                psnr_tiled[str(res)], l1_tiled[str(res)] = r["psnr"], r["l1"]
+                print(
+                    f"{label:40s} {res:4d}px  PSNR {r['psnr']:.2f}  L1 {r['l1']:.4f}  (tiles of {args.tile_size})"
+                )
         grid[label] = reconstruct(model, crops[largest][0][args.grid_image : args.grid_image + 1])[0]
         results.append(
             dict(
@@ -188,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
                 train_settings=meta.get("train_settings"),
                 psnr=psnr,
                 l1=l1,
+                **(
+                    dict(tile_size=args.tile_size, psnr_tiled=psnr_tiled, l1_tiled=l1_tiled)
+                    if args.tile_size
+                    else {}
+                ),
             )
         )
 
@@ -206,9 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     grid_path = out.with_name(out.stem + f"_grid_{largest}.png")
     save_grid(crops[largest][0][args.grid_image], grid, grid_path, tile=min(largest, 256))
     rows = [
-        dict(model=r["label"], **{f"psnr@{s}": r["psnr"][str(s)] for s in args.resolutions}) for r in results
+        dict(
+            model=r["label"],
+            **{f"psnr@{s}": r["psnr"][str(s)] for s in args.resolutions},
+            **{f"tiled@{s}": v for s, v in r.get("psnr_tiled", {}).items()},
+        )
+        for r in results
     ]
-    print("\n" + markdown_table(rows, ["model", *(f"psnr@{s}" for s in args.resolutions)]))
+    tiled_cols = [f"tiled@{s}" for s in args.resolutions if args.tile_size and s > args.tile_size]
+    print("\n" + markdown_table(rows, ["model", *(f"psnr@{s}" for s in args.resolutions), *tiled_cols]))
     print(f"\nwrote {out}, {out.with_suffix('.png')} and {grid_path}")
 
 

@@ -142,6 +142,11 @@ class UpSample(nn.Module):
         kernel = torch.einsum("apk,oikl,bql->oabipq", taps, weight, taps).reshape(4 * o, i, 2, 2)
         phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, None if bias is None else bias.repeat_interleave(4))
         phases = phases.unflatten(1, (o, 2, 2))  # (B, O, 2, 2, H+1, W+1); phase (a, c) starts at (a, c)
+        if torch.compiler.is_compiling():  # a traceable form; inductor fuses its copies
+            grid = torch.stack([phases[:, :, a, c, a : a + h, c : c + w] for a in (0, 1) for c in (0, 1)], 2)
+            grid = grid.unflatten(2, (2, 2)).permute(0, 1, 4, 2, 5, 3)  # (B, O, H, 2, W, 2)
+            y = grid if add_grid is None else grid + add_grid
+            return y.contiguous().view(b, o, 2 * h, 2 * w)
         # Output pixel (2h + a, 2w + c) is phases[:, :, a, c, h + a, w + c]: an affine index, so
         # the interleaved (B, O, H, 2, W, 2) grid is a strided view of ``phases`` (no copy).
         sb, so, sa, sc, sh, sw = phases.stride()
