@@ -9,11 +9,11 @@ against training wall-clock time. Trained models are saved under ``runs/bench/<l
     python benchmarks/learning_efficiency.py --quick            # minutes
     python benchmarks/learning_efficiency.py                    # ~1 hour on an idle 2-core CPU
     python benchmarks/learning_efficiency.py --workers 1        # one process, torch's threads
+    python benchmarks/learning_efficiency.py --list             # the model labels
 
 On a CPU the models are trained in parallel processes with one thread each (``--workers``,
 default: one per core), which is faster than one process using every core for these small
 models; the per-model results are then merged into one JSON and plot.
-    python benchmarks/learning_efficiency.py --list             # the model labels
 """
 
 from __future__ import annotations

@@ -314,3 +314,14 @@ def test_resblock_inplace_inference_path_matches_autograd_path():
         y_fast = block(x_copy)
     assert torch.equal(y_fast, y_grad.detach())
     assert torch.equal(x_copy, x.detach())  # the input is never modified in place
+
+
+def test_resblock_inference_path_keeps_autocast_dtype_promotion():
+    block = ResBlock(16)
+    x = torch.randn(1, 16, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_grad = block(x)
+        with torch.no_grad():
+            y_fast = block(x)
+    assert y_fast.dtype == y_grad.dtype  # the in-place add must not round the residual to bf16
+    torch.testing.assert_close(y_fast, y_grad.detach())

@@ -48,7 +48,9 @@ class ResBlock(nn.Module):
         inplace = not torch.is_grad_enabled()
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))  # (B, C, H, W)
         h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
-        return h.add_(self.skip(x)) if inplace else self.skip(x) + h
+        skip = self.skip(x)
+        # (under autocast h may be bf16 and the skip fp32: then add out of place, promoting as before)
+        return h.add_(skip) if inplace and h.dtype == torch.promote_types(h.dtype, skip.dtype) else skip + h
 
 
 class DownSample(nn.Module):
