@@ -1,9 +1,10 @@
 """Speed, memory and FLOPs of TransVAE and its peers, side by side in one run.
 
-Models: registered names (TransVAE variants, ``cnn-vae-*`` / ``vit-vae-*`` baselines) and two
-diffusers ``AutoencoderKL`` peers with random weights: ``flux-vae-config`` (FLUX.1 VAE: 16
-latent channels, blocks [128, 256, 512, 512], 2 layers per block, f8, no quant convs) and
-``sd-vae-config`` (SD VAE: 4 latent channels, same blocks, with quant convs).
+Models: registered names (TransVAE variants, ``cnn-vae-*`` / ``vit-vae-*`` baselines) and
+diffusers peers with random weights: ``flux-vae-config`` (FLUX.1 VAE: 16 latent channels, blocks
+[128, 256, 512, 512], 2 layers per block, f8, no quant convs), ``sd-vae-config`` (SD VAE: 4
+latent channels, same blocks, with quant convs), both ``AutoencoderKL``, and
+``dc-ae-f32c32-config`` (DC-AE f32c32-in-1.0, ``AutoencoderDC``).
 
 Per (resolution, dtype) all models are interleaved pass by pass (so background load hits them
 alike) and the median is reported. One pass = encode (posterior mode) + decode, timed in two
@@ -50,6 +51,30 @@ PEER_CONFIGS = {
     # CompVis/stable-diffusion-v1-4 (and SD 2.x) vae/config.json
     "sd-vae-config": dict(latent_channels=4, use_quant_conv=True, use_post_quant_conv=True),
 }
+# mit-han-lab DC-AE "dc-ae-f32c32-in-1.0" (efficientvit dc_ae.py ``dc_ae_f32c32``; diffusers'
+# scripts/convert_dcae_to_diffusers.py ``get_ae_config``): widths [128, 256, 512, 512, 1024, 1024],
+# encoder depths [0, 4, 8, 2, 2, 2], decoder [0, 5, 10, 2, 2, 2], EfficientViT (ReLU linear
+# attention, no multi-scale) in the last three stages, pixel-(un)shuffle resampling.
+DC_AE_CONFIGS = {
+    "dc-ae-f32c32-config": dict(
+        latent_channels=32,
+        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+        decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+        encoder_layers_per_block=(0, 4, 8, 2, 2, 2),
+        decoder_layers_per_block=(0, 5, 10, 2, 2, 2),
+        encoder_qkv_multiscales=((),) * 6,
+        decoder_qkv_multiscales=((),) * 6,
+        decoder_norm_types=("batch_norm",) * 3 + ("rms_norm",) * 3,
+        decoder_act_fns=("relu",) * 3 + ("silu",) * 3,
+        downsample_block_type="pixel_unshuffle",
+        upsample_block_type="pixel_shuffle",
+    ),
+}
+# ``tiny=True`` (dry runs of the GPU suite): the same classes and layouts at a quarter of the width
+_TINY_KL_WIDTHS = (32, 32, 64, 64)
+_TINY_DC_WIDTHS = (32, 32, 64, 64, 128, 128)
 _COMMON_PEER = dict(
     in_channels=3,
     out_channels=3,
@@ -67,41 +92,65 @@ _COMMON_PEER = dict(
 
 
 class Bench:
-    """A model reduced to ``encode(x) -> z`` and ``decode(z) -> image`` callables."""
+    """A model reduced to ``encode(x) -> z`` and ``decode(z) -> image`` callables.
 
-    def __init__(self, name: str, module: torch.nn.Module, diffusers_api: bool):
-        self.name, self.module, self.diffusers_api = name, module, diffusers_api
+    ``api``: ``"transvae"`` (``encode`` returns a posterior), ``"kl"`` (diffusers
+    ``AutoencoderKL``: ``.latent_dist``) or ``"dc"`` (diffusers ``AutoencoderDC``: ``.latent``).
+    """
+
+    def __init__(self, name: str, module: torch.nn.Module, api: str):
+        self.name, self.module, self.api = name, module, api
         self.params = sum(p.numel() for p in module.parameters())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if self.diffusers_api:
+        if self.api == "kl":
             return self.module.encode(x).latent_dist.mode()
+        if self.api == "dc":
+            return self.module.encode(x).latent
         return self.module.encode(x).mode()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        if self.diffusers_api:
+        if self.api in ("kl", "dc"):
             return self.module.decode(z).sample
         return self.module.decode(z)
 
 
-def build(name: str, device: torch.device | str) -> Bench:
-    """Build ``name`` (registered model or peer config) with random weights on ``device``."""
+def build(name: str, device: torch.device | str, tiny: bool = False) -> Bench:
+    """Build ``name`` (registered model or peer config) with random weights on ``device``.
+
+    ``tiny`` shrinks the diffusers peers' widths (for dry runs); registered models are unchanged.
+    """
     if name in PEER_CONFIGS:
         from diffusers import AutoencoderKL
 
+        widths = dict(block_out_channels=_TINY_KL_WIDTHS) if tiny else {}
         with torch.device(device):
-            module = AutoencoderKL(**_COMMON_PEER, **PEER_CONFIGS[name])
-        return Bench(name, module.eval(), diffusers_api=True)
+            module = AutoencoderKL(**{**_COMMON_PEER, **PEER_CONFIGS[name], **widths})
+        return Bench(name, module.eval(), api="kl")
+    if name in DC_AE_CONFIGS:
+        from diffusers import AutoencoderDC
+
+        widths = (
+            dict(encoder_block_out_channels=_TINY_DC_WIDTHS, decoder_block_out_channels=_TINY_DC_WIDTHS)
+            if tiny
+            else {}
+        )
+        with torch.device(device):
+            module = AutoencoderDC(**{**DC_AE_CONFIGS[name], **widths})
+        return Bench(name, module.eval(), api="dc")
     from transvae.models import create_model
 
-    return Bench(name, create_model(name, device=device).eval(), diffusers_api=False)
+    return Bench(name, create_model(name, device=device).eval(), api="transvae")
 
 
-def flops_per_image(name: str, res: int) -> tuple[float, float]:
+def flops_per_image(name: str, res: int, tiny: bool = False) -> tuple[float, float]:
     """(encode, decode) GFLOP for one res x res image, counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    b = build(name, "meta")
+    b = build(name, "meta", tiny)
+    # frozen: under no_grad the FLOP counter's module tracker trips over views of parameters
+    # that require grad (ViT-VAE's learned position embedding)
+    b.module.requires_grad_(False)
     x = torch.empty(1, 3, res, res, device="meta")
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
@@ -299,12 +348,21 @@ def measure_train_step(
 
 
 def measure_compile(
-    b: Bench, res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int
+    b: Bench,
+    res: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    batch: int,
+    iters: int,
+    backend: str = "inductor",
 ) -> dict:
-    """Eager vs ``torch.compile`` encode/decode throughput for one model (interleaved)."""
-    compiled = Bench(b.name, b.module, b.diffusers_api)
-    compiled.encode = torch.compile(b.encode)
-    compiled.decode = torch.compile(b.decode)
+    """Eager vs ``torch.compile`` encode/decode throughput for one model (interleaved).
+
+    ``backend`` is passed to ``torch.compile`` (``"eager"`` only traces: the GPU suite's dry run).
+    """
+    compiled = Bench(b.name, b.module, b.api)
+    compiled.encode = torch.compile(b.encode, backend=backend)
+    compiled.decode = torch.compile(b.decode, backend=backend)
     x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
     t0 = time.perf_counter()
     timed_pass(compiled, x, device, dtype)  # compiles
@@ -322,6 +380,7 @@ def measure_compile(
         model=b.name,
         resolution=res,
         dtype={v: k for k, v in DTYPES.items()}[dtype],
+        backend=backend,
         compile_s=compile_s,
         encode_speedup=med["eager"][0] / med["compiled"][0],
         decode_speedup=med["eager"][1] / med["compiled"][1],
