@@ -110,7 +110,7 @@ def choose_dtype(
     dtype = DTYPES[requested] if isinstance(requested, str) else requested
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"unsupported compute dtype {requested!r}; use fp32, bf16 or fp16")
-    if device.type != "cpu" or force or cpu_dtype_is_fast(dtype):
+    if dtype == torch.float32 or device.type != "cpu" or force or cpu_dtype_is_fast(dtype):
         return dtype, None
     name = _DTYPE_NAMES[dtype]
     return torch.float32, (
