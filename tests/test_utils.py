@@ -20,11 +20,13 @@ NANO = "transvae-nano-f16d32"
 def test_training_estimate_grows_with_batch_and_counts_optimizer_state():
     m = transvae.create_model(NANO, device="meta")
     small = estimate_memory(m, 1, 64, 64, train=True)
+    two = estimate_memory(m, 2, 64, 64, train=True)
     big = estimate_memory(m, 4, 64, 64, train=True)
     n = m.num_parameters()
     assert small["weights"] == 4 * n and small["optimizer"] == 12 * n
-    # activations scale with the batch; weights do not
-    assert big["activations"] == pytest.approx(4 * small["activations"], rel=1e-6)
+    # activations grow linearly with the batch (plus the weights the ops save); weights do not
+    per_image = two["activations"] - small["activations"]
+    assert per_image > 0 and big["activations"] - two["activations"] == pytest.approx(2 * per_image)
     assert big["weights"] == small["weights"]
     # 4x the pixels -> at most 4x the activations (weights saved by the ops do not grow), not the
     # 16x an N x N attention matrix would give: fused SDPA keeps O(N)
