@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models.base import AutoencoderBase, AutoencoderOutput, ConfigError, _coerce
+from ..models.base import AutoencoderBase, AutoencoderOutput
+from ..utils.config import ConfigError, from_dict
 from .alignment import DinoFeatures, VFLoss
 from .gan import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, vanilla_d_loss
 from .perceptual import LPIPSLoss
@@ -96,17 +97,7 @@ class LossConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LossConfig:
         """Build from plain data (``{"lpips_weight": 0, ...}``), refusing unknown keys and wrong types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown loss config key(s) {unknown}; valid keys: {sorted(fields)}")
-        kwargs = {}
-        for k, v in d.items():
-            default = fields[k].default
-            if default is None and v is not None and not isinstance(v, str):
-                raise ConfigError(f"config key 'loss.{k}' must be a string (a path) or null, got {v!r}")
-            kwargs[k] = _coerce(f"loss.{k}", _parse_number(v, default), default)
-        return cls(**kwargs)
+        return from_dict(cls, d, prefix="loss.", what="loss config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,7 +165,9 @@ class VAELoss(nn.Module):
             step: global step (for ``disc_start``).
             stage: 1 (L1 + LPIPS + KL + VF) or 2 (encoder frozen: + GAN from ``disc_start``).
         Returns:
-            ``(total, logs)``: the scalar loss to back-propagate, and every term and weight as floats.
+            ``(total, logs)``: the scalar loss to back-propagate, and every term and weight, as
+            detached 0-d tensors (or floats for constant weights): reading them is left to the
+            caller, so a training step needs no extra host synchronisation (``to_floats``).
             Terms: total, nll (weighted L1 + LPIPS), l1, lpips, kl, kl_per_image, vf, vf_cos,
             vf_dist, g_loss; weights: w_l1, w_lpips, w_kl, w_vf, w_vf_adaptive, w_gan,
             w_gan_adaptive. Disabled terms are absent (stage 1 has no GAN keys).
@@ -220,7 +213,7 @@ class VAELoss(nn.Module):
             logs.update(g_loss=g, w_gan=w_gan, w_gan_adaptive=w_ad)
 
         logs["total"] = total
-        return total, _to_floats(logs)
+        return total, _detach(logs)
 
     def discriminator_loss(
         self, x: torch.Tensor, x_rec: torch.Tensor, step: int, stage: int
@@ -237,7 +230,8 @@ class VAELoss(nn.Module):
             step: global step.
             stage: 1 or 2.
         Returns:
-            ``(d_loss, logs)`` with logs d_loss, logits_real, logits_fake, d_factor.
+            ``(d_loss, logs)`` with logs d_loss, logits_real, logits_fake, d_factor (detached
+            0-d tensors or floats, see ``forward``).
         """
         if self.discriminator is None:
             raise RuntimeError("discriminator_loss: loss.gan_weight is 0, there is no discriminator")
@@ -252,17 +246,7 @@ class VAELoss(nn.Module):
             "logits_fake": logits_fake.float().mean(),
             "d_factor": factor,
         }
-        return d_loss, _to_floats(logs)
-
-
-def _parse_number(value: Any, default: Any) -> Any:
-    """Accept numbers written as strings for numeric keys: YAML 1.1 reads ``1e-8`` as a string."""
-    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            return int(value) if isinstance(default, int) else float(value)
-        except ValueError:
-            return value  # _coerce reports it
-    return value
+        return d_loss, _detach(logs)
 
 
 def _check_stage(stage: int) -> None:
@@ -270,8 +254,12 @@ def _check_stage(stage: int) -> None:
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
 
 
-def _to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """Detach and convert to Python floats with a single device synchronisation."""
+def _detach(logs: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor | float]:
+    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+
+
+def to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """A loss's logs as Python floats, with a single device synchronisation."""
     keys = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
     values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
     out = {k: float(v) for k, v in logs.items() if not isinstance(v, torch.Tensor)}
