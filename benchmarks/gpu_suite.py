@@ -122,6 +122,9 @@ SPEED_MODELS = (
     "transvae-t-f16d32",
     "transvae-b-f16d32",
     "transvae-l-f16d32",
+    # the same TransVAE-T with channels-last weights and inputs: should the library compute in
+    # channels-last on GPUs too, as it does on CPUs (models.blocks.compute_layout)?
+    "transvae-t-f16d32+channels-last",
     "flux-vae-config",
     "sd-vae-config",
     "dc-ae-f32c32-config",
@@ -223,7 +226,7 @@ class Sizes:
             memory_models=[f"{f}-nano-f16d32" for f in PAPER_FAMILIES],
             memory_res=64,
             memory_batch=1,
-            speed_models=("transvae-nano-f16d32",) + SPEED_MODELS[3:],
+            speed_models=("transvae-nano-f16d32", "transvae-nano-f16d32+channels-last") + SPEED_MODELS[4:],
             tiny_peers=True,
             speed_settings=_unique([(32, bf16, 1), (32, torch.float32, 1)]),
             speed_iters=1,

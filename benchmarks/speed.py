@@ -72,6 +72,7 @@ DC_AE_CONFIGS = {
         upsample_block_type="pixel_shuffle",
     ),
 }
+CHANNELS_LAST = "+channels-last"
 # ``tiny=True`` (dry runs of the GPU suite): the same classes and layouts at a quarter of the width
 _TINY_KL_WIDTHS = (32, 32, 64, 64)
 _TINY_DC_WIDTHS = (32, 32, 64, 64, 128, 128)
@@ -98,11 +99,14 @@ class Bench:
     ``AutoencoderKL``: ``.latent_dist``) or ``"dc"`` (diffusers ``AutoencoderDC``: ``.latent``).
     """
 
-    def __init__(self, name: str, module: torch.nn.Module, api: str):
+    def __init__(self, name: str, module: torch.nn.Module, api: str, channels_last: bool = False):
         self.name, self.module, self.api = name, module, api
+        self.channels_last = channels_last  # inputs converted to channels-last (weights too, in build)
         self.params = sum(p.numel() for p in module.parameters())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.api == "kl":
             return self.module.encode(x).latent_dist.mode()
         if self.api == "dc":
@@ -110,6 +114,8 @@ class Bench:
         return self.module.encode(x).mode()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
         if self.api in ("kl", "dc"):
             return self.module.decode(z).sample
         return self.module.decode(z)
@@ -119,7 +125,13 @@ def build(name: str, device: torch.device | str, tiny: bool = False) -> Bench:
     """Build ``name`` (registered model or peer config) with random weights on ``device``.
 
     ``tiny`` shrinks the diffusers peers' widths (for dry runs); registered models are unchanged.
+    A name ending in ``+channels-last`` (e.g. ``transvae-t-f16d32+channels-last``) is that model
+    with channels-last weights and inputs.
     """
+    if name.endswith(CHANNELS_LAST):
+        b = build(name.removesuffix(CHANNELS_LAST), device, tiny)
+        b.module.to(memory_format=torch.channels_last)
+        return Bench(name, b.module, b.api, channels_last=True)
     if name in PEER_CONFIGS:
         from diffusers import AutoencoderKL
 
@@ -162,6 +174,23 @@ def flops_per_image(name: str, res: int, tiny: bool = False) -> tuple[float, flo
 
 
 # --- measurement helpers ----------------------------------------------------------------------
+
+_CLOCK = time.perf_counter
+
+
+def clock() -> float:
+    """The timer of every timed pass: wall-clock (default) or, with ``--clock thread``, this
+    thread's CPU time, which other jobs time-slicing the same cores do not inflate (single-
+    threaded CPU runs only)."""
+    return _CLOCK()
+
+
+def set_clock(name: str) -> None:
+    """``"wall"`` (``time.perf_counter``) or ``"thread"`` (``time.thread_time``)."""
+    global _CLOCK
+    if name == "thread" and torch.get_num_threads() != 1:
+        raise SystemExit("--clock thread measures one thread's CPU time: use it with --threads 1")
+    _CLOCK = {"wall": time.perf_counter, "thread": time.thread_time}[name]
 
 
 def _libc():
@@ -225,10 +254,10 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int, reps: i
     best = float("inf")
     for _ in range(reps):
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         torch.mm(a, b)
         sync(device)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return 2 * n**3 / best / 1e9
 
 
@@ -265,13 +294,13 @@ def timed_pass(b: Bench, x: torch.Tensor, device: torch.device, dtype: torch.dty
     """One encode + decode pass; returns (encode seconds, decode seconds)."""
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         z = b.encode(x)
         sync(device)
-        t1 = time.perf_counter()
+        t1 = clock()
         b.decode(z)
         sync(device)
-        t2 = time.perf_counter()
+        t2 = clock()
     return t1 - t0, t2 - t1
 
 
@@ -335,7 +364,7 @@ def measure_train_step(
     for it in range(iters + 1):
         for n in list(models)[it % len(models) :] + list(models)[: it % len(models)]:
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             out = models[n](x)
             loss = (out.sample - x).abs().mean() + 1e-8 * out.posterior.kl().mean()
             opts[n].zero_grad(set_to_none=True)
@@ -343,7 +372,7 @@ def measure_train_step(
             opts[n].step()
             sync(device)
             if it:  # the first step is warm-up
-                times[n].append(time.perf_counter() - t0)
+                times[n].append(clock() - t0)
     return {n: statistics.median(t) / batch for n, t in times.items()}
 
 
@@ -360,7 +389,7 @@ def measure_compile(
 
     ``backend`` is passed to ``torch.compile`` (``"eager"`` only traces: the GPU suite's dry run).
     """
-    compiled = Bench(b.name, b.module, b.api)
+    compiled = Bench(b.name, b.module, b.api, b.channels_last)
     compiled.encode = torch.compile(b.encode, backend=backend)
     compiled.decode = torch.compile(b.decode, backend=backend)
     x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
@@ -432,14 +461,14 @@ def stage_breakdown(b: Bench, res: int, device: torch.device, iters: int) -> lis
     def pre(name):
         def hook(*_):
             sync(device)
-            start[name] = time.perf_counter()
+            start[name] = clock()
 
         return hook
 
     def post(name):
         def hook(*_):
             sync(device)
-            acc[name] += time.perf_counter() - start[name]
+            acc[name] += clock() - start[name]
 
         return hook
 
@@ -536,6 +565,12 @@ def main(argv: list[str] | None = None) -> None:
         "--channels-last", action="store_true", help="channels-last weights and inputs for every model"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "thread"],
+        default="wall",
+        help="wall-clock, or this thread's CPU time (CPU, --threads 1): robust to other jobs on the cores",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--train-step",
@@ -573,6 +608,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.clock != "wall" and device.type != "cpu":
+        raise SystemExit("--clock thread is for CPU runs")
+    set_clock(args.clock)
     names = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
     resolutions = args.resolutions or ([256] if args.quick else [256, 512, 1024])
     batch = args.batch_size or (8 if device.type == "cuda" else 1)
@@ -580,7 +618,7 @@ def main(argv: list[str] | None = None) -> None:
     train_step = args.train_step if args.train_step is not None else not args.quick
     out = args.out or DOCS_DIR / ("speed_quick.json" if args.quick else "speed.json")
     machine = machine_info(device)
-    machine["batch_size"], machine["channels_last"] = batch, args.channels_last
+    machine["batch_size"], machine["channels_last"], machine["clock"] = batch, args.channels_last, args.clock
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
 
     dtypes = list(args.dtypes)

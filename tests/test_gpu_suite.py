@@ -81,6 +81,7 @@ def test_dry_run_executes_every_part(tmp_path):
         models = row["models"]
         assert set(models) == {
             "transvae-nano-f16d32",
+            "transvae-nano-f16d32+channels-last",
             "flux-vae-config",
             "sd-vae-config",
             "dc-ae-f32c32-config",
@@ -153,9 +154,10 @@ def test_missing_diffusers_is_recorded_and_the_rest_runs(suite_mod, tmp_path, mo
     speed = res["parts"]["speed"]
     assert set(speed["build_errors"]) == {"flux-vae-config", "sd-vae-config", "dc-ae-f32c32-config"}
     assert all(e.startswith(("ImportError", "ModuleNotFoundError")) for e in speed["build_errors"].values())
-    assert speed["status"] == "ok" and list(speed["rows"][0]["models"]) == ["transvae-nano-f16d32"]
+    ours = ["transvae-nano-f16d32", "transvae-nano-f16d32+channels-last"]
+    assert speed["status"] == "ok" and list(speed["rows"][0]["models"]) == ours
     assert speed["rows"][0]["models"]["transvae-nano-f16d32"]["reconstruct_vs_flux"] is None
-    assert [r["model"] for r in res["parts"]["sdpa"]["rows"]] == ["transvae-nano-f16d32"]
+    assert [r["model"] for r in res["parts"]["sdpa"]["rows"]] == ours
 
 
 def test_failing_and_overrunning_items_are_recorded(suite_mod, tmp_path):

@@ -325,3 +325,64 @@ def test_resblock_inference_path_keeps_autocast_dtype_promotion():
             y_fast = block(x)
     assert y_fast.dtype == y_grad.dtype  # the in-place add must not round the residual to bf16
     torch.testing.assert_close(y_fast, y_grad.detach())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(
+    "in_ch,out_ch,shortcut", [(32, 32, True), (64, 32, True), (16, 32, True), (16, 16, False)]
+)
+def test_upsample_inference_path_matches_reference_in_both_layouts(in_ch, out_ch, shortcut, layout):
+    up = UpSample(in_ch, out_ch, "seqconv", shortcut)
+    x = torch.randn(2, in_ch, 5, 7).contiguous(memory_format=layout)
+    with torch.no_grad():
+        expected = up.conv(F.interpolate(x, scale_factor=2.0))
+        if shortcut:
+            expected = expected + F.pixel_shuffle(x.repeat_interleave(up.repeats, dim=1), 2)
+        y = up(x)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    assert y.is_contiguous(memory_format=layout)  # the output keeps the input's layout
+
+
+def test_transformer_stage_returns_a_channels_last_view_with_proper_strides():
+    cfg = transvae.create_model("transvae-nano-f16d32", device="meta").config
+    st = Stage(cfg, 32, 1, "transformer", (4, 4)).eval()
+    x = torch.randn(1, 32, 3, 5)
+    with torch.no_grad():
+        y = st(x)
+    # batch 1 too: a (1, C, H, W) view with a stray batch stride would make oneDNN and GroupNorm
+    # fall back to NCHW copies
+    assert y.stride() == (3 * 5 * 32, 1, 5 * 32, 32)
+
+
+@pytest.mark.parametrize(
+    "name", ["transvae-nano-f16d32", "transvae-mini-f16d32", "vit-vae-nano-f16d32", "cnn-vae-nano-f16d32"]
+)
+def test_channels_last_compute_on_cpu_matches_standard_layout(name, monkeypatch):
+    """On CPUs the encoders and decoders compute in channels-last (``blocks.compute_layout``); the
+    values, the gradients and the standard output layout are those of the NCHW computation."""
+    import transvae.models.cnn_vae as cnn_vae_mod
+    import transvae.models.transvae as transvae_mod
+
+    torch.manual_seed(0)
+    model = transvae.create_model(name)
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+
+    def run():
+        model.zero_grad()
+        z = model.encode(x).mode()
+        y = model.decode(z)
+        y.square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return z.detach(), y.detach(), grads
+
+    z, y, grads = run()
+    with torch.no_grad():
+        assert model.encoder(x).is_contiguous() and y.is_contiguous()
+    for mod in (transvae_mod, cnn_vae_mod):
+        monkeypatch.setattr(mod, "compute_layout", lambda t: t)  # the reference: NCHW throughout
+    z_ref, y_ref, grads_ref = run()
+    torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == grads_ref.keys() and len(grads) == len(list(model.parameters()))
+    for n in grads:
+        torch.testing.assert_close(grads[n], grads_ref[n], rtol=1e-4, atol=1e-5, msg=n)

@@ -29,6 +29,18 @@ def num_groups(channels: int, max_groups: int = 32, min_group_channels: int = 4)
     return 1
 
 
+def compute_layout(x: torch.Tensor) -> torch.Tensor:
+    """The memory layout the encoders and decoders compute in: channels-last (NHWC) on CPUs,
+    where it is oneDNN's native layout (its convolutions and pooling run faster, and a
+    Transformer stage's (B, N, C) tokens are a free view of it), the caller's layout elsewhere.
+    Values are the same up to float rounding; the models return standard-layout tensors.
+
+    Args:
+        x: (B, C, H, W).
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
 class ResBlock(nn.Module):
     """ResNet block of CNN-VAEs: (GroupNorm, SiLU, 3x3 conv) twice, plus a skip.
 
@@ -141,34 +153,44 @@ class UpSample(nn.Module):
         per output pixel and no upsampled copy of ``x``. The phases are interleaved (and the
         shortcut added) in one pass through a strided view. Equal to the two-step form up to
         float rounding (tests/test_models.py).
+
+        The output has the memory layout of ``x``: channels-last in, channels-last out (the
+        encoder and decoder compute in channels-last on CPUs). The phase channels are ordered
+        (phase row, phase column, output channel), so that in channels-last the interleaving
+        copies whole contiguous channel vectors.
         """
         b, _, h, w = x.shape
         weight, bias = self.conv.weight, self.conv.bias  # (O, I, 3, 3)
         o, i = weight.shape[:2]
         taps = weight.new_tensor(_PHASE_TAPS)  # (phase, 2x2 tap, 3x3 tap)
-        kernel = torch.einsum("apk,oikl,bql->oabipq", taps, weight, taps).reshape(4 * o, i, 2, 2)
-        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, None if bias is None else bias.repeat_interleave(4))
-        phases = phases.unflatten(1, (o, 2, 2))  # (B, O, 2, 2, H+1, W+1); phase (a, c) starts at (a, c)
+        kernel = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps).reshape(4 * o, i, 2, 2)
+        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, None if bias is None else bias.repeat(4))
+        phases = phases.unflatten(1, (2, 2, o))  # (B, 2, 2, O, H+1, W+1); phase (a, c) starts at (a, c)
         if torch.compiler.is_compiling():  # a traceable form; inductor fuses its copies
-            grid = torch.stack([phases[:, :, a, c, a : a + h, c : c + w] for a in (0, 1) for c in (0, 1)], 2)
+            grid = torch.stack([phases[:, a, c, :, a : a + h, c : c + w] for a in (0, 1) for c in (0, 1)], 2)
             grid = grid.unflatten(2, (2, 2)).permute(0, 1, 4, 2, 5, 3)  # (B, O, H, 2, W, 2)
             y = grid if add_grid is None else grid + add_grid
             return y.contiguous().view(b, o, 2 * h, 2 * w)
-        # Output pixel (2h + a, 2w + c) is phases[:, :, a, c, h + a, w + c]: an affine index, so
+        # Output pixel (2h + a, 2w + c) is phases[:, a, c, :, h + a, w + c]: an affine index, so
         # the interleaved (B, O, H, 2, W, 2) grid is a strided view of ``phases`` (no copy).
-        sb, so, sa, sc, sh, sw = phases.stride()
+        sb, sa, sc, so, sh, sw = phases.stride()
         grid = phases.as_strided(
             (b, o, h, 2, w, 2), (sb, so, sh, sa + sh, sw, sc + sw), phases.storage_offset()
         )
-        if add_grid is None:
-            y = grid.contiguous()
-        elif torch.is_grad_enabled():
+        if torch.is_grad_enabled() and add_grid is not None:
             y = grid + add_grid
-        else:  # one pass, written straight into a contiguous output
-            y = torch.add(
-                grid, add_grid, out=grid.new_empty(grid.shape, dtype=torch.result_type(grid, add_grid))
-            )
-        return y.reshape(b, o, 2 * h, 2 * w)
+            return y.reshape(b, o, 2 * h, 2 * w)
+        # one pass, written straight into an output of the input's layout
+        dtype = grid.dtype if add_grid is None else torch.result_type(grid, add_grid)
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = torch.channels_last if cl else torch.contiguous_format
+        y = torch.empty((b, o, 2 * h, 2 * w), dtype=dtype, device=x.device, memory_format=layout)
+        y6 = y.view(b, o, h, 2, w, 2)  # the same memory, sub-pixel grid view
+        if add_grid is None:
+            y6.copy_(grid)
+        else:
+            torch.add(grid, add_grid, out=y6)
+        return y  # (B, O, 2H, 2W)
 
     def shortcut_grid(self, x: torch.Tensor) -> torch.Tensor:
         """DC-AE's shortcut ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)`` as a
@@ -266,8 +288,9 @@ class FeedForward(nn.Module):
         h = self.fc1(x)  # (B, N, hidden)
         if self.conv is not None:
             b, n, c = h.shape
-            g = h.transpose(1, 2).reshape(b, c, *hw)  # (B, hidden, H, W)
-            h = h + self.conv(g).flatten(2).transpose(1, 2)  # residual around the conv path
+            # (B, N, hidden) tokens are the channels-last layout of the map: views, no copies
+            g = h.reshape(b, *hw, c).permute(0, 3, 1, 2)  # (B, hidden, H, W)
+            h = h + self.conv(g).permute(0, 2, 3, 1).reshape(b, n, c)  # residual around the conv path
         return self.fc2(self.act(h))  # (B, N, C)
 
 

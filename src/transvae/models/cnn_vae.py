@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import ResBlock, init_weights, num_groups, run_blocks
+from .blocks import ResBlock, compute_layout, init_weights, num_groups, run_blocks
 from .registry import register_architecture, register_model
 
 
@@ -83,7 +83,7 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         y = self.norm(x)
         q, k, v = (t(y).flatten(2).transpose(1, 2)[:, None] for t in (self.q, self.k, self.v))  # (B,1,N,C)
-        y = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(b, c, h, w)
+        y = F.scaled_dot_product_attention(q, k, v)[:, 0].reshape(b, h, w, c).permute(0, 3, 1, 2)  # NHWC view
         return x + self.proj_out(y)
 
 
@@ -159,11 +159,11 @@ class CNNEncoder(nn.Module):
         self.conv_out = nn.Conv2d(dims[-1], 2 * cfg.latent_channels, k, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)  # (B, d0, H, W)
+        x = self.conv_in(compute_layout(x))  # (B, d0, H, W)
         for stage, down in zip(self.stages, self.downs, strict=True):
             x = down(stage(x))  # (B, d_i, H/2^(i+1), W/2^(i+1)); no down after the last stage
         x = self.mid(x)
-        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 2*latent, H/f, W/f)
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()  # (B, 2*latent, H/f, W/f)
 
 
 class CNNDecoder(nn.Module):
@@ -187,10 +187,10 @@ class CNNDecoder(nn.Module):
         self.conv_out = nn.Conv2d(dims[0], cfg.in_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.mid(self.conv_in(z))  # (B, d_last, h, w)
+        x = self.mid(self.conv_in(compute_layout(z)))  # (B, d_last, h, w)
         for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
-        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 3, H, W)
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()  # (B, 3, H, W)
 
 
 @register_architecture

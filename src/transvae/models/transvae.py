@@ -28,6 +28,7 @@ from .blocks import (
     ResBlock,
     TransformerBlock,
     UpSample,
+    compute_layout,
     init_weights,
     num_groups,
     run_blocks,
@@ -175,7 +176,8 @@ class Stage(nn.Module):
             t = t + self.pos_embed((h, w)).to(t.dtype)
         rope = rope_2d(h, w, self.head_dim, self.rope_theta, device=x.device) if self.use_rope else None
         t = run_blocks(self.blocks, t, self.gradient_checkpointing, (h, w), rope)
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        # the tokens are the channels-last layout of the feature map: a view, no copy
+        return t.reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
 
 
 class OutNorm(nn.Module):
@@ -228,10 +230,10 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(cfg.dims[-1], 2 * cfg.latent_channels, k, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)  # (B, d0, H/p, W/p)
+        x = self.conv_in(compute_layout(x))  # (B, d0, H/p, W/p)
         for down, stage in zip(self.downs, self.stages, strict=True):
             x = stage(down(x))  # (B, d_i, H/(p 2^i), W/(p 2^i))
-        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 2*latent, H/f, W/f)
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()  # (B, 2*latent, H/f, W/f)
 
 
 class Decoder(nn.Module):
@@ -268,11 +270,11 @@ class Decoder(nn.Module):
             self.conv_out = nn.Conv2d(widths[0], cfg.in_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(z)  # (B, d_last, h, w)
+        x = self.conv_in(compute_layout(z))  # (B, d_last, h, w)
         for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
         x = self.head(F.silu(self.norm_out(x)))  # (B, c, H or H/p, W or W/p)
-        return self.shuffle(self.conv_out(x))  # (B, 3, H, W)
+        return self.shuffle(self.conv_out(x)).contiguous()  # (B, 3, H, W)
 
 
 @register_architecture
