@@ -386,3 +386,14 @@ def test_channels_last_compute_on_cpu_matches_standard_layout(name, monkeypatch)
     assert grads.keys() == grads_ref.keys() and len(grads) == len(list(model.parameters()))
     for n in grads:
         torch.testing.assert_close(grads[n], grads_ref[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_upsample_keeps_the_autocast_dtype_promotion_of_the_shortcut():
+    up = UpSample(16, 16, "seqconv", shortcut=True)
+    x = torch.randn(1, 16, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_grad = up(x)
+        with torch.no_grad():
+            y_fast = up(x)
+    assert y_fast.dtype == y_grad.dtype == torch.float32  # bf16 conv + fp32 shortcut, not rounded to bf16
+    torch.testing.assert_close(y_fast, y_grad.detach())

@@ -145,52 +145,32 @@ class UpSample(nn.Module):
 
     def interpolate_conv(self, x: torch.Tensor, add_grid: torch.Tensor | None = None) -> torch.Tensor:
         """``conv3x3(nearest_2x(x))`` (plus ``add_grid``, a (B, O, H, 2, W, 2) sub-pixel view),
-        computed at the input resolution.
+        computed at the input resolution as one stride-2 transposed convolution.
 
-        Nearest upsampling repeats every pixel in a 2x2 block, so each of the four sub-pixel
-        phases of the output sees only a 2x2 neighbourhood of ``x``: summing the 3x3 taps that
-        land on the same input pixel gives four 2x2 kernels, i.e. 4 instead of 9 multiply-adds
-        per output pixel and no upsampled copy of ``x``. The phases are interleaved (and the
-        shortcut added) in one pass through a strided view. Equal to the two-step form up to
-        float rounding (tests/test_models.py).
-
-        The output has the memory layout of ``x``: channels-last in, channels-last out (the
-        encoder and decoder compute in channels-last on CPUs). The phase channels are ordered
-        (phase row, phase column, output channel), so that in channels-last the interleaving
-        copies whole contiguous channel vectors.
+        Nearest upsampling repeats every pixel in a 2x2 block, so output row 2h + a (a = 0, 1)
+        of the 3x3 conv sees only input rows h - 1 + a + p (p = 0, 1), through the sum of the
+        3x3 taps that land on the same input row (``_PHASE_TAPS``): 4 instead of 9 multiply-adds
+        per output pixel and no upsampled copy of ``x``. A transposed convolution with stride 2,
+        padding 1 and a 4x4 kernel computes exactly these sums when its tap ky = 3 - a - 2p
+        holds the summed taps of (a, p) (the same for columns), and writes the four sub-pixel
+        phases interleaved. Equal to the two-step form up to float rounding
+        (tests/test_models.py); the output keeps the memory layout of ``x`` (channels-last on
+        CPUs, ``compute_layout``).
         """
         b, _, h, w = x.shape
-        weight, bias = self.conv.weight, self.conv.bias  # (O, I, 3, 3)
+        weight = self.conv.weight  # (O, I, 3, 3)
         o, i = weight.shape[:2]
         taps = weight.new_tensor(_PHASE_TAPS)  # (phase, 2x2 tap, 3x3 tap)
-        kernel = torch.einsum("apk,oikl,bql->aboipq", taps, weight, taps).reshape(4 * o, i, 2, 2)
-        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, None if bias is None else bias.repeat(4))
-        phases = phases.unflatten(1, (2, 2, o))  # (B, 2, 2, O, H+1, W+1); phase (a, c) starts at (a, c)
-        if torch.compiler.is_compiling():  # a traceable form; inductor fuses its copies
-            grid = torch.stack([phases[:, a, c, :, a : a + h, c : c + w] for a in (0, 1) for c in (0, 1)], 2)
-            grid = grid.unflatten(2, (2, 2)).permute(0, 1, 4, 2, 5, 3)  # (B, O, H, 2, W, 2)
-            y = grid if add_grid is None else grid + add_grid
-            return y.contiguous().view(b, o, 2 * h, 2 * w)
-        # Output pixel (2h + a, 2w + c) is phases[:, a, c, :, h + a, w + c]: an affine index, so
-        # the interleaved (B, O, H, 2, W, 2) grid is a strided view of ``phases`` (no copy).
-        sb, sa, sc, so, sh, sw = phases.stride()
-        grid = phases.as_strided(
-            (b, o, h, 2, w, 2), (sb, so, sh, sa + sh, sw, sc + sw), phases.storage_offset()
-        )
-        if torch.is_grad_enabled() and add_grid is not None:
-            y = grid + add_grid
-            return y.reshape(b, o, 2 * h, 2 * w)
-        # one pass, written straight into an output of the input's layout
-        dtype = grid.dtype if add_grid is None else torch.result_type(grid, add_grid)
-        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        layout = torch.channels_last if cl else torch.contiguous_format
-        y = torch.empty((b, o, 2 * h, 2 * w), dtype=dtype, device=x.device, memory_format=layout)
-        y6 = y.view(b, o, h, 2, w, 2)  # the same memory, sub-pixel grid view
+        # (I, O, p, a, q, b), flipped so that index (2p' + a') of the 4x4 kernel is 3 - a - 2p
+        kernel = torch.einsum("apk,oikl,bql->iopaqb", taps, weight, taps).flip(2, 3, 4, 5).reshape(i, o, 4, 4)
+        y = F.conv_transpose2d(x, kernel, self.conv.bias, stride=2, padding=1)  # (B, O, 2H, 2W)
         if add_grid is None:
-            y6.copy_(grid)
-        else:
-            torch.add(grid, add_grid, out=y6)
-        return y  # (B, O, 2H, 2W)
+            return y
+        if torch.is_grad_enabled() or y.dtype != torch.promote_types(y.dtype, add_grid.dtype):
+            # (under autocast y may be bf16 and the shortcut fp32: add out of place, promoting)
+            return (y.view(b, o, h, 2, w, 2) + add_grid).view(b, o, 2 * h, 2 * w)
+        y.view(b, o, h, 2, w, 2).add_(add_grid)  # in place, broadcast from the shortcut's view
+        return y
 
     def shortcut_grid(self, x: torch.Tensor) -> torch.Tensor:
         """DC-AE's shortcut ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)`` as a
