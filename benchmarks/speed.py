@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import sys
 import time
@@ -748,6 +749,7 @@ def main(argv: list[str] | None = None) -> None:
             print(markdown_table(rows, ["part", "module", "seconds", "share", "gflop", "gflops"]))
     for r in records:
         r["kind"] = "inference"
+    machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     write_json(out, records + extra)
     plot(records, out.with_suffix(".png"))
 

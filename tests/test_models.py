@@ -397,3 +397,22 @@ def test_upsample_keeps_the_autocast_dtype_promotion_of_the_shortcut():
             y_fast = up(x)
     assert y_fast.dtype == y_grad.dtype == torch.float32  # bf16 conv + fp32 shortcut, not rounded to bf16
     torch.testing.assert_close(y_fast, y_grad.detach())
+
+
+def test_rope_fast_form_matches_rotate_half_reference():
+    from transvae.models.rope import apply_rope_2d, rope_2d
+
+    def rotate_half(t):  # the textbook form, per axis half
+        a, b = t.chunk(2, dim=-1)
+        return torch.cat((-b, a), dim=-1)
+
+    cos, sin = rope_2d(5, 7, 32)
+    x = torch.randn(2, 3, 4, 35, 32, requires_grad=True)
+    rows, cols = x.chunk(2, dim=-1)
+    reference = x * cos + torch.cat((rotate_half(rows), rotate_half(cols)), dim=-1) * sin
+    y = apply_rope_2d(x, cos, sin)
+    torch.testing.assert_close(y, reference, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(y)
+    torch.testing.assert_close(
+        torch.autograd.grad(y, x, g)[0], torch.autograd.grad(reference, x, g)[0], rtol=1e-6, atol=1e-6
+    )
