@@ -376,8 +376,9 @@ def test_channels_last_compute_on_cpu_matches_standard_layout(name, monkeypatch)
         return z.detach(), y.detach(), grads
 
     z, y, grads = run()
-    with torch.no_grad():
+    with torch.no_grad():  # the in-place inference paths give the autograd path's numbers
         assert model.encoder(x).is_contiguous() and y.is_contiguous()
+        assert torch.equal(model.decode(model.encode(x).mode()), y)
     for mod in (transvae_mod, cnn_vae_mod):
         monkeypatch.setattr(mod, "compute_layout", lambda t: t)  # the reference: NCHW throughout
     z_ref, y_ref, grads_ref = run()

@@ -163,7 +163,9 @@ class CNNEncoder(nn.Module):
         for stage, down in zip(self.stages, self.downs, strict=True):
             x = down(stage(x))  # (B, d_i, H/2^(i+1), W/2^(i+1)); no down after the last stage
         x = self.mid(x)
-        return self.conv_out(F.silu(self.norm_out(x))).contiguous()  # (B, 2*latent, H/f, W/f)
+        return self.conv_out(
+            F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled())
+        ).contiguous()  # (B, 2*latent, H/f, W/f)
 
 
 class CNNDecoder(nn.Module):
@@ -190,7 +192,9 @@ class CNNDecoder(nn.Module):
         x = self.mid(self.conv_in(compute_layout(z)))  # (B, d_last, h, w)
         for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
-        return self.conv_out(F.silu(self.norm_out(x))).contiguous()  # (B, 3, H, W)
+        return self.conv_out(
+            F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled())
+        ).contiguous()  # (B, 3, H, W)
 
 
 @register_architecture

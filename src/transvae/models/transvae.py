@@ -233,7 +233,9 @@ class Encoder(nn.Module):
         x = self.conv_in(compute_layout(x))  # (B, d0, H/p, W/p)
         for down, stage in zip(self.downs, self.stages, strict=True):
             x = stage(down(x))  # (B, d_i, H/(p 2^i), W/(p 2^i))
-        return self.conv_out(F.silu(self.norm_out(x))).contiguous()  # (B, 2*latent, H/f, W/f)
+        return self.conv_out(
+            F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled())
+        ).contiguous()  # (B, 2*latent, H/f, W/f)
 
 
 class Decoder(nn.Module):
@@ -273,7 +275,9 @@ class Decoder(nn.Module):
         x = self.conv_in(compute_layout(z))  # (B, d_last, h, w)
         for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
-        x = self.head(F.silu(self.norm_out(x)))  # (B, c, H or H/p, W or W/p)
+        x = self.head(
+            F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled())
+        )  # (B, c, H or H/p, W or W/p)
         return self.shuffle(self.conv_out(x)).contiguous()  # (B, 3, H, W)
 
 
