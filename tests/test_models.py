@@ -382,8 +382,9 @@ def test_channels_last_compute_on_cpu_matches_standard_layout(name, monkeypatch)
     for mod in (transvae_mod, cnn_vae_mod):
         monkeypatch.setattr(mod, "compute_layout", lambda t: t)  # the reference: NCHW throughout
     z_ref, y_ref, grads_ref = run()
-    torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    # float rounding only (other conv algorithms): a layout mistake would be off by O(1)
+    torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
     assert grads.keys() == grads_ref.keys() and len(grads) == len(list(model.parameters()))
     for n in grads:
         torch.testing.assert_close(grads[n], grads_ref[n], rtol=1e-4, atol=1e-5, msg=n)

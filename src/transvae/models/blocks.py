@@ -168,7 +168,7 @@ class UpSample(nn.Module):
             return y
         if torch.is_grad_enabled() or y.dtype != torch.promote_types(y.dtype, add_grid.dtype):
             # (under autocast y may be bf16 and the shortcut fp32: add out of place, promoting)
-            return (y.view(b, o, h, 2, w, 2) + add_grid).view(b, o, 2 * h, 2 * w)
+            return (y.view(b, o, h, 2, w, 2) + add_grid).reshape(b, o, 2 * h, 2 * w)
         y.view(b, o, h, 2, w, 2).add_(add_grid)  # in place, broadcast from the shortcut's view
         return y
 
