@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -497,10 +498,15 @@ def _memory_variant(model, x: torch.Tensor, dtype: torch.dtype, device: torch.de
     runner.reconstruct(x)  # warm-up: kernels chosen, library workspaces allocated
     t0 = time.perf_counter()
     held = {}
-    enc = measure_peak(lambda: held.update(enc=runner.encode(x)), device)
-    dec = measure_peak(lambda: held.update(rec=runner.decode(held["enc"].latent)), device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enc = measure_peak(lambda: held.update(enc=runner.encode(x)), device)
+        dec = measure_peak(lambda: held.update(rec=runner.decode(held["enc"].latent)), device)
     sync(device)
     seconds = time.perf_counter() - t0
+    if any("out of memory" in str(w.message) for w in caught):
+        # InferenceRunner retries in tiles after an OOM: that would not be a batch-16 measurement
+        raise torch.OutOfMemoryError("out of memory at batch 16 (InferenceRunner fell back to tiles)")
     if not torch.isfinite(held["rec"]).all():
         raise FloatingPointError("non-finite reconstruction")
     v = {"weights_gib": weights / GIB, "pass_s": seconds, "img_per_s_one_pass": x.shape[0] / seconds}

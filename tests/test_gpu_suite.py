@@ -245,3 +245,23 @@ def test_checks_against_the_targets(suite_mod):
     results["parts"]["train"]["rows"][0]["nonfinite_steps"] = 1
     assert suite_mod.checks(results)["train_run_loss_falls_no_nonfinite"]["met"] is False
     assert suite_mod.checks({"parts": {}})["transvae_t_reconstruct_vs_flux"]["met"] is None
+
+
+def test_memory_row_refuses_the_runners_tiled_fallback(suite_mod, monkeypatch):
+    """InferenceRunner retries in tiles after an out-of-memory error; the memory part must not
+    report that as a batch-16 measurement."""
+    from transvae.models.transvae import Encoder
+
+    calls = {"n": 0}
+    forward = Encoder.forward
+
+    def flaky(self, x):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the measured encode (the first call is the warm-up)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, x)
+
+    monkeypatch.setattr(Encoder, "forward", flaky)
+    with pytest.raises(torch.OutOfMemoryError, match="fell back to tiles"):
+        suite_mod.model_memory("transvae-nano-f16d32", 32, 1, torch.float32, torch.device("cpu"))
+    assert calls["n"] >= 3  # the runner did retry (in tiles) before the suite refused the row
