@@ -1,4 +1,4 @@
-"""Reconstruction FID (rFID) between the original and the reconstructed images of a set.
+"""FID between two image sets: reconstruction FID (originals vs reconstructions) and generation FID.
 
 The metric is torchmetrics' ``FrechetInceptionDistance``: features are accumulated as float64
 sums and outer-product sums over the whole set (never per batch), and the Fréchet distance
@@ -67,10 +67,22 @@ class FIDMetric:
     @torch.no_grad()
     def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         """Add one batch of originals and reconstructions, both (B, 3, H, W) uint8."""
-        if real.dtype != torch.uint8 or fake.dtype != torch.uint8:
+        self.update_real(real)
+        self.update_fake(fake)
+
+    @torch.no_grad()
+    def update_real(self, images: torch.Tensor) -> None:
+        """Add reference images only, (B, 3, H, W) uint8 (sets of different sizes, e.g. generation)."""
+        if images.dtype != torch.uint8:
             raise ValueError("FID expects uint8 images")
-        self.metric.update(real.to(self.device), real=True)
-        self.metric.update(fake.to(self.device), real=False)
+        self.metric.update(images.to(self.device), real=True)
+
+    @torch.no_grad()
+    def update_fake(self, images: torch.Tensor) -> None:
+        """Add generated / reconstructed images only, (B, 3, H, W) uint8."""
+        if images.dtype != torch.uint8:
+            raise ValueError("FID expects uint8 images")
+        self.metric.update(images.to(self.device), real=False)
 
     def compute(self) -> float:
         """rFID over everything added since the last reset (needs at least 2 images)."""
