@@ -12,3 +12,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def _make_class_photos(root, n_per_class=8, size=64):
+    """Two classes (folders ``a``, ``b``) of small crops of scikit-image's bundled photos."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    for cls, img in {"a": skdata.astronaut(), "b": skdata.chelsea()}.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            crop = img[10 * i : 10 * i + 200, 13 * i : 13 * i + 200]
+            Image.fromarray(crop).resize((size, size)).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def class_photos():
+    """``class_photos(root, n_per_class=8, size=64)`` writes a two-class photo folder and returns it."""
+    return _make_class_photos

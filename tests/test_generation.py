@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from PIL import Image
-from skimage import data as skdata
 
 import transvae
 from transvae.generation.flow import RectifiedFlow
@@ -32,23 +30,11 @@ from transvae.models.rope import apply_rope_2d
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-def make_photos(root, n_per_class=8, size=64):
-    """Two classes of small photo crops (scikit-image's bundled images)."""
-    photos = {"a": skdata.astronaut(), "b": skdata.chelsea()}
-    for cls, img in photos.items():
-        (root / cls).mkdir(parents=True)
-        for i in range(n_per_class):
-            y, x = 10 * i, 13 * i
-            crop = img[y : y + 200, x : x + 200]
-            Image.fromarray(crop).resize((size, size)).save(root / cls / f"{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
-def latents_dir(tmp_path_factory):
+def latents_dir(tmp_path_factory, class_photos):
     torch.manual_seed(0)
     base = tmp_path_factory.mktemp("gen")
-    data = make_photos(base / "photos")
+    data = class_photos(base / "photos")
     runner = InferenceRunner(transvae.create_model("transvae-nano-f16d32"))
     out = base / "latents"
     extract_latents(data, runner, out, resolution=64, shard_size=5, batch_size=8, progress=False)

@@ -19,7 +19,7 @@ import torch
 
 from ..models.base import CONFIG_NAME, WEIGHTS_NAME
 from ..models.hub import check_weights, save_model_folder
-from .latents import LatentStats
+from .latents import LatentFolder, LatentStats
 from .lightningdit import ARCHITECTURE, GeneratorConfigError, LightningDiT, LightningDiTConfig
 from .registry import build_generator
 
@@ -94,6 +94,29 @@ def load_generator(
     ref = model.state_dict()
     model.load_state_dict({k: v.to(ref[k].dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.eval(), metadata
+
+
+def latents_metadata(folder: LatentFolder, stats: LatentStats, multiplier: float) -> dict[str, Any]:
+    """What a generator trained on ``folder`` must carry to be sampled: the normalisation, the
+    latent shape, the class names and the tokenizer named in ``extraction.json`` (text, recorded
+    for a check at decoding time; nothing is loaded from it)."""
+    tokenizer: dict[str, Any] = {}
+    path = folder.folder / "extraction.json"
+    if path.is_file() and path.stat().st_size < _MAX_CONFIG_BYTES:
+        try:
+            ext = json.loads(path.read_text())
+        except (OSError, ValueError):
+            ext = {}
+        if isinstance(ext, dict):
+            tokenizer = {k: ext[k] for k in ("model", "model_name", "resolution", "sample") if k in ext}
+    return {
+        "latent_stats": stats.to_dict(),
+        "latent_multiplier": float(multiplier),
+        "latent_shape": list(folder.shape),
+        "classes": folder.classes,
+        "tokenizer": tokenizer,
+        "latents": str(folder.folder.resolve()),
+    }
 
 
 def stats_from_metadata(metadata: dict[str, Any]) -> tuple[LatentStats, float]:
