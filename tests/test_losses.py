@@ -142,7 +142,9 @@ def test_config_from_dict_validates():
         LossConfig(gan_weight=-0.1)
     with pytest.raises(ConfigError, match="lpips_weights"):
         LossConfig.from_dict({"lpips_weights": 3})
-    assert LossConfig.from_dict({"kl_weight": "1e-8", "disc_start": "5"}).kl_weight == 1e-8  # YAML 1.1
+    assert LossConfig.from_dict({"kl_weight": "1e-8"}).kl_weight == 1e-8  # YAML 1.1 reads 1e-8 as a string
+    with pytest.raises(ConfigError, match="disc_start' must be an integer"):
+        LossConfig.from_dict({"disc_start": "5"})  # a quoted number is a string, not an int
 
 
 # -- L1 + KL -------------------------------------------------------------------------------------

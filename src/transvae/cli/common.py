@@ -1,8 +1,11 @@
-"""Helpers shared by the sub-commands."""
+"""Helpers shared by the sub-commands: the one-line error type and its conversions."""
 
 from __future__ import annotations
 
 import torch
+
+from ..utils import device as _device
+from ..utils.device import DTYPES  # noqa: F401  (re-exported for the sub-commands)
 
 
 class UserError(Exception):
@@ -10,19 +13,11 @@ class UserError(Exception):
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``"auto"``/None -> CUDA if available else CPU; otherwise validate the given device."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``transvae.utils.device.resolve_device`` with a bad ``--device`` turned into a ``UserError``."""
     try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"invalid --device '{name}' ({e})") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} requested but CUDA is not available on this machine")
-    return dev
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        return _device.resolve_device(name)
+    except ValueError as e:
+        raise UserError(f"--device: {e}") from e
 
 
 def load_model_or_exit(path: str, device: torch.device | None = None):

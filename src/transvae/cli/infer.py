@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
@@ -283,7 +282,7 @@ def _pad_batch(xs: list[torch.Tensor], multiple: int):
 
 def _write_png(path: Path, x: torch.Tensor) -> None:
     from transvae.data.io import tensor_to_pil
-    from transvae.models.hub import atomic_write_bytes
+    from transvae.utils.files import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -469,20 +468,10 @@ def run_decode(args) -> int:
 # --- extract-latents ----------------------------------------------------------------------------------
 def _init_distributed(device_arg: str) -> tuple[int, int, torch.device, object]:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group, one GPU per rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, resolve_device(device_arg), None
-    import torch.distributed as dist
+    from transvae.utils.distributed import barrier, init_distributed
 
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available() and device_arg in ("auto", "cuda"):
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    else:
-        device = resolve_device(device_arg)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device, dist.barrier
+    info = init_distributed(resolve_device(device_arg))
+    return info.rank, info.world_size, info.device, (lambda: barrier(info)) if info.enabled else None
 
 
 def run_extract(args) -> int:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
-from ..models.hub import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 from .runner import InferenceRunner
 
 SHARD_PATTERN = "latents_shard{:05d}.safetensors"

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models.base import AutoencoderBase, AutoencoderOutput, ConfigError, _coerce
+from ..models.base import AutoencoderBase, AutoencoderOutput
+from ..utils.config import ConfigError, from_dict
 from .alignment import DinoFeatures, VFLoss
 from .gan import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, vanilla_d_loss
 from .perceptual import LPIPSLoss
@@ -96,17 +97,7 @@ class LossConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LossConfig:
         """Build from plain data (``{"lpips_weight": 0, ...}``), refusing unknown keys and wrong types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown loss config key(s) {unknown}; valid keys: {sorted(fields)}")
-        kwargs = {}
-        for k, v in d.items():
-            default = fields[k].default
-            if default is None and v is not None and not isinstance(v, str):
-                raise ConfigError(f"config key 'loss.{k}' must be a string (a path) or null, got {v!r}")
-            kwargs[k] = _coerce(f"loss.{k}", _parse_number(v, default), default)
-        return cls(**kwargs)
+        return from_dict(cls, d, prefix="loss.", what="loss config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,16 +244,6 @@ class VAELoss(nn.Module):
             "d_factor": factor,
         }
         return d_loss, _to_floats(logs)
-
-
-def _parse_number(value: Any, default: Any) -> Any:
-    """Accept numbers written as strings for numeric keys: YAML 1.1 reads ``1e-8`` as a string."""
-    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            return int(value) if isinstance(default, int) else float(value)
-        except ValueError:
-            return value  # _coerce reports it
-    return value
 
 
 def _check_stage(stage: int) -> None:

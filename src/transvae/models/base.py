@@ -10,22 +10,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
+from ..utils.config import ConfigError, from_dict
 from .distributions import DiagonalGaussianDistribution
+from .hub import CONFIG_NAME, WEIGHTS_NAME, PersistenceMixin
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class ConfigError(ValueError):
-    """A model config has unknown keys, wrong types or impossible values."""
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "AutoencoderBase",
+    "AutoencoderOutput",
+    "ConfigError",
+    "ModelConfig",
+]
 
 
 @dataclass
@@ -46,21 +48,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Build a config from plain data, refusing unknown keys and wrong types."""
-        valid = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ConfigError(
-                f"unknown config key(s) {unknown} for architecture '{cls.architecture}'; "
-                f"valid keys: {sorted(valid)}"
-            )
-        kwargs = {}
-        for k, v in d.items():
-            f = valid[k]
-            default = f.default if f.default is not dataclasses.MISSING else None
-            kwargs[k] = _coerce(k, v, default)
-            _check_range(k, kwargs[k])
-        return cls(**kwargs)
+        """Build a config from plain data, refusing unknown keys, wrong types and sizes out of range
+        (checked before anything is built: a config cannot ask for a billion-block model)."""
+        return from_dict(cls, d, what=f"'{cls.architecture}' model config", check=_check_range)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -71,47 +61,50 @@ class ModelConfig:
 # broken model, or divide by zero in a config check); every other number must be >= 0.
 _POSITIVE_KEYS = frozenset(
     {"in_channels", "latent_channels", "dims", "head_dim", "base_dim", "ch_mult", "patch_size"}
-    | {"window_size", "sample_size", "mlp_ratio", "rope_theta"}
+    | {"window_size", "sample_size", "mlp_ratio", "rope_theta", "dec_base_dim", "dec_ch_mult"}
 )
+# Upper bounds, far above every published model (Giant: widths 2560-3072, 10 blocks a stage),
+# so that a config file cannot make the build hang (depth 10^7) or allocate terabytes.
+_MAX_VALUES = {
+    "in_channels": 64,
+    "latent_channels": 4096,
+    "dims": 16384,
+    "base_dim": 16384,
+    "dec_base_dim": 16384,
+    "depths": 256,
+    "ch_mult": 64,
+    "dec_ch_mult": 64,
+    "num_res_blocks": 256,
+    "decoder_num_res_blocks": 256,
+    "dec_num_res_blocks": 256,
+    "num_cnn_stages": 64,
+    "head_dim": 1024,
+    "mlp_ratio": 64,
+    "patch_size": 256,
+    "window_size": 1024,
+    "sample_size": 65536,
+}
+_MAX_STAGES = 16
 
 
 def _check_range(key: str, value: Any) -> None:
-    """Refuse NaN / inf and negative numbers anywhere, and zero for the sizes in ``_POSITIVE_KEYS``."""
+    """Refuse NaN / inf and negative numbers anywhere, zero for the sizes in ``_POSITIVE_KEYS``,
+    values above ``_MAX_VALUES`` and more than ``_MAX_STAGES`` per-stage entries."""
     positive = key in _POSITIVE_KEYS
-    for v in value if isinstance(value, tuple) else (value,):
+    values = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and len(value) > _MAX_STAGES:
+        raise ConfigError(
+            f"config key '{key}' has {len(value)} entries; at most {_MAX_STAGES} stages are supported"
+        )
+    limit = _MAX_VALUES.get(key)
+    for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
         if not math.isfinite(v) or v < 0 or (positive and v == 0):
             need = "a positive" if positive else "a non-negative"
             raise ConfigError(f"config key '{key}' must be {need} finite number, got {value!r}")
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the type of the field's default and normalise lists to tuples."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be a bool, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}' must be an int, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        inner = default[0] if default else None
-        return tuple(_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value))
-    return value
+        if limit is not None and v > limit:
+            raise ConfigError(f"config key '{key}' = {value!r} is out of range (at most {limit} per entry)")
 
 
 @dataclass
@@ -129,7 +122,7 @@ class AutoencoderOutput:
     latent: torch.Tensor
 
 
-class AutoencoderBase(nn.Module):
+class AutoencoderBase(PersistenceMixin, nn.Module):
     """Base class: subclasses build ``self.encoder`` and ``self.decoder`` and set ``config``.
 
     ``self.encoder(x)`` must return the Gaussian moments (B, 2*C, H/f, W/f) and
@@ -231,29 +224,7 @@ class AutoencoderBase(nn.Module):
         """Weight of the encoder's last layer (for the VF-loss adaptive weight)."""
         return self.encoder.conv_out.weight
 
-    # -- persistence ------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | os.PathLike, **metadata: Any) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``save_directory``."""
-        from .hub import save_model_folder
-
-        return save_model_folder(self, save_directory, **metadata)
-
-    @classmethod
-    def from_pretrained(cls, path_or_repo: str | os.PathLike, **kwargs: Any) -> AutoencoderBase:
-        """Load a model saved with ``save_pretrained`` from a folder, a run folder or a Hub repo."""
-        from .hub import load_model
-
-        model = load_model(path_or_repo, **kwargs)
-        if cls is not AutoencoderBase and not isinstance(model, cls):
-            raise ConfigError(f"{path_or_repo} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload ``config.json`` + ``model.safetensors`` to the Hugging Face Hub."""
-        from .hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
+    # -- persistence: save_pretrained / from_pretrained / push_to_hub come from PersistenceMixin --
     def config_dict(self) -> dict[str, Any]:
         return {
             "architecture": self.config.architecture,

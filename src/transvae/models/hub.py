@@ -6,62 +6,50 @@ validated against the architecture (keys, shapes, dtypes) before any weight is m
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .base import CONFIG_NAME, WEIGHTS_NAME, AutoencoderBase, ConfigError, ModelConfig
+from ..utils.config import ConfigError
+from ..utils.files import atomic_path, atomic_write_bytes
 
+if TYPE_CHECKING:  # base.py imports this module; nothing here imports base.py at run time
+    from .base import AutoencoderBase, ModelConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 # Weight formats based on pickle: never read, only named in the error message.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _MAX_CONFIG_BYTES = 1 << 20
 _FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; when the block succeeds, fsync it and rename it over
-    ``path`` (then fsync the folder). A crash or SIGKILL at any moment leaves either the old file
-    or the new one, never half a file; on error the temp file is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+class PersistenceMixin:
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for every autoencoder (as
+    diffusers' ``ModelMixin``): one place owns the on-disk format, and models never import their
+    loader back."""
 
+    def save_pretrained(self, save_directory: str | os.PathLike, **metadata: Any) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``save_directory``."""
+        return save_model_folder(self, save_directory, **metadata)
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str | os.PathLike, **kwargs: Any):
+        """Load a model saved with ``save_pretrained`` from a folder, a run folder or a Hub repo."""
+        model = load_model(path_or_repo, **kwargs)
+        if not isinstance(model, cls):
+            raise ConfigError(f"{path_or_repo} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload ``config.json`` + ``model.safetensors`` to the Hugging Face Hub."""
+        return push_to_hub(self, repo_id, **kwargs)
 
 
 def save_model_folder(model: AutoencoderBase, save_directory: str | os.PathLike, **metadata: Any) -> Path:
@@ -83,7 +71,7 @@ def save_model_folder(model: AutoencoderBase, save_directory: str | os.PathLike,
     return out
 
 
-def unwrap_model(model: torch.nn.Module) -> AutoencoderBase:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """Strip DDP/FSDP ``.module`` and ``torch.compile`` ``._orig_mod`` wrappers."""
     while True:
         if hasattr(model, "_orig_mod"):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.hub import atomic_path
+from ..utils.files import atomic_path
 
 FORMAT_VERSION = 1
 

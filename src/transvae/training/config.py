@@ -14,8 +14,6 @@ GAN 0.1 / VF 0.1, 256x256 crops.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,10 @@ from typing import Any
 import yaml
 
 from ..losses import LossConfig
-from ..models.base import ConfigError
+from ..utils.config import ConfigError, coerce, field_types, parse_value, to_plain, type_name
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(ConfigError):
     """An unknown key, a value of the wrong type or an impossible combination in the config."""
 
 
@@ -114,7 +112,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists instead of tuples), suitable for YAML/JSON and checkpoints."""
-        return _plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -146,12 +144,15 @@ class TrainConfig:
                 f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys())
             )
         obj = getattr(self, section)
-        hints = _hints(type(obj))
+        hints = field_types(type(obj))
         if name not in hints:
             raise TrainConfigError(
                 f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys())
             )
-        setattr(obj, name, _coerce(dotted, value, hints[name]))
+        try:
+            setattr(obj, name, coerce(dotted, value, hints[name]))
+        except ConfigError as e:
+            raise TrainConfigError(str(e)) from e
 
     def validate(self) -> None:
         """Check combinations that no single type check can see."""
@@ -188,90 +189,15 @@ class TrainConfig:
 SECTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
-
-
 def valid_keys() -> list[str]:
     """Every ``section.field`` key with its type and default, e.g. ``optim.lr (float, 0.0001)``."""
     cfg = TrainConfig()
     out = []
     for section in SECTIONS:
         obj = getattr(cfg, section)
-        for name, tp in _hints(type(obj)).items():
-            out.append(f"{section}.{name} ({_type_name(tp)}, default {_plain(getattr(obj, name))!r})")
+        for name, tp in field_types(type(obj)).items():
+            out.append(f"{section}.{name} ({type_name(tp)}, default {to_plain(getattr(obj, name))!r})")
     return out
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (tuple, list):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"list[{args[0].__name__}]" if args else "list"
-    if origin in (typing.Union, types.UnionType):
-        return "|".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp`` (bool/int/float/str/tuple/Optional)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(key, value, a)
-            except TrainConfigError as e:
-                errors.append(str(e))
-        raise TrainConfigError(errors[0] if errors else f"config key '{key}' has an invalid value {value!r}")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]  # --data.buckets=256x256,192x320
-        if not isinstance(value, (list, tuple)):
-            raise TrainConfigError(f"config key '{key}' must be a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
-            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise TrainConfigError(f"config key '{key}' must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TrainConfigError(f"config key '{key}' must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrainConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrainConfigError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, str):
-            raise TrainConfigError(f"config key '{key}' must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -280,19 +206,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in s:
         raise TrainConfigError(f"override '{item}' must look like --section.key=value")
     key, raw = s.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    # YAML 1.1 reads "1e-4" as a string: accept plain float literals too
-    if isinstance(value, str):
-        try:
-            value = (
-                float(value) if any(c in value.lower() for c in ".e") and not value.startswith("[") else value
-            )
-        except ValueError:
-            pass
-    return key.replace("-", "_"), value
+    return key.replace("-", "_"), parse_value(raw)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

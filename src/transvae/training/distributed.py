@@ -1,4 +1,5 @@
-"""PyTorch's own distributed engine: process groups from ``torchrun``, DDP or FSDP wrapping.
+"""PyTorch's own distributed engine for training: DDP or FSDP wrapping (the process group itself
+is joined by ``transvae.utils.distributed``, shared with inference).
 
 Nothing here averages gradients by hand: DDP all-reduces them during ``backward``, FSDP
 reduce-scatters them. The only explicit collectives are tiny flags (non-finite steps,
@@ -7,71 +8,11 @@ preemption) that every rank must agree on.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from datetime import timedelta
-
-import torch
-import torch.distributed as dist
 import torch.nn as nn
 
+from ..utils.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
 
-@dataclass
-class DistInfo:
-    """Where this process sits: ``rank`` of ``world_size``, on ``device``."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group that ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
-
-    Args:
-        device: the device type requested (``cuda`` -> NCCL on ``cuda:LOCAL_RANK``; CPU -> gloo).
-    Returns:
-        DistInfo; a single process (no ``torchrun``) gets rank 0 of 1 and no process group.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo(device=device)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=60))
-    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
-
-
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True if ``flag`` is true on any rank (all ranks get the same answer)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
+__all__ = ["DistInfo", "any_rank", "barrier", "cleanup", "init_distributed", "shard_fsdp", "wrap_ddp"]
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:

@@ -44,6 +44,7 @@ from ..data.transforms import TrainTransform, ValTransform, parse_buckets
 from ..losses import VAELoss
 from ..models.base import AutoencoderBase
 from ..models.hub import unwrap_model
+from ..utils.device import resolve_device
 from . import distributed as D
 from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -118,12 +119,11 @@ class Trainer:
         train_dataset: Dataset | None = None,
         val_dataset: Dataset | None = None,
     ):
-        from ..cli.common import resolve_device
         from ..models.registry import create_model
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         t = cfg.train
-        self.dist = D.init_distributed(resolve_device(t.device))
+        self.dist = D.init_distributed(resolve_device(t.device))  # ValueError: a bad train.device
         self.device = self.dist.device
         self.is_main = self.dist.is_main
         world = self.dist.world_size
