@@ -33,7 +33,7 @@ from safetensors import safe_open
 from torch.utils.data import Dataset
 
 from ..inference.extract import latent_channel_stats
-from ..models.hub import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 
 log = logging.getLogger("transvae.generation")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,11 +31,13 @@ from timm.layers import Mlp, SwiGLU
 from torch.utils.checkpoint import checkpoint
 
 from ..models.rope import apply_rope_2d, rope_2d
+from ..utils.config import ConfigError
+from ..utils.config import from_dict as config_from_dict
 
 ARCHITECTURE = "lightningdit"
 
 
-class GeneratorConfigError(ValueError):
+class GeneratorConfigError(ConfigError):
     """A generator config has unknown keys, wrong types or impossible values."""
 
 
@@ -110,20 +111,13 @@ class LightningDiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LightningDiTConfig:
-        """Build from plain data with the project's config parser: unknown keys and wrong types
-        are errors that list the valid keys."""
-        from ..training.config import TrainConfigError, _coerce
-
-        if not isinstance(d, dict):
-            raise GeneratorConfigError(f"a generator config must be a mapping, got {type(d).__name__}")
-        hints = typing.get_type_hints(cls)
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise GeneratorConfigError(f"unknown generator config key(s) {unknown}; valid keys: {valid}")
+        """Build from plain data with the project's one config parser: unknown keys and wrong
+        types are errors that list the valid keys."""
         try:
-            return cls(**{k: _coerce(k, v, hints[k]) for k, v in d.items()})
-        except TrainConfigError as e:
+            return config_from_dict(cls, d, what="generator config")
+        except GeneratorConfigError:
+            raise
+        except ConfigError as e:
             raise GeneratorConfigError(str(e)) from e
 
 

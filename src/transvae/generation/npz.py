@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.hub import atomic_path
+from ..utils.files import atomic_path
 
 MAX_NPZ_PIXELS = 1 << 36  # 64 G pixel values: refuse headers that claim more
 

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..data.io import tensor_to_uint8
-from ..models.hub import atomic_path, atomic_write_bytes
+from ..utils.files import atomic_path, atomic_write_bytes
 from .latents import LatentStats
 from .lightningdit import LightningDiT
 from .sampling import SamplerConfig, initial_noise, sample_ode
