@@ -36,8 +36,121 @@ def _positive_int(v: str) -> int:
 
 
 def register(sub) -> None:
+    _register_train(sub)
     _register_sample(sub)
     _register_eval(sub)
+
+
+# -- gen-train ----------------------------------------------------------------------------------
+def _register_train(sub) -> None:
+    p = sub.add_parser(
+        "gen-train",
+        help="train a LightningDiT on latents written by extract-latents (paper Section 4.3)",
+        description="Train a class-conditional LightningDiT with rectified flow on a latents folder. "
+        "Defaults are the paper's recipe (Appendix D); configs/lightningdit-*.yaml hold its three runs. "
+        "Multi-GPU: torchrun --nproc_per_node N --no-python transvae gen-train ...",
+        epilog="Any config key can be set with --section.key=value; `transvae gen-train --list-keys` lists them.",
+    )
+    p.add_argument("--latents", help="training latents folder (data.latents)")
+    p.add_argument("--val-latents", help="held-out latents folder: validation loss and latent FD (data.val_latents)")
+    p.add_argument("--model", help="generator name, e.g. lightningdit-b-1 (see `transvae list 'lightningdit-*'`)")
+    p.add_argument("--out", help="run folder (config, logs, checkpoints, model/)")
+    p.add_argument("--config", help="YAML recipe (e.g. configs/lightningdit-b-1-f16d32.yaml)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
+    p.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (train.batch_size)")
+    p.add_argument("--vae", help="tokenizer to decode sample grids during training (data.vae)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
+    p.add_argument("--device", help="auto | cpu | cuda (train.device)")
+    p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
+    p.set_defaults(func=run_train, accepts_extra=True)
+
+
+def resolve_train(args: argparse.Namespace):
+    """The ``GenConfig`` and run folder from the arguments (checks only; nothing is built).
+
+    On ``--resume`` the configuration stored in the checkpoint is the base; a recipe and flags
+    given again are applied on top of it (the engine refuses changes to fixed keys)."""
+    from transvae.generation.config import GenConfig
+    from transvae.generation.registry import list_generators
+    from transvae.training.checkpoint import CheckpointError, load_checkpoint
+    from transvae.utils.config import ConfigError
+
+    if not args.out:
+        raise UserError("--out RUN_DIR is required")
+    run_dir = Path(args.out)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    base = None
+    if args.resume:
+        try:
+            base = load_checkpoint(ckpt)["config"]
+        except CheckpointError as e:
+            raise UserError(f"--resume: {e}") from e
+    elif ckpt.exists():
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    overrides = {}
+    for key, value in [
+        ("data.latents", args.latents),
+        ("data.val_latents", args.val_latents),
+        ("model.name", args.model),
+        ("train.max_steps", args.max_steps),
+        ("train.batch_size", args.batch_size),
+        ("data.vae", args.vae),
+        ("data.num_workers", args.workers),
+        ("train.device", args.device),
+    ]:
+        if value is not None:
+            overrides[key] = value
+    try:
+        cfg = GenConfig.build(args.config, overrides, list(args.extra or []), base=base)
+    except ConfigError as e:
+        raise UserError(str(e)) from e
+    if base is None and args.model is None and args.config is None:
+        raise UserError("--model NAME is required (see `transvae list 'lightningdit-*'`)")
+    if cfg.model.name not in list_generators():
+        raise UserError(f"unknown generator '{cfg.model.name}'; choices: {', '.join(list_generators())}")
+    for opt, path in (("--latents", cfg.data.latents), ("--val-latents", cfg.data.val_latents), ("--vae", cfg.data.vae)):
+        if path and not Path(path).exists():
+            raise UserError(f"{opt} {path}: no such folder")
+    if not cfg.data.latents:
+        raise UserError("--latents DIR is required (a folder written by `transvae extract-latents`)")
+    return cfg, run_dir
+
+
+def run_train(args) -> int:
+    if args.list_keys:
+        from transvae.generation.config import GenConfig
+
+        print("\n".join(GenConfig.valid_keys()))
+        return 0
+    cfg, run_dir = resolve_train(args)
+
+    from transvae.generation.task import GenerationTask
+    from transvae.training import distributed as D
+    from transvae.training.checkpoint import CheckpointError
+    from transvae.training.engine import Engine, TrainingError
+    from transvae.utils.runlock import RunLockedError
+
+    engine = None
+    try:
+        engine = Engine(GenerationTask(cfg), run_dir, resume=args.resume)
+        summary = engine.fit()
+    except (TrainingError, CheckpointError, RunLockedError, ValueError, OSError) as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+    finally:
+        D.cleanup()
+    if engine.is_main:
+        hist = [h for h in summary["history"] if "val/latent_fd" in h]
+        msg = f"{summary['status']} at step {summary['step']} in {summary['wall_seconds']:.0f}s"
+        if hist:
+            msg += f"; latent FD {hist[0]['val/latent_fd']:.4f} -> {hist[-1]['val/latent_fd']:.4f}"
+        if summary["nonfinite_steps"]:
+            msg += f"; {summary['nonfinite_steps']} non-finite steps skipped"
+        print(msg)
+        print(f"generator: {run_dir / 'model'}  (transvae gen-sample --run {run_dir} --vae VAE ...)")
+        if summary["status"] != "finished":
+            print(f"continue with: transvae gen-train --out {run_dir} --resume")
+    return int(summary["exit_status"])
 
 
 # -- gen-sample ---------------------------------------------------------------------------------

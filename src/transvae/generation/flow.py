@@ -38,13 +38,19 @@ class RectifiedFlow:
     cosine_loss: bool = True
 
     def sample_t(
-        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+        self,
+        n: int,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        device_rng: bool = False,
     ) -> torch.Tensor:
-        """(n,) training times in (0, 1), drawn on the CPU (same numbers on every device)."""
+        """(n,) training times in (0, 1): drawn with ``generator`` (or the global CPU RNG) and
+        moved to ``device``, or drawn on ``device`` itself when ``device_rng``."""
+        where = device if device_rng else "cpu"
         if self.logit_normal:
-            t = torch.sigmoid(torch.randn(n, generator=generator) * self.logit_std + self.logit_mean)
+            t = torch.sigmoid(torch.randn(n, generator=generator, device=where) * self.logit_std + self.logit_mean)
         else:
-            t = torch.rand(n, generator=generator)
+            t = torch.rand(n, generator=generator, device=where)
         return t.to(device)
 
     @staticmethod
@@ -67,12 +73,16 @@ class RectifiedFlow:
         Args:
             model: ``v = model(x_t, t, y)``.
             x1: (B, C, h, w) normalised latents; y: (B,) labels.
-            generator: optional CPU generator for t and the noise (default: the global RNG).
+            generator: optional CPU generator for t and the noise (default: the RNG of x1's device).
         Returns:
             (scalar loss, {"mse", "cos"} detached scalars for logging).
         """
-        x0 = torch.randn(x1.shape, generator=generator).to(x1.device, x1.dtype)
-        t = self.sample_t(x1.shape[0], x1.device, generator)
+        if generator is None:  # the device's own RNG (checkpointed by the training engine)
+            x0 = torch.randn_like(x1)
+            t = self.sample_t(x1.shape[0], x1.device, device_rng=True)
+        else:
+            x0 = torch.randn(x1.shape, generator=generator).to(x1.device, x1.dtype)
+            t = self.sample_t(x1.shape[0], x1.device, generator)
         xt, u = self.interpolate(x1, x0, t)
         v = model(xt, t, y).float()  # (B, C, h, w)
         mse = (v - u).pow(2).mean()
