@@ -54,7 +54,9 @@ def run(cmd: list[str], log: Path, threads: int) -> float:
     with open(log, "a") as f:
         f.write(f"$ transvae {shlex.join(cmd)}\n")
         f.flush()
-        rc = subprocess.call([sys.executable, "-m", "transvae.cli", *cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call(
+            [sys.executable, "-m", "transvae.cli", *cmd], stdout=f, stderr=subprocess.STDOUT, env=env
+        )
     if rc != 0:
         raise RuntimeError(f"transvae {cmd[0]} failed (exit {rc}); see {log}")
     return time.time() - t0
@@ -78,11 +80,29 @@ def pipeline(name: str, args, runs: Path) -> dict:
     if not finished(vae, args.vae_steps):
         resume = ["--resume"] if (vae / "checkpoints" / "last.pt").exists() else []
         times["tokenizer_s"] = run(
-            ["train", "--model", name, "--data", str(d / "train"), "--val-data", str(d / "val"), "--out", str(vae)]
+            [
+                "train",
+                "--model",
+                name,
+                "--data",
+                str(d / "train"),
+                "--val-data",
+                str(d / "val"),
+                "--out",
+                str(vae),
+            ]
             + ["--resolution", str(args.resolution), "--batch-size", str(args.vae_batch)]
             + ["--max-steps", str(args.vae_steps), "--workers", "0", "--device", "cpu", *resume]
-            + ["--loss.lpips_weight=0", "--loss.vf_weight=0", f"--optim.warmup_steps={min(100, args.vae_steps)}"]
-            + [f"--log.val_every={max(args.vae_steps // 4, 1)}", "--log.tensorboard=false", "--log.progress=false"]
+            + [
+                "--loss.lpips_weight=0",
+                "--loss.vf_weight=0",
+                f"--optim.warmup_steps={min(100, args.vae_steps)}",
+            ]
+            + [
+                f"--log.val_every={max(args.vae_steps // 4, 1)}",
+                "--log.tensorboard=false",
+                "--log.progress=false",
+            ]
             + [f"--train.checkpoint_every={max(args.vae_steps // 4, 1)}"],
             log,
             args.threads,
@@ -91,7 +111,16 @@ def pipeline(name: str, args, runs: Path) -> dict:
         if not (lat / split / "manifest.json").is_file():
             times[f"extract_{split}_s"] = run(
                 ["extract-latents", str(folder), "--model", str(vae), "--out", str(lat / split)]
-                + ["--resolution", str(args.resolution), "--batch-size", "16", "--num-workers", "0", "--device", "cpu"],
+                + [
+                    "--resolution",
+                    str(args.resolution),
+                    "--batch-size",
+                    "16",
+                    "--num-workers",
+                    "0",
+                    "--device",
+                    "cpu",
+                ],
                 log,
                 args.threads,
             )
@@ -100,8 +129,23 @@ def pipeline(name: str, args, runs: Path) -> dict:
     if not finished(gen, args.gen_steps):
         resume = ["--resume"] if (gen / "checkpoints" / "last.pt").exists() else []
         times["generator_s"] = run(
-            ["gen-train", "--latents", str(lat / "train"), "--val-latents", str(lat / "held"), "--out", str(gen)]
-            + ["--model", args.generator, "--max-steps", str(args.gen_steps), "--batch-size", str(args.gen_batch)]
+            [
+                "gen-train",
+                "--latents",
+                str(lat / "train"),
+                "--val-latents",
+                str(lat / "held"),
+                "--out",
+                str(gen),
+            ]
+            + [
+                "--model",
+                args.generator,
+                "--max-steps",
+                str(args.gen_steps),
+                "--batch-size",
+                str(args.gen_batch),
+            ]
             + ["--workers", "0", "--device", "cpu", "--vae", str(vae), *resume]
             + [f"--log.val_every={args.eval_every}", f"--log.image_every={args.gen_steps}", "--log.every=50"]
             + [f"--train.checkpoint_every={args.eval_every}", f"--train.keep_checkpoints={10**6}"]
@@ -135,7 +179,9 @@ def plot(results: list[dict], path: Path, title: str) -> None:
         st = styles.get(r["label"], dict(color="tab:blue", lw=1.6))
         steps = [p["step"] for p in c]
         axes[0].plot(steps, [p["latent_fd"] for p in c], marker="o", ms=3, label=r["label"], **st)
-        axes[1].plot(steps, [p["latent_fd"] / c[0]["latent_fd"] for p in c], marker="o", ms=3, label=r["label"], **st)
+        axes[1].plot(
+            steps, [p["latent_fd"] / c[0]["latent_fd"] for p in c], marker="o", ms=3, label=r["label"], **st
+        )
         axes[2].plot(steps, [p["flow_loss"] for p in c], marker="o", ms=3, label=r["label"], **st)
     axes[0].set_ylabel("latent FD (own latent space) ↓")
     axes[1].set_ylabel("latent FD / latent FD at step 0 ↓")
@@ -192,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         results.append({"tokenizer": n, "label": labels.get(n, n), "curve": c, "timings_s": timings[n]})
         fd = [x["latent_fd"] for x in c if x["latent_fd"] is not None]
         if fd:
-            print(f"{n:<24} lFD {fd[0]:.4f} -> {fd[-1]:.4f} ({fd[-1] / fd[0]:.2f}x) over {c[-1]['step']} steps")
+            print(
+                f"{n:<24} lFD {fd[0]:.4f} -> {fd[-1]:.4f} ({fd[-1] / fd[0]:.2f}x) over {c[-1]['step']} steps"
+            )
     command = "python benchmarks/generation.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     payload = {
         "command": command.strip(),

@@ -52,8 +52,12 @@ def _register_train(sub) -> None:
         epilog="Any config key can be set with --section.key=value; `transvae gen-train --list-keys` lists them.",
     )
     p.add_argument("--latents", help="training latents folder (data.latents)")
-    p.add_argument("--val-latents", help="held-out latents folder: validation loss and latent FD (data.val_latents)")
-    p.add_argument("--model", help="generator name, e.g. lightningdit-b-1 (see `transvae list 'lightningdit-*'`)")
+    p.add_argument(
+        "--val-latents", help="held-out latents folder: validation loss and latent FD (data.val_latents)"
+    )
+    p.add_argument(
+        "--model", help="generator name, e.g. lightningdit-b-1 (see `transvae list 'lightningdit-*'`)"
+    )
     p.add_argument("--out", help="run folder (config, logs, checkpoints, model/)")
     p.add_argument("--config", help="YAML recipe (e.g. configs/lightningdit-b-1-f16d32.yaml)")
     p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
@@ -62,7 +66,9 @@ def _register_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
     p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
     p.add_argument("--device", help="auto | cpu | cuda (train.device)")
-    p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
+    p.add_argument(
+        "--list-keys", action="store_true", help="print every config key with its default and exit"
+    )
     p.set_defaults(func=run_train, accepts_extra=True)
 
 
@@ -76,9 +82,14 @@ def resolve_train(args: argparse.Namespace):
     from transvae.training.checkpoint import CheckpointError, load_checkpoint
     from transvae.utils.config import ConfigError
 
+    from .train import _check_not_in_use
+
     if not args.out:
         raise UserError("--out RUN_DIR is required")
     run_dir = Path(args.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
+    _check_not_in_use(run_dir)
     ckpt = run_dir / "checkpoints" / "last.pt"
     base = None
     if args.resume:
@@ -87,7 +98,9 @@ def resolve_train(args: argparse.Namespace):
         except CheckpointError as e:
             raise UserError(f"--resume: {e}") from e
     elif ckpt.exists():
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
     overrides = {}
     for key, value in [
         ("data.latents", args.latents),
@@ -109,7 +122,11 @@ def resolve_train(args: argparse.Namespace):
         raise UserError("--model NAME is required (see `transvae list 'lightningdit-*'`)")
     if cfg.model.name not in list_generators():
         raise UserError(f"unknown generator '{cfg.model.name}'; choices: {', '.join(list_generators())}")
-    for opt, path in (("--latents", cfg.data.latents), ("--val-latents", cfg.data.val_latents), ("--vae", cfg.data.vae)):
+    for opt, path in (
+        ("--latents", cfg.data.latents),
+        ("--val-latents", cfg.data.val_latents),
+        ("--vae", cfg.data.vae),
+    ):
         if path and not Path(path).exists():
             raise UserError(f"{opt} {path}: no such folder")
     if not cfg.data.latents:

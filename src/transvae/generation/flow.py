@@ -48,7 +48,9 @@ class RectifiedFlow:
         moved to ``device``, or drawn on ``device`` itself when ``device_rng``."""
         where = device if device_rng else "cpu"
         if self.logit_normal:
-            t = torch.sigmoid(torch.randn(n, generator=generator, device=where) * self.logit_std + self.logit_mean)
+            t = torch.sigmoid(
+                torch.randn(n, generator=generator, device=where) * self.logit_std + self.logit_mean
+            )
         else:
             t = torch.rand(n, generator=generator, device=where)
         return t.to(device)

@@ -59,7 +59,7 @@ def generator_folder(path: str | os.PathLike) -> Path:
     """The folder holding the generator's ``config.json``: ``path`` or ``path/model`` (a run
     folder). Local only: a generator is never fetched because a path looks like a Hub id."""
     p = Path(path)
-    for cand in (p, p / "model"):
+    for cand in (p / "model", p):  # a run folder's own config.json is the training config
         if (cand / CONFIG_NAME).is_file():
             return cand
     raise FileNotFoundError(

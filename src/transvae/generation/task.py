@@ -56,7 +56,9 @@ class GenerationTask(Task):
 
     def __init__(self, cfg: GenConfig):
         self.cfg = cfg
-        self.flow = RectifiedFlow(cfg.flow.logit_normal, cfg.flow.logit_mean, cfg.flow.logit_std, cfg.flow.cosine_loss)
+        self.flow = RectifiedFlow(
+            cfg.flow.logit_normal, cfg.flow.logit_mean, cfg.flow.logit_std, cfg.flow.cosine_loss
+        )
         self.model: LightningDiT | None = None
         self._val_fd: LatentFrechetDistance | None = None
 
@@ -75,7 +77,9 @@ class GenerationTask(Task):
         """Open the latents (headers only), size the generator on the meta device."""
         d = self.cfg.data
         if not d.latents:
-            raise TrainingError("no training latents: pass --latents DIR (written by `transvae extract-latents`)")
+            raise TrainingError(
+                "no training latents: pass --latents DIR (written by `transvae extract-latents`)"
+            )
         try:
             self.folder = LatentFolder(d.latents)
             self.val_folder = LatentFolder(d.val_latents) if d.val_latents else None
@@ -83,6 +87,7 @@ class GenerationTask(Task):
             cfg = generator_config(self.cfg.model.name, **self._overrides())
         except (LatentDataError, GeneratorConfigError, KeyError) as e:
             raise TrainingError(str(e).strip("'\"")) from e
+        self._check_resumed_note()
         if self.val_folder is not None and self.val_folder.shape != self.folder.shape:
             raise TrainingError(
                 f"data.val_latents have shape {self.val_folder.shape}, the training latents {self.folder.shape}"
@@ -147,6 +152,9 @@ class GenerationTask(Task):
             pin_memory=e.device.type == "cuda",
             persistent_workers=workers > 0,
             worker_init_fn=ignore_sigterm if workers > 0 else None,
+            # a private generator: creating the iterator must not draw from the global RNG, or a
+            # resumed run would draw other noise than a straight one
+            generator=torch.Generator().manual_seed(t.seed),
         )
         for batch in loader:
             e.data_pos = (int(batch["epoch"]), int(batch["batch"]) + 1)
@@ -187,7 +195,12 @@ class GenerationTask(Task):
             idx = mine[i : i + bs]
             noise = initial_noise(self.folder.shape, seed, idx).to(e.device)
             x = sample_ode(
-                model, noise, labels[idx].to(e.device), self._sampler(steps), model.null_label, e.autocast_dtype
+                model,
+                noise,
+                labels[idx].to(e.device),
+                self._sampler(steps),
+                model.null_label,
+                e.autocast_dtype,
             )
             out[idx] = x.float().cpu()
         model.train(was_training)
@@ -260,7 +273,9 @@ class GenerationTask(Task):
         if not hasattr(self, "_runner"):
             import transvae
 
-            self._runner = InferenceRunner(transvae.from_pretrained(self.cfg.data.vae), device=self.engine.device)
+            self._runner = InferenceRunner(
+                transvae.from_pretrained(self.cfg.data.vae), device=self.engine.device
+            )
         z = self.stats.denormalize(x, self.cfg.data.multiplier)
         images = tensor_to_uint8(self._runner.decode(z).cpu())
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,10 +296,20 @@ class GenerationTask(Task):
         )
 
     def checkpoint_note(self) -> dict[str, Any]:
-        return {"model_name": self.cfg.model.name, "latent_shape": list(self.folder.shape), "num_classes": self.num_classes}
+        return {
+            "model_name": self.cfg.model.name,
+            "latent_shape": list(self.folder.shape),
+            "num_classes": self.num_classes,
+        }
 
     def load_checkpoint_note(self, note: dict[str, Any]) -> None:
-        mine = self.checkpoint_note()
-        for k, v in mine.items():
+        # called before ``preflight``: kept, and compared once the latents are opened
+        self._resumed_note = dict(note)
+
+    def _check_resumed_note(self) -> None:
+        note = getattr(self, "_resumed_note", None) or {}
+        for k, v in self.checkpoint_note().items():
             if k in note and note[k] != v:
-                raise TrainingError(f"the checkpoint was trained with {k}={note[k]!r}, these latents give {v!r}")
+                raise TrainingError(
+                    f"the checkpoint was trained with {k}={note[k]!r}, these latents give {v!r}"
+                )
