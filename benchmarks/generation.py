@@ -5,7 +5,8 @@ the project's own commands and nothing written by hand:
 
 1. ``transvae train``: the tokenizer on the training photos (stage 1 of the recipe);
 2. ``transvae extract-latents``: latents of the training photos and of held-out photos;
-3. ``transvae gen-train``: the same LightningDiT on those latents, validated every
+3. ``transvae gen-train`` with ``configs/lightningdit-cpu-quick.yaml``: the same LightningDiT on
+   those latents, validated every
    ``--eval-every`` steps: flow loss on the held-out latents and the latent Frechet distance
    (lFD) of ``--val-num`` generated latents (EMA weights, fixed noise) against them.
 
@@ -110,7 +111,7 @@ def pipeline(name: str, args, runs: Path) -> dict:
     for split, folder in (("train", d / "train"), ("held", d / "test")):
         if not (lat / split / "manifest.json").is_file():
             times[f"extract_{split}_s"] = run(
-                ["extract-latents", str(folder), "--model", str(vae), "--out", str(lat / split)]
+                ["extract-latents", str(folder), "--model", str(vae / "model"), "--out", str(lat / split)]
                 + [
                     "--resolution",
                     str(args.resolution),
@@ -129,15 +130,8 @@ def pipeline(name: str, args, runs: Path) -> dict:
     if not finished(gen, args.gen_steps):
         resume = ["--resume"] if (gen / "checkpoints" / "last.pt").exists() else []
         times["generator_s"] = run(
-            [
-                "gen-train",
-                "--latents",
-                str(lat / "train"),
-                "--val-latents",
-                str(lat / "held"),
-                "--out",
-                str(gen),
-            ]
+            ["gen-train", "--config", str(args.gen_config), "--latents", str(lat / "train")]
+            + ["--val-latents", str(lat / "held"), "--out", str(gen), "--vae", str(vae / "model")]
             + [
                 "--model",
                 args.generator,
@@ -146,11 +140,10 @@ def pipeline(name: str, args, runs: Path) -> dict:
                 "--batch-size",
                 str(args.gen_batch),
             ]
-            + ["--workers", "0", "--device", "cpu", "--vae", str(vae), *resume]
-            + [f"--log.val_every={args.eval_every}", f"--log.image_every={args.gen_steps}", "--log.every=50"]
-            + [f"--train.checkpoint_every={args.eval_every}", f"--train.keep_checkpoints={10**6}"]
+            + ["--workers", "0", "--device", "cpu", *resume]
+            + [f"--log.val_every={args.eval_every}", f"--train.checkpoint_every={args.eval_every}"]
             + [f"--sample.val_num={args.val_num}", f"--sample.val_steps={args.val_steps}"]
-            + ["--train.ema_warmup=true", "--log.tensorboard=false", "--log.progress=false"],
+            + ["--log.tensorboard=false", "--log.progress=false"],
             log,
             args.threads,
         )
@@ -202,14 +195,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BSDS500 folder with train/ val/ test/")
     p.add_argument("--tokenizers", nargs="+", default=None, help=f"default: {list(TOKENIZERS)}")
     p.add_argument("--resolution", type=int, default=64, help="crop size of tokenizer training and latents")
-    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument(
+        "--gen-config",
+        type=Path,
+        default=REPO / "configs" / "lightningdit-cpu-quick.yaml",
+        help="gen-train recipe",
+    )
     p.add_argument("--generator", default="lightningdit-mini-1")
     p.add_argument("--gen-steps", type=int, default=3000)
-    p.add_argument("--gen-batch", type=int, default=64)
+    p.add_argument("--gen-batch", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--val-num", type=int, default=400, help="generated latents per lFD evaluation")
-    p.add_argument("--val-steps", type=int, default=25, help="Euler steps of those samples")
+    p.add_argument("--val-num", type=int, default=300, help="generated latents per lFD evaluation")
+    p.add_argument("--val-steps", type=int, default=20, help="Euler steps of those samples")
     p.add_argument("--parallel", type=int, default=2, help="tokenizers processed at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "gen_bench")

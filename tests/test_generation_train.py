@@ -69,6 +69,13 @@ def test_gen_train_runs_exports_and_resumes_bit_identically(latents, tmp_path, c
     stats = torch.load(latents / "train" / "latents_stats.pt", weights_only=True)
     assert meta["latent_stats"]["mean"] == pytest.approx(stats["mean"].flatten().tolist())
     assert meta["tokenizer"]["model_name"] == "transvae-nano-f16d32"
+    # gen-sample --step: the EMA weights of a kept snapshot
+    early, meta2 = load_generator(straight, step=2)
+    snap = load_checkpoint(straight / "checkpoints" / "step_00000002.pt")
+    assert _same(early.state_dict(), snap["ema"]["weights"]) and meta2["step"] == 2
+    assert not _same(early.state_dict(), model.state_dict())
+    with pytest.raises(FileNotFoundError, match=r"steps kept: \[2, 4\]"):
+        load_generator(straight, step=3)
     summary = json.loads((straight / "summary.json").read_text())
     steps = [h["step"] for h in summary["history"]]
     assert steps == [0, 2, 4] and all(

@@ -79,10 +79,9 @@ def resolve_train(args: argparse.Namespace):
     given again are applied on top of it (the engine refuses changes to fixed keys)."""
     from transvae.generation.config import GenConfig
     from transvae.generation.registry import list_generators
-    from transvae.training.checkpoint import CheckpointError, load_checkpoint
     from transvae.utils.config import ConfigError
 
-    from .train import _check_not_in_use
+    from .train import _check_not_in_use, _saved_run
 
     if not args.out:
         raise UserError("--out RUN_DIR is required")
@@ -93,10 +92,7 @@ def resolve_train(args: argparse.Namespace):
     ckpt = run_dir / "checkpoints" / "last.pt"
     base = None
     if args.resume:
-        try:
-            base = load_checkpoint(ckpt)["config"]
-        except CheckpointError as e:
-            raise UserError(f"--resume: {e}") from e
+        base = _saved_run(run_dir)["config"]
     elif ckpt.exists():
         raise UserError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
@@ -180,6 +176,9 @@ def _register_sample(sub) -> None:
         "--npz). Sample i depends only on --seed and i: a rerun with the same settings resumes.",
     )
     p.add_argument("--run", required=True, help="gen-train run folder (or its model/ folder)")
+    p.add_argument(
+        "--step", type=_nonneg_int, default=None, help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)"
+    )
     p.add_argument(
         "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
     )
@@ -266,7 +265,7 @@ def run_sample(args) -> int:
         raise UserError(str(e)) from e
     device = resolve_device(args.device)
     try:
-        model, meta = load_generator(run, device=device)
+        model, meta = load_generator(run, device=device, step=args.step)
         stats, multiplier = stats_from_metadata(meta)
     except (FileNotFoundError, GeneratorConfigError, ValueError) as e:
         raise UserError(f"cannot load generator '{run}': {e}") from e
@@ -303,7 +302,12 @@ def run_sample(args) -> int:
             args.seed,
             sampler,
             batch_size=args.batch_size,
-            settings={"run": str(run.resolve()), "vae": str(args.vae), "vae_model_name": vae.model_name},
+            settings={
+                "run": str(run.resolve()),
+                "step": meta.get("step"),
+                "vae": str(args.vae),
+                "vae_model_name": vae.model_name,
+            },
         )
     except ValueError as e:
         raise UserError(str(e)) from e

@@ -17,7 +17,7 @@ import os
 import torch
 import torch.nn as nn
 
-from .weights import WeightsUnavailableError, inception_checkpoint
+from .weights import inception_checkpoint, unusable_inception
 
 
 class FIDMetric:
@@ -45,10 +45,7 @@ class FIDMetric:
             try:
                 self.metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path))
             except (RuntimeError, KeyError, OSError, ValueError) as e:
-                raise WeightsUnavailableError(
-                    f"{path} is not a usable FID InceptionV3 checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-                    f"pass --fid-weights PATH to weights-inception-2015-12-05-6726825d.pth"
-                ) from e
+                raise unusable_inception(path, e) from e
             self.source = str(path)
         else:
             self.metric = FrechetInceptionDistance(feature=feature_net, normalize=False)

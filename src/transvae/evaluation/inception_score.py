@@ -15,7 +15,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .weights import WeightsUnavailableError, inception_checkpoint
+from .weights import inception_checkpoint, unusable_inception
 
 
 class ISMetric:
@@ -51,10 +51,7 @@ class ISMetric:
                     feature_extractor_weights_path=str(path),
                 )
             except (RuntimeError, KeyError, OSError, ValueError) as e:
-                raise WeightsUnavailableError(
-                    f"{path} is not a usable InceptionV3 checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-                    f"pass --fid-weights PATH to weights-inception-2015-12-05-6726825d.pth"
-                ) from e
+                raise unusable_inception(path, e) from e
             self.source = str(path)
         else:
             self.source = f"custom feature network {type(feature_net).__name__}"

@@ -68,14 +68,20 @@ def generator_folder(path: str | os.PathLike) -> Path:
 
 
 def load_generator(
-    path: str | os.PathLike, device: str | torch.device | None = None
+    path: str | os.PathLike, device: str | torch.device | None = None, step: int | None = None
 ) -> tuple[LightningDiT, dict[str, Any]]:
     """Load a generator saved by ``save_generator`` (its folder or the ``gen-train`` run folder).
 
+    Args:
+        path: the run folder or its ``model/`` folder.
+        device: where to put the weights.
+        step: load the weights of the snapshot ``RUN/checkpoints/step_{step:08d}.pt`` instead
+            (the EMA weights when the run has them; ``train.keep_checkpoints`` keeps snapshots).
     Returns:
-        (model in eval mode, metadata dict).
+        (model in eval mode, metadata dict; ``metadata["step"]`` is the step loaded).
     Raises:
-        FileNotFoundError: no such folder / no weights; GeneratorConfigError: not a generator.
+        FileNotFoundError: no such folder / no weights / no such snapshot; GeneratorConfigError:
+            not a generator.
     """
     from safetensors.torch import load_file
 
@@ -90,10 +96,35 @@ def load_generator(
     except ValueError as e:
         raise GeneratorConfigError(str(e)) from e
     target = torch.device(device) if device is not None else torch.device("cpu")
-    state = load_file(str(weights), device=str(target))
+    if step is None:
+        state = load_file(str(weights), device=str(target))
+    else:
+        state = _snapshot_weights(folder, step, target)
+        metadata = {**metadata, "step": step}
     ref = model.state_dict()
+    if state.keys() != ref.keys() or any(state[k].shape != ref[k].shape for k in ref):
+        raise GeneratorConfigError(f"the weights of step {step} do not match {folder / CONFIG_NAME}")
     model.load_state_dict({k: v.to(ref[k].dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.eval(), metadata
+
+
+def _snapshot_weights(folder: Path, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The generator weights (EMA if present) of ``RUN/checkpoints/step_{step:08d}.pt``."""
+    from ..training.checkpoint import CheckpointError, load_checkpoint
+
+    run = folder.parent if folder.name == "model" else folder
+    path = run / "checkpoints" / f"step_{step:08d}.pt"
+    if not path.is_file():
+        have = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
+        raise FileNotFoundError(f"no snapshot of step {step} in {run / 'checkpoints'} (steps kept: {have})")
+    try:
+        ck = load_checkpoint(path, map_location=device)
+    except CheckpointError as e:
+        raise FileNotFoundError(str(e)) from e
+    state = ck["ema"]["weights"] if "ema" in ck else ck.get("model")
+    if not isinstance(state, dict):
+        raise GeneratorConfigError(f"{path} holds no generator weights")
+    return state
 
 
 def latents_metadata(folder: LatentFolder, stats: LatentStats, multiplier: float) -> dict[str, Any]:

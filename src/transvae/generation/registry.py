@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..models.registry import build_model
 from .lightningdit import LightningDiT, LightningDiTConfig
 
 FAMILY = "lightningdit"
@@ -96,17 +97,9 @@ def generator_config(name: str, **overrides: Any) -> LightningDiTConfig:
     return LightningDiTConfig.from_dict({**entry.defaults, **overrides})
 
 
-def build_generator(
-    config: LightningDiTConfig, name: str = "", device: str | torch.device | None = None
-) -> LightningDiT:
+def build_generator(config: LightningDiTConfig, name: str = "", device: str | torch.device | None = None) -> LightningDiT:
     """Instantiate ``LightningDiT(config)`` directly on ``device`` (``"meta"`` allocates nothing)."""
-    if device is not None:
-        with torch.device(device):
-            model = LightningDiT(config)
-    else:
-        model = LightningDiT(config)
-    model._model_name = name
-    return model
+    return build_model(LightningDiT, config, name, device=device)
 
 
 def create_generator(name: str, device: str | torch.device | None = None, **overrides: Any) -> LightningDiT:

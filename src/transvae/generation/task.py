@@ -88,6 +88,17 @@ class GenerationTask(Task):
         except (LatentDataError, GeneratorConfigError, KeyError) as e:
             raise TrainingError(str(e).strip("'\"")) from e
         self._check_resumed_note()
+        if d.vae:  # the sample-grid tokenizer: its config is read now, its weights at the first grid
+            from ..models.hub import read_config, resolve_model_folder
+
+            try:
+                _, vae_cfg, _ = read_config(resolve_model_folder(d.vae))
+            except (FileNotFoundError, ValueError) as e:
+                raise TrainingError(f"data.vae: {str(e).splitlines()[0]}") from e
+            if vae_cfg.latent_channels != self.folder.channels:
+                raise TrainingError(
+                    f"data.vae has {vae_cfg.latent_channels} latent channels, the latents {self.folder.channels}"
+                )
         if self.val_folder is not None and self.val_folder.shape != self.folder.shape:
             raise TrainingError(
                 f"data.val_latents have shape {self.val_folder.shape}, the training latents {self.folder.shape}"
