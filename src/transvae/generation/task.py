@@ -31,6 +31,7 @@ from ..models.hub import unwrap_model
 from ..training import distributed as D
 from ..training.engine import TrainingError, ignore_sigterm
 from ..training.task import Task
+from ..utils.memory import available_bytes, format_bytes
 from .config import GenConfig
 from .flow import RectifiedFlow
 from .hub import latents_metadata, save_generator
@@ -109,10 +110,20 @@ class GenerationTask(Task):
                 f"the latent grid {h}x{w} is not a multiple of {self.cfg.model.name}'s patch size {cfg.patch_size}"
             )
         n = create_generator(self.cfg.model.name, device="meta", **self._overrides()).num_parameters()
-        copies = 2 + (1 if self.cfg.train.ema else 0) + 2  # weights, grads, EMA, two AdamW moments
+        ema = 1 if self.cfg.train.ema else 0
+        if self.cfg.train.check_memory:
+            # weights, gradients, two AdamW moments and the EMA copy, fp32; activations come on top
+            # (not estimated here: utils.memory.estimate_memory takes autoencoder inputs only)
+            need, free = 4 * n * (4 + ema), available_bytes(self.engine.device)
+            if free is not None and need > free:
+                raise TrainingError(
+                    f"{self.cfg.model.name} needs {format_bytes(need)} for its weights and optimizer state, "
+                    f"{format_bytes(free)} is free on {self.engine.device}; use a smaller --model "
+                    f"(or train.check_memory=false)"
+                )
         # one checkpoint: weights, EMA, AdamW moments; the new file sits next to the old one until
         # the rename; plus the exported model
-        return 2 * 4 * n * (copies - 1) + 4 * n + (64 << 20)
+        return 2 * 4 * n * (3 + ema) + 4 * n + (64 << 20)
 
     def build(self) -> None:
         e, d = self.engine, self.cfg.data
