@@ -177,7 +177,10 @@ def _register_sample(sub) -> None:
     )
     p.add_argument("--run", required=True, help="gen-train run folder (or its model/ folder)")
     p.add_argument(
-        "--step", type=_nonneg_int, default=None, help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)"
+        "--step",
+        type=_nonneg_int,
+        default=None,
+        help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)",
     )
     p.add_argument(
         "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
@@ -345,6 +348,11 @@ def _register_eval(sub) -> None:
     )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="images per Inception batch")
     p.add_argument("--latent-fd-patch", type=_positive_int, default=2, help="lFD patch side (default 2)")
+    p.add_argument(
+        "--latent-stats",
+        default=None,
+        help="latents folder whose latents_stats.pt normalises both sets for lFD (default: the generator's)",
+    )
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     p.set_defaults(func=run_eval)
 
@@ -368,6 +376,7 @@ def run_eval(args) -> int:
         batch_size=args.batch_size,
         device=str(resolve_device(args.device)),
         latent_fd_patch=args.latent_fd_patch,
+        latent_stats=args.latent_stats,
     )
     try:
         payload = evaluate_generation(

@@ -125,6 +125,10 @@ class GenConfig(ConfigTree):
             (0 <= s.cfg_interval_start <= 1, "sample.cfg_interval_start must be in [0, 1]"),
             (s.val_num >= 0 and s.val_seed >= 0, "sample.val_num and sample.val_seed must be >= 0"),
             (
+                self.train.distributed == "ddp",
+                "gen-train shards nothing: train.distributed must be ddp (XL/1 and its AdamW state fit one GPU)",
+            ),
+            (
                 s.cfg_scale == 1.0 or m.class_dropout > 0,
                 "sample.cfg_scale != 1 needs model.class_dropout > 0 (the unconditional label)",
             ),

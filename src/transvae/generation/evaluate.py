@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .latent_fd import DEFAULT_PATCH, LatentFrechetDistance
-from .latents import LatentDataError, LatentFolder, LatentStats
+from .latents import LatentDataError, LatentFolder, LatentStats, load_latent_stats
 from .npz import iter_npz_images, npz_info
 from .pipeline import SETTINGS_NAME
 
@@ -50,6 +50,8 @@ class EvalOptions:
         batch_size: images per Inception batch.
         device: where the networks run.
         latent_fd_patch: patch side of the lFD feature.
+        latent_stats: a latents folder whose ``latents_stats.pt`` normalises both sets for lFD
+            (default: the generator's, from the samples' ``sampling.json``, else the reference's).
         is_splits: IS splits.
         feature_net / logits_net: replacements of the Inception pool / logits networks (tests).
     """
@@ -60,6 +62,7 @@ class EvalOptions:
     batch_size: int = 64
     device: str = "cpu"
     latent_fd_patch: int = DEFAULT_PATCH
+    latent_stats: str | None = None
     is_splits: int = 10
     feature_net: nn.Module | None = field(default=None, repr=False)
     logits_net: nn.Module | None = field(default=None, repr=False)
@@ -317,7 +320,12 @@ def evaluate_generation(
                 "latent-fd needs real latents: pass --reference-latents DIR (written by "
                 "`transvae extract-latents` from held-out images)"
             )
-        if settings is not None and "latent_stats" in settings:
+        if options.latent_stats:
+            found = load_latent_stats(options.latent_stats)
+            if found is None:
+                raise SourceError(f"--latent-stats {options.latent_stats}: no latents_stats.pt there")
+            stats, stats_source = found, str(Path(options.latent_stats) / "latents_stats.pt")
+        elif settings is not None and "latent_stats" in settings:
             stats, stats_source = (
                 LatentStats.from_dict(settings["latent_stats"]),
                 "the generator's training statistics",

@@ -97,7 +97,9 @@ def generator_config(name: str, **overrides: Any) -> LightningDiTConfig:
     return LightningDiTConfig.from_dict({**entry.defaults, **overrides})
 
 
-def build_generator(config: LightningDiTConfig, name: str = "", device: str | torch.device | None = None) -> LightningDiT:
+def build_generator(
+    config: LightningDiTConfig, name: str = "", device: str | torch.device | None = None
+) -> LightningDiT:
     """Instantiate ``LightningDiT(config)`` directly on ``device`` (``"meta"`` allocates nothing)."""
     return build_model(LightningDiT, config, name, device=device)
 
