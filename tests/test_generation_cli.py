@@ -140,7 +140,19 @@ def test_gen_eval_latent_fd_without_downloads(setup, tmp_path, capsys):
     ref = LatentFolder(setup / "held_latents")
     direct = latent_fd(LatentFolder(samples / "latents"), ref, stats, patch=1)["latent_fd"]
     assert direct == pytest.approx(res["latent_fd"], rel=1e-9)
-    assert latent_fd(LatentFolder(setup / "latents"), ref, stats, patch=1)["latent_fd"] < 0.5 * direct
+    floor = latent_fd(LatentFolder(setup / "latents"), ref, stats, patch=1)["latent_fd"]
+    assert floor < 0.5 * direct
+    # real latents as "samples" (the floor a perfect generator would reach), with explicit statistics
+    rc = main(
+        ["gen-eval", "--samples", str(setup / "latents"), "--reference-latents", str(setup / "held_latents")]
+        + ["--out", str(tmp_path / "floor"), "--metrics", "latent-fd", "--latent-fd-patch", "1"]
+        + ["--latent-stats", str(setup / "latents")]
+    )
+    assert rc == 0
+    res = json.loads((tmp_path / "floor" / "results.json").read_text())["results"]
+    assert res["latent_fd"] == pytest.approx(floor, rel=1e-9) and res["latent_fd_stats"].endswith(
+        "latents_stats.pt"
+    )
 
 
 def test_gen_eval_fid_offline_error_names_the_option(setup, tmp_path, capsys):
