@@ -212,10 +212,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parallel", type=int, default=2, help="tokenizers processed at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "gen_bench")
-    p.add_argument("--out", type=Path, default=DOCS_DIR, help="where generation.json / .png go")
+    p.add_argument(
+        "--out", type=Path, default=None, help="JSON path (the PNG goes next to it); default docs/benchmarks/"
+    )
+    p.add_argument("--replot", type=Path, default=None, help="redraw the figure of this JSON and exit")
     p.add_argument("--quick", action="store_true", help="nano models, tiny budgets (a smoke test)")
     p.add_argument("--until", choices=["latents", "all"], default="all", help="stop after the latents")
     args = p.parse_args(argv)
+    if args.replot is not None:
+        payload = json.loads(args.replot.read_text())
+        plot(payload["results"], args.replot.with_suffix(".png"), payload.get("title", ""))
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return
     names = args.tokenizers or list(QUICK_TOKENIZERS if args.quick else TOKENIZERS)
     suffix = ""
     if args.quick:
@@ -248,11 +256,14 @@ def main(argv: list[str] | None = None) -> None:
         "machine": info,
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"generation{suffix}.json", payload)
-    title = f"{args.generator} on the latents of each tokenizer ({args.resolution} px BSDS500, {args.gen_batch}/batch)"
-    plot(results, args.out / f"generation{suffix}.png", title)
-    print(f"wrote {args.out / f'generation{suffix}.json'} and .png in {payload['wall_seconds']:.0f}s")
+    out = args.out or DOCS_DIR / f"generation{suffix}.json"
+    payload["title"] = (
+        f"{args.generator} on the latents of each tokenizer ({args.resolution} px BSDS500 crops, "
+        f"batch {args.gen_batch})"
+    )
+    write_json(out, payload)
+    plot(results, out.with_suffix(".png"), payload["title"])
+    print(f"wrote {out} and {out.with_suffix('.png').name} in {payload['wall_seconds']:.0f}s")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,15 @@ from pathlib import Path
 
 from .common import UserError, resolve_device
 
+# LightningDiT's inference settings: used when neither the command line nor the run sets them
+SAMPLER_DEFAULTS = {
+    "steps": 250,
+    "solver": "euler",
+    "shift": 0.3,
+    "cfg_scale": 1.0,
+    "cfg_interval_start": 0.11,
+}
+
 
 def _nonneg_int(v: str) -> int:
     try:
@@ -187,18 +196,19 @@ def _register_sample(sub) -> None:
     )
     p.add_argument("--num", type=_positive_int, required=True, help="number of samples")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance weight (1 = none)")
-    p.add_argument(
+    s = p.add_argument_group("sampler (defaults: the run's sample.* settings, i.e. its recipe's)")
+    s.add_argument("--cfg-scale", type=float, default=None, help="guidance weight, 1 = none (paper: 1)")
+    s.add_argument(
         "--cfg-interval-start",
         type=float,
-        default=0.11,
-        help="guidance only for t >= this (t=0 noise, t=1 data; LightningDiT: 0.11)",
+        default=None,
+        help="guidance only for t >= this (LightningDiT: 0.11)",
     )
-    p.add_argument(
-        "--steps", type=_positive_int, default=250, help="ODE steps (default 250, as LightningDiT)"
+    s.add_argument("--steps", type=_positive_int, default=None, help="ODE steps (LightningDiT: 250)")
+    s.add_argument(
+        "--solver", choices=["euler", "heun"], default=None, help="ODE solver (LightningDiT: euler)"
     )
-    p.add_argument("--solver", choices=["euler", "heun"], default="euler", help="ODE solver (default euler)")
-    p.add_argument("--shift", type=float, default=0.3, help="timestep shift (LightningDiT: 0.3; 1 = none)")
+    s.add_argument("--shift", type=float, default=None, help="timestep shift, 1 = none (LightningDiT: 0.3)")
     p.add_argument(
         "--class-labels",
         type=int,
@@ -256,22 +266,21 @@ def run_sample(args) -> int:
         )
     if out.resolve() in (run.resolve(), (run / "model").resolve()):
         raise UserError("--out must not be the run folder")
-    try:
-        sampler = SamplerConfig(
-            steps=args.steps,
-            solver=args.solver,
-            shift=args.shift,
-            cfg_scale=args.cfg_scale,
-            cfg_interval_start=args.cfg_interval_start,
-        )
-    except ValueError as e:
-        raise UserError(str(e)) from e
     device = resolve_device(args.device)
     try:
         model, meta = load_generator(run, device=device, step=args.step)
         stats, multiplier = stats_from_metadata(meta)
     except (FileNotFoundError, GeneratorConfigError, ValueError) as e:
         raise UserError(f"cannot load generator '{run}': {e}") from e
+    recipe = {
+        **SAMPLER_DEFAULTS,
+        **{k: v for k, v in (meta.get("sample") or {}).items() if k in SAMPLER_DEFAULTS},
+    }
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else recipe[k] for k in SAMPLER_DEFAULTS}
+    try:
+        sampler = SamplerConfig(**chosen)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from e
     if sampler.cfg_scale != 1.0 and model.null_label is None:
         raise UserError(
             "this generator was trained without label dropout (class_dropout=0): use --cfg-scale 1"
