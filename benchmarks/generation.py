@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BSDS500 folder with train/ val/ test/")
     p.add_argument("--tokenizers", nargs="+", default=None, help=f"default: {list(TOKENIZERS)}")
     p.add_argument("--resolution", type=int, default=64, help="crop size of tokenizer training and latents")
-    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--vae-steps", type=int, default=450)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument(
         "--gen-config",
@@ -204,12 +204,12 @@ def main(argv: list[str] | None = None) -> None:
         help="gen-train recipe",
     )
     p.add_argument("--generator", default="lightningdit-mini-1")
-    p.add_argument("--gen-steps", type=int, default=3000)
-    p.add_argument("--gen-batch", type=int, default=32)
+    p.add_argument("--gen-steps", type=int, default=2000)
+    p.add_argument("--gen-batch", type=int, default=16)
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--val-num", type=int, default=300, help="generated latents per lFD evaluation")
-    p.add_argument("--val-steps", type=int, default=20, help="Euler steps of those samples")
-    p.add_argument("--parallel", type=int, default=2, help="tokenizers processed at once")
+    p.add_argument("--val-num", type=int, default=200, help="generated latents per lFD evaluation")
+    p.add_argument("--val-steps", type=int, default=16, help="Euler steps of those samples")
+    p.add_argument("--parallel", type=int, default=3, help="tokenizers processed at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "gen_bench")
     p.add_argument(
