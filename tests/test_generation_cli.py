@@ -132,6 +132,8 @@ def test_gen_eval_latent_fd_without_downloads(setup, tmp_path, capsys):
     assert res["latent_fd_latents"] == {"samples": 6, "reference": 16} and res["latent_fd"] > 0
     html = (out / "report.html").read_text()
     assert "lFD" in html and "data:image/png;base64" in html  # the sample grid
+    grid = np.asarray(Image.open(out / "samples_grid.png"))
+    assert grid.shape == (2 + 66, 2 + 6 * 66, 3)  # one row of the 6 samples, 64 px + 2 px padding
     # the same number from the library, and the real latents are far closer to themselves
     from transvae.generation.evaluate import latent_fd
     from transvae.generation.latents import LatentStats

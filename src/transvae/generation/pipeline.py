@@ -127,7 +127,8 @@ def sample_labels(num: int, num_classes: int, class_labels: Sequence[int] | None
     return torch.arange(num, dtype=torch.int64) % num_classes
 
 
-def _png_bytes(img: np.ndarray) -> bytes:
+def png_bytes(img: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG file bytes."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -205,7 +206,7 @@ def generate_to_folder(
         z = pipe.sample(idx, y, seed, config, progress=bar.update)  # (b, C, h, w)
         images = tensor_to_uint8(pipe.decode(z)).permute(0, 2, 3, 1).numpy()  # (b, H, W, 3)
         for k, i in enumerate(idx):
-            atomic_write_bytes(out / "images" / f"{i:06d}.png", _png_bytes(images[k]))
+            atomic_write_bytes(out / "images" / f"{i:06d}.png", png_bytes(images[k]))
         with atomic_path(out / "latents" / f"samples_{s:06d}.safetensors") as tmp:
             save_file(
                 {"latents": z.contiguous(), "labels": y.contiguous()},

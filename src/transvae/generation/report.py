@@ -1,4 +1,5 @@
-"""``gen-eval`` outputs: ``results.json`` and a self-contained ``report.html`` with sample grids.
+"""``gen-eval`` outputs: ``results.json``, a self-contained ``report.html`` and the sample grids
+(``samples_grid.png``, ``reference_grid.png``).
 
 The HTML embeds its images as base64 PNGs and reuses the evaluation report's style, so it opens
 from disk anywhere (``transvae.evaluation.report``).
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from ..evaluation.report import CSS, json_safe, png_data_uri, write_json
+from ..utils.files import atomic_write_bytes
+from .pipeline import png_bytes
 
 GRID_IMAGES = 36
 _LABELS = {
@@ -52,7 +55,7 @@ def write_generation_report(
         payload: the results of ``evaluate_generation``.
         samples / reference: ``ImageSource``s whose first images make the grids (or None).
     Returns:
-        {"json": path, "html": path}.
+        {"json": path, "html": path} and the grids written (``"samples"``, ``"reference"``).
     """
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "html": out / "report.html"}
@@ -95,8 +98,11 @@ def write_generation_report(
     for title, src in (("Samples", samples), ("Reference", reference)):
         imgs = _first_images(src)
         if imgs is not None:
+            grid = image_grid(imgs)
+            paths[title.lower()] = out / f"{title.lower()}_grid.png"
+            atomic_write_bytes(paths[title.lower()], png_bytes(grid))
             parts.append(
-                f"<h2>{title} (first {len(imgs)})</h2><img alt='{title}' src='{png_data_uri(image_grid(imgs))}'>"
+                f"<h2>{title} (first {len(imgs)})</h2><img alt='{title}' src='{png_data_uri(grid)}'>"
             )
     if payload.get("skipped"):
         items = "".join(
