@@ -114,6 +114,21 @@ class ImageSource:
         if self.count == 0:
             raise SourceError(f"{self.path} holds no images")
 
+    def probe_size(self) -> tuple[int, int] | None:
+        """(H, W) of the images: the ``.npz`` header's, else the first readable file's."""
+        if self.is_npz:
+            return self.native
+        if self.size is None:
+            from PIL import Image, UnidentifiedImageError
+
+            for f in self.files[:64]:
+                try:
+                    with Image.open(f) as im:  # the header only
+                        return im.size[1], im.size[0]
+                except (OSError, UnidentifiedImageError):
+                    continue
+        return self.size
+
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Yield uint8 (b, 3, H, W) batches; unreadable files are skipped (``self.skipped``)."""
         if self.is_npz:
@@ -205,7 +220,6 @@ def _image_metrics(samples: ImageSource, reference: ImageSource | None, opts: Ev
         if is_ is not None:
             is_.update(x)
     if fid is not None:
-        reference.size = reference.size or _first_size(samples)
         n_real = 0
         for x in tqdm(
             reference.batches(opts.batch_size), desc="reference", unit="batch", disable=reference.count < 256
@@ -224,12 +238,6 @@ def _image_metrics(samples: ImageSource, reference: ImageSource | None, opts: Ev
         out["is_images"] = n_fake
         out["is_weights"] = is_.source
     return out
-
-
-def _first_size(src: ImageSource) -> tuple[int, int] | None:
-    if src.is_npz:
-        return src.native
-    return src.size
 
 
 def latent_fd(
@@ -299,9 +307,11 @@ def evaluate_generation(
     if ref_lat is None and reference is not None:
         ref_lat = latent_source(reference, "reference")
     sample_images = ImageSource(samples, options.num) if _has_images(samples) else None
-    ref_images = (
-        ImageSource(reference, options.num) if reference is not None and _has_images(reference) else None
-    )
+    ref_images = None
+    if reference is not None and _has_images(reference):
+        # reference images are brought to the samples' size (ADM centre crop), for FID and the grids
+        size = sample_images.probe_size() if sample_images is not None else None
+        ref_images = ImageSource(reference, options.num, size=size)
     if {"fid", "is"} & set(options.metrics):
         if sample_images is None:
             raise SourceError(f"{samples} holds no images for fid / is")
