@@ -157,7 +157,6 @@ def test_run_folder_contents(straight_run):
     run, _, summary = straight_run
     for name in (
         "config.yaml",
-        "config.json",
         "metrics.jsonl",
         "train.log",
         "summary.json",
@@ -172,6 +171,8 @@ def test_run_folder_contents(straight_run):
     assert grid.shape[0] > 32 and grid.shape[1] > 2 * 32  # input | reconstruction pairs
     assert summary["status"] == "finished" and summary["step"] == 2
     assert build_config(run / "config.yaml").to_dict() == straight_run[1].cfg.to_dict()
+    assert not (run / "config.json").exists()  # that name marks a model folder
+    assert transvae.from_pretrained(run) is not None  # the run folder resolves to run/model
 
 
 # -- faults ----------------------------------------------------------------------------------------
@@ -231,6 +232,7 @@ def test_sigterm_saves_and_resume_continues_exactly(images, tmp_path, straight_r
     tr.model.encoder.register_forward_hook(preempt)
     summary = tr.fit()
     assert summary["status"] == "stopped by SIGTERM" and summary["step"] == 1
+    assert summary["exit_status"] == 143  # non-zero, so that schedulers requeue the job
     assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     tr2 = Trainer(cfg_for(images), run, resume=True)

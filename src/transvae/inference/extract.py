@@ -28,28 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
+from ..data.transforms import adm_center_crop as center_crop_resize  # ADM's crop, on purpose
 from ..utils.files import atomic_write_bytes
 from .runner import InferenceRunner
 
 SHARD_PATTERN = "latents_shard{:05d}.safetensors"
-
-
-def center_crop_resize(im: Image.Image, size: int) -> Image.Image:
-    """ADM / DiT preprocessing: halve with a box filter while large, bicubic-resize the short
-    side to ``size``, then crop the centre ``size`` x ``size``."""
-    while min(im.size) >= 2 * size:
-        im = im.resize(tuple(s // 2 for s in im.size), resample=Image.BOX)
-    scale = size / min(im.size)
-    im = im.resize(tuple(max(size, round(s * scale)) for s in im.size), resample=Image.BICUBIC)
-    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-    return im.crop((left, top, left + size, top + size))
 
 
 def find_classes(root: Path, files: list[Path]) -> list[str]:

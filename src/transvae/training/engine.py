@@ -99,6 +99,10 @@ class Engine:
                 f"train.batch_size={t.batch_size} is not divisible by ranks x grad_accum = {world} x {t.grad_accum}"
             )
         self.micro_batch = t.batch_size // (world * t.grad_accum)
+        if t.distributed == "fsdp" and t.ema and world > 1:
+            raise TrainingError(
+                "train.ema is not supported with train.distributed=fsdp yet; set --train.ema=false"
+            )
         self.autocast_dtype = self._precision()
         self.step, self.data_pos = 0, (0, 0)  # data_pos: (epoch, next batch) of this rank's stream
         self.nonfinite_total = self.nonfinite_in_row = 0
@@ -426,6 +430,7 @@ class Engine:
 
     def _validate(self) -> None:
         metrics = self.task.validate()
+        self._reshard()
         if metrics:
             self.history.append({"step": self.step, **metrics})
             self.runlog.scalars(self.step, metrics)
@@ -435,7 +440,12 @@ class Engine:
 
     def _samples(self) -> None:
         self.task.save_samples(self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        self._reshard()
         D.barrier(self.dist)
+
+    def _reshard(self) -> None:
+        for module in self.task.modules().values():  # FSDP: back to the sharded parameters
+            D.reshard(module)
 
     def _log_step(self, values: dict[str, float], img_per_s: float, bar) -> None:
         main = next(iter(self.slots.values()), None)
