@@ -336,3 +336,68 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     assert not (out / "data" / "train" / "chelsea.png").exists()  # held out
     assert "held-out PSNR" in capsys.readouterr().out
     transvae.from_pretrained(out / "run" / "model")
+
+
+# -- the step ----------------------------------------------------------------------------------------
+def test_one_host_read_per_step_with_every_loss_term(images, tmp_path, straight_run, monkeypatch):
+    """Stage 2 with LPIPS, VF and GAN (random stand-in networks): the forward/backward of a step,
+    the clipping, the finite check and the logged values read device values on the host once."""
+    stage1, _, _ = straight_run
+    cfg = cfg_for(
+        images,
+        **{
+            "train.stage": 2,
+            "model.init": str(stage1 / "model"),
+            "loss.pretrained": False,
+            "loss.lpips_weight": 1.0,
+            "loss.lpips_net": "alex",
+            "loss.vf_weight": 0.1,
+            "loss.dino_model": "vit_tiny_patch16_224",
+            "loss.gan_weight": 0.1,
+            "loss.disc_ndf": 8,
+            "train.grad_accum": 2,
+        },
+    )
+    tr = Trainer(cfg, tmp_path / "s2")
+    stream = tr.task.batches()
+    batches = iter([next(stream) for _ in range(2)])  # data loading (CPU tensors) is not counted
+    stream.close()
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            import traceback
+
+            # AdamW reads its step counter, a CPU tensor even on GPUs: not a device sync
+            if not any("torch/optim/" in f.filename for f in traceback.extract_stack()):
+                reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    logs = tr.task.train_step(batches, 0)
+    values, stop = tr._update(logs)
+    monkeypatch.undo()
+    assert reads == ["tolist"] and not stop
+    assert {"loss/lpips", "loss/vf", "loss/g_loss", "disc/d_loss", "train/disc_grad_norm"} <= set(values)
+    assert all(np.isfinite(v) for v in values.values())
+    tr.close()
+
+
+def test_training_samples_the_posterior_and_validation_takes_its_mode(images, tmp_path):
+    """Neither path relies on ``forward``'s default for ``sample_posterior``."""
+    tr = Trainer(cfg_for(images, **{"log.grid_images": 2}), tmp_path / "run")
+    seen = []
+    original = type(tr.model).forward
+
+    def spy(self, x, *args, **kwargs):
+        seen.append(kwargs.get("sample_posterior", "default"))
+        return original(self, x, *args, **kwargs)
+
+    tr.model.forward = spy.__get__(tr.model)
+    tr.ema.module.forward = spy.__get__(tr.ema.module)
+    tr.task.train_step(tr.task.batches(), 0)
+    assert seen == [True]
+    tr.task.save_samples(tmp_path / "grid.png")
+    assert seen == [True, False]
+    tr.close()

@@ -116,7 +116,10 @@ class RunLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the OS releases the lock with the process
+            pass
 
 
 def lock_holder(run_dir: str | os.PathLike) -> str | None:
