@@ -284,6 +284,9 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     bad.write_bytes(b"truncated")
     with pytest.raises(CheckpointError):
         load_checkpoint(bad)
+    torch.save({"format_version": 1, "model": {}}, bad)  # written before the engine
+    with pytest.raises(CheckpointError, match="has checkpoint format 1.*model/ folder"):
+        load_checkpoint(bad)
 
 
 # -- stage 2 -----------------------------------------------------------------------------------

@@ -141,4 +141,4 @@ def run(args: argparse.Namespace) -> int:
         f"({summary['wall_seconds']:.0f} s)"
     )
     print(f"grids: {out / 'recon_start.png'}  {out / 'recon_end.png'}   model: {run_dir / 'model'}")
-    return 0
+    return summary["exit_status"]  # 143 after SIGTERM, as `transvae train`

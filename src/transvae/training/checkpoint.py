@@ -20,7 +20,7 @@ import torch
 
 from ..utils.files import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the engine's layout (optimizers by name, task note); 1: before the engine
 
 
 class CheckpointError(RuntimeError):
@@ -51,8 +51,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is not a loadable training checkpoint ({type(e).__name__}: {e})"
         ) from e
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a transvae training checkpoint (format {FORMAT_VERSION})")
+    if state["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']!r}, this transvae reads format "
+            f"{FORMAT_VERSION}; its weights are in the run's model/ folder (use it with --init)"
+        )
     return state
 
 
