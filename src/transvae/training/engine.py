@@ -157,7 +157,10 @@ class Engine:
             self.lock.release()
         summary = {
             "status": status,
-            "exit_status": EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
+            # non-zero only for a run cut short by a signal (here or on another rank): requeue it
+            "exit_status": 0
+            if status == "finished"
+            else EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
             "step": self.step,
             "wall_seconds": round(time.time() - t0, 1),
             "nonfinite_steps": self.nonfinite_total,
