@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": summary["step"],
         "train_seconds": summary["wall_seconds"],
         "total_seconds": round(time.time() - t0, 1),
-        "held_out_tiles": start["val/images"],
+        "held_out_tiles": int(start["val/images"]),
         "psnr_start": round(start["val/psnr"], 3),
         "psnr_end": round(end["val/psnr"], 3),
         "ssim_start": round(start["val/ssim"], 4),
