@@ -29,3 +29,17 @@ def load_model_or_exit(path: str, device: torch.device | None = None):
         return transvae.from_pretrained(path, device=device)
     except (FileNotFoundError, ConfigError, KeyError) as e:
         raise UserError(f"cannot load model '{path}': {e}") from e
+
+
+def prepare_out(out: str, inputs: list[str], needed_bytes: int = 0):
+    """``transvae.inference.files.check_output_folder`` with its refusals as one-line ``UserError``s:
+    an ``--out`` that is, contains or lies inside an input, is a file, is not writable, or sits on
+    a full disk is refused before any model is loaded."""
+    from transvae.inference.files import InputError, check_output_folder
+
+    try:
+        return check_output_folder(out, inputs, needed_bytes)
+    except InputError as e:
+        raise UserError(str(e)) from e
+    except OSError as e:
+        raise UserError(e.strerror or str(e)) from e

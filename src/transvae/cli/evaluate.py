@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import DTYPES, UserError, load_model_or_exit, resolve_device
+from .common import DTYPES, UserError, load_model_or_exit, prepare_out, resolve_device
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "rfid")
 
@@ -139,6 +139,7 @@ def run(args) -> int:
     data = Path(args.data)
     if not data.exists():
         raise UserError(f"--data {data}: no such file or folder")
+    prepare_out(args.out, [args.data])
     if args.uniformity and args.uniformity < 4:
         raise UserError("--uniformity needs at least 4 latent vectors (VA-VAE uses 10000)")
     model = load_model_or_exit(args.model, device=device)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .common import UserError, resolve_device
+from .common import UserError, prepare_out, resolve_device
 
 LATENT_SUFFIX = ".safetensors"
 
@@ -163,43 +163,14 @@ def _load_model(ref: str, device: torch.device):
 def collect_inputs(
     inputs: list[str], suffixes: tuple[str, ...] | None, out_suffix: str
 ) -> list[tuple[Path, Path]]:
-    """(source file, output path relative to --out) for every input; folders keep relative names.
+    """``transvae.inference.files.collect_inputs`` with its refusals as ``UserError``s."""
+    from transvae.inference.files import InputError
+    from transvae.inference.files import collect_inputs as collect
 
-    Raises:
-        UserError: a missing input, an empty folder, or two inputs that map to one output.
-    """
-    from transvae.data.io import list_images
-
-    items: list[tuple[Path, Path]] = []
-    for inp in inputs:
-        p = Path(inp)
-        if p.is_file():
-            items.append((p, Path(p.name)))
-        elif p.is_dir():
-            if suffixes is None:
-                found = list_images(p)
-            else:
-                found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-            if not found:
-                raise UserError(f"no input files found under {p}")
-            items.extend((f, f.relative_to(p)) for f in found)
-        else:
-            raise UserError(f"no such file or folder: {p}")
-    counts: dict[Path, int] = defaultdict(int)
-    for _, rel in items:
-        counts[rel.with_suffix(out_suffix)] += 1
-    out: list[tuple[Path, Path]] = []
-    for src, rel in items:
-        dst = rel.with_suffix(out_suffix)
-        if counts[dst] > 1:  # photo.jpg and photo.png in one folder -> photo.jpg.png, photo.png.png
-            dst = rel.with_name(rel.name + out_suffix)
-        out.append((src, dst))
-    seen: dict[Path, Path] = {}
-    for src, dst in out:
-        if dst in seen:
-            raise UserError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
-        seen[dst] = src
-    return out
+    try:
+        return collect(inputs, suffixes, out_suffix)
+    except InputError as e:
+        raise UserError(str(e)) from e
 
 
 class _Failures:
@@ -313,6 +284,7 @@ def run_reconstruct(args) -> int:
 
     _check_runtime(args)
     items = collect_inputs(args.inputs, None, ".png")
+    prepare_out(args.out, args.inputs)
     single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
     device = resolve_device(args.device)
     model = _load_model(args.model, device)
@@ -362,6 +334,7 @@ def run_encode(args) -> int:
 
     _check_runtime(args)
     items = collect_inputs(args.inputs, None, LATENT_SUFFIX)
+    prepare_out(args.out, args.inputs)
     single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
     device = resolve_device(args.device)
     model = _load_model(args.model, device)
@@ -413,6 +386,7 @@ def run_decode(args) -> int:
 
     _check_runtime(args)
     items = collect_inputs(args.inputs, (LATENT_SUFFIX,), ".png")
+    prepare_out(args.out, args.inputs)
     single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
     device = resolve_device(args.device)
     runners: dict[str, object] = {}
@@ -483,6 +457,7 @@ def run_extract(args) -> int:
         raise UserError(f"--shard-size must be >= 1, got {args.shard_size}")
     if not Path(args.data_dir).is_dir():
         raise UserError(f"no such folder: {args.data_dir}")
+    prepare_out(args.out, [args.data_dir])
     rank, world, device, barrier = _init_distributed(args.device)
     model = _load_model(args.model, device)
     runner = _make_runner(args, model, device)
