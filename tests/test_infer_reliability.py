@@ -137,3 +137,259 @@ def test_out_that_is_a_file_or_read_only_is_one_line_before_work(
         line = one_error_line(err)
         assert rc == 2 and words in line and str(out) in line
     assert blocker.read_text() == "keep me"
+
+
+# -- 2. one bad file never stops a folder job ------------------------------------------------------
+def _write_png_of_size(path: Path, w: int, h: int, rgb=(120, 130, 140)) -> None:
+    """A valid flat-colour RGB PNG written row by row (11000x11000: ~350 KB)."""
+    import struct
+    import zlib
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    # first row: the colour; every later row: PNG filter "Up" with zero differences
+    first, up, c = b"\x00" + bytes(rgb) * w, b"\x02" + bytes(3 * w), zlib.compressobj(6)
+    data = b"".join([c.compress(first)] + [c.compress(up) for _ in range(h - 1)] + [c.flush()])
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def encoder_cls(model_dir):
+    return type(transvae.from_pretrained(model_dir).encoder)
+
+
+def test_cpu_out_of_memory_of_one_file_is_reported_and_the_job_goes_on(
+    capsys, model_dir, tmp_path, monkeypatch, encoder_cls
+):
+    """A real CPU allocator failure (RuntimeError "can't allocate memory") for one image: its batch
+    is retried image by image, the image is named in one line, the others are written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    poisoned = np.full((32, 32, 3), 255, np.uint8)  # pure white: this one "does not fit"
+    Image.fromarray(poisoned).save(src / "b.png")
+    forward = encoder_cls.forward
+
+    def fake_forward(self, x):
+        if not x.is_meta and bool((x == 1).all(dim=(1, 2, 3)).any()):
+            torch.empty(1 << 44)  # 16 TiB: the CPU allocator refuses
+        return forward(self, x)
+
+    monkeypatch.setattr(encoder_cls, "forward", fake_forward)
+    out = tmp_path / "out"
+    rc, stdout, err = cli(
+        capsys, "reconstruct", src, "--model", model_dir, "--out", out, "--batch-size", 3, "--num-workers", 0
+    )
+    assert "Traceback" not in err
+    failed = [ln for ln in err.splitlines() if "b.png" in ln]
+    assert len(failed) == 1 and "out of memory" in failed[0] and "can't allocate memory" in failed[0]
+    assert rc == 1 and "wrote 2 file(s)" in stdout and "skipped 1 input(s)" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+
+
+def test_cpu_out_of_memory_untiled_is_retried_in_tiles(capsys, model_dir, tmp_path, monkeypatch, encoder_cls):
+    """Only inputs above 32x32 fail: the 64x64 image is encoded again in 32 px tiles and written,
+    equal to an explicitly tiled reconstruction."""
+    from transvae.data.io import load_image, pil_to_tensor
+    from transvae.inference import InferenceRunner
+
+    img = tmp_path / "in" / "x.png"
+    img.parent.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(img)
+    forward = encoder_cls.forward
+
+    def fake_forward(self, x):
+        if not x.is_meta and x.shape[-1] * x.shape[-2] > 32 * 32:
+            torch.empty(1 << 44)
+        return forward(self, x)
+
+    monkeypatch.setattr(encoder_cls, "forward", fake_forward)
+    out = tmp_path / "out"
+    rc, _, err = cli(capsys, "reconstruct", img, "--model", model_dir, "--out", out, "--tile-size", 32)
+    assert rc == 0 and "warning: out of memory in the encoder; retrying with tiles of 32px" in err
+    runner = InferenceRunner(transvae.from_pretrained(model_dir), tile_size=32)
+    monkeypatch.setattr(encoder_cls, "forward", forward)
+    x = pil_to_tensor(load_image(img))[None]
+    enc = runner.encode(x, tiled=True)
+    ref = ((runner.decode(enc.latent, enc.pad)[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0)
+    got = np.asarray(Image.open(out / "x.png"), dtype=np.int64)
+    assert np.abs(got - ref.numpy().astype(np.int64)).max() <= 1
+
+
+def test_huge_declared_png_is_refused_from_its_header_and_the_job_goes_on(
+    capsys, model_dir, tmp_path, monkeypatch
+):
+    """A ~385 KB PNG declaring 11000x11000 (under the loader's 128 Mpx guard): with 2 GiB free its
+    full-size tensors (~5.4 GiB) cannot fit, so it is refused before decoding, in one line."""
+    import transvae.inference.limits as limits
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_png_of_size(src / "huge.png", 11000, 11000)
+    assert (src / "huge.png").stat().st_size < 1_000_000
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(src / "small.png")
+    monkeypatch.setattr(limits, "available_bytes", lambda device: 2 << 30)
+    rc, stdout, err = cli(
+        capsys, "reconstruct", src, "--model", model_dir, "--out", tmp_path / "o", "--num-workers", 0
+    )
+    line = [ln for ln in err.splitlines() if "huge.png" in ln]
+    assert len(line) == 1 and "11000x11000 pixels" in line[0] and "2.0 GiB free" in line[0]
+    assert rc == 1 and "wrote 1 file(s)" in stdout and (tmp_path / "o" / "small.png").is_file()
+
+
+def test_auto_max_pixels_follows_free_memory(model_dir, monkeypatch):
+    import transvae.inference.limits as limits
+
+    model = transvae.from_pretrained(model_dir)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(limits, "available_bytes", lambda device: 1 << 50)
+    assert limits.auto_max_pixels(model, cpu) == limits.DEFAULT_PIXEL_CAP
+    sizes = []
+    for free in (64 << 20, 256 << 20, 1 << 30):
+        monkeypatch.setattr(limits, "available_bytes", lambda device, free=free: free)
+        sizes.append(limits.auto_max_pixels(model, cpu))
+    assert sizes[0] < sizes[1] < sizes[2] <= limits.DEFAULT_PIXEL_CAP
+    # the estimate it rests on: an untiled pass at the chosen size fits in half the free memory
+    from transvae.utils.memory import estimate_memory
+
+    side = int(sizes[1] ** 0.5) // 16 * 16
+    assert estimate_memory(model, 1, side, side, train=False).total <= (256 << 20) / 2
+
+
+@pytest.fixture(scope="module")
+def latents(model_dir, tmp_path_factory) -> Path:
+    """Two good latent files of the nano model (a 40x30 and a 20x20 image)."""
+    from transvae.inference import InferenceRunner, LatentRecord, save_latent
+
+    d = tmp_path_factory.mktemp("latents")
+    runner = InferenceRunner(transvae.from_pretrained(model_dir))
+    rng = np.random.default_rng(3)
+    for name, (h, w) in (("good1", (30, 40)), ("good2", (20, 20))):
+        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, h, w)).astype(np.float32))
+        enc = runner.encode(x)
+        rec = LatentRecord(enc.latent[0], str(model_dir), NANO, (h, w), enc.pad)
+        save_latent(d / f"{name}.safetensors", rec)
+    return d
+
+
+def _bad_latent(folder: Path, name: str, **change) -> None:
+    """A copy of good1 with some fields replaced."""
+    import dataclasses
+
+    from transvae.inference import load_latent, save_latent
+
+    rec = load_latent(folder / "good1.safetensors")
+    save_latent(folder / f"{name}.safetensors", dataclasses.replace(rec, **change))
+
+
+def test_decode_reports_each_bad_latent_in_one_line_and_decodes_the_rest(
+    capsys, model_dir, latents, tmp_path
+):
+    d = tmp_path / "lat"
+    d.mkdir()
+    for p in latents.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    _bad_latent(d, "bad_pad", pad=(0, 99, 0, 0))
+    _bad_latent(d, "neg_pad", pad=(0, -2, 0, 0))
+    _bad_latent(d, "empty_grid", latent=torch.zeros(32, 0, 0), size=(1, 1), pad=(0, 0, 0, 0))
+    nan = torch.zeros(32, 2, 3)
+    nan[0, 0, 0] = float("nan")
+    _bad_latent(d, "nan", latent=nan)
+    _bad_latent(d, "int", latent=torch.zeros(32, 2, 3, dtype=torch.int32))
+    _bad_latent(d, "bool", latent=torch.zeros(32, 2, 3, dtype=torch.bool))
+    _bad_latent(d, "channels", latent=torch.zeros(4, 2, 3))
+    _bad_latent(d, "other_model", model_name="transvae-t-f16d32")
+    _bad_latent(d, "inf_scale", scaling_factor=float("inf"))
+    (d / "junk.safetensors").write_bytes(b"\x00" * 20)
+    out = tmp_path / "dec"
+    rc, stdout, err = cli(capsys, "decode", d, "--model", model_dir, "--out", out, "--batch-size", 4)
+    assert "Traceback" not in err
+    expected = {
+        "bad_pad": "does not fit the 3x2 latent grid",
+        "neg_pad": "non-negative",
+        "empty_grid": "empty latent grid",
+        "nan": "NaN/Inf",
+        "int": "not a floating-point dtype",
+        "bool": "not a floating-point dtype",
+        "channels": "latent has 4 channels",
+        "other_model": "encoded with 'transvae-t-f16d32' but the decoding model is 'transvae-nano-f16d32'",
+        "inf_scale": "must be finite",
+        "junk": "cannot read safetensors file",
+    }
+    for name, words in expected.items():
+        lines = [ln for ln in err.splitlines() if f"{name}.safetensors" in ln]
+        assert len(lines) == 1 and words in lines[0], (name, lines)
+    assert rc == 1 and f"skipped {len(expected)} input(s)" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["good1.png", "good2.png"]
+    assert Image.open(out / "good1.png").size == (40, 30) and Image.open(out / "good2.png").size == (20, 20)
+    # --force decodes a latent of another model_name (same architecture family and channels)
+    rc, _, _ = cli(
+        capsys, "decode", d / "other_model.safetensors", "--model", model_dir, "--out", out, "--force"
+    )
+    assert rc == 0 and Image.open(out / "other_model.png").size == (40, 30)
+
+
+def test_decode_never_follows_the_model_named_in_a_file(capsys, model_dir, latents, tmp_path, monkeypatch):
+    """Without --model, decode refuses; with --model-from-files only a local folder is used, and a
+    Hub repo id written in a file is never contacted."""
+    import huggingface_hub
+
+    contacted = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: contacted.append(a) or 1 / 0)
+    d = tmp_path / "lat"
+    d.mkdir()
+    (d / "good1.safetensors").write_bytes((latents / "good1.safetensors").read_bytes())
+    _bad_latent(latents, "evil", model="someuser/evil-vae")
+    (d / "evil.safetensors").write_bytes((latents / "evil.safetensors").read_bytes())
+    (latents / "evil.safetensors").unlink()
+    out = tmp_path / "dec"
+    rc, _, err = cli(capsys, "decode", d, "--out", out)
+    line = one_error_line(err)
+    assert rc == 2 and "pass --model" in line and "--model-from-files" in line
+    rc, stdout, err = cli(capsys, "decode", d, "--out", out, "--model-from-files")
+    evil = [ln for ln in err.splitlines() if "evil.safetensors" in ln]
+    assert (
+        len(evil) == 1
+        and "'someuser/evil-vae' is not a local folder" in evil[0]
+        and "never fetched" in evil[0]
+    )
+    assert rc == 1 and (out / "good1.png").is_file() and not (out / "evil.png").exists()
+    assert contacted == []
+    # with --model the recorded name is ignored (the file's model_name matches)
+    rc, _, _ = cli(capsys, "decode", d / "evil.safetensors", "--model", model_dir, "--out", out)
+    assert rc == 0 and (out / "evil.png").is_file() and contacted == []
+
+
+def test_decode_tiles_a_large_latent_with_a_progress_bar(capsys, model_dir, tmp_path, monkeypatch):
+    """With little free memory, --max-pixels auto is small and a 12x12 latent (192x192 px) decodes
+    in tiles with a progress bar, equal to an explicitly tiled decode."""
+    import transvae.inference.limits as limits
+    from transvae.inference import InferenceRunner, LatentRecord, load_latent, save_latent
+
+    model = transvae.from_pretrained(model_dir)
+    z = torch.randn(32, 12, 12, generator=torch.Generator().manual_seed(0))
+    save_latent(tmp_path / "big.safetensors", LatentRecord(z, "", NANO, (192, 192), (0, 0, 0, 0)))
+    monkeypatch.setattr(limits, "available_bytes", lambda device: 16 << 20)
+    runner = InferenceRunner(model, max_pixels="auto", tile_size=64)
+    assert runner.max_pixels < 192 * 192
+    rc, _, err = cli(
+        capsys,
+        "decode",
+        tmp_path / "big.safetensors",
+        "--model",
+        model_dir,
+        "--out",
+        tmp_path / "o",
+        "--tile-size",
+        64,
+    )
+    assert rc == 0 and "decoder tiles" in err  # the tile progress bar
+    z = load_latent(tmp_path / "big.safetensors").unscaled()[None]
+    tiled, untiled = runner.decode(z, tiled=True)[0], runner.decode(z, tiled=False)[0]
+    assert (tiled - untiled).abs().max() > 1e-3  # tiling changes the result: it did happen
+    ref = ((tiled.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int64)
+    assert np.abs(np.asarray(Image.open(tmp_path / "o" / "big.png"), dtype=np.int64) - ref).max() <= 1
