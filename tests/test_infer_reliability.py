@@ -44,6 +44,15 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
@@ -365,17 +374,17 @@ def test_decode_never_follows_the_model_named_in_a_file(capsys, model_dir, laten
 
 
 def test_decode_tiles_a_large_latent_with_a_progress_bar(capsys, model_dir, tmp_path, monkeypatch):
-    """With little free memory, --max-pixels auto is small and a 12x12 latent (192x192 px) decodes
-    in tiles with a progress bar, equal to an explicitly tiled decode."""
+    """With little free memory, --max-pixels auto is small and an 8x8 latent (128x128 px) decodes
+    in 9 tiles with a progress bar, equal to an explicitly tiled decode."""
     import transvae.inference.limits as limits
     from transvae.inference import InferenceRunner, LatentRecord, load_latent, save_latent
 
     model = transvae.from_pretrained(model_dir)
-    z = torch.randn(32, 12, 12, generator=torch.Generator().manual_seed(0))
-    save_latent(tmp_path / "big.safetensors", LatentRecord(z, "", NANO, (192, 192), (0, 0, 0, 0)))
-    monkeypatch.setattr(limits, "available_bytes", lambda device: 16 << 20)
+    z = torch.randn(32, 8, 8, generator=torch.Generator().manual_seed(0))
+    save_latent(tmp_path / "big.safetensors", LatentRecord(z, "", NANO, (128, 128), (0, 0, 0, 0)))
+    monkeypatch.setattr(limits, "available_bytes", lambda device: 8 << 20)
     runner = InferenceRunner(model, max_pixels="auto", tile_size=64)
-    assert runner.max_pixels < 192 * 192
+    assert runner.max_pixels < 128 * 128
     rc, _, err = cli(
         capsys,
         "decode",
@@ -393,3 +402,237 @@ def test_decode_tiles_a_large_latent_with_a_progress_bar(capsys, model_dir, tmp_
     assert (tiled - untiled).abs().max() > 1e-3  # tiling changes the result: it did happen
     ref = ((tiled.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int64)
     assert np.abs(np.asarray(Image.open(tmp_path / "o" / "big.png"), dtype=np.int64) - ref).max() <= 1
+
+
+# -- 3. files are data; NaN/Inf; one line for every failure; limits before work ---------------------
+def test_encode_uses_the_scaling_saved_with_the_model_and_refuses_nan_factors(capsys, tmp_path):
+    from transvae.inference import InferenceRunner, load_latent
+
+    model = transvae.create_model(NANO)
+    model.save_pretrained(tmp_path / "m", scaling_factor=0.5, shift_factor=0.1)
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (16, 32, 3), dtype=np.uint8)).save(img)
+    rc, stdout, _ = cli(capsys, "encode", img, "--model", tmp_path / "m", "--out", tmp_path / "lat")
+    assert rc == 0 and "(z - 0.1) * 0.5" in stdout
+    rec = load_latent(tmp_path / "lat" / "x.safetensors")
+    assert (rec.scaling_factor, rec.shift_factor) == (0.5, 0.1)
+    from transvae.data.io import load_image, pil_to_tensor
+
+    z = (
+        InferenceRunner(transvae.from_pretrained(tmp_path / "m"))
+        .encode(pil_to_tensor(load_image(img))[None])
+        .latent[0]
+    )
+    assert torch.allclose(rec.latent, (z - 0.1) * 0.5, atol=1e-5)
+    for flag, value in (("--scaling-factor", "nan"), ("--shift-factor", "inf"), ("--scaling-factor", "0")):
+        rc, _, err = cli(
+            capsys, "encode", img, "--model", tmp_path / "m", "--out", tmp_path / "l2", flag, value
+        )
+        line = one_error_line(err)
+        assert rc == 2 and (flag in line or "must not be 0" in line), line
+
+
+def test_nonfinite_weights_are_one_warning_line(capsys, model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_bytes((model_dir / "config.json").read_bytes())
+    state = load_file(str(model_dir / "model.safetensors"))
+    state["decoder.conv_out.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, str(bad / "model.safetensors"))
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    rc, _, err = cli(capsys, "reconstruct", img, "--model", bad, "--out", tmp_path / "o")
+    warn = [ln for ln in err.splitlines() if "warning:" in ln]
+    assert len(warn) == 1 and "decoder.conv_out.weight" in warn[0] and "NaN or Inf" in warn[0]
+    assert warn[0].startswith("transvae reconstruct: warning:") and "Traceback" not in err
+
+
+def test_model_config_that_cannot_be_built_is_one_line(capsys, model_dir, tmp_path):
+    import json
+
+    d = tmp_path / "m"
+    d.mkdir()
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["dims"] = [3, 16, 32, 32, 64]  # passes the config checks, fails inside the DC shortcut
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    for cmd in ("reconstruct", "evaluate"):
+        argv = (
+            [cmd, img, "--out", tmp_path / cmd]
+            if cmd == "reconstruct"
+            else [cmd, "--data", img, "--out", tmp_path / cmd]
+        )
+        rc, _, err = cli(capsys, *argv, "--model", d)
+        line = one_error_line(err)
+        assert rc == 2 and "describes a model that cannot be built" in line and "DC shortcut" in line
+
+
+def test_disk_full_while_writing_is_one_line_that_says_so(capsys, model_dir, photos, tmp_path, monkeypatch):
+    """ENOSPC from the file system after the --out probe: the job stops with one line saying
+    "disk full" and how many files were written; no temp file is left behind."""
+    import errno
+
+    import transvae.utils.files as files
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > 4:  # the probe and the first output go through; then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    out = tmp_path / "rec"
+    rc, stdout, err = cli(
+        capsys, "reconstruct", photos, "--model", model_dir, "--out", out, "--num-workers", 0
+    )
+    line = one_error_line(err)
+    assert rc == 2 and "disk full" in line and "stopped after writing 1 file(s)" in line
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["a.png"]  # no half-written or temp files
+
+
+def test_evaluate_impossible_resolution_is_refused_before_work(capsys, model_dir, photos, tmp_path):
+    rc, _, err = cli(
+        capsys, "evaluate", "--model", model_dir, "--data", photos, "--out", tmp_path / "ev",
+        "--resolution", 100000, "--metrics", "psnr",
+    )  # fmt: skip
+    line = one_error_line(err)
+    assert rc == 2 and "--resolution 100000" in line and "--batch-size 16" in line and "free on cpu" in line
+    assert not (tmp_path / "ev" / "results.json").exists()
+
+
+def test_evaluate_never_loses_computed_results(capsys, model_dir, photos, tmp_path, monkeypatch):
+    """Writing the outputs fails after the work (disk full): they go to a fallback folder, and the
+    message says where; a crash in the second resolution keeps the first one's results.json."""
+    import json
+
+    import transvae.evaluation.pipeline as pipeline
+    from transvae.utils.files import DiskFullError
+
+    out = tmp_path / "ev"
+    real = pipeline.write_outputs
+
+    def full_disk(out_dir, *a, **k):
+        if out_dir == out:
+            raise DiskFullError(
+                28, f"disk full (No space left on device) while writing {out_dir}/report.html"
+            )
+        return real(out_dir, *a, **k)
+
+    monkeypatch.setattr(pipeline, "write_outputs", full_disk)
+    rc, stdout, err = cli(
+        capsys, "evaluate", "--model", model_dir, "--data", photos, "--out", out,
+        "--resolution", 32, "--metrics", "psnr", "--quiet", "--num-workers", 0,
+    )  # fmt: skip
+    line = one_error_line(err)
+    assert rc == 1 and "disk full" in line and "the results were written to" in line
+    fallback = Path(line.rsplit("written to ", 1)[1].split(" instead")[0])
+    res = json.loads((fallback / "results.json").read_text())
+    assert res["complete"] and res["results"][0]["num_images"] == 3
+    monkeypatch.setattr(pipeline, "write_outputs", real)
+
+    calls = []
+    real_eval = pipeline.evaluate_resolution
+
+    def crash_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(pipeline, "evaluate_resolution", crash_on_second)
+    out2 = tmp_path / "ev2"
+    rc, _, _ = cli(
+        capsys, "evaluate", "--model", model_dir, "--data", photos, "--out", out2,
+        "--resolution", 32, 48, "--metrics", "psnr", "--quiet", "--num-workers", 0,
+    )  # fmt: skip
+    assert rc == 130
+    partial = json.loads((out2 / "results.json").read_text())
+    assert partial["complete"] is False and [r["resolution"] for r in partial["results"]] == [32]
+
+
+def test_evaluate_isolates_an_image_that_runs_out_of_memory(
+    capsys, model_dir, tmp_path, monkeypatch, encoder_cls
+):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("a", "c"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(src / "b.png")
+    forward = encoder_cls.forward
+
+    def fake_forward(self, x):
+        if not x.is_meta and bool((x == 1).all(dim=(1, 2, 3)).any()):
+            torch.empty(1 << 44)
+        return forward(self, x)
+
+    monkeypatch.setattr(encoder_cls, "forward", fake_forward)
+    out = tmp_path / "ev"
+    rc, _, err = cli(
+        capsys, "evaluate", "--model", model_dir, "--data", src, "--out", out, "--resolution", 32,
+        "--metrics", "psnr", "--quiet", "--num-workers", 0, "--batch-size", 3,
+    )  # fmt: skip
+    failed = [ln for ln in err.splitlines() if "b.png" in ln]
+    assert len(failed) == 1 and "out of memory" in failed[0] and rc == 1
+    res = json.loads((out / "results.json").read_text())
+    assert res["results"][0]["num_images"] == 2 and res["results"][0]["num_skipped"] == 1
+    assert [p["path"] for p in res["per_image"]["32"]] == ["a.png", "c.png"]
+
+
+# -- 4. bf16 / fp16 on a CPU without native support ---------------------------------------------
+@pytest.mark.parametrize("cmd", ["reconstruct", "encode", "decode", "extract-latents", "evaluate"])
+def test_reduced_precision_on_a_cpu_without_it_falls_back_to_fp32(
+    capsys, model_dir, tmp_path, monkeypatch, latents, cmd
+):
+    import transvae.utils.device as device
+
+    monkeypatch.setattr(device, "cpu_dtype_is_fast", lambda dtype: dtype == torch.float32)
+    img_dir = tmp_path / "imgs" / "cls"
+    img_dir.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(6).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+        img_dir / "x.png"
+    )
+    src = latents / "good2.safetensors" if cmd == "decode" else img_dir.parent
+    argv = {
+        "evaluate": ["evaluate", "--data", src, "--resolution", 16, "--metrics", "psnr", "--quiet"],
+        "extract-latents": ["extract-latents", src, "--resolution", 16],
+    }.get(cmd, [cmd, src])
+    common = [*argv, "--model", model_dir, "--num-workers", 0]
+    for dtype in ("bf16", "fp16"):
+        rc, _, err = cli(capsys, *common, "--out", tmp_path / f"o-{dtype}", "--dtype", dtype)
+        warn = [ln for ln in err.splitlines() if "warning:" in ln]
+        assert rc == 0 and len(warn) == 1, err
+        assert (
+            f"no native {dtype} arithmetic" in warn[0]
+            and f"--force-{dtype}" in warn[0]
+            and "using fp32" in warn[0]
+        )
+        if cmd == "evaluate":  # what really ran is recorded
+            import json
+
+            assert (
+                json.loads((tmp_path / f"o-{dtype}" / "results.json").read_text())["run"]["dtype"]
+                == "float32"
+            )
+    if cmd in ("reconstruct", "evaluate"):  # insisting keeps the requested dtype (same code in every command)
+        rc, _, err = cli(capsys, *common, "--out", tmp_path / "forced", "--dtype", "bf16", "--force-bf16")
+        assert rc == 0 and "no native" not in err
+
+
+def test_runner_falls_back_to_fp32_unless_forced(model_dir, monkeypatch):
+    import transvae.utils.device as device
+    from transvae.inference import InferenceRunner
+
+    monkeypatch.setattr(device, "cpu_dtype_is_fast", lambda dtype: dtype == torch.float32)
+    model = transvae.from_pretrained(model_dir)
+    with pytest.warns(RuntimeWarning, match="no native bf16 arithmetic"):
+        assert InferenceRunner(model, dtype="bf16").dtype == torch.float32
+    assert InferenceRunner(model, dtype="bf16", force_dtype=True).dtype == torch.bfloat16
