@@ -26,6 +26,7 @@ from transvae.losses import (
     adaptive_weight,
     generator_loss,
     hinge_d_loss,
+    to_floats,
     vf_terms,
 )
 from transvae.models.base import AutoencoderBase, ConfigError, ModelConfig
@@ -156,6 +157,7 @@ def test_l1_and_kl_equal_direct_computation():
     x = images()
     out = model(x)
     total, logs = loss(x, out, model, step=0, stage=1)
+    logs = to_floats(logs)
     l1 = (out.sample - x).abs().mean()
     kl_sum = out.posterior.kl().sum()  # LDM: summed over latent elements ...
     n = 3 * 32 * 48
@@ -189,6 +191,7 @@ def test_disabled_terms_build_and_load_nothing(network_attempts):
     assert not os.path.exists(torch_home) or not os.listdir(torch_home)  # nothing cached or fetched
     x = images()
     total, logs = loss(x, model(x), model, step=100, stage=2)
+    logs = to_floats(logs)
     assert torch.isfinite(total) and "g_loss" not in logs and "lpips" not in logs and "vf" not in logs
     assert not loss.gan_active(100, 2)
     with pytest.raises(RuntimeError, match="gan_weight"):
@@ -247,6 +250,7 @@ def test_adaptive_clamp_is_in_ldm_units():
     loss = VAELoss(LossConfig(lpips_weight=0, vf_weight=0, adaptive_max=1e-3), model)
     x = images(2, 32, 32)
     _, logs = loss(x, model(x), model, step=0, stage=2)
+    logs = to_floats(logs)
     assert logs["w_gan_adaptive"] == pytest.approx(1e-3 / (3 * 32 * 32), rel=1e-5)
     assert logs["w_gan"] == pytest.approx(0.1 * 1e-3 / (3 * 32 * 32), rel=1e-5)
 
@@ -306,6 +310,7 @@ def test_stages_terms_and_gan_schedule(full_loss):
     x = images()
     out = model(x)
     _, logs1 = full_loss(x, out, model, step=50, stage=1)
+    logs1 = to_floats(logs1)
     assert not any(k.startswith(("g_", "w_gan")) for k in logs1)  # stage 1: no GAN term
     assert logs1["nll"] == pytest.approx(logs1["l1"] + logs1["lpips"], rel=1e-5)
     assert logs1["w_vf"] == pytest.approx(0.1 * logs1["w_vf_adaptive"], rel=1e-6) and logs1["w_vf"] > 0
@@ -315,6 +320,7 @@ def test_stages_terms_and_gan_schedule(full_loss):
     _, before = full_loss(x, out, model, step=9, stage=2)  # disc_start = 10
     assert "g_loss" not in before and not full_loss.gan_active(9, 2)
     _, logs2 = full_loss(x, out, model, step=10, stage=2)
+    logs2 = to_floats(logs2)
     assert full_loss.gan_active(10, 2) and not full_loss.gan_active(10, 1)
     assert logs2["w_gan"] == pytest.approx(0.1 * logs2["w_gan_adaptive"], rel=1e-6) and logs2["w_gan"] > 0
     assert logs2["w_vf"] == 0.0 and "vf" in logs2  # frozen encoder: VF is logged only
@@ -340,6 +346,7 @@ def test_discriminator_loss_updates_only_the_discriminator(full_loss):
     x = images()
     x_rec = model(x).sample
     d_loss, logs = full_loss.discriminator_loss(x, x_rec, step=10, stage=2)
+    logs = to_floats(logs)
     d_loss.backward()
     assert all(p.grad is None for p in model.parameters())
     assert all(p.grad is None for p in full_loss.generator_parameters())
@@ -350,6 +357,7 @@ def test_discriminator_loss_updates_only_the_discriminator(full_loss):
     assert logs["d_loss"] == pytest.approx(ref.item(), rel=1e-5) and logs["d_factor"] == 1.0
     full_loss.zero_grad(set_to_none=True)
     d0, logs0 = full_loss.discriminator_loss(x, x_rec, step=9, stage=2)  # before disc_start
+    logs0 = to_floats(logs0)
     d0.backward()
     assert d0.item() == 0.0 and logs0["d_factor"] == 0.0
     assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in full_loss.discriminator_parameters())
@@ -366,6 +374,7 @@ def test_registered_models_adaptive_weights(name):
     loss = VAELoss(LossConfig(lpips_weight=0, vf_weight=0), model)
     x = images(1, 32, 32)
     total, logs = loss(x, model(x), model, step=0, stage=2)
+    logs = to_floats(logs)
     total.backward()
     assert logs["w_gan_adaptive"] > 0 and model.last_decoder_layer().grad.abs().sum() > 0
     assert all(p.grad is None for p in model.encoder.parameters())
@@ -391,8 +400,10 @@ def test_bf16_autocast(full_loss):
     with torch.no_grad():
         out = model(x)
         _, ref = full_loss(x, out, model, step=10, stage=2)
+        ref = to_floats(ref)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             _, logs = full_loss(x, out, model, step=10, stage=2)
+            logs = to_floats(logs)
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     assert logs["lpips"] == pytest.approx(ref["lpips"], rel=1e-5)  # LPIPS runs in fp32
     assert logs["l1"] == pytest.approx(ref["l1"], rel=1e-6)

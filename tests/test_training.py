@@ -143,7 +143,8 @@ def test_resume_is_bit_identical(images, tmp_path, straight_run):
     assert states_equal(ref.ema.module.state_dict(), second.ema.module.state_dict())
     a, b = load_checkpoint(ref_dir / "checkpoints/last.pt"), load_checkpoint(run / "checkpoints/last.pt")
     assert a["step"] == b["step"] == 2 and a["data_pos"] == b["data_pos"]
-    assert torch.equal(a["optimizer"]["state"][0]["exp_avg_sq"], b["optimizer"]["state"][0]["exp_avg_sq"])
+    adam_a, adam_b = a["optimizers"]["main"]["optimizer"], b["optimizers"]["main"]["optimizer"]
+    assert torch.equal(adam_a["state"][0]["exp_avg_sq"], adam_b["state"][0]["exp_avg_sq"])
     # training moved the weights, and RUN_DIR/model holds the EMA weights
     assert not states_equal(
         ref.model.state_dict(), transvae.create_model("transvae-nano-f16d32").state_dict()
@@ -314,7 +315,7 @@ def test_stage2_freezes_encoder_and_trains_decoder_with_gan_multires(images, tmp
     d1 = tr.loss_fn.discriminator.state_dict()
     assert not all(torch.equal(d0[k], d1[k]) for k in d0 if d0[k].is_floating_point())
     ck = load_checkpoint(tmp_path / "s2/checkpoints/last.pt")
-    assert "disc_optimizer" in ck and any(k.startswith("discriminator.") for k in ck["loss"])
+    assert "disc" in ck["optimizers"] and any(k.startswith("discriminator.") for k in ck["loss"])
     logged = (tmp_path / "s2" / "metrics.jsonl").read_text()
     assert "loss/g_loss" in logged and "disc/d_loss" in logged and "loss/w_gan_adaptive" in logged
     assert len(shapes) == 2 and set(shapes) <= {(32, 32), (32, 48)}

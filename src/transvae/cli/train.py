@@ -3,16 +3,20 @@
     transvae train --model transvae-mini-f16d32 --data DIR [--data DIR2] --out runs/x \\
         [--config configs/transvae-t-f16d32-stage1.yaml] [--resolution 256] [--batch-size 256] \\
         [--max-steps N] [--val-data DIR] [--stage 1|2] [--init MODEL] [--resume] [--strict] \\
-        [--section.key=value ...]
+        [--force-bf16] [--section.key=value ...]
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N --no-python transvae train ...``.
-Every configuration problem (unknown key, wrong type, unknown model, missing folder, run folder
-not writable) is reported before any training work starts.
+Every configuration problem (unknown key, wrong type, unknown model, missing folder, a size that
+does not fit in memory, run folder not writable or in use) is reported in one line before any
+training work starts. Exit status: 0 finished (or the ``train.max_minutes`` budget ran out),
+2 a user error, 143 stopped by SIGTERM and 130 by SIGINT after saving a checkpoint (continue
+with ``--resume``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .common import UserError
@@ -49,10 +53,20 @@ def register(subparsers) -> None:
     p.add_argument(
         "--init", help="model folder / run folder / Hub id to start from (stage 2: the stage-1 model)"
     )
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue exactly from OUT/checkpoints/last.pt, with the configuration stored in it "
+        "(options given now are applied, each announced in one line)",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
     p.add_argument("--device", help="auto | cpu | cuda (train.device)")
+    p.add_argument(
+        "--force-bf16",
+        action="store_true",
+        help="with train.precision=bf16: use bf16 even on a CPU without native bf16 (train.force_bf16)",
+    )
     p.add_argument(
         "--list-keys", action="store_true", help="print every config key with its default and exit"
     )
@@ -63,22 +77,37 @@ def _flat(values) -> list[str]:
     return [v for group in values for v in group] if values else []
 
 
+def _saved_run(run_dir: Path) -> dict:
+    """The checkpoint of the run to resume (memory-mapped: its config and model description)."""
+    from ..training import CheckpointError, load_checkpoint
+
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint at {path}")
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise UserError(f"--resume: {e}") from e
+
+
 def resolve(args: argparse.Namespace):
-    """Build and validate the config from the arguments (no heavy work); returns (cfg, run_dir)."""
+    """Build and validate the config from the arguments, and check every limit that can be
+    checked without training (no heavy work); returns (cfg, run_dir)."""
     from ..models.registry import list_models
-    from ..training.config import TrainConfigError, build_config, load_yaml
+    from ..training.config import TrainConfigError, build_config
 
     if not args.out:
         raise UserError("--out RUN_DIR is required")
     run_dir = Path(args.out)
-    overrides = {}
-    base_yaml = args.config
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
+    _check_not_in_use(run_dir)
+    base = None
+    saved = None
     if args.resume:
-        saved = run_dir / "config.yaml"
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise UserError(f"--resume: no checkpoint at {run_dir / 'checkpoints' / 'last.pt'}")
-        if base_yaml is None and saved.is_file():
-            base_yaml = str(saved)  # the run's own resolved config; CLI flags still override it
+        saved = _saved_run(run_dir)
+        base = saved["config"]
+    overrides = {}
     for key, value in [
         ("model.name", args.model),
         ("model.init", args.init),
@@ -97,52 +126,72 @@ def resolve(args: argparse.Namespace):
         overrides["data.val"] = _flat(args.val_data)
     if args.strict:
         overrides["data.strict"] = True
+    if args.force_bf16:
+        overrides["train.force_bf16"] = True
     try:
-        if base_yaml is not None:
-            load_yaml(base_yaml)
-        cfg = build_config(base_yaml, overrides, list(args.extra or []))
+        cfg = build_config(args.config, overrides, list(args.extra or []), base=base)
     except TrainConfigError as e:
         raise UserError(str(e)) from e
-    if args.model is None and args.init is None and base_yaml is None:
-        raise UserError("--model NAME is required (see `transvae list`)")
-    if not cfg.model.init and cfg.model.name not in list_models():
-        raise UserError(f"unknown model '{cfg.model.name}'; choices: {', '.join(list_models())}")
-    if cfg.train.stage == 2 and not cfg.model.init and not args.resume:
-        raise UserError(
-            "--stage 2 needs --init STAGE1_MODEL (a folder written by stage 1, e.g. runs/x/model)"
-        )
+    if not args.resume:
+        if args.model is None and args.init is None and args.config is None:
+            raise UserError("--model NAME is required (see `transvae list`)")
+        if not cfg.model.init and cfg.model.name not in list_models():
+            raise UserError(f"unknown model '{cfg.model.name}'; choices: {', '.join(list_models())}")
+        if cfg.train.stage == 2 and not cfg.model.init:
+            raise UserError(
+                "--stage 2 needs --init STAGE1_MODEL (a folder written by stage 1, e.g. runs/x/model)"
+            )
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise UserError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
     for p in list(cfg.data.train) + list(cfg.data.val):
         if not p.endswith(".tar") and "{" not in p and not Path(p).exists():
             raise UserError(f"data path not found: {p}")
     if not cfg.data.train:
         raise UserError("no training data: pass --data DIR")
-    if not cfg.model.init:
-        _check_sizes(cfg)
-    if run_dir.exists() and (run_dir / "checkpoints" / "last.pt").exists() and not args.resume:
-        raise UserError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    _check_limits(cfg, run_dir, saved)
     return cfg, run_dir
 
 
-def _check_sizes(cfg) -> None:
-    """Training sizes must be multiples of the model's compression ratio (checked before any work)."""
-    from ..models import create_model
+def _check_not_in_use(run_dir: Path) -> None:
+    """A live run in ``run_dir`` (another process holds its lock): one line naming its PID."""
+    from ..utils.runlock import lock_holder
 
-    f = create_model(cfg.model.name, device="meta").spatial_compression_ratio
-    sizes = [(cfg.data.resolution, cfg.data.resolution)]
-    for b in cfg.data.buckets:
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 takes the lock; other ranks must not probe it
+        return
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise UserError(
+            f"run folder {run_dir} is in use by another process ({holder}); wait for it to finish, "
+            f"stop it, or choose another --out"
+        )
+
+
+def _check_limits(cfg, run_dir: Path, saved: dict | None) -> None:
+    """Sizes vs the model's ratio and the free memory, then the run folder's writability and free
+    disk space: all before the trainer allocates anything."""
+    from ..models.base import ConfigError
+    from ..training.autoencoder import check_limits
+    from ..training.checkpoint import check_writable
+    from ..training.engine import TrainingError
+    from ..utils.device import resolve_device
+
+    try:
+        device = resolve_device(cfg.train.device)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        note = (saved or {}).get("task", {})
+        needed = check_limits(cfg, device, world, local, note.get("model_config"))
+    except (TrainingError, ValueError, ConfigError) as e:
+        raise UserError(str(e)) from e
+    except FileNotFoundError as e:
+        raise UserError(f"--init: {str(e).splitlines()[0]}") from e
+    if int(os.environ.get("RANK", "0")) == 0:
         try:
-            h, w = (int(v) for v in str(b).lower().split("x"))
-        except ValueError as e:
-            raise UserError(f"data.buckets entry '{b}' is not of the form HxW (e.g. 256x192)") from e
-        sizes.append((h, w))
-    for h, w in sizes:
-        if h % f or w % f:
-            raise UserError(
-                f"training size {h}x{w} is not a multiple of {cfg.model.name}'s compression ratio {f}; "
-                f"use e.g. --resolution {max(f, round(h / f) * f)}"
-            )
+            check_writable(run_dir, needed)
+        except OSError as e:
+            raise UserError(str(e)) from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,16 +206,17 @@ def run(args: argparse.Namespace) -> int:
     from ..losses import MissingWeightsError
     from ..training import CheckpointError, Trainer, TrainingError
     from ..training import distributed as D
+    from ..utils.runlock import RunLockedError
 
     try:
         trainer = Trainer(cfg, run_dir, resume=args.resume)
         summary = trainer.fit()
     except MissingWeightsError as e:
         raise UserError(str(e).strip().replace("\n", " ")) from e
-    except (TrainingError, CheckpointError, StrictDataError, FileNotFoundError, ValueError) as e:
-        raise UserError(str(e).splitlines()[0] if isinstance(e, FileNotFoundError) else str(e)) from e
-    except OSError as e:
+    except (TrainingError, CheckpointError, StrictDataError, RunLockedError, ValueError) as e:
         raise UserError(str(e)) from e
+    except OSError as e:  # unwritable or full run folder (DiskFullError says "disk full")
+        raise UserError(str(e).splitlines()[0] if str(e) else repr(e)) from e
     except RuntimeError as e:
         if "StrictDataError" in str(e):  # re-raised from a DataLoader worker
             raise UserError(str(e).strip().splitlines()[-1]) from e
@@ -186,4 +236,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {run_dir / 'model'}  (transvae.from_pretrained('{run_dir / 'model'}'))")
         if summary["status"] != "finished":
             print(f"continue with: transvae train --out {run_dir} --resume")
-    return 0
+    return summary["exit_status"]

@@ -12,7 +12,7 @@ encoder's last layer). Everything lives outside the autoencoder's state dict. Se
 
 from .alignment import DinoFeatures, VFLoss, vf_terms
 from .common import MissingWeightsError
-from .composite import LossConfig, VAELoss
+from .composite import LossConfig, VAELoss, to_floats
 from .gan import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, vanilla_d_loss
 from .perceptual import LPIPSLoss
 from .reconstruction import kl_loss, l1_loss
@@ -30,6 +30,7 @@ __all__ = [
     "hinge_d_loss",
     "kl_loss",
     "l1_loss",
+    "to_floats",
     "vanilla_d_loss",
     "vf_terms",
 ]

@@ -165,7 +165,9 @@ class VAELoss(nn.Module):
             step: global step (for ``disc_start``).
             stage: 1 (L1 + LPIPS + KL + VF) or 2 (encoder frozen: + GAN from ``disc_start``).
         Returns:
-            ``(total, logs)``: the scalar loss to back-propagate, and every term and weight as floats.
+            ``(total, logs)``: the scalar loss to back-propagate, and every term and weight, as
+            detached 0-d tensors (or floats for constant weights): reading them is left to the
+            caller, so a training step needs no extra host synchronisation (``to_floats``).
             Terms: total, nll (weighted L1 + LPIPS), l1, lpips, kl, kl_per_image, vf, vf_cos,
             vf_dist, g_loss; weights: w_l1, w_lpips, w_kl, w_vf, w_vf_adaptive, w_gan,
             w_gan_adaptive. Disabled terms are absent (stage 1 has no GAN keys).
@@ -211,7 +213,7 @@ class VAELoss(nn.Module):
             logs.update(g_loss=g, w_gan=w_gan, w_gan_adaptive=w_ad)
 
         logs["total"] = total
-        return total, _to_floats(logs)
+        return total, _detach(logs)
 
     def discriminator_loss(
         self, x: torch.Tensor, x_rec: torch.Tensor, step: int, stage: int
@@ -228,7 +230,8 @@ class VAELoss(nn.Module):
             step: global step.
             stage: 1 or 2.
         Returns:
-            ``(d_loss, logs)`` with logs d_loss, logits_real, logits_fake, d_factor.
+            ``(d_loss, logs)`` with logs d_loss, logits_real, logits_fake, d_factor (detached
+            0-d tensors or floats, see ``forward``).
         """
         if self.discriminator is None:
             raise RuntimeError("discriminator_loss: loss.gan_weight is 0, there is no discriminator")
@@ -243,7 +246,7 @@ class VAELoss(nn.Module):
             "logits_fake": logits_fake.float().mean(),
             "d_factor": factor,
         }
-        return d_loss, _to_floats(logs)
+        return d_loss, _detach(logs)
 
 
 def _check_stage(stage: int) -> None:
@@ -251,8 +254,12 @@ def _check_stage(stage: int) -> None:
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
 
 
-def _to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """Detach and convert to Python floats with a single device synchronisation."""
+def _detach(logs: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor | float]:
+    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+
+
+def to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """A loss's logs as Python floats, with a single device synchronisation."""
     keys = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
     values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
     out = {k: float(v) for k, v in logs.items() if not isinstance(v, torch.Tensor)}

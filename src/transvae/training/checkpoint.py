@@ -37,12 +37,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (refuses pickled objects; never executes code)."""
+    """Load a checkpoint with ``weights_only=True`` (refuses pickled objects; never executes code).
+
+    Tensors are memory-mapped (read from disk when used), so reading a large checkpoint for its
+    stored configuration costs almost no memory.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as e:  # UnpicklingError for payloads, RuntimeError/EOFError for truncation
         raise CheckpointError(
             f"{path} is not a loadable training checkpoint ({type(e).__name__}: {e})"

@@ -1,22 +1,29 @@
-"""The training configuration: a tree of dataclasses, read from YAML as plain data.
+"""Training configurations: trees of dataclass sections, read from YAML as plain data.
 
-``TrainConfig`` has the sections ``model``, ``data``, ``optim``, ``loss``, ``train`` and ``log``;
-every field is addressable as ``section.field`` (e.g. ``optim.lr``, ``loss.kl_weight``) from a
-YAML recipe or a ``--section.field=value`` command-line override. Recipes are parsed with
-``yaml.safe_load`` (data only; nothing is instantiated from names in a file). Unknown keys and
-values of the wrong type are errors that list the valid keys.
+A config is a ``ConfigTree``: a dataclass whose fields are *sections* (dataclasses of plain
+fields). Every field is addressable as ``section.field`` (``optim.lr``, ``loss.kl_weight``) from
+a YAML recipe or a ``--section.field=value`` command-line override; values go through the one
+config parser (``transvae.utils.config``), so unknown keys and wrong types are errors that list
+the valid keys. Recipes are parsed with ``yaml.safe_load`` (data only; nothing is instantiated
+from names in a file).
 
-Defaults are the paper's recipe (Appendix D, following VA-VAE): AdamW, constant LR 1e-4 after a
-1000-step linear warmup, no weight decay, global batch 256, L1 1.0 / LPIPS 1.0 / KL 1e-8 /
-GAN 0.1 / VF 0.1, 256x256 crops.
+The engine's own sections, ``TrainSection`` and ``LogSection`` (and the AdamW basics in
+``OptimSection``), are shared by every kind of training; a task adds or extends sections for
+what only it needs (``TrainConfig`` below: the autoencoder's model/data/loss sections, the
+stage, the discriminator's warmup).
+
+``TrainConfig``'s defaults are the paper's recipe (Appendix D, following VA-VAE): AdamW, constant
+LR 1e-4 after a 1000-step linear warmup, no weight decay, global batch 256, L1 1.0 / LPIPS 1.0 /
+KL 1e-8 / GAN 0.1 / VF 0.1, 256x256 crops.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -28,6 +35,178 @@ class TrainConfigError(ConfigError):
     """An unknown key, a value of the wrong type or an impossible combination in the config."""
 
 
+# -- the engine's sections (shared by every task) -------------------------------------------------
+@dataclass
+class OptimSection:
+    """AdamW and its schedule: linear warmup, then constant."""
+
+    lr: float = 1.0e-4
+    warmup_steps: int = 1000  # linear warmup from 0, then constant
+    betas: tuple[float, float] = (0.5, 0.9)  # the LDM / VA-VAE autoencoder betas
+    weight_decay: float = 0.0
+    eps: float = 1.0e-8
+    grad_clip: float = 1.0  # max global grad norm (0 = no clipping)
+
+
+@dataclass
+class TrainSection:
+    """The loop: length, batch, precision, EMA, checkpoints and fault handling."""
+
+    max_steps: int = 500_000  # optimizer steps
+    batch_size: int = 256  # GLOBAL batch = per-rank micro-batch x ranks x grad_accum
+    grad_accum: int = 1
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
+    force_bf16: bool = False  # bf16 even on a CPU without native bf16 (tens of times slower there)
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay ramps up from 0 (1 - (1 + t)^-2/3): short runs export useful weights
+    seed: int = 0
+    device: str = "auto"
+    distributed: str = "ddp"  # ddp | fsdp (parameter sharding for the H/G variants)
+    checkpoint_every: int = 1000  # steps between checkpoints (and model/ exports)
+    keep_checkpoints: int = 0  # also keep step-numbered snapshots, the newest N (0 = only last.pt)
+    max_nonfinite: int = 20  # stop after this many non-finite steps in a row
+    max_minutes: float = 0.0  # wall-clock budget: checkpoint and stop cleanly after it (0 = none)
+    check_memory: bool = True  # refuse sizes whose estimated memory exceeds what the device has free
+
+
+@dataclass
+class LogSection:
+    """What the run folder receives and how often."""
+
+    every: int = 50  # scalars to TensorBoard + metrics.jsonl
+    image_every: int = 1000  # sample grids (PNG)
+    val_every: int = 5000  # validation metrics (also at the start and the end)
+    grid_images: int = 8
+    tensorboard: bool = True
+    progress: bool = True  # tqdm bar on rank 0
+
+
+class ConfigTree:
+    """Base of a training configuration: a dataclass whose fields are sections.
+
+    Subclasses are dataclasses with one field per section (each a dataclass with typed fields),
+    and must include ``train`` (a ``TrainSection``), ``log`` (a ``LogSection``) and ``optim`` (an
+    ``OptimSection``) for the engine. ``to_dict`` / ``from_dict`` round-trip through plain data;
+    ``validate`` checks the engine's sections; subclasses extend ``validate`` for their own.
+    """
+
+    error: ClassVar[type[ConfigError]] = TrainConfigError
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists instead of tuples), suitable for YAML/JSON and checkpoints."""
+        return to_plain(self)
+
+    @classmethod
+    def sections(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        cfg = cls()
+        cfg.update(d)
+        return cfg
+
+    @classmethod
+    def build(
+        cls,
+        yaml_path: str | Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        extra: list[str] | None = None,
+        base: dict[str, Any] | None = None,
+    ):
+        """Defaults <- ``base`` (e.g. a checkpoint's config) <- YAML recipe <- explicit overrides
+        (dotted keys) <- ``--key=value`` strings; then ``validate``."""
+        cfg = cls()
+        if base:
+            cfg.update(base)
+        if yaml_path:
+            cfg.update(load_yaml(yaml_path))
+        for k, v in (overrides or {}).items():
+            cfg.set(k, v)
+        for item in extra or []:
+            cfg.set(*parse_override(item))
+        cfg.validate()
+        return cfg
+
+    def update(self, d: dict[str, Any]) -> None:
+        """Apply a nested dict of values (as in a YAML recipe), validating every key and type."""
+        if not isinstance(d, dict):
+            raise self.error(f"a config must be a mapping of sections, got {type(d).__name__}")
+        for section, values in d.items():
+            if section not in self.sections():
+                raise self.error(f"unknown config section '{section}'; valid sections: {self.sections()}")
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise self.error(f"config section '{section}' must be a mapping, got {values!r}")
+            for key, value in values.items():
+                self.set(f"{section}.{key}", value)
+
+    def set(self, dotted: str, value: Any) -> None:
+        """Set ``section.field`` to ``value`` after checking the key and the type."""
+        section, _, name = dotted.partition(".")
+        hints = field_types(type(getattr(self, section))) if section in self.sections() else {}
+        if name not in hints:
+            raise self.error(
+                f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(self.valid_keys())
+            )
+        try:
+            setattr(getattr(self, section), name, coerce(dotted, value, hints[name]))
+        except ConfigError as e:
+            raise self.error(str(e)) from e
+
+    def get(self, dotted: str) -> Any:
+        section, _, name = dotted.partition(".")
+        return getattr(getattr(self, section), name)
+
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        """Every ``section.field`` key with its type and default, e.g. ``optim.lr (float, 0.0001)``."""
+        cfg = cls()
+        out = []
+        for section in cls.sections():
+            obj = getattr(cfg, section)
+            for name, tp in field_types(type(obj)).items():
+                out.append(f"{section}.{name} ({type_name(tp)}, default {to_plain(getattr(obj, name))!r})")
+        return out
+
+    def validate(self) -> None:
+        """Check the engine's sections: ranges and combinations no single type check can see."""
+        t, o, lg = self.train, self.optim, self.log
+        checks = [
+            (t.max_steps >= 0, f"train.max_steps must be >= 0, got {t.max_steps}"),
+            (t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}"),
+            (t.grad_accum > 0, f"train.grad_accum must be positive, got {t.grad_accum}"),
+            (
+                t.precision in ("auto", "bf16", "fp32"),
+                f"train.precision must be auto|bf16|fp32, got '{t.precision}'",
+            ),
+            (t.distributed in ("ddp", "fsdp"), f"train.distributed must be ddp|fsdp, got '{t.distributed}'"),
+            (0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}"),
+            (t.checkpoint_every > 0, f"train.checkpoint_every must be positive, got {t.checkpoint_every}"),
+            (t.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0, got {t.keep_checkpoints}"),
+            (t.max_nonfinite > 0, f"train.max_nonfinite must be positive, got {t.max_nonfinite}"),
+            (t.max_minutes >= 0, f"train.max_minutes must be >= 0, got {t.max_minutes}"),
+            # AdamW's step is about lr per weight per step: above 1 nothing can train
+            (0 < o.lr <= 1, f"optim.lr must be in (0, 1], got {o.lr}"),
+            (o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}"),
+            (all(0 <= b < 1 for b in o.betas), f"optim.betas must be in [0, 1), got {list(o.betas)}"),
+            (0 <= o.weight_decay <= 1, f"optim.weight_decay must be in [0, 1], got {o.weight_decay}"),
+            (0 < o.eps <= 1, f"optim.eps must be in (0, 1], got {o.eps}"),
+            (o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {o.grad_clip}"),
+            (
+                lg.every > 0 and lg.image_every > 0 and lg.val_every > 0,
+                "log.every, log.image_every and log.val_every must be > 0",
+            ),
+            (lg.grid_images >= 0, f"log.grid_images must be >= 0, got {lg.grid_images}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise self.error(msg)
+
+
+# -- the autoencoder's sections -------------------------------------------------------------------
 @dataclass
 class ModelSection:
     """Which autoencoder to train."""
@@ -42,7 +221,9 @@ class DataSection:
     """Where the images come from and how they are cropped."""
 
     train: tuple[str, ...] = ()  # image folders (recursive) or WebDataset .tar shards
-    val: tuple[str, ...] = ()  # validation folders (resize shorter side + center crop)
+    val: tuple[
+        str, ...
+    ] = ()  # validation folders (the evaluation protocol: resize shorter side, center crop)
     resolution: int = 256  # training crop size (the paper trains at 256 only)
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range on top of "resize shorter side to cover the crop"
     hflip: bool = True
@@ -54,150 +235,63 @@ class DataSection:
 
 
 @dataclass
-class OptimSection:
-    """AdamW and its schedule (Appendix D: constant 1e-4 after 1000 warmup steps, no weight decay)."""
+class AutoencoderOptimSection(OptimSection):
+    """AdamW (Appendix D: constant 1e-4 after 1000 warmup steps, no weight decay) + the discriminator's."""
 
-    lr: float = 1.0e-4
-    warmup_steps: int = 1000  # linear warmup from 0, then constant
-    betas: tuple[float, float] = (0.5, 0.9)  # the LDM / VA-VAE autoencoder betas
-    weight_decay: float = 0.0
-    eps: float = 1.0e-8
-    grad_clip: float = 1.0  # max global grad norm (0 = no clipping)
     disc_warmup_steps: int = 0  # discriminator LR = lr x loss.disc_lr_mult, after this warmup
 
 
 @dataclass
-class TrainSection:
-    """The loop: stage, length, batch, precision, EMA, checkpoints and fault handling."""
+class AutoencoderTrainSection(TrainSection):
+    """The loop, plus which stage of the two-stage recipe runs."""
 
     stage: int = 1  # 1: encoder+decoder, no GAN; 2: frozen encoder, decoder + GAN
-    max_steps: int = 500_000  # optimizer steps
-    batch_size: int = 256  # GLOBAL batch = per-rank micro-batch x ranks x grad_accum
-    grad_accum: int = 1
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
-    ema: bool = True
-    ema_decay: float = 0.9999
-    ema_warmup: bool = True  # decay ramps up from 0 (1 - (1 + t)^-2/3): short runs export useful weights
-    seed: int = 0
-    device: str = "auto"
-    distributed: str = "ddp"  # ddp | fsdp (parameter sharding for the H/G variants)
-    checkpoint_every: int = 1000  # steps between checkpoints (and model/ exports)
-    keep_checkpoints: int = 0  # also keep step-numbered snapshots, the newest N (0 = only last.pt)
-    max_nonfinite: int = 20  # stop after this many non-finite steps in a row
-    max_minutes: float = 0.0  # wall-clock budget: checkpoint and stop cleanly after it (0 = none)
 
 
 @dataclass
-class LogSection:
-    """What the run folder receives and how often."""
-
-    every: int = 50  # scalars to TensorBoard + metrics.jsonl
-    image_every: int = 1000  # reconstruction grids (input | reconstruction) PNG
-    val_every: int = 5000  # validation PSNR/SSIM (also at the start and the end)
-    grid_images: int = 8
-    tensorboard: bool = True
-    progress: bool = True  # tqdm bar on rank 0
-
-
-@dataclass
-class TrainConfig:
-    """The whole configuration; ``to_dict`` / ``from_dict`` round-trip through plain data."""
+class TrainConfig(ConfigTree):
+    """The autoencoder's whole configuration (``transvae train``)."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
+    optim: AutoencoderOptimSection = field(default_factory=AutoencoderOptimSection)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainSection = field(default_factory=TrainSection)
+    train: AutoencoderTrainSection = field(default_factory=AutoencoderTrainSection)
     log: LogSection = field(default_factory=LogSection)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists instead of tuples), suitable for YAML/JSON and checkpoints."""
-        return to_plain(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        cfg = cls()
-        cfg.update(d)
-        return cfg
-
-    def update(self, d: dict[str, Any]) -> None:
-        """Apply a nested dict of values (as in a YAML recipe), validating every key and type."""
-        if not isinstance(d, dict):
-            raise TrainConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
-        for section, values in d.items():
-            if section not in SECTIONS:
-                raise TrainConfigError(
-                    f"unknown config section '{section}'; valid sections: {list(SECTIONS)}"
-                )
-            if values is None:
-                continue
-            if not isinstance(values, dict):
-                raise TrainConfigError(f"config section '{section}' must be a mapping, got {values!r}")
-            for key, value in values.items():
-                self.set(f"{section}.{key}", value)
-
-    def set(self, dotted: str, value: Any) -> None:
-        """Set ``section.field`` to ``value`` after checking the key and the type."""
-        section, _, name = dotted.partition(".")
-        if section not in SECTIONS or not name:
-            raise TrainConfigError(
-                f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys())
-            )
-        obj = getattr(self, section)
-        hints = field_types(type(obj))
-        if name not in hints:
-            raise TrainConfigError(
-                f"unknown config key '{dotted}'; valid keys:\n  " + "\n  ".join(valid_keys())
-            )
-        try:
-            setattr(obj, name, coerce(dotted, value, hints[name]))
-        except ConfigError as e:
-            raise TrainConfigError(str(e)) from e
-
     def validate(self) -> None:
-        """Check combinations that no single type check can see."""
+        super().validate()
         t, d, o = self.train, self.data, self.optim
         checks = [
             (t.stage in (1, 2), f"train.stage must be 1 or 2, got {t.stage}"),
-            (t.max_steps >= 0, "train.max_steps must be >= 0"),
-            (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be positive"),
+            (d.resolution > 0, f"data.resolution must be positive, got {d.resolution}"),
+            (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
+            (d.val_images >= 0, f"data.val_images must be >= 0, got {d.val_images}"),
             (
-                t.precision in ("auto", "bf16", "fp32"),
-                f"train.precision must be auto|bf16|fp32, got '{t.precision}'",
+                1.0 <= d.scale[0] <= d.scale[1],
+                f"data.scale must satisfy 1 <= min <= max, got {list(d.scale)}",
             ),
-            (t.distributed in ("ddp", "fsdp"), f"train.distributed must be ddp|fsdp, got '{t.distributed}'"),
-            (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
-            (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
-            (t.max_nonfinite > 0, "train.max_nonfinite must be positive"),
-            (d.resolution > 0, "data.resolution must be positive"),
-            (d.num_workers >= 0, "data.num_workers must be >= 0"),
-            (o.lr > 0 and o.warmup_steps >= 0, "optim.lr must be > 0 and optim.warmup_steps >= 0"),
+            (o.disc_warmup_steps >= 0, f"optim.disc_warmup_steps must be >= 0, got {o.disc_warmup_steps}"),
             (
-                self.log.every > 0 and self.log.image_every > 0 and self.log.val_every > 0,
-                "log.* intervals must be > 0",
+                math.isfinite(o.lr * self.loss.disc_lr_mult) and o.lr * self.loss.disc_lr_mult <= 1,
+                f"optim.lr x loss.disc_lr_mult must be <= 1, got {o.lr * self.loss.disc_lr_mult:g}",
             ),
         ]
         for ok, msg in checks:
             if not ok:
-                raise TrainConfigError(msg)
+                raise self.error(msg)
         try:  # the loss section's own range checks (weights >= 0, margins > 0, ...)
             LossConfig(**dataclasses.asdict(self.loss))
         except ConfigError as e:
-            raise TrainConfigError(str(e)) from e
+            raise self.error(str(e)) from e
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def valid_keys() -> list[str]:
-    """Every ``section.field`` key with its type and default, e.g. ``optim.lr (float, 0.0001)``."""
-    cfg = TrainConfig()
-    out = []
-    for section in SECTIONS:
-        obj = getattr(cfg, section)
-        for name, tp in field_types(type(obj)).items():
-            out.append(f"{section}.{name} ({type_name(tp)}, default {to_plain(getattr(obj, name))!r})")
-    return out
+    """Every key of ``TrainConfig`` with its type and default (``transvae train --list-keys``)."""
+    return TrainConfig.valid_keys()
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -215,8 +309,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         d = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as e:
         raise TrainConfigError(f"config file not found: {path}") from e
-    except yaml.YAMLError as e:
-        raise TrainConfigError(f"{path} is not valid YAML: {e}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise TrainConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
     return d or {}
 
 
@@ -224,14 +318,18 @@ def build_config(
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     extra: list[str] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults <- YAML recipe <- explicit overrides (dotted keys) <- ``--key=value`` strings."""
-    cfg = TrainConfig()
-    if yaml_path:
-        cfg.update(load_yaml(yaml_path))
-    for k, v in (overrides or {}).items():
-        cfg.set(k, v)
-    for item in extra or []:
-        cfg.set(*parse_override(item))
-    cfg.validate()
-    return cfg
+    """Defaults <- ``base`` <- YAML recipe <- explicit overrides (dotted keys) <- ``--key=value`` strings."""
+    return TrainConfig.build(yaml_path, overrides, extra, base)
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``[(dotted key, old value, new value)]`` for every key whose value differs (plain data)."""
+    out = []
+    for section, values in new.items():
+        for key, value in values.items():
+            before = old.get(section, {}).get(key, value)
+            if before != value:
+                out.append((f"{section}.{key}", before, value))
+    return out

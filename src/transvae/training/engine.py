@@ -1,0 +1,499 @@
+"""The training engine: one loop, one checkpoint format and one set of fault rules for every task.
+
+``Engine(task, run_dir, resume).fit()`` runs any ``Task`` (``task.py`` documents the split of
+duties). Everything needed to continue exactly after an interruption (modules, EMA, optimizers,
+schedulers, RNG states of every rank, data position, counters, the resolved config) goes into
+``RUN_DIR/checkpoints/last.pt``; ``--resume`` reads the configuration stored there.
+
+Faults: a non-finite logged value or gradient norm skips the step for every optimizer (counted;
+the run stops after ``train.max_nonfinite`` in a row, leaving the last good checkpoint intact);
+SIGTERM / SIGINT and the ``train.max_minutes`` budget save a checkpoint and stop cleanly
+(``summary["exit_status"]``: 143 after SIGTERM, 130 after SIGINT, so schedulers requeue a
+preempted job; 0 otherwise). Before any training work: the sizes against free memory
+(``task.preflight``), the run folder's writability and free space, and its lock (one process
+per run folder, ``transvae.utils.runlock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..models.hub import unwrap_model
+from ..utils.device import choose_dtype, resolve_device
+from ..utils.runlock import RunLock, RunLockedError
+from . import distributed as D
+from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainSection, config_changes
+from .ema import EMA
+from .optim import OptimizerSlot, make_adamw
+from .runlog import RunLog
+from .state import load_module_state, load_optimizer_state, module_state, optimizer_state
+from .task import Task
+
+log = logging.getLogger("transvae.train")
+
+CHECKPOINT_NAME = "last.pt"
+EXIT_STATUS = {"SIGTERM": 143, "SIGINT": 130}  # 128 + signal number, as a shell reports it
+_RESERVED = {"step", "data_pos", "counters", "bad_files", "config", "world_size", "rng", "history"}
+_RESERVED |= {"optimizers", "ema", "task", "format_version"}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot start or continue (limits, diverged, folder in use); the message says why."""
+
+
+def ignore_sigterm(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader ``worker_init_fn``: a scheduler preempting the job signals the whole process
+    group; the workers must not die first, or the main process fails before it can save its
+    checkpoint. The main process shuts its workers down itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def autocast_dtype(train: TrainSection, device: torch.device) -> tuple[torch.dtype | None, str | None]:
+    """``train.precision`` on ``device``: (the autocast dtype, or None for fp32; a one-line warning
+    when bf16 was asked for on a CPU without native bf16 and fp32 is used instead, unless
+    ``train.force_bf16``)."""
+    if train.precision == "fp32" or (train.precision == "auto" and device.type != "cuda"):
+        return None, None
+    dtype, warning = choose_dtype("bf16", device, force=train.force_bf16)
+    if warning:
+        warning = (
+            f"train.precision=bf16: {warning.replace('--force-bf16', '--force-bf16 (train.force_bf16=true)')}"
+        )
+    return (None if dtype == torch.float32 else dtype), warning
+
+
+class Engine:
+    """Runs a ``Task``: builds it, restores it, loops, checkpoints.
+
+    Args:
+        task: what to train (its ``cfg`` has ``train``, ``log`` and ``optim`` sections).
+        run_dir: the run folder (config, logs, TensorBoard, samples, checkpoints, exports).
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+    Attributes a task may use: ``cfg``, ``run_dir``, ``dist`` (rank, world size), ``device``,
+        ``is_main``, ``micro_batch`` (per rank and micro-step), ``resuming``, ``ema``,
+        ``data_pos`` (read and update), ``step``; methods ``autocast``, ``no_sync``,
+        ``add_optimizer``, ``record_bad``.
+    """
+
+    def __init__(self, task: Task, run_dir: str | Path, resume: bool = False):
+        self.task, self.cfg, self.run_dir, self.resuming = task, task.cfg, Path(run_dir), resume
+        t = self.cfg.train
+        self.dist = D.init_distributed(resolve_device(t.device))  # ValueError: a bad train.device
+        self.device, self.is_main = self.dist.device, self.dist.is_main
+        world = self.dist.world_size
+        if t.batch_size % (world * t.grad_accum):
+            raise TrainingError(
+                f"train.batch_size={t.batch_size} is not divisible by ranks x grad_accum = {world} x {t.grad_accum}"
+            )
+        self.micro_batch = t.batch_size // (world * t.grad_accum)
+        self.autocast_dtype = self._precision()
+        self.step, self.data_pos = 0, (0, 0)  # data_pos: (epoch, next batch) of this rank's stream
+        self.nonfinite_total = self.nonfinite_in_row = 0
+        self.bad_files: dict[str, str] = {}
+        self.history: list[dict[str, Any]] = []
+        self.slots: dict[str, OptimizerSlot] = {}
+        self.ema: EMA | None = None
+        self.runlog: RunLog | None = None
+        self.lock = RunLock(self.run_dir)
+        self._stop: str | None = None
+        self._preempted = False
+        self._seed(t.seed + self.dist.rank)
+        task.engine = self
+        # a resumed run's checkpoint is read first (memory-mapped, cheap): its stored config and
+        # model description decide what is built; nothing is written before the lock is held
+        state = load_checkpoint(self.checkpoint_path) if resume else None
+        if state is not None:
+            self._check_resume_config(state["config"])
+            task.load_checkpoint_note(state.get("task", {}))
+        self._claim_run_folder(task.preflight())
+        try:
+            task.build()
+            target = task.ema_target()
+            if t.ema and target is not None:
+                self.ema = EMA(unwrap_model(target), t.ema_decay, t.ema_warmup)
+            if state is not None:
+                self._load_state(state)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / CHECKPOINT_NAME
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.max_steps``, a signal or the time budget; returns the summary
+        (also written to ``summary.json``) with ``status`` and ``exit_status``."""
+        t0 = time.time()
+        self.runlog = RunLog(self.run_dir, self.cfg.to_dict(), self.cfg.log.tensorboard, self.is_main)
+        old_handlers = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            status = self._loop()
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+            self.runlog.close()
+            self.lock.release()
+        summary = {
+            "status": status,
+            "exit_status": EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
+            "step": self.step,
+            "wall_seconds": round(time.time() - t0, 1),
+            "nonfinite_steps": self.nonfinite_total,
+            "bad_files": len(self.bad_files),
+            "history": self.history,
+        }
+        self.runlog.write_json("summary.json", summary)
+        if self.is_main and self.bad_files:
+            log.warning(
+                "%d bad input files were skipped (see %s)",
+                len(self.bad_files),
+                self.run_dir / "bad_files.txt",
+            )
+            (self.run_dir / "bad_files.txt").write_text(
+                "".join(f"{p}: {r}\n" for p, r in self.bad_files.items())
+            )
+        return summary
+
+    def _loop(self) -> str:
+        t, lg = self.cfg.train, self.cfg.log
+        if self.step == 0 and t.max_steps > 0:
+            self._validate()
+        deadline = time.time() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
+        batches, bar, status = self.task.batches(), self._progress_bar(), "finished"
+        images, t_last = 0, time.time()
+        try:
+            while self.step < t.max_steps:
+                logs = self.task.train_step(batches, self.step)  # forward + backward, no host sync
+                if time.time() > deadline and self._stop is None:
+                    self._stop = "time limit"
+                values, stop = self._update(logs)  # clip, the one host sync, step or skip
+                self.step, images = self.step + 1, images + t.batch_size
+                if bar is not None:
+                    bar.update(1)
+                if self.step % lg.every == 0 or self.step == t.max_steps:
+                    self._log_step(values, images / max(time.time() - t_last, 1e-9), bar)
+                    images, t_last = 0, time.time()
+                last = self.step == t.max_steps
+                if self.step % lg.image_every == 0 and not last:
+                    self._samples()
+                if self.step % lg.val_every == 0 and not last:
+                    self._validate()
+                if self.step % t.checkpoint_every == 0 and not last:
+                    self.save()
+                if stop:
+                    status = f"stopped by {self._stop or 'a signal on another rank'}"
+                    log.warning(
+                        "%s at step %d: saving a checkpoint; continue with --resume", status, self.step
+                    )
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # shuts DataLoader workers down
+        if not self._preempted:  # preemption: save as fast as possible; otherwise a final evaluation
+            self._validate()
+        self.save()
+        return status
+
+    def _update(self, logs: dict[str, torch.Tensor | float]) -> tuple[dict[str, float], bool]:
+        """Clip every optimizer's gradients, read the logged values, the norms and the finite /
+        stop flags of every rank in ONE host synchronisation, then step all optimizers and the
+        EMA, or none. Returns the logged values (averaged over ranks) and whether to stop."""
+        slots = [s for s in self.slots.values() if s.has_grads()]
+        tensors = {k: v for k, v in logs.items() if isinstance(v, torch.Tensor)}
+        tensors.update({s.norm_key: s.clip() for s in slots})
+        parts = [v.detach().float().reshape(1).to(self.device) for v in tensors.values()]
+        vec = torch.cat(parts) if parts else torch.zeros(0, device=self.device)
+        bad = (~torch.isfinite(vec)).any().float().reshape(1)
+        flags = torch.tensor([self._stop is not None, self._stop in EXIT_STATUS], device=self.device).float()
+        packed = torch.cat([vec, bad, flags])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(packed)  # sums: logged values become means over ranks
+        host = packed.tolist()  # the step's only host synchronisation
+        n, world = len(tensors), self.dist.world_size
+        values = {k: float(v) for k, v in logs.items() if not isinstance(v, torch.Tensor)}
+        values.update({k: v / world for k, v in zip(tensors, host[:n], strict=True)})
+        stop, self._preempted = host[n + 1] > 0, host[n + 2] > 0
+        if host[n] > 0:
+            self._nonfinite([k for k, v in values.items() if not math.isfinite(v)])
+        else:
+            for s in slots:
+                s.step()
+            if self.ema is not None:
+                self.ema.update(unwrap_model(self.task.ema_target()))
+            self.nonfinite_in_row = 0
+        for s in self.slots.values():
+            s.zero_grad()
+        return values, stop
+
+    # -- services for tasks ---------------------------------------------------------------------
+    def add_optimizer(
+        self,
+        name: str,
+        params: list[torch.Tensor],
+        state_module: nn.Module | None = None,
+        lr: float | None = None,
+        warmup_steps: int | None = None,
+    ) -> OptimizerSlot:
+        """Register an AdamW (``cfg.optim``'s betas, weight decay, eps, clipping) that the engine
+        steps, checkpoints and logs. The first one registered is the main one (``train/lr``).
+
+        Args:
+            name: ``"main"`` for the first; e.g. ``"disc"`` for others (checkpoint and log key).
+            params: its parameters (frozen ones are dropped).
+            state_module: the module that owns ``params`` (needed under FSDP).
+            lr, warmup_steps: override ``optim.lr`` / ``optim.warmup_steps``.
+        """
+        o = self.cfg.optim
+        slot = make_adamw(
+            name,
+            params,
+            o.lr if lr is None else lr,
+            o.warmup_steps if warmup_steps is None else warmup_steps,
+            o.betas,
+            o.weight_decay,
+            o.eps,
+            o.grad_clip,
+            state_module,
+        )
+        self.slots[name] = slot
+        return slot
+
+    def autocast(self):
+        """The step's autocast context (bf16 on GPUs with ``train.precision`` auto/bf16)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @staticmethod
+    def no_sync(module: nn.Module, last: bool):
+        """DDP's ``no_sync`` on all but the ``last`` micro-batch of a gradient-accumulation step."""
+        if last or not hasattr(module, "no_sync"):
+            return contextlib.nullcontext()
+        return module.no_sync()
+
+    def record_bad(self, entries: list[str]) -> None:
+        """Count unreadable inputs (``"path: reason"``), each logged once and listed at the end."""
+        for entry in entries:
+            path, _, reason = entry.partition(": ")
+            if path not in self.bad_files:
+                self.bad_files[path] = reason
+                if self.is_main:
+                    log.warning("skipped bad input %s", entry)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, as plain data (collective: every rank calls it;
+        rank 0's copy is complete)."""
+        state: dict[str, Any] = {
+            "step": self.step,
+            "data_pos": list(self.data_pos),
+            "counters": {"nonfinite_total": self.nonfinite_total, "nonfinite_in_row": self.nonfinite_in_row},
+            "bad_files": dict(self.bad_files),
+            "config": self.cfg.to_dict(),
+            "world_size": self.dist.world_size,
+            "rng": self._gather_rng(),
+            "history": json.dumps(self.history),
+            "task": self.task.checkpoint_note(),
+            "optimizers": {
+                name: {
+                    "optimizer": optimizer_state(s.optimizer, s.state_module),
+                    "scheduler": s.scheduler.state_dict(),
+                }
+                for name, s in self.slots.items()
+            },
+        }
+        for name, module in self.task.modules().items():
+            if name in _RESERVED:
+                raise ValueError(f"task module name '{name}' is reserved for the engine")
+            state[name] = module_state(module)
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        for name, module in self.task.modules().items():
+            strict = name not in self.task.optional_state
+            result = load_module_state(module, state[name], strict=strict)
+            if not strict and (result.missing_keys or result.unexpected_keys):
+                log.warning(
+                    "%s state: missing %s, unexpected %s (options changed?)",
+                    name,
+                    result.missing_keys,
+                    result.unexpected_keys,
+                )
+        for name, s in self.slots.items():
+            saved = state["optimizers"].get(name)
+            if saved is None:
+                log.warning("the checkpoint has no '%s' optimizer: it starts fresh", name)
+                continue
+            load_optimizer_state(s.optimizer, s.state_module, saved["optimizer"])
+            s.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        self.data_pos = tuple(int(v) for v in state["data_pos"])
+        c = state["counters"]
+        self.nonfinite_total, self.nonfinite_in_row = int(c["nonfinite_total"]), int(c["nonfinite_in_row"])
+        self.bad_files = dict(state.get("bad_files", {}))
+        self.history = json.loads(state.get("history", "[]"))
+        rngs = state["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:
+            log.warning(
+                "checkpoint from %d ranks resumed on %d: RNG streams re-seeded",
+                len(rngs),
+                self.dist.world_size,
+            )
+            self._seed(self.cfg.train.seed + 7919 * self.step + self.dist.rank)
+
+    def save(self) -> None:
+        """Write ``checkpoints/last.pt`` atomically (plus ``step_*.pt`` hard links when
+        ``train.keep_checkpoints``), then ``task.export()``. Every rank calls it."""
+        state = self.state_dict()
+        if self.is_main:
+            ckdir = self.checkpoint_path.parent
+            path = save_checkpoint(self.checkpoint_path, state)
+            keep = self.cfg.train.keep_checkpoints
+            if keep > 0:
+                snap = ckdir / f"step_{self.step:08d}.pt"
+                snap.unlink(missing_ok=True)
+                snap.hardlink_to(path)  # a second name for the same bytes, no extra space
+                for old in sorted(ckdir.glob("step_*.pt"))[:-keep]:
+                    old.unlink()
+        del state
+        self.task.export()
+        D.barrier(self.dist)
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _precision(self) -> torch.dtype | None:
+        dtype, warning = autocast_dtype(self.cfg.train, self.device)
+        if warning and self.is_main:
+            log.warning("%s", warning)
+        return dtype
+
+    def _claim_run_folder(self, checkpoint_bytes: int) -> None:
+        """Rank 0: writable, enough free space, and the lock; all ranks agree before going on."""
+        error: Exception | None = None
+        if self.is_main:
+            try:
+                check_writable(self.run_dir, checkpoint_bytes)
+                self.lock.acquire()
+            except (OSError, RunLockedError) as e:
+                error = e
+        if D.any_rank(error is not None, self.dist):
+            if error is not None:
+                raise error
+            raise TrainingError("rank 0 could not claim the run folder (see its message)")
+        if self.is_main:
+            if self.lock.stale:
+                log.warning("run folder lock of %s (no longer running) taken over", self.lock.stale)
+            for stale in self.checkpoint_path.parent.glob(".*.tmp"):  # left by a killed writer
+                stale.unlink()
+
+    def _check_resume_config(self, old: dict[str, Any]) -> None:
+        """Refuse changes to ``task.fixed_on_resume`` keys; announce every other change in one line."""
+        changes = config_changes(old, self.cfg.to_dict())
+        for key, before, after in changes:
+            if key in self.task.fixed_on_resume:
+                raise TrainingError(
+                    f"--resume cannot change {key} ({before!r} -> {after!r}); start a new run with another --out"
+                )
+        if self.is_main:
+            for key, before, after in changes:
+                log.warning("resume: %s changed from %r to %r", key, before, after)
+
+    def _validate(self) -> None:
+        metrics = self.task.validate()
+        if metrics:
+            self.history.append({"step": self.step, **metrics})
+            self.runlog.scalars(self.step, metrics)
+            if self.is_main:
+                log.info("step %d: validation %s", self.step, self.task.describe(metrics))
+        self._samples()
+
+    def _samples(self) -> None:
+        self.task.save_samples(self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        D.barrier(self.dist)
+
+    def _log_step(self, values: dict[str, float], img_per_s: float, bar) -> None:
+        main = next(iter(self.slots.values()), None)
+        scalars = {**values, "train/img_per_s": img_per_s}
+        if main is not None:
+            scalars["train/lr"] = main.scheduler.get_last_lr()[0]
+        if self.ema is not None:
+            scalars["train/ema_decay"] = self.ema.decay
+        self.runlog.scalars(self.step, scalars)
+        if bar is not None:
+            short = {k.split("/")[-1]: v for k, v in values.items()}
+            shown = {k: f"{short[k]:.3g}" for k in self.task.progress_keys if k in short}
+            bar.set_postfix({**dict(list(shown.items())[:4]), "img/s": f"{img_per_s:.1f}"})
+
+    def _progress_bar(self):
+        if not (self.is_main and self.cfg.log.progress):
+            return None
+        from tqdm.auto import tqdm
+
+        t = self.cfg.train
+        return tqdm(
+            total=t.max_steps, initial=self.step, desc=self.task.label, unit="step", dynamic_ncols=True
+        )
+
+    def _nonfinite(self, keys: list[str]) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_in_row += 1
+        limit = self.cfg.train.max_nonfinite
+        if self.is_main:
+            log.warning(
+                "step %d: non-finite %s, step skipped (%d in a row)",
+                self.step,
+                ", ".join(keys[:4]) or "values",
+                self.nonfinite_in_row,
+            )
+        if self.nonfinite_in_row >= limit:
+            raise TrainingError(
+                f"{self.nonfinite_in_row} non-finite steps in a row (train.max_nonfinite={limit}) at step "
+                f"{self.step}: training diverged. The last good checkpoint is {self.checkpoint_path}; try a "
+                f"lower optim.lr, a longer optim.warmup_steps or train.precision=fp32, then --resume"
+            )
+
+    def _seed(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        mine = rng_state()
+        if not self.dist.enabled:
+            return [mine]
+        out: list[Any] = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(out, mine)
+        return out
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        self._stop = signal.Signals(signum).name
+
+    def close(self) -> None:
+        """Release the run folder without training (``fit`` releases it itself)."""
+        self.lock.release()

@@ -1,0 +1,82 @@
+"""Optimizers as the engine steps them: AdamW + warmup schedule + clipping, skipped when non-finite.
+
+A task registers each optimizer it needs with ``Engine.add_optimizer`` (the autoencoder: one for
+the encoder/decoder, one for the discriminator; a generator model: one). The engine then owns
+the whole update: it clips every optimizer's gradients, checks them and the step's logged
+values for NaN/Inf in the same single host synchronisation, and either steps all optimizers
+(and the EMA) or none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def warmup_lambda(warmup: int):
+    """LR factor: linear warmup over ``warmup`` optimizer steps, then constant (Appendix D)."""
+    return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
+
+
+@dataclass
+class OptimizerSlot:
+    """One optimizer with its schedule, its parameters and its clipping.
+
+    Attributes:
+        name: ``"main"`` or e.g. ``"disc"``; checkpoint key and log prefix
+            (``train/grad_norm``, ``train/disc_grad_norm``).
+        optimizer, scheduler: AdamW and its warmup ``LambdaLR``.
+        params: the parameters it updates (gradients are clipped over these).
+        grad_clip: max global gradient norm (``inf`` = no clipping).
+        state_module: the module owning ``params`` (under FSDP, optimizer state is gathered and
+            scattered through it); None when the parameters are plain tensors.
+    """
+
+    name: str
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    params: list[torch.Tensor]
+    grad_clip: float = float("inf")
+    state_module: torch.nn.Module | None = None
+
+    @property
+    def norm_key(self) -> str:
+        return "train/grad_norm" if self.name == "main" else f"train/{self.name}_grad_norm"
+
+    def has_grads(self) -> bool:
+        """Whether this step produced gradients for this optimizer (e.g. no GAN step before ``disc_start``)."""
+        return any(p.grad is not None for p in self.params)
+
+    def clip(self) -> torch.Tensor:
+        """Clip the gradients in place; returns the pre-clipping global norm as a 0-d tensor (no sync)."""
+        grads = [p for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(grads, self.grad_clip, foreach=None)
+        full = getattr(norm, "full_tensor", None)  # FSDP2: a DTensor norm over the shards
+        return (full() if full is not None else norm).detach().float()
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def make_adamw(
+    name: str,
+    params: list[torch.Tensor],
+    lr: float,
+    warmup_steps: int,
+    betas: tuple[float, float],
+    weight_decay: float,
+    eps: float,
+    grad_clip: float,
+    state_module: torch.nn.Module | None = None,
+) -> OptimizerSlot:
+    """AdamW + linear warmup as an ``OptimizerSlot`` (``grad_clip <= 0`` = no clipping)."""
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(warmup_steps))
+    clip = grad_clip if grad_clip > 0 else float("inf")
+    return OptimizerSlot(name, opt, sched, params, clip, state_module)

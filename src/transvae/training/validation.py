@@ -1,0 +1,103 @@
+"""Validation of an autoencoder during training: PSNR / SSIM over a held-out set, and sample grids.
+
+The metrics are ``transvae.evaluation.metrics``' (the ones ``transvae evaluate`` reports): on
+uint8-quantised images, per image, averaged over the set; the reconstruction is the posterior
+mode. Every rank evaluates a disjoint share of the images and the sums are all-reduced, so the
+figure is the same on every rank and FSDP-sharded models (whose forward needs every rank) work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data.datasets import collate
+from ..data.io import tensor_to_uint8
+from ..evaluation.metrics import SSIM_RADIUS, psnr_per_image, ssim_per_image
+from ..utils.distributed import DistInfo
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    dist: DistInfo,
+    autocast,
+) -> dict[str, float]:
+    """``{"val/psnr", "val/ssim", "val/images"}`` of ``model`` on ``dataset`` (every rank calls it).
+
+    Args:
+        model: the autoencoder (plain or FSDP-sharded); run in eval mode, posterior mode.
+        dataset: items ``{"image": (3, H, W) in [-1, 1] or None}``.
+        batch_size: images per forward.
+        dist: the process layout (rank r evaluates images r, r + world, ...).
+        autocast: a callable returning the autocast context of the run.
+    Returns:
+        Means over all images; SSIM is NaN for images of 10 px or less (no valid SSIM window).
+    """
+    was_training = model.training
+    model.eval()
+    share = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
+    sums = torch.zeros(3, dtype=torch.float64)  # psnr, ssim, images
+    for batch in DataLoader(share, batch_size=batch_size, collate_fn=collate):
+        if batch["image"] is None:
+            continue
+        x = batch["image"].to(dist.device)
+        with autocast():
+            rec = model(x, sample_posterior=False).sample
+        a, b = tensor_to_uint8(x).cpu(), tensor_to_uint8(rec).cpu()  # (B, 3, H, W) uint8
+        sums[0] += psnr_per_image(a, b).sum()
+        if min(a.shape[-2:]) > 2 * SSIM_RADIUS:
+            sums[1] += ssim_per_image(a, b).sum()
+        else:
+            sums[1] = float("nan")
+        sums[2] += a.shape[0]
+    model.train(was_training)
+    if dist.enabled:
+        sums = sums.to(dist.device)
+        torch.distributed.all_reduce(sums)
+        sums = sums.cpu()
+    n = max(float(sums[2]), 1.0)
+    return {"val/psnr": float(sums[0]) / n, "val/ssim": float(sums[1]) / n, "val/images": float(sums[2])}
+
+
+@torch.no_grad()
+def save_reconstruction_grid(
+    model: torch.nn.Module,
+    images: list[torch.Tensor],
+    path: Path,
+    write: bool,
+    device: torch.device,
+    autocast,
+) -> Path | None:
+    """PNG grid of (input | reconstruction) pairs (every rank runs the model; ``write`` on one).
+
+    Args:
+        model: the autoencoder; posterior mode.
+        images: (3, H, W) tensors in [-1, 1], all the same size.
+        path: the PNG to write.
+        write: whether this rank writes the file.
+        device: where the model runs.
+        autocast: a callable returning the autocast context of the run.
+    """
+    import torchvision
+
+    if not images:
+        return None
+    was_training = model.training
+    model.eval()
+    xs = torch.stack(images).to(device)  # (k, 3, H, W)
+    with autocast():
+        rec = model(xs, sample_posterior=False).sample.float()
+    model.train(was_training)
+    if not write:
+        return None
+    pairs = torch.stack([xs, rec], 1).flatten(0, 1)  # (2k, 3, H, W): input, recon, input, ...
+    grid = torchvision.utils.make_grid(tensor_to_uint8(pairs).cpu(), nrow=min(8, 2 * len(images)), padding=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    return path
