@@ -636,3 +636,42 @@ def test_runner_falls_back_to_fp32_unless_forced(model_dir, monkeypatch):
     with pytest.warns(RuntimeWarning, match="no native bf16 arithmetic"):
         assert InferenceRunner(model, dtype="bf16").dtype == torch.float32
     assert InferenceRunner(model, dtype="bf16", force_dtype=True).dtype == torch.bfloat16
+
+
+def test_runner_refuses_nonfinite_or_integer_latents(model_dir):
+    from transvae.inference import InferenceRunner
+
+    runner = InferenceRunner(transvae.from_pretrained(model_dir))
+    z = torch.zeros(1, 32, 2, 2)
+    assert runner.decode(z).shape == (1, 3, 32, 32)
+    z[0, 3, 1, 1] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        runner.decode(z)
+    with pytest.raises(ValueError, match="floating point"):
+        runner.decode(torch.zeros(1, 32, 2, 2, dtype=torch.int64))
+
+
+def test_extract_latents_tells_which_scaling_to_pass_and_warns_about_no_flip(capsys, model_dir, tmp_path):
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "lat"
+    rc, stdout, err = cli(
+        capsys, "extract-latents", data, "--model", model_dir, "--out", out, "--resolution", 16,
+        "--no-flip", "--num-workers", 0,
+    )  # fmt: skip
+    assert rc == 0
+    warn = [ln for ln in err.splitlines() if "warning:" in ln]
+    assert len(warn) == 1 and "latents_flip" in warn[0] and "LightningDiT" in warn[0]
+    stats = json.loads((out / "latents_stats.json").read_text())
+    assert json.loads((out / "manifest.json").read_text())["scaling"][
+        "scaling_factor_no_shift"
+    ] == pytest.approx(stats["scaling_factor_no_shift"])
+    line = [ln for ln in stdout.splitlines() if "ignore shift_factor" in ln]
+    assert len(line) == 1 and "DiT" in line[0] and "PixArt" in line[0]
+    assert f"scaling_factor={stats['scaling_factor_no_shift']:.6g} (scaling_factor_no_shift)" in line[0]
+    assert f"shift_factor={stats['shift_factor']:.6g}" in line[0]
