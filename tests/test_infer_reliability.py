@@ -675,3 +675,32 @@ def test_extract_latents_tells_which_scaling_to_pass_and_warns_about_no_flip(cap
     assert len(line) == 1 and "DiT" in line[0] and "PixArt" in line[0]
     assert f"scaling_factor={stats['scaling_factor_no_shift']:.6g} (scaling_factor_no_shift)" in line[0]
     assert f"shift_factor={stats['shift_factor']:.6g}" in line[0]
+
+
+def test_extract_latents_checks_memory_and_disk_before_work(capsys, model_dir, photos, tmp_path, monkeypatch):
+    rc, _, err = cli(
+        capsys,
+        "extract-latents",
+        photos,
+        "--model",
+        model_dir,
+        "--out",
+        tmp_path / "a",
+        "--resolution",
+        100000,
+    )
+    line = one_error_line(err)
+    assert rc == 2 and "--resolution 100000 with --batch-size 32 needs about" in line
+    import collections
+
+    import transvae.utils.files as files
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - 1000, 1000))
+    # 3 images x 32 channels x 4 x 4 x 4 bytes x 2 (flip) = 12 KiB of shards; 1000 bytes free
+    rc, _, err = cli(
+        capsys, "extract-latents", photos, "--model", model_dir, "--out", tmp_path / "c", "--resolution", 64
+    )
+    line = one_error_line(err)
+    assert rc == 2 and "disk full: not enough free space in --out" in line
+    assert not list((tmp_path / "c").glob("*.safetensors"))

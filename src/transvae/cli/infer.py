@@ -408,7 +408,7 @@ def run_extract(args) -> int:
                 world_size=info.world_size,
                 barrier=(lambda: barrier(info)) if info.enabled else None,
             )
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, MemoryError) as e:  # settings, disk, sizes: all before any work
             raise UserError(getattr(e, "strerror", None) or str(e)) from e
         finally:
             cleanup()

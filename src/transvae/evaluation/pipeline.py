@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from transvae.data.io import list_images
 
-from ..utils.memory import available_bytes, estimate_memory, format_bytes
+from ..inference.limits import check_batch_fits
 from .fid import FIDMetric
 from .latent_analysis import linear_probe, uniformity_metrics
 from .metrics import LPIPSMetric, build_lpips
@@ -53,10 +53,8 @@ def build_metric_networks(
     return lp, fid
 
 
-# per image and pixel, besides the autoencoder: the uint8 crop, its float copy and the uint8
-# reconstruction (~16 B); LPIPS keeps the features of five VGG / AlexNet stages for both images
-# (~122 channels at full resolution in fp32 for VGG: ~1 KB)
-_IMAGE_BYTES_PER_PIXEL = 16
+# LPIPS keeps the features of five VGG / AlexNet stages for both images (~122 channels at full
+# resolution in fp32 for VGG): ~1 KB per pixel and image
 _LPIPS_BYTES_PER_PIXEL = 1024
 
 
@@ -68,42 +66,14 @@ def check_memory(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> None:
-    """Refuse, before any image is read, a resolution whose batch cannot fit in the free memory.
-
-    The autoencoder's inference memory is estimated on the meta device
-    (``transvae.utils.memory.estimate_memory``: milliseconds even for R = 100000); the images and
-    LPIPS features are added per pixel. An estimate, good to a small factor: enough to refuse a
-    size that would get the process killed, never a promise that a size fits.
+    """``transvae.inference.limits.check_batch_fits`` for an evaluation pass (LPIPS features
+    counted when requested).
 
     Raises:
-        MemoryError: naming the resolution, the batch size, both sizes in bytes and what to change.
+        MemoryError: naming the resolution, the batch size, both sizes and what to change.
     """
-    free = available_bytes(device)
-    try:
-        est = [
-            (r, estimate_memory(model, 1, r, r, train=False, dtype_bytes=2 if dtype != torch.float32 else 4))
-            for r in sorted(set(resolutions), reverse=True)
-        ]
-    except TypeError:  # not an AutoencoderBase (a stand-in model): nothing to estimate
-        return
-    if free is None:
-        return
-    per_px = _IMAGE_BYTES_PER_PIXEL + (_LPIPS_BYTES_PER_PIXEL if "lpips" in metrics else 0)
-    for r, e in est:
-        per_image = e["activations"] + per_px * r * r
-        need = e["weights"] + batch_size * per_image
-        if need <= free:
-            continue
-        fits = int((free - e["weights"]) // per_image) if per_image != float("inf") else 0
-        hint = (
-            f"use --batch-size {fits} or less"
-            if fits >= 1
-            else "use a smaller --resolution (even one image does not fit)"
-        )
-        raise MemoryError(
-            f"--resolution {r} with --batch-size {batch_size} needs about {format_bytes(need)} (estimate), "
-            f"more than the {format_bytes(free)} free on {device}; {hint}"
-        )
+    extra = _LPIPS_BYTES_PER_PIXEL if "lpips" in metrics else 0
+    check_batch_fits(model, resolutions, batch_size, device, dtype, extra_bytes_per_pixel=extra)
 
 
 class _RandomFeatures(nn.Module):

@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
 from ..utils.failures import run_isolated
-from ..utils.files import atomic_path, atomic_write_bytes
+from ..utils.files import atomic_path, atomic_write_bytes, check_writable
+from .limits import check_batch_fits
 from .runner import InferenceRunner
 
 SHARD_PATTERN = "latents_shard{:05d}.safetensors"
@@ -152,10 +153,16 @@ def extract_latents(
         progress: show a tqdm bar.
     Returns:
         The manifest (on the rank that wrote it, once all shards exist), else None.
+    Raises:
+        ValueError: a resolution that is not a multiple of f, or other settings than the
+            extraction already in ``out_dir``.
+        MemoryError: a batch at ``resolution`` cannot fit in the free memory (estimated first).
+        DiskFullError: the shards still to write do not fit on the disk (checked first).
     """
     data_dir, out = Path(data_dir), Path(out_dir)
     if resolution % runner.f:
         raise ValueError(f"--resolution {resolution} must be a multiple of the compression ratio {runner.f}")
+    check_batch_fits(runner.model, [resolution], batch_size, runner.device, runner.dtype)
     files = list_images(data_dir)
     if not files:
         raise FileNotFoundError(f"no images found under {data_dir}")
@@ -194,6 +201,9 @@ def extract_latents(
         if not _shard_complete(out / SHARD_PATTERN.format(i), chunk):
             todo.append(i)
     n_todo = sum(len(rels[i * shard_size : (i + 1) * shard_size]) for i in todo)
+    # the shards still to write must fit on the disk (checked before any image is encoded)
+    per_image = runner.model.latent_channels * (resolution // runner.f) ** 2 * latent_dtype.itemsize
+    check_writable(out, n_todo * per_image * (2 if flip else 1), what="--out")
     bar = tqdm(total=n_todo, desc=f"extract (rank {rank})", unit="img", disable=not progress or n_todo == 0)
 
     def encode(batch: list[tuple[int, torch.Tensor]]) -> list:

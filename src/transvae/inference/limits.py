@@ -14,11 +14,20 @@ not fit, with a message naming the sizes, before anything is allocated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..utils.memory import available_bytes, estimate_memory, format_bytes
 
-__all__ = ["DEFAULT_PIXEL_CAP", "auto_max_pixels", "check_full_size", "full_size_bytes", "loadable_pixels"]
+__all__ = [
+    "DEFAULT_PIXEL_CAP",
+    "auto_max_pixels",
+    "check_batch_fits",
+    "check_full_size",
+    "full_size_bytes",
+    "loadable_pixels",
+]
 
 DEFAULT_PIXEL_CAP = 2048 * 2048
 # float32 (3, H, W) tensors alive at once in a tiled pass: padded input (12 B/px), blended output
@@ -55,6 +64,55 @@ def auto_max_pixels(
     per_pixel = est["activations"] / (side * side) + FULL_SIZE_BYTES_PER_PIXEL
     budget = fraction * free - est["weights"]
     return int(max(f * f, min(cap, budget / per_pixel)))
+
+
+# per image and pixel besides the network: the uint8 crop, its float copy, the uint8 output (~16 B)
+IMAGE_BYTES_PER_PIXEL = 16
+
+
+def check_batch_fits(
+    model: torch.nn.Module,
+    resolutions: Sequence[int],
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    extra_bytes_per_pixel: int = 0,
+) -> None:
+    """Refuse, before any image is read, a square size whose batch cannot fit in the free memory
+    (an untiled pass over ``batch_size`` images of R x R, as ``evaluate`` and ``extract-latents``
+    run).
+
+    The autoencoder's inference memory is estimated on the meta device
+    (``transvae.utils.memory.estimate_memory``: milliseconds even for R = 100000); the images and
+    ``extra_bytes_per_pixel`` (e.g. LPIPS features) are added per pixel. An estimate, good to a
+    small factor: enough to refuse a size that would get the process killed, never a promise.
+
+    Raises:
+        MemoryError: naming ``--resolution R``, ``--batch-size``, both sizes and what to change.
+    """
+    free = available_bytes(device)
+    if free is None:
+        return
+    per_px = IMAGE_BYTES_PER_PIXEL + extra_bytes_per_pixel
+    for r in sorted(set(resolutions), reverse=True):
+        try:
+            e = estimate_memory(model, 1, r, r, train=False, dtype_bytes=2 if dtype != torch.float32 else 4)
+        except TypeError:  # not an AutoencoderBase (a stand-in model): nothing to estimate
+            return
+        per_image = e["activations"] + per_px * r * r
+        need = e["weights"] + batch_size * per_image
+        if need <= free:
+            continue
+        fits = int((free - e["weights"]) // per_image) if per_image != float("inf") else 0
+        hint = (
+            f"use --batch-size {fits} or less"
+            if fits >= 1
+            else "use a smaller --resolution (even one image does not fit)"
+        )
+        raise MemoryError(
+            f"--resolution {r} with --batch-size {batch_size} needs about {format_bytes(need)} (estimate), "
+            f"more than the {format_bytes(free)} free on {device}; {hint}"
+        )
 
 
 def full_size_bytes(height: int, width: int, batch: int = 1) -> int:
