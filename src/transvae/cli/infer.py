@@ -259,29 +259,9 @@ def run_reconstruct(args) -> int:
 
 
 # --- encode -----------------------------------------------------------------------------------------
-def _scaling_from_model(model, args) -> tuple[float, float]:
-    """--scaling-factor / --shift-factor, else those saved in the model folder's metadata
-    (``save_pretrained(..., scaling_factor=...)``, kept by loading as ``model.metadata``), else 1 / 0."""
-    import math
-
-    meta = getattr(model, "metadata", None) or {}
-    values = []
-    for name, default in (("scaling_factor", 1.0), ("shift_factor", 0.0)):
-        v = getattr(args, name)
-        if v is None:
-            v = meta.get(name, default)
-            if v is None:
-                v = default
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise UserError(f"the model's metadata has {name} {v!r}; pass --{name.replace('_', '-')}")
-        values.append(float(v))
-    if values[0] == 0:
-        raise UserError("--scaling-factor must not be 0")
-    return values[0], values[1]
-
-
 def run_encode(args) -> int:
     from transvae.inference.jobs import encode_files
+    from transvae.inference.latent_files import latent_scaling
     from transvae.utils.device import DTYPES
 
     _check_runtime(args)
@@ -290,7 +270,10 @@ def run_encode(args) -> int:
         device = resolve_device(args.device)
         model = load_model_or_exit(args.model, device)
         runner = _make_runner(args, model, device)
-        scale, shift = _scaling_from_model(model, args)
+        try:
+            scale, shift = latent_scaling(model, args.scaling_factor, args.shift_factor)
+        except ValueError as e:
+            raise UserError(str(e)) from e
         report = encode_files(
             runner,
             items,

@@ -187,6 +187,33 @@ def check_geometry(rec: LatentRecord, f: int) -> str | None:
     return None
 
 
+def latent_scaling(
+    model: torch.nn.Module, scaling_factor: float | None = None, shift_factor: float | None = None
+) -> tuple[float, float]:
+    """The (scale, shift) to store latents with: the given values, else those saved with the model
+    (``save_pretrained(dir, scaling_factor=..., shift_factor=...)`` or a diffusers folder, kept by
+    loading as ``model.metadata``), else 1 / 0.
+
+    Raises:
+        ValueError: a non-finite value, or a zero scale (the message names the option).
+    """
+    meta = getattr(model, "metadata", None) or {}
+    values = []
+    for name, given, default in (
+        ("scaling_factor", scaling_factor, 1.0),
+        ("shift_factor", shift_factor, 0.0),
+    ):
+        v = given if given is not None else meta.get(name, default)
+        v = default if v is None else v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            source = "--" + name.replace("_", "-") if given is not None else f"the model's metadata {name}"
+            raise ValueError(f"{source} must be a finite number, got {v!r}")
+        values.append(float(v))
+    if values[0] == 0:
+        raise ValueError("--scaling-factor must not be 0")
+    return values[0], values[1]
+
+
 def recorded_model_folder(rec: LatentRecord) -> Path:
     """The model recorded in a latent file, accepted only as an existing local folder.
 
