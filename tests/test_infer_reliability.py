@@ -11,28 +11,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli_errors import NANO, cli, one_error_line  # the CLI helpers of the error-message tests
 
 import transvae
-from transvae.cli import main
-
-NANO = "transvae-nano-f16d32"
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run ``transvae ARGV`` in-process: (exit status, stdout, stderr)."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def snapshot(root: Path) -> dict[str, str]:

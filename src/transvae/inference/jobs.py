@@ -76,9 +76,8 @@ class _Job:
         self.report.written += 1
         return True
 
-    def close(self) -> JobReport:
+    def close(self) -> None:
         self.bar.close()
-        return self.report
 
 
 def _write_png(path: Path, x: torch.Tensor) -> None:
@@ -142,7 +141,9 @@ def _image_job(
                 job.bar.update(len(chunk))
     except DiskFullError as e:
         job.report.stopped = e.strerror or str(e)
-    return job.close()
+    finally:  # also when on_failure stops the job (--strict)
+        job.close()
+    return job.report
 
 
 def reconstruct_files(
@@ -341,4 +342,6 @@ def decode_files(
         flush()
     except DiskFullError as e:
         job.report.stopped = e.strerror or str(e)
-    return job.close()
+    finally:  # also when on_failure stops the job (--strict)
+        job.close()
+    return job.report

@@ -30,20 +30,14 @@ from tqdm.auto import tqdm
 from ..models.base import AutoencoderBase
 from ..models.distributions import DiagonalGaussianDistribution
 from ..models.hub import unwrap_model
-from ..utils.device import choose_dtype
+from ..utils.device import DTYPES, choose_dtype
 from ..utils.failures import is_out_of_memory
 from .limits import auto_max_pixels
 from .padding import Pad, crop, pad_to_multiple
 from .tiling import needs_tiling, tile_starts, tiled_apply
 
-DTYPE_NAMES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+# the short names of transvae.utils.device.DTYPES, plus torch's long ones
+DTYPE_NAMES = {**DTYPES, **{str(d).removeprefix("torch."): d for d in DTYPES.values()}}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -288,8 +282,9 @@ def benchmark(
         dict with ``first_call_s`` (first encode + decode, including compilation),
         ``encode_s`` / ``decode_s`` (median seconds per batch) and ``images_per_s``.
     """
+    # a benchmark measures the dtype it asks for, even where it is known to be slow
     runner = InferenceRunner(
-        model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs
+        model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs, force_dtype=True
     )
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     x = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
