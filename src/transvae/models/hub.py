@@ -140,9 +140,15 @@ def _hub_error(repo: str, e: Exception) -> str:
     )
 
 
-def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str, dict[str, Any]]:
+def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
     """Parse and validate ``config.json`` (a ``save_pretrained`` folder, or a diffusers folder of
-    ``AutoencoderTransVAE``): returns (class, config, model name, metadata)."""
+    ``AutoencoderTransVAE``): returns (class, config, model name)."""
+    return read_config_and_metadata(folder)[:3]
+
+
+def read_config_and_metadata(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str, dict[str, Any]]:
+    """``read_config`` plus the folder's metadata (``save_pretrained(dir, **metadata)``, or a
+    diffusers config's ``scaling_factor`` / ``shift_factor`` / ``latents_mean`` / ``latents_std``)."""
     from .registry import get_architecture
 
     path = folder / CONFIG_NAME
@@ -252,7 +258,7 @@ def load_model(
     from .registry import build_model
 
     folder = resolve_model_folder(path_or_repo, revision)
-    cls, config, name, metadata = read_config(folder)
+    cls, config, name, metadata = read_config_and_metadata(folder)
     if expected_config is not None and expected_config != config:
         raise ConfigError(
             f"{folder} holds config {config}, which differs from the requested {expected_config}"
