@@ -18,8 +18,8 @@ from PIL import Image
 import transvae
 from transvae.cli import main
 from transvae.training import CheckpointError, Trainer, TrainingError, build_config, load_checkpoint
-from transvae.training.checkpoint import check_writable
 from transvae.training.config import TrainConfig, TrainConfigError, parse_override
+from transvae.utils.files import check_writable
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-import transvae.training.checkpoint as checkpoint_module
 import transvae.utils.device as device_module
+import transvae.utils.files as files_module
 from transvae.cli import main
 from transvae.training import Trainer, build_config, load_checkpoint
 from transvae.utils.runlock import RunLock, RunLockedError, lock_holder
@@ -166,12 +166,12 @@ def test_output_folder_problems_are_one_line_before_work(tmp_path, images, capsy
     def read_only(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(checkpoint_module, "open", read_only, raising=False)
+    monkeypatch.setattr(files_module, "atomic_write_bytes", read_only)
     assert main(train_args(images, tmp_path / "ro")) == 2
     assert "not writable (Read-only file system)" in one_line(capsys.readouterr().err)
     monkeypatch.undo()
 
-    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda p: type("U", (), {"free": 1 << 20})())
+    monkeypatch.setattr(files_module.shutil, "disk_usage", lambda p: type("U", (), {"free": 1 << 20})())
     assert main(train_args(images, tmp_path / "full")) == 2
     assert "not enough free space" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "full" / "checkpoints").exists()
@@ -180,6 +180,8 @@ def test_output_folder_problems_are_one_line_before_work(tmp_path, images, capsy
 def test_disk_full_during_a_checkpoint_is_one_line(tmp_path, images, capsys, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    import transvae.training.checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full)
     assert main(train_args(images, tmp_path / "run")) == 2

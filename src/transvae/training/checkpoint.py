@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -92,32 +91,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def check_writable(run_dir: str | os.PathLike, needed_bytes: int) -> None:
-    """Fail early if ``run_dir`` cannot take a checkpoint: write + fsync a probe, check free space.
-
-    Args:
-        run_dir: the run folder (created if needed).
-        needed_bytes: space one checkpoint round needs (the new file exists next to the old one
-            until the rename, plus the exported model).
-    Raises:
-        OSError: with a message naming the folder and the shortfall.
-    """
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_probe"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as e:
-        raise OSError(f"run folder {run_dir} is not writable ({e.strerror or e})") from e
-    free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
-        raise OSError(
-            f"not enough free space in {run_dir}: {free / 2**20:.0f} MiB free, "
-            f"checkpoints need about {needed_bytes / 2**20:.0f} MiB"
-        )

@@ -32,9 +32,10 @@ import torch.nn as nn
 
 from ..models.hub import unwrap_model
 from ..utils.device import choose_dtype, resolve_device
+from ..utils.files import check_writable
 from ..utils.runlock import RunLock, RunLockedError
 from . import distributed as D
-from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainSection, config_changes
 from .ema import EMA
 from .optim import OptimizerSlot, make_adamw
@@ -405,7 +406,7 @@ class Engine:
         error: Exception | None = None
         if self.is_main:
             try:
-                check_writable(self.run_dir, checkpoint_bytes)
+                check_writable(self.run_dir, checkpoint_bytes, what="run folder")
                 self.lock.acquire()
             except (OSError, RunLockedError) as e:
                 error = e
