@@ -5,7 +5,16 @@ import torch
 import torch.nn as nn
 
 import transvae
-from transvae.models.blocks import Attention, DownSample, FeedForward, LearnedPosEmbed, ResBlock, UpSample
+from transvae.models.blocks import (
+    Attention,
+    ConvHead,
+    ConvStem,
+    DownSample,
+    FeedForward,
+    LearnedPosEmbed,
+    ResBlock,
+    UpSample,
+)
 from transvae.models.ladder import LADDER, branches, ladder, markdown_table
 
 
@@ -30,12 +39,14 @@ def describe(m) -> dict:
         pos = "learned"
     else:
         pos = "rope" if tstage.use_rope else "none"
-    stem = "patch" if enc.conv_in.stride == (16, 16) else ("seqconv" if len(enc.stem) else "conv3x3")
-    head = (
-        "pixelshuffle"
-        if isinstance(dec.shuffle, nn.PixelShuffle)
-        else ("seqconv" if len(dec.head) else "conv3x3")
-    )
+    if isinstance(enc.conv_in, ConvStem):
+        stem = "seqconv"
+    else:
+        stem = "patch" if enc.conv_in.stride == (16, 16) else "conv3x3"
+    if isinstance(dec.shuffle, nn.PixelShuffle):
+        head = "pixelshuffle"
+    else:
+        head = "seqconv" if isinstance(dec.head, ConvHead) else "conv3x3"
     norms = {type(a.norm) for a in attns}
     shortcuts = {r.shortcut for r in resamplers}
     assert len(norms) == 1 and len(shortcuts) <= 1
@@ -59,7 +70,8 @@ EXPECTED = [
     dict(stages=SINGLE, pos="learned", stem="patch", head="pixelshuffle", ffn="mlp", qkv_norm=False, dc=None),
     dict(stages=SINGLE, pos="none", stem="patch", head="pixelshuffle", ffn="mlp", qkv_norm=False, dc=None),
     dict(stages=SINGLE, pos="rope", stem="patch", head="pixelshuffle", ffn="mlp", qkv_norm=False, dc=None),
-    dict(stages=SINGLE, pos="rope", stem="seqconv", head="pixelshuffle", ffn="mlp", qkv_norm=False, dc=False),
+    # the stem is plain stride-2 convs (no resampler, hence no DC shortcut to switch)
+    dict(stages=SINGLE, pos="rope", stem="seqconv", head="pixelshuffle", ffn="mlp", qkv_norm=False, dc=None),
     dict(stages=SINGLE, pos="rope", stem="seqconv", head="seqconv", ffn="mlp", qkv_norm=False, dc=False),
     dict(stages=MULTI, pos="rope", stem="conv3x3", head="conv3x3", ffn="mlp", qkv_norm=False, dc=False),
     dict(stages=MULTI, pos="rope", stem="conv3x3", head="conv3x3", ffn="dwconv", qkv_norm=False, dc=False),
@@ -69,7 +81,7 @@ EXPECTED = [
 ]
 RATIO = {"mlp": 4.0, "dwconv": 4.0, "fullconv": 1.0}
 # Total parameters of each rung at mini size (the table in docs/architecture.md).
-MINI_PARAMS = [2990400, 2986304, 2986304, 2912636, 2911823, 2430435, 2481635, 2870243, 2871523, 2871523]
+MINI_PARAMS = [1800768, 1796672, 1796672, 1796160, 1796979, 1553387, 1594347, 1846251, 1847275, 1847275]
 
 
 def test_ladder_shape_and_endpoints():
@@ -105,7 +117,7 @@ def ladder_depths(size):
 
 
 def test_branches_structure():
-    (dw_label, dw_base, dw), (fc_label, fc_base, fc), (_, tv_base, norms), (_, cnn_base, cnn) = branches(
+    (_, dw_base, dw), (_, fc_base, fc), (_, tv_base, norms), (_, qk_base, qk), (_, cnn_base, cnn) = branches(
         "mini"
     )
     f = describe(transvae.create_model(dw_base, device="meta", **dw))
@@ -114,6 +126,9 @@ def test_branches_structure():
     assert f["stages"] == SINGLE and f["ffn"] == "fullconv" and f["hidden_ratio"] == 1.0
     f = describe(transvae.create_model(tv_base, device="meta", **norms))
     assert f["stages"] == MULTI and not f["qkv_norm"] and f["dc"]
+    m = transvae.create_model(qk_base, device="meta", **qk)
+    attn = next(x for x in m.modules() if isinstance(x, Attention))
+    assert isinstance(attn.norm, nn.Identity) and isinstance(attn.q_norm, nn.RMSNorm) and attn.qk_norm
     m = transvae.create_model(cnn_base, device="meta", **cnn)
     assert not m.config.stage_attn and not m.config.mid_attn and m.config.mid_block
 
@@ -142,4 +157,4 @@ def test_markdown_table_lists_every_rung():
     table = markdown_table(("mini",))
     for label, _, _ in LADDER + branches("mini"):
         assert f"| {label} |" in table
-    assert "2.87M" in table and "2.99M" in table
+    assert "1.85M" in table and "1.80M" in table

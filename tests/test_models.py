@@ -325,3 +325,16 @@ def test_resblock_inference_path_keeps_autocast_dtype_promotion():
             y_fast = block(x)
     assert y_fast.dtype == y_grad.dtype  # the in-place add must not round the residual to bf16
     torch.testing.assert_close(y_fast, y_grad.detach())
+
+
+def test_forward_default_is_the_posterior_mean_as_in_diffusers():
+    m = transvae.create_model("transvae-nano-f16d32").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a, b = m(x), m(x)
+        assert torch.equal(a.sample, b.sample)  # deterministic by default
+        assert torch.equal(a.latent, a.posterior.mode())
+        g = torch.Generator().manual_seed(0)
+        s = m(x, sample_posterior=True, generator=g)
+        assert not torch.equal(s.latent, a.latent)
+        assert torch.equal(s.latent, a.posterior.sample(torch.Generator().manual_seed(0)))

@@ -72,7 +72,8 @@ class AsymVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = CNNDecoder(config.decoder_config())
-        init_weights(self, 2 * config.num_transformer_blocks)
+        streams = [s.residual_branch_outputs() for s in self.encoder.stages if s.kind == "transformer"]
+        init_weights(self, streams)
 
     @property
     def spatial_compression_ratio(self) -> int:
@@ -91,8 +92,8 @@ register_model(
     family="asym-vae",
     description="CPU-sized, matches transvae-mini",
     depths=(1, 1, 2, 2, 2),
-    dims=(32, 64, 64, 128, 128),
+    dims=(32, 32, 64, 64, 128),
     head_dim=32,
     sample_size=64,
-    dec_base_dim=24,
+    dec_base_dim=20,
 )

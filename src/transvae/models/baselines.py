@@ -27,7 +27,7 @@ VIT_VAE_DEFAULTS = dict(
     pos_embed="learned",
     ffn_type="mlp",
     mlp_ratio=4.0,
-    qkv_norm=False,
+    qkv_norm="none",
     dc_shortcut=False,
     latent_kernel=1,
     head_dim=64,
@@ -55,7 +55,22 @@ register_model(
     TransVAE,
     family="vit-vae",
     description="CPU-sized, matches transvae-mini",
-    **{**VIT_VAE_DEFAULTS, "dims": (128,), "depths": (7,), "head_dim": 32, "sample_size": 64},
+    **{**VIT_VAE_DEFAULTS, "dims": (128,), "depths": (4,), "head_dim": 32, "sample_size": 64},
+)
+register_model(
+    "vit-vae-mini-f8d16",
+    TransVAE,
+    family="vit-vae",
+    description="CPU-sized f8d16 (8x8 patches), matches transvae-mini-f8d16",
+    **{
+        **VIT_VAE_DEFAULTS,
+        "latent_channels": 16,
+        "patch_size": 8,
+        "dims": (128,),
+        "depths": (4,),
+        "head_dim": 32,
+        "sample_size": 64,
+    },
 )
 register_model(
     "vit-vae-nano-f16d32",

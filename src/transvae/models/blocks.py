@@ -16,9 +16,14 @@ from torch.utils.checkpoint import checkpoint
 from .rope import apply_rope_2d
 
 
-def num_groups(channels: int, max_groups: int = 32) -> int:
-    """Largest divisor of ``channels`` that is <= ``max_groups`` (32 for the paper's widths)."""
-    for g in range(min(max_groups, channels), 0, -1):
+def num_groups(channels: int, max_groups: int = 32, min_group_channels: int = 4) -> int:
+    """GroupNorm groups for ``channels``: the largest divisor of ``channels`` that is at most
+    ``max_groups`` and leaves at least ``min_group_channels`` channels per group.
+
+    The paper's widths (>= 128) give LDM's 32 groups (4+ channels each); narrow CPU-sized
+    models keep the same >= 4 channels per group instead of degenerating to instance norm.
+    """
+    for g in range(min(max_groups, channels // min_group_channels), 0, -1):
         if channels % g == 0:
             return g
     return 1
@@ -187,22 +192,34 @@ class UpSample(nn.Module):
         return g.reshape(b, g.shape[1], 2 * h, 2 * w)
 
 
+QKV_NORMS = ("rms", "qk", "none")
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with optional RMSNorm before QKV and 2D RoPE on Q and K.
+    """Multi-head self-attention with an optional normalisation around QKV and 2D RoPE on Q and K.
 
     Uses ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU).
 
     Args:
         dim: token width; heads = dim // head_dim.
-        qkv_norm: RMSNorm applied right before the Q, K, V projections (Section 3.3.2).
+        qkv_norm: ``"rms"``: RMSNorm over the token right before the Q, K, V projections (the
+            literal reading of Section 3.3.2); ``"qk"``: RMSNorm over each head's queries and keys
+            after the projection (QK-norm, LightningDiT's ``use_qknorm``); ``"none"``.
+            Behind the block's pre-LayerNorm, ``"rms"`` is the identity at initialisation
+            (docs/architecture.md).
     """
 
-    def __init__(self, dim: int, head_dim: int = 64, qkv_norm: bool = True, qkv_bias: bool = True):
+    def __init__(self, dim: int, head_dim: int = 64, qkv_norm: str = "rms", qkv_bias: bool = True):
         super().__init__()
         if dim % head_dim:
             raise ValueError(f"attention width {dim} is not a multiple of head_dim {head_dim}")
+        if qkv_norm not in QKV_NORMS:
+            raise ValueError(f"qkv_norm must be one of {QKV_NORMS}, got {qkv_norm!r}")
         self.num_heads, self.head_dim = dim // head_dim, head_dim
-        self.norm = nn.RMSNorm(dim, eps=1e-6) if qkv_norm else nn.Identity()
+        self.norm = nn.RMSNorm(dim, eps=1e-6) if qkv_norm == "rms" else nn.Identity()
+        self.qk_norm = qkv_norm == "qk"
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if self.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if self.qk_norm else nn.Identity()
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -210,11 +227,12 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, heads, N, head_dim)
+        qk = torch.stack((self.q_norm(qkv[0]), self.k_norm(qkv[1]))) if self.qk_norm else qkv[:2]
         if rope is not None:
-            q, k = apply_rope_2d(qkv[:2], *rope).unbind(0)  # queries and keys in one pass
-            v = qkv[2]
+            q, k = apply_rope_2d(qk, *rope).unbind(0)  # queries and keys in one pass
         else:
-            q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+            q, k = qk.unbind(0)  # each (B, heads, N, head_dim)
+        v = qkv[2]
         x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
 
@@ -262,7 +280,7 @@ class TransformerBlock(nn.Module):
         head_dim: int = 64,
         mlp_ratio: float = 1.0,
         ffn_type: str = "fullconv",
-        qkv_norm: bool = True,
+        qkv_norm: str = "rms",
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -273,6 +291,10 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int], rope=None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)  # (B, N, C)
         return x + self.ffn(self.norm2(x), hw)
+
+    def residual_outputs(self) -> list[nn.Linear]:
+        """The last layer of each residual branch (attention, FFN): what ``init_weights`` scales."""
+        return [self.attn.proj, self.ffn.fc2]
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool, *args) -> torch.Tensor:
@@ -301,28 +323,99 @@ class LearnedPosEmbed(nn.Module):
         return w.flatten(2).transpose(1, 2)  # (1, N, C)
 
 
-def init_weights(module: nn.Module, num_residual_blocks: int) -> None:
+class ConvStem(nn.Module):
+    """Overlapping convolutional patch embedding for ``patch_size > 1`` ("SeqConv" encoder).
+
+    XCiT's / DHVT's convolutional stem, which the paper's SeqConv follows: log2(p) steps of a
+    3x3 convolution with stride 2 (overlapping windows), GroupNorm and SiLU, the widths doubling
+    up to the token width; the last step has no activation (its output is the residual stream).
+    (B, in, H, W) -> (B, widths[-1], H/p, W/p).
+
+    Args:
+        in_ch: image channels.
+        widths: output channels of each step, e.g. ``[d/8, d/4, d/2, d]`` for p = 16.
+    """
+
+    def __init__(self, in_ch: int, widths: list[int]):
+        super().__init__()
+        chans = [in_ch, *widths]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
+        self.norms = nn.ModuleList(nn.GroupNorm(num_groups(c), c, eps=1e-6) for c in widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.convs) - 1
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = norm(conv(x))  # (B, widths[i], H/2^(i+1), W/2^(i+1))
+            if i < last:
+                x = F.silu(x)
+        return x
+
+
+class ConvHead(nn.Module):
+    """The decoder's mirror of ``ConvStem`` ("SeqConv" decoder): log2(p) steps of SeqConv
+    upsampling (nearest 2x + 3x3 conv, with DC-AE's shortcut when ``shortcut``), GroupNorm and
+    SiLU; the widths halve from the token width down to the stem's first width.
+    (B, widths[-1], h, w) -> (B, widths[0], h*p, w*p); the decoder's ``conv_out`` follows.
+
+    Args:
+        widths: the stem's widths in encoder order (``[d/8, d/4, d/2, d]`` for p = 16).
+        shortcut: DC-AE's parameter-free shortcut around each upsampling.
+    """
+
+    def __init__(self, widths: list[int], shortcut: bool = False):
+        super().__init__()
+        chans = [*reversed(widths), widths[0]]  # d, d/2, ..., d/8, d/8
+        self.ups = nn.ModuleList(
+            UpSample(a, b, "seqconv", shortcut) for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
+        self.norms = nn.ModuleList(nn.GroupNorm(num_groups(c), c, eps=1e-6) for c in chans[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for up, norm in zip(self.ups, self.norms, strict=True):
+            x = F.silu(norm(up(x)))  # (B, c, 2h, 2w)
+        return x
+
+
+def init_conv_(conv: nn.Conv2d) -> None:
+    """The convolution init of every model: LDM / VA-VAE's (PyTorch's default for ``Conv2d``),
+    written out. Weight: Kaiming-uniform with ``a = sqrt(5)``, i.e. U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)), a variance of 1/(3 fan_in); bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    fan_in = conv.weight[0].numel()
+    nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+    if conv.bias is not None:
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(conv.bias, -bound, bound)
+
+
+def init_weights(module: nn.Module, residual_streams: list[list[nn.Linear]] | tuple = ()) -> None:
     """The parameter initialisation used by every model in this package, written out.
 
-    - Linear: truncated normal (std 0.02), zero bias; the output projections of attention
-      and FFN (residual branches) use std 0.02 / sqrt(2 * num_residual_blocks) (GPT-2) so the
-      residual stream does not grow with depth.
-    - Conv2d: Kaiming-normal (fan-in, linear gain, i.e. variance preserving), zero bias.
+    - Conv2d (every ResBlock, resampler, stem, FFN conv and latent conv, in every model):
+      ``init_conv_``, the LDM / VA-VAE scheme that the CNN-VAE baseline reproduces, so the
+      CNN parts of all models start alike (docs/architecture.md shows the activations per stage).
+    - Linear: truncated normal (std 0.02), zero bias (ViT / timm).
+    - Residual branches: ``residual_streams`` lists, per residual stream (one stage of blocks
+      between two resamplings), the last Linear of every branch that adds into it; each is
+      re-drawn with std ``0.02 / sqrt(n)``, ``n`` = the number of branches of that stream
+      (GPT-2's rule, applied per stream), so a stage's blocks together add about as much
+      variance as one branch however deep the stage is.
     - Norms: weight 1, bias 0. Learned position embeddings: truncated normal (std 0.02).
+
+    Args:
+        module: the model.
+        residual_streams: lists of residual-branch output layers, one list per stream.
     """
     if any(p.is_meta for p in module.parameters()):
         return  # device="meta" builds structure only; random init ops on meta tensors are slow
-    out_std = 0.02 / math.sqrt(2 * max(num_residual_blocks, 1))
-    for name, m in module.named_modules():
+    for m in module.modules():
         if isinstance(m, nn.Linear):
-            std = out_std if name.endswith(("attn.proj", "ffn.fc2")) else 0.02
-            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="linear")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            init_conv_(m)
         elif isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)):
             if m.weight is not None:
                 nn.init.ones_(m.weight)
@@ -330,3 +423,11 @@ def init_weights(module: nn.Module, num_residual_blocks: int) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, LearnedPosEmbed):
             nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
+    for stream in residual_streams:
+        std = 0.02 / math.sqrt(max(len(stream), 1))
+        for layer in stream:
+            if not isinstance(layer, nn.Linear):
+                raise TypeError(
+                    f"residual-branch output layers must be nn.Linear, got {type(layer).__name__}"
+                )
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import ResBlock, num_groups, run_blocks
+from .blocks import ResBlock, init_weights, num_groups, run_blocks
 from .registry import register_architecture, register_model
 
 
@@ -207,8 +207,9 @@ class CNNVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = CNNEncoder(config)
         self.decoder = CNNDecoder(config)
-        # PyTorch's default init (Kaiming-uniform, a=sqrt(5); GroupNorm 1/0), as in LDM and
-        # VA-VAE, whose models this baseline reproduces.
+        # The LDM / VA-VAE init (PyTorch's default for convs, GroupNorm 1/0), written out in
+        # init_weights and shared by every model's convs; no residual branch is rescaled here.
+        init_weights(self)
 
     @property
     def spatial_compression_ratio(self) -> int:
@@ -234,7 +235,16 @@ register_model(
     CNNVAE,
     family="cnn-vae",
     description="CPU-sized, matches transvae-mini",
-    base_dim=26,
+    base_dim=20,
+)
+register_model(
+    "cnn-vae-mini-f8d16",
+    CNNVAE,
+    family="cnn-vae",
+    description="CPU-sized f8d16 (LDM's f8 pattern [1,2,4,4]), matches transvae-mini-f8d16",
+    latent_channels=16,
+    base_dim=16,
+    ch_mult=(1, 2, 4, 4),
 )
 register_model(
     "cnn-vae-nano-f16d32",

@@ -10,8 +10,8 @@ evaluation code run each rung through the same API::
 ``LADDER`` is ``ladder("mini")``. The main path changes one thing per rung; the DWConv FFN rung
 is the alternative the paper compares with FullConv (Figure 4a) and is not on the path to the
 final model. ``branches(size)`` lists the side experiments: Conv-FFN in the single-stage model
-(Figure 4b), TransVAE without RMSNorm (Figure 4c) and the attention-free CNN-VAE baseline of
-Section 3. ``python -m transvae.models.ladder`` prints the parameter table of
+(Figure 4b), TransVAE without RMSNorm (Figure 4c), TransVAE with QK-norm in place of the
+RMSNorm before QKV, and the attention-free CNN-VAE baseline of Section 3. ``python -m transvae.models.ladder`` prints the parameter table of
 ``docs/architecture.md``.
 """
 
@@ -25,7 +25,7 @@ Rung = tuple[str, str, dict[str, Any]]
 SIZES = ("mini", "t")
 
 # Micro designs switched off, applied to the multi-stage TransVAE to get the plain-ViT-block rungs.
-_PLAIN_BLOCKS = dict(ffn_type="mlp", mlp_ratio=4.0, qkv_norm=False, dc_shortcut=False)
+_PLAIN_BLOCKS = dict(ffn_type="mlp", mlp_ratio=4.0, qkv_norm="none", dc_shortcut=False)
 _SEQCONV_ROPE = dict(pos_embed="rope", patch_embed="seqconv", patch_out="seqconv")
 
 
@@ -38,7 +38,7 @@ def ladder(size: str = "mini") -> list[Rung]:
     """The main path ViT-VAE -> TransVAE as ``(label, base model name, overrides)``.
 
     Args:
-        size: ``"mini"`` (CPU-sized, ~3M parameters) or ``"t"`` (the paper's Tiny).
+        size: ``"mini"`` (CPU-sized, ~2M parameters) or ``"t"`` (the paper's Tiny).
     """
     _check_size(size)
     vit, tv = f"vit-vae-{size}-f16d32", f"transvae-{size}-f16d32"
@@ -57,13 +57,14 @@ def ladder(size: str = "mini") -> list[Rung]:
 
 
 def branches(size: str = "mini") -> list[Rung]:
-    """Side experiments of Figures 4(b), 4(c) and Section 3.1, as ``(label, base, overrides)``."""
+    """Side experiments of Figures 4(b), 4(c) (plus QK-norm) and Section 3.1, as ``(label, base, overrides)``."""
     _check_size(size)
     vit, tv, cnn = (f"{f}-{size}-f16d32" for f in ("vit-vae", "transvae", "cnn-vae"))
     return [
         ("single-stage + DWConv FFN", vit, dict(_SEQCONV_ROPE, ffn_type="dwconv")),
         ("single-stage + FullConv FFN", vit, dict(_SEQCONV_ROPE, ffn_type="fullconv", mlp_ratio=1.0)),
-        ("TransVAE without RMSNorm", tv, dict(qkv_norm=False)),
+        ("TransVAE without RMSNorm", tv, dict(qkv_norm="none")),
+        ("TransVAE with QK-norm instead", tv, dict(qkv_norm="qk")),
         ("CNN-VAE, no attention (Section 3 baseline)", cnn, dict(stage_attn=False, mid_attn=False)),
     ]
 

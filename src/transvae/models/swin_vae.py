@@ -175,7 +175,13 @@ class SwinVAE(AutoencoderBase):
         self.encoder = SwinEncoder(config)
         self.decoder = SwinDecoder(config)
         # timm already initialised the relative-position tables (trunc normal, std 0.02).
-        init_weights(self, 2 * sum(config.depths))
+        init_weights(self, self.residual_streams())
+
+    def residual_streams(self) -> list[list[nn.Linear]]:
+        """Per Swin stage of encoder and decoder, the output layers of its residual branches
+        (each block's ``attn.proj`` and ``mlp.fc2``), for ``init_weights``."""
+        stages = [*self.encoder.stages, *self.decoder.stages]
+        return [[layer for blk in s.blocks for layer in (blk.attn.proj, blk.mlp.fc2)] for s in stages]
 
     @property
     def spatial_compression_ratio(self) -> int:
@@ -231,8 +237,8 @@ register_model(
     family="swin-vae",
     description="CPU-sized, matches transvae-mini",
     depths=(2, 2, 2, 2),
-    dims=(24, 48, 96, 192),
-    head_dim=24,
+    dims=(20, 40, 80, 160),
+    head_dim=20,
     sample_size=64,
 )
 register_model(

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
 from .blocks import (
+    QKV_NORMS,
+    ConvHead,
+    ConvStem,
     DownSample,
     LearnedPosEmbed,
     ResBlock,
@@ -44,14 +47,19 @@ class TransVAEConfig(ModelConfig):
             Transformer stages. 2 for TransVAE, 0 for a pure ViT.
         patch_size: downsampling before the first stage (1 for TransVAE, 16 for ViT-VAE).
             The compression ratio is ``patch_size * 2 ** (len(dims) - 1)``.
-        patch_embed: ``"seqconv"`` (overlapping 3x3 convs, each 2x) or ``"patch"``
-            (non-overlapping conv) for the encoder's stem and between-stage downsampling.
-        patch_out: ``"seqconv"`` (interpolate + 3x3 conv, each 2x) or ``"pixelshuffle"`` for
-            the decoder's head and between-stage upsampling.
+        patch_embed: ``"seqconv"`` (overlapping convs: a ``ConvStem`` of stride-2 3x3 convs
+            with norm and activation for ``patch_size > 1``, DC-AE's ConvPixelUnshuffle
+            between stages) or ``"patch"`` (non-overlapping convs).
+        patch_out: ``"seqconv"`` (interpolate + 3x3 conv, each 2x; a ``ConvHead`` with norm
+            and activation for ``patch_size > 1``) or ``"pixelshuffle"`` for the decoder's
+            head and between-stage upsampling.
         pos_embed: ``"rope"`` (2D RoPE on Q/K), ``"learned"`` (absolute, resized at other
             resolutions) or ``"none"``.
         ffn_type: ``"fullconv"``, ``"dwconv"`` or ``"mlp"``; ``mlp_ratio`` is its expansion.
-        qkv_norm: RMSNorm right before the Q/K/V projections.
+        qkv_norm: ``"rms"`` (RMSNorm right before the Q/K/V projections, the paper's literal
+            reading), ``"qk"`` (RMSNorm on each head's queries and keys) or ``"none"``.
+            ``config.json`` files with the former boolean load as ``true -> "rms"``,
+            ``false -> "none"``.
         dc_shortcut: DC-AE's parameter-free shortcut around every down/up-sampling.
         head_dim: attention head width (64 in the paper).
         latent_kernel: kernel size of the convs into and out of the latent (3 in Appendix B).
@@ -70,7 +78,7 @@ class TransVAEConfig(ModelConfig):
     pos_embed: str = "rope"
     ffn_type: str = "fullconv"
     mlp_ratio: float = 1.0
-    qkv_norm: bool = True
+    qkv_norm: str = "rms"
     dc_shortcut: bool = True
     head_dim: int = 64
     latent_kernel: int = 3
@@ -89,6 +97,7 @@ class TransVAEConfig(ModelConfig):
             ("patch_out", ("seqconv", "pixelshuffle")),
             ("pos_embed", ("rope", "learned", "none")),
             ("ffn_type", ("fullconv", "dwconv", "mlp")),
+            ("qkv_norm", QKV_NORMS),
         ):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -99,6 +108,14 @@ class TransVAEConfig(ModelConfig):
                 raise ConfigError(
                     f"Transformer stage width {d} is not a multiple of head_dim {self.head_dim}"
                 )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransVAEConfig:
+        """As ``ModelConfig.from_dict``; a boolean ``qkv_norm`` (config files written before it
+        became a choice) is read as ``True -> "rms"``, ``False -> "none"``."""
+        if isinstance(d.get("qkv_norm"), bool):
+            d = {**d, "qkv_norm": "rms" if d["qkv_norm"] else "none"}
+        return super().from_dict(d)
 
     def stage_kinds(self) -> list[str]:
         return ["cnn" if i < self.num_cnn_stages else "transformer" for i in range(len(self.dims))]
@@ -112,9 +129,10 @@ class TransVAEConfig(ModelConfig):
         return self.patch_size * 2 ** (len(self.dims) - 1)
 
     def stem_channels(self) -> list[int]:
-        """Widths of the SeqConv stem/head for ``patch_size > 1``: d0/p, ..., d0/2, d0."""
+        """Output widths of the ``ConvStem`` steps for ``patch_size = p > 1``: d0/(p/2), ..., d0/2,
+        d0 (at least 8), e.g. [16, 32, 64, 128] for d0 = 128, p = 16."""
         n = int(math.log2(self.patch_size))
-        return [max(self.dims[0] >> (n - k), 8) for k in range(n + 1)]
+        return [max(self.dims[0] >> (n - 1 - k), 8) for k in range(n)]
 
 
 class Stage(nn.Module):
@@ -137,6 +155,14 @@ class Stage(nn.Module):
         self.pos_embed = (
             LearnedPosEmbed(dim, grid) if kind == "transformer" and cfg.pos_embed == "learned" else None
         )
+
+    def residual_branch_outputs(self) -> list[nn.Linear]:
+        """The last layer of every residual branch of this stage's stream (for ``init_weights``):
+        attention and FFN outputs of a Transformer stage; none for a ResBlock stage, whose convs
+        keep the LDM init of the CNN-VAE (docs/architecture.md)."""
+        if self.kind == "cnn":
+            return []
+        return [layer for blk in self.blocks for layer in blk.residual_outputs()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "cnn":
@@ -181,17 +207,12 @@ class Encoder(nn.Module):
     def __init__(self, cfg: TransVAEConfig):
         super().__init__()
         kinds, grids, d0 = cfg.stage_kinds(), _stage_grids(cfg), cfg.dims[0]
-        self.stem = nn.ModuleList()
         if cfg.patch_size == 1:
             self.conv_in = nn.Conv2d(cfg.in_channels, d0, 3, padding=1)
         elif cfg.patch_embed == "patch":
             self.conv_in = nn.Conv2d(cfg.in_channels, d0, cfg.patch_size, stride=cfg.patch_size)
-        else:  # SeqConv stem: 3x3 conv, then log2(p) overlapping 2x downsamplings
-            ch = cfg.stem_channels()
-            self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
-            self.stem.extend(
-                DownSample(a, b, "seqconv", cfg.dc_shortcut) for a, b in zip(ch[:-1], ch[1:], strict=True)
-            )
+        else:  # SeqConv stem: log2(p) x (overlapping stride-2 3x3 conv, norm, activation)
+            self.conv_in = ConvStem(cfg.in_channels, cfg.stem_channels())
         self.downs = nn.ModuleList(
             [nn.Identity()]
             + [
@@ -207,9 +228,7 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(cfg.dims[-1], 2 * cfg.latent_channels, k, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)  # (B, d0 or c0, H/p', W/p')
-        for i, down in enumerate(self.stem):
-            x = down(F.silu(x) if i else x)
+        x = self.conv_in(x)  # (B, d0, H/p, W/p)
         for down, stage in zip(self.downs, self.stages, strict=True):
             x = stage(down(x))  # (B, d_i, H/(p 2^i), W/(p 2^i))
         return self.conv_out(F.silu(self.norm_out(x)))  # (B, 2*latent, H/f, W/f)
@@ -236,29 +255,23 @@ class Decoder(nn.Module):
             + [nn.Identity()]
         )
         self.norm_out = OutNorm(cfg.dims[0], kinds[0])
-        self.head = nn.ModuleList()
         p = cfg.patch_size
+        self.head, self.shuffle = nn.Identity(), nn.Identity()
         if p == 1:
             self.conv_out = nn.Conv2d(cfg.dims[0], cfg.in_channels, 3, padding=1)
-            self.shuffle = nn.Identity()
         elif cfg.patch_out == "pixelshuffle":
             self.conv_out = nn.Conv2d(cfg.dims[0], cfg.in_channels * p * p, 1)
             self.shuffle = nn.PixelShuffle(p)
-        else:  # SeqConv head: log2(p) overlapping 2x upsamplings, then a 3x3 conv
-            ch = list(reversed(cfg.stem_channels()))
-            self.head.extend(
-                UpSample(a, b, "seqconv", cfg.dc_shortcut) for a, b in zip(ch[:-1], ch[1:], strict=True)
-            )
-            self.conv_out = nn.Conv2d(ch[-1], cfg.in_channels, 3, padding=1)
-            self.shuffle = nn.Identity()
+        else:  # SeqConv head: log2(p) x (overlapping 2x upsampling, norm, activation), 3x3 conv
+            widths = cfg.stem_channels()
+            self.head = ConvHead(widths, cfg.dc_shortcut)
+            self.conv_out = nn.Conv2d(widths[0], cfg.in_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(z)  # (B, d_last, h, w)
         for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
-        x = F.silu(self.norm_out(x))
-        for up in self.head:
-            x = F.silu(up(x))
+        x = self.head(F.silu(self.norm_out(x)))  # (B, c, H or H/p, W or W/p)
         return self.shuffle(self.conv_out(x))  # (B, 3, H, W)
 
 
@@ -276,7 +289,12 @@ class TransVAE(AutoencoderBase):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        init_weights(self, 2 * config.num_transformer_blocks)
+        init_weights(self, self.residual_streams())
+
+    def residual_streams(self) -> list[list[nn.Linear]]:
+        """Per stage of encoder and decoder, the residual-branch output layers (``init_weights``)."""
+        stages = [*self.encoder.stages, *self.decoder.stages]
+        return [s.residual_branch_outputs() for s in stages if s.kind == "transformer"]
 
     @property
     def spatial_compression_ratio(self) -> int:
@@ -299,13 +317,15 @@ for _name, _kw in _TABLE3.items():
     register_model(_name, TransVAE, family="transvae", paper_params=_pp, description="Table 3", **_kw)
 
 # --- CPU-sized members for tests, quick starts and small-scale experiments ---
+# The paper's width pattern (Tiny: [w, w, 2w, 2w, 4w] at f16, L-f8: [w, 2w, 4w, 8w]) with
+# GroupNorm at >= 4 channels per group (blocks.num_groups), at CPU depth.
 register_model(
     "transvae-mini-f16d32",
     TransVAE,
     family="transvae",
-    description="CPU-sized (~3M params)",
+    description="CPU-sized (~1.8M params), Tiny's width pattern",
     depths=(1, 1, 2, 2, 2),
-    dims=(32, 64, 64, 128, 128),
+    dims=(32, 32, 64, 64, 128),
     head_dim=32,
     sample_size=64,
 )
@@ -323,10 +343,10 @@ register_model(
     "transvae-mini-f8d16",
     TransVAE,
     family="transvae",
-    description="CPU-sized f8d16",
+    description="CPU-sized f8d16 (~1.5M params), L-f8's width pattern",
     latent_channels=16,
     depths=(1, 1, 2, 2),
-    dims=(32, 64, 128, 128),
+    dims=(16, 32, 64, 128),
     head_dim=32,
     sample_size=64,
 )
