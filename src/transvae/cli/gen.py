@@ -177,6 +177,9 @@ def run_train(args) -> int:
 
 # -- gen-sample ---------------------------------------------------------------------------------
 def _register_sample(sub) -> None:
+    from .common import add_precision_args
+    from .infer import _max_pixels
+
     p = sub.add_parser(
         "gen-sample",
         help="sample images from a trained LightningDiT and decode them with the tokenizer",
@@ -225,14 +228,14 @@ def _register_sample(sub) -> None:
     )
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
-    g.add_argument(
-        "--dtype",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="autocast dtype of generator and decoder",
-    )
+    add_precision_args(g)  # --dtype (generator and decoder autocast), --force-bf16 / --force-fp16
     g.add_argument("--batch-size", type=_positive_int, default=16, help="samples per batch (default 16)")
-    g.add_argument("--max-pixels", type=int, default=None, help="decode images larger than this in tiles")
+    g.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default="auto",
+        help="decode images larger than this in overlapping tiles (auto: what fits in half the free memory)",
+    )
     g.add_argument("--tile-size", type=int, default=512, help="decoder tile side in pixels (default 512)")
     g.add_argument(
         "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)"
@@ -253,7 +256,6 @@ def run_sample(args) -> int:
         sample_labels,
     )
     from transvae.generation.sampling import SamplerConfig
-    from transvae.inference.runner import resolve_dtype
 
     from .common import load_model_or_exit
     from .infer import _check_runtime, _make_runner
@@ -296,7 +298,7 @@ def run_sample(args) -> int:
             f"(pass --force to decode anyway)"
         )
     runner = _make_runner(args, vae, device)
-    dtype = resolve_dtype(args.dtype)
+    dtype = runner.dtype  # the precision the decoder really runs in (fp32 fallback on slow CPUs)
     try:
         pipe = GenerationPipeline(
             model,

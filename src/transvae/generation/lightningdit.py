@@ -191,6 +191,16 @@ class LabelEmbedder(nn.Module):
 
 
 # -- blocks -----------------------------------------------------------------------------------
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` whose weight follows the input's dtype: under bf16 autocast the input is
+    bf16 while the weight stays fp32, and torch then falls back from its fused kernel (with a
+    warning) to the unfused one; the fused kernel accumulates in fp32 either way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) if self.weight is not None else None
+        return F.rms_norm(x, self.normalized_shape, w, self.eps)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: (B, N, D) tokens, (B, D) shift / scale."""
     return x * (1 + scale[:, None]) + shift[:, None]
@@ -206,7 +216,7 @@ class Attention(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, qk_norm: bool = False, norm_layer: type[nn.Module] = nn.RMSNorm
+        self, dim: int, num_heads: int, qk_norm: bool = False, norm_layer: type[nn.Module] = RMSNorm
     ):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
@@ -245,7 +255,7 @@ class LightningDiTBlock(nn.Module):
 
     Args:
         dim, num_heads, mlp_ratio, qk_norm: widths and attention options.
-        norm_layer: token norm class (``nn.RMSNorm`` or an affine-free LayerNorm).
+        norm_layer: token norm class (``RMSNorm`` or an affine-free LayerNorm).
         mlp_layer: feed-forward class taking ``(dim, mlp_ratio)``.
     """
 
@@ -260,7 +270,7 @@ class LightningDiTBlock(nn.Module):
     ):
         super().__init__()
         self.norm1 = norm_layer(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qk_norm, norm_layer=nn.RMSNorm)
+        self.attn = Attention(dim, num_heads, qk_norm, norm_layer=RMSNorm)
         self.norm2 = norm_layer(dim, eps=1e-6)
         self.mlp = mlp_layer(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -303,7 +313,7 @@ class LightningDiT(nn.Module):
         self.config = cfg = config
         self._model_name = ""
         d, p = cfg.hidden_size, cfg.patch_size
-        norm_layer = nn.RMSNorm if cfg.rmsnorm else _affine_free_layernorm
+        norm_layer = RMSNorm if cfg.rmsnorm else _affine_free_layernorm
         mlp_layer = SwiGLUFFN if cfg.swiglu else GeluMLP
         self.x_embedder = nn.Conv2d(cfg.in_channels, d, kernel_size=p, stride=p)
         self.t_embedder = TimestepEmbedder(d)
