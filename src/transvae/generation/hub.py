@@ -118,13 +118,13 @@ def _snapshot_weights(folder: Path, step: int, device: torch.device) -> dict[str
         have = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
         raise FileNotFoundError(f"no snapshot of step {step} in {run / 'checkpoints'} (steps kept: {have})")
     try:
-        ck = load_checkpoint(path, map_location=device)
+        ck = load_checkpoint(path, map_location="cpu")  # the optimizer state stays off the GPU
     except CheckpointError as e:
         raise FileNotFoundError(str(e)) from e
     state = ck["ema"]["weights"] if "ema" in ck else ck.get("model")
     if not isinstance(state, dict):
         raise GeneratorConfigError(f"{path} holds no generator weights")
-    return state
+    return {k: v.to(device) for k, v in state.items()}
 
 
 def latents_metadata(folder: LatentFolder, stats: LatentStats, multiplier: float) -> dict[str, Any]:
