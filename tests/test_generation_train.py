@@ -119,6 +119,18 @@ def test_gen_train_cli_errors_are_one_line(latents, tmp_path, capsys):
     assert not Path(out).exists()  # nothing was started
 
 
+def test_gen_train_refuses_a_batch_that_cannot_fit_before_work(latents, tmp_path, capsys, monkeypatch):
+    from transvae.generation import task as gen_task
+
+    monkeypatch.setattr(gen_task, "available_bytes", lambda device: 64 << 20)  # 64 MiB "free"
+    out = tmp_path / "big"
+    assert _train(latents, out, "--max-steps", "1", "--batch-size", "4096") == 2
+    e = capsys.readouterr().err.strip()
+    assert len(e.splitlines()) == 1 and "batch 4096 per process needs about" in e and "activations" in e
+    assert "64.0 MiB is free" in e and "--batch-size" in e
+    assert not (out / "checkpoints").exists()
+
+
 def test_recipes_parse_and_hold_the_paper_numbers():
     from transvae.generation.config import GenConfig
 

@@ -31,7 +31,7 @@ from ..models.hub import unwrap_model
 from ..training import distributed as D
 from ..training.engine import TrainingError, ignore_sigterm
 from ..training.task import Task
-from ..utils.memory import available_bytes, format_bytes
+from ..utils.memory import available_bytes, estimate_module_memory, format_bytes
 from .config import GenConfig
 from .flow import RectifiedFlow
 from .hub import latents_metadata, save_generator
@@ -109,17 +109,27 @@ class GenerationTask(Task):
             raise TrainingError(
                 f"the latent grid {h}x{w} is not a multiple of {self.cfg.model.name}'s patch size {cfg.patch_size}"
             )
-        n = create_generator(self.cfg.model.name, device="meta", **self._overrides()).num_parameters()
+        meta = create_generator(self.cfg.model.name, device="meta", **self._overrides())
+        n = meta.num_parameters()
         ema = 1 if self.cfg.train.ema else 0
         if self.cfg.train.check_memory:
-            # weights, gradients, two AdamW moments and the EMA copy, fp32; activations come on top
-            # (not estimated here: utils.memory.estimate_memory takes autoencoder inputs only)
-            need, free = 4 * n * (4 + ema), available_bytes(self.engine.device)
+            # activations of one micro-batch (meta-device forward), weights, gradients, two AdamW
+            # moments and the EMA copy
+            b = max(1, self.engine.micro_batch)
+            inputs = (
+                torch.empty(b, *self.folder.shape, device="meta"),
+                torch.empty(b, device="meta"),
+                torch.zeros(b, dtype=torch.int64, device="meta"),
+            )
+            bf16 = self.engine.autocast_dtype is not None
+            est = estimate_module_memory(meta, inputs, train=True, dtype_bytes=2 if bf16 else 4)
+            need, free = est.total + 4 * n * ema, available_bytes(self.engine.device)
             if free is not None and need > free:
                 raise TrainingError(
-                    f"{self.cfg.model.name} needs {format_bytes(need)} for its weights and optimizer state, "
-                    f"{format_bytes(free)} is free on {self.engine.device}; use a smaller --model "
-                    f"(or train.check_memory=false)"
+                    f"{self.cfg.model.name} at batch {b} per process needs about {format_bytes(need)} "
+                    f"(activations {format_bytes(est['activations'])}), {format_bytes(free)} is free on "
+                    f"{self.engine.device}; lower --batch-size (train.batch_size), raise train.grad_accum, "
+                    f"use a smaller --model (or train.check_memory=false)"
                 )
         # one checkpoint: weights, EMA, AdamW moments; the new file sits next to the old one until
         # the rename; plus the exported model
