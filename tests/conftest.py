@@ -1,7 +1,14 @@
 import os
 
-import pytest
-import torch
+# One thread per test process (and per CLI subprocess, which inherits the variable): the tests run
+# many tiny ops, where OpenMP threads only add spin-waiting, and on a loaded 2-core machine that
+# makes a 10 ms op take a second.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Tests never touch the network: make any accidental hub/torch-hub download fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,3 +19,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def _make_class_photos(root, n_per_class=8, size=64):
+    """Two classes (folders ``a``, ``b``) of small crops of scikit-image's bundled photos."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    for cls, img in {"a": skdata.astronaut(), "b": skdata.chelsea()}.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            crop = img[10 * i : 10 * i + 200, 13 * i : 13 * i + 200]
+            Image.fromarray(crop).resize((size, size)).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def class_photos():
+    """``class_photos(root, n_per_class=8, size=64)`` writes a two-class photo folder and returns it."""
+    return _make_class_photos

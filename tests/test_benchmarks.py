@@ -141,3 +141,26 @@ def test_extrapolation_discovers_saved_models_in_ladder_order(bench, tmp_path):
         (tmp_path / name / "model" / "config.json").write_text("{}")
     (tmp_path / "incomplete" / "model").mkdir(parents=True)  # no config.json: not a saved model
     assert extrapolation.discover(tmp_path) == ["cnn-vae", "dc-shortcut-transvae", "my-extra-model"]
+
+
+def test_generation_reads_run_summaries_and_replots(bench, tmp_path):
+    import json
+
+    gb = bench("generation")
+    run = tmp_path / "gen-x"
+    run.mkdir()
+    history = [
+        {"step": 0, "val/flow_loss": 3.0, "val/latent_fd": 40.0},
+        {"step": 5, "val/flow_loss": 2.0, "val/latent_fd": 10.0},
+    ]
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "step": 5, "history": history}))
+    assert gb.finished(run, 5) and not gb.finished(run, 6) and not gb.finished(tmp_path / "none", 1)
+    curve = gb.curve(run)
+    assert curve == [
+        {"step": 0, "latent_fd": 40.0, "flow_loss": 3.0},
+        {"step": 5, "latent_fd": 10.0, "flow_loss": 2.0},
+    ]
+    out = tmp_path / "g.json"
+    out.write_text(json.dumps({"title": "t", "results": [{"label": "TransVAE", "curve": curve}]}))
+    gb.main(["--replot", str(out)])
+    assert out.with_suffix(".png").stat().st_size > 1000

@@ -106,7 +106,7 @@ def test_cli_writes_all_outputs(image_dir, nano_model, tmp_path, capsys):
             "--latent-stats", "--uniformity", "60", "--linear-probe", "--quiet", "--report-images", "3",
         ]
     )  # fmt: skip
-    assert rc == 0
+    assert rc == 1  # broken.jpg failed: reported, counted, the rest evaluated
     res = json.loads((out / "results.json").read_text())
     assert [r["resolution"] for r in res["results"]] == [32, 64]
     for r in res["results"]:

@@ -418,3 +418,16 @@ def test_rope_fast_form_matches_rotate_half_reference():
     torch.testing.assert_close(
         torch.autograd.grad(y, x, g)[0], torch.autograd.grad(reference, x, g)[0], rtol=1e-6, atol=1e-6
     )
+
+
+def test_forward_default_is_the_posterior_mean_as_in_diffusers():
+    m = transvae.create_model("transvae-nano-f16d32").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a, b = m(x), m(x)
+        assert torch.equal(a.sample, b.sample)  # deterministic by default
+        assert torch.equal(a.latent, a.posterior.mode())
+        g = torch.Generator().manual_seed(0)
+        s = m(x, sample_posterior=True, generator=g)
+        assert not torch.equal(s.latent, a.latent)
+        assert torch.equal(s.latent, a.posterior.sample(torch.Generator().manual_seed(0)))

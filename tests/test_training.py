@@ -18,8 +18,8 @@ from PIL import Image
 import transvae
 from transvae.cli import main
 from transvae.training import CheckpointError, Trainer, TrainingError, build_config, load_checkpoint
-from transvae.training.checkpoint import check_writable
 from transvae.training.config import TrainConfig, TrainConfigError, parse_override
+from transvae.utils.files import check_writable
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -98,7 +98,7 @@ def test_config_rejects_unknown_keys_and_wrong_types():
 
 
 def test_recipes_parse_and_hold_the_paper_defaults():
-    recipes = sorted(CONFIGS.glob("*.yaml"))
+    recipes = sorted(CONFIGS.glob("transvae-*.yaml"))  # autoencoder recipes (lightningdit-*: gen-train)
     names = {p.stem for p in recipes}
     for v in ("t", "b", "l", "h", "g"):
         assert {f"transvae-{v}-f16d32-stage1", f"transvae-{v}-f16d32-stage2"} <= names
@@ -157,7 +157,6 @@ def test_run_folder_contents(straight_run):
     run, _, summary = straight_run
     for name in (
         "config.yaml",
-        "config.json",
         "metrics.jsonl",
         "train.log",
         "summary.json",
@@ -172,6 +171,8 @@ def test_run_folder_contents(straight_run):
     assert grid.shape[0] > 32 and grid.shape[1] > 2 * 32  # input | reconstruction pairs
     assert summary["status"] == "finished" and summary["step"] == 2
     assert build_config(run / "config.yaml").to_dict() == straight_run[1].cfg.to_dict()
+    assert not (run / "config.json").exists()  # that name marks a model folder
+    assert transvae.from_pretrained(run) is not None  # the run folder resolves to run/model
 
 
 # -- faults ----------------------------------------------------------------------------------------
@@ -231,6 +232,7 @@ def test_sigterm_saves_and_resume_continues_exactly(images, tmp_path, straight_r
     tr.model.encoder.register_forward_hook(preempt)
     summary = tr.fit()
     assert summary["status"] == "stopped by SIGTERM" and summary["step"] == 1
+    assert summary["exit_status"] == 143  # non-zero, so that schedulers requeue the job
     assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     tr2 = Trainer(cfg_for(images), run, resume=True)
@@ -281,6 +283,9 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     assert not _Payload.marker.exists()
     bad.write_bytes(b"truncated")
     with pytest.raises(CheckpointError):
+        load_checkpoint(bad)
+    torch.save({"format_version": 1, "model": {}}, bad)  # written before the engine
+    with pytest.raises(CheckpointError, match="has checkpoint format 1.*model/ folder"):
         load_checkpoint(bad)
 
 
@@ -334,3 +339,68 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     assert not (out / "data" / "train" / "chelsea.png").exists()  # held out
     assert "held-out PSNR" in capsys.readouterr().out
     transvae.from_pretrained(out / "run" / "model")
+
+
+# -- the step ----------------------------------------------------------------------------------------
+def test_one_host_read_per_step_with_every_loss_term(images, tmp_path, straight_run, monkeypatch):
+    """Stage 2 with LPIPS, VF and GAN (random stand-in networks): the forward/backward of a step,
+    the clipping, the finite check and the logged values read device values on the host once."""
+    stage1, _, _ = straight_run
+    cfg = cfg_for(
+        images,
+        **{
+            "train.stage": 2,
+            "model.init": str(stage1 / "model"),
+            "loss.pretrained": False,
+            "loss.lpips_weight": 1.0,
+            "loss.lpips_net": "alex",
+            "loss.vf_weight": 0.1,
+            "loss.dino_model": "vit_tiny_patch16_224",
+            "loss.gan_weight": 0.1,
+            "loss.disc_ndf": 8,
+            "train.grad_accum": 2,
+        },
+    )
+    tr = Trainer(cfg, tmp_path / "s2")
+    stream = tr.task.batches()
+    batches = iter([next(stream) for _ in range(2)])  # data loading (CPU tensors) is not counted
+    stream.close()
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            import traceback
+
+            # AdamW reads its step counter, a CPU tensor even on GPUs: not a device sync
+            if not any("torch/optim/" in f.filename for f in traceback.extract_stack()):
+                reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    logs = tr.task.train_step(batches, 0)
+    values, stop = tr._update(logs)
+    monkeypatch.undo()
+    assert reads == ["tolist"] and not stop
+    assert {"loss/lpips", "loss/vf", "loss/g_loss", "disc/d_loss", "train/disc_grad_norm"} <= set(values)
+    assert all(np.isfinite(v) for v in values.values())
+    tr.close()
+
+
+def test_training_samples_the_posterior_and_validation_takes_its_mode(images, tmp_path):
+    """Neither path relies on ``forward``'s default for ``sample_posterior``."""
+    tr = Trainer(cfg_for(images, **{"log.grid_images": 2}), tmp_path / "run")
+    seen = []
+    original = type(tr.model).forward
+
+    def spy(self, x, *args, **kwargs):
+        seen.append(kwargs.get("sample_posterior", "default"))
+        return original(self, x, *args, **kwargs)
+
+    tr.model.forward = spy.__get__(tr.model)
+    tr.ema.module.forward = spy.__get__(tr.ema.module)
+    tr.task.train_step(tr.task.batches(), 0)
+    assert seen == [True]
+    tr.task.save_samples(tmp_path / "grid.png")
+    assert seen == [True, False]
+    tr.close()

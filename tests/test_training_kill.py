@@ -104,7 +104,7 @@ def test_sigterm_to_the_process_group_with_workers_saves_and_resumes(tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGTERM)
     output, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, output
+    assert proc.returncode == 143, output  # non-zero after preemption: schedulers requeue the job
     assert "stopped by SIGTERM" in output and "--resume" in output
     step = load_checkpoint(ckpt)["step"]
     assert 1 <= step < 400

@@ -135,7 +135,10 @@ def test_hub_download_fetches_only_json_and_safetensors(saved, tmp_path, marker,
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     with pytest.raises(FileNotFoundError, match="pytorch_model.bin is never loaded"):
         transvae.from_pretrained("someone/evil-vae")
-    assert seen == {"repo_id": "someone/evil-vae", "allow_patterns": ["config.json", "model.safetensors"]}
+    assert seen == {
+        "repo_id": "someone/evil-vae",
+        "allow_patterns": ["config.json", "model.safetensors", "diffusion_pytorch_model.safetensors"],
+    }
 
 
 # -- configs are data ---------------------------------------------------------------------------

@@ -19,6 +19,9 @@ COMMANDS = {
     "encode": "transvae.cli.infer",
     "decode": "transvae.cli.infer",
     "extract-latents": "transvae.cli.infer",
+    "gen-train": "transvae.cli.gen",
+    "gen-sample": "transvae.cli.gen",
+    "gen-eval": "transvae.cli.gen",
 }
 
 

@@ -11,12 +11,22 @@ docs/evaluation.md for the protocol.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from .common import DTYPES, UserError, load_model_or_exit, resolve_device
+from .common import (
+    DTYPES,
+    UserError,
+    add_precision_args,
+    forced,
+    load_model_or_exit,
+    one_line_warnings,
+    prepare_out,
+    resolve_device,
+)
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "rfid")
 
@@ -65,12 +75,7 @@ def register(sub) -> None:
     )
     p.add_argument("--batch-size", type=_positive, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
-    p.add_argument(
-        "--dtype",
-        choices=["auto", *DTYPES],
-        default="auto",
-        help="autocast dtype of the model (auto: bf16 on CUDA, fp32 on CPU); metrics always run in fp32/fp64",
-    )
+    add_precision_args(p, default="auto", choices=("auto", *DTYPES))
     p.add_argument(
         "--num-workers", type=int, default=None, help="image decoding workers (default: min(8, CPUs))"
     )
@@ -132,13 +137,24 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    with one_line_warnings("evaluate"):
+        return _run(args)
+
+
+def _run(args) -> int:
     from transvae.evaluation import WeightsUnavailableError, run_evaluation
+    from transvae.evaluation.report import json_safe
+    from transvae.utils.device import choose_dtype
 
     device = resolve_device(args.device)
     dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    dtype, warning = choose_dtype(dtype_name, device, forced(args, dtype_name))
+    if warning:
+        print(f"transvae evaluate: warning: {warning}", file=sys.stderr)
     data = Path(args.data)
     if not data.exists():
         raise UserError(f"--data {data}: no such file or folder")
+    prepare_out(args.out, [args.data])  # refuses an --out inside the data, probes it for writing
     if args.uniformity and args.uniformity < 4:
         raise UserError("--uniformity needs at least 4 latent vectors (VA-VAE uses 10000)")
     model = load_model_or_exit(args.model, device=device)
@@ -159,7 +175,7 @@ def run(args) -> int:
             batch_size=args.batch_size,
             limit=args.limit,
             device=device,
-            dtype=DTYPES[dtype_name],
+            dtype=dtype,
             num_workers=workers,
             lpips_net=args.lpips_net,
             lpips_weights=args.lpips_weights,
@@ -180,9 +196,24 @@ def run(args) -> int:
         )
     except WeightsUnavailableError as e:
         raise UserError(f"{e} (or leave the metric out, e.g. --metrics psnr ssim)") from e
+    except MemoryError as e:  # check_memory: the sizes asked for cannot fit, found before any work
+        raise UserError(str(e)) from e
     except FileNotFoundError as e:
         raise UserError(str(e)) from e
-    _print_summary(payload, Path(args.out))
+    except OSError as e:  # e.g. a disk that filled up while --save-images wrote
+        raise UserError(e.strerror or str(e)) from e
+    _print_summary(payload)
+    if payload.get("output_error"):
+        where = payload.get("output_dir")
+        if where is None:  # not even the fallback folder could be written: the JSON goes to stdout
+            print(json.dumps(json_safe(payload)))
+        print(
+            f"transvae evaluate: error: {payload['output_error']}; "
+            + (f"the results were written to {where} instead" if where else "the results are printed above"),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"wrote {payload['output_dir']}/results.json, results.md, report.html")
     if not any(r.get("num_images") for r in payload.get("results", [])):
         # every file was unreadable (or the folder had none): a run that measured nothing fails
         print(
@@ -190,10 +221,10 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return 1 if any(payload.get("skipped", {}).values()) else 0
 
 
-def _print_summary(payload: dict, out: Path) -> None:
+def _print_summary(payload: dict, max_listed: int = 20) -> None:
     from transvae.evaluation.report import markdown_table
 
     print(markdown_table(payload["results"], payload["metrics"]))
@@ -206,7 +237,10 @@ def _print_summary(payload: dict, out: Path) -> None:
         if r.get("linear_probe"):
             line += f"; linear probe top-1 {r['linear_probe']['top1']:.4f}"
         print(line)
-    skipped = sum(len(v) for v in payload.get("skipped", {}).values())
-    if skipped:
-        print(f"skipped {skipped} unreadable file(s); see results.json", file=sys.stderr)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'report.html'}")
+    # each failed file once (they fail at every resolution), one line each
+    failed = {s["path"]: s["reason"] for v in payload.get("skipped", {}).values() for s in v}
+    for path, reason in list(failed.items())[:max_listed]:
+        print(f"failed {path}: {reason}", file=sys.stderr)
+    if failed:
+        more = f", the first {max_listed} listed above" if len(failed) > max_listed else " (listed above)"
+        print(f"skipped {len(failed)} file(s) that failed{more}; all are in results.json", file=sys.stderr)

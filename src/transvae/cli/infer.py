@@ -2,46 +2,64 @@
 
     transvae reconstruct photos/ --model runs/x/model --out rec/ --dtype bf16 --compare
     transvae encode photos/ --model runs/x/model --out latents/
-    transvae decode latents/ --out decoded/
+    transvae decode latents/ --model runs/x/model --out decoded/
     transvae extract-latents imagenet/train --model runs/x/model --out lat/ --resolution 256
     torchrun --nproc_per_node 8 --no-python transvae extract-latents ...   (one GPU per rank)
 
-Single-file inputs fail with one line naming the file; folder runs skip unreadable files, list
-them, print a summary and exit with status 1 (``--strict`` stops at the first one instead).
+This module parses arguments and prints; the work is done by ``transvae.inference`` (``jobs``,
+``extract``). Single-file inputs fail with one line naming the file; folder runs report each
+failed file in one line, go on, print a summary and exit with status 1 (``--strict`` stops at the
+first one instead). An ``--out`` that overlaps an input, is not writable or sits on a full disk is
+refused before any model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
-from .common import UserError, resolve_device
+from .common import (
+    UserError,
+    add_precision_args,
+    finite_float,
+    forced,
+    load_model_or_exit,
+    one_line_warnings,
+    prepare_out,
+    resolve_device,
+)
 
 LATENT_SUFFIX = ".safetensors"
 
 
 # --- arguments ------------------------------------------------------------------------------------
+def _max_pixels(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a pixel count, got '{v}'") from e
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
 def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
-    g.add_argument(
-        "--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="compute precision (autocast)"
-    )
+    add_precision_args(g)
     g.add_argument(
         "--batch-size", type=int, default=batch, help="images per forward pass (same-size images batch)"
     )
     g.add_argument(
         "--max-pixels",
-        type=int,
-        default=None,
-        help="encode/decode images with more (padded) pixels than this in overlapping tiles; 0 = always tile",
+        type=_max_pixels,
+        default="auto",
+        help="encode/decode images (or latent grids, in pixels) larger than this in overlapping tiles; "
+        "auto (default): what fits in half the free memory, at most 2048x2048; 0 = always tile",
     )
     g.add_argument("--tile-size", type=int, default=512, help="tile side in pixels when tiling (default 512)")
     g.add_argument(
@@ -53,8 +71,12 @@ def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
 
 def _input_args(p: argparse.ArgumentParser, what: str = "IMG_OR_DIR") -> None:
     p.add_argument("inputs", nargs="+", metavar=what, help="files or folders (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder (relative names of the inputs are kept)")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (relative names of the inputs are kept); must not be, contain or lie inside an input",
+    )
+    p.add_argument("--strict", action="store_true", help="stop at the first input that fails")
 
 
 def register(sub) -> None:
@@ -84,8 +106,18 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
     p.add_argument("--sample", action="store_true", help="store a posterior sample instead of its mean")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample")
-    p.add_argument("--scaling-factor", type=float, default=None, help="store (z - shift) * scale (default 1)")
-    p.add_argument("--shift-factor", type=float, default=None, help="see --scaling-factor (default 0)")
+    p.add_argument(
+        "--scaling-factor",
+        type=finite_float,
+        default=None,
+        help="store (z - shift) * scale (default: the model folder's metadata, else 1)",
+    )
+    p.add_argument(
+        "--shift-factor",
+        type=finite_float,
+        default=None,
+        help="see --scaling-factor (default: metadata, else 0)",
+    )
     p.add_argument("--latent-dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype")
     _runtime_args(p)
     p.set_defaults(func=run_encode)
@@ -93,11 +125,19 @@ def register(sub) -> None:
     p = sub.add_parser(
         "decode",
         help="latent .safetensors files -> PNG images",
-        description="Decode files written by 'transvae encode' back to PNGs of the original size.",
+        description="Decode files written by 'transvae encode' back to PNGs of the original size, with the "
+        "model given by --model. A latent file is data: the model it names is used only with "
+        "--model-from-files, and only if it is a local folder (never fetched from the Hub).",
     )
     _input_args(p, "LATENT_OR_DIR")
+    p.add_argument("--model", default=None, help="model to decode with (folder, run folder or Hub repo id)")
     p.add_argument(
-        "--model", default=None, help="model to decode with (default: the one recorded in each file)"
+        "--model-from-files",
+        action="store_true",
+        help="without --model: decode each file with the model folder recorded in it (local folders only)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="decode files whose recorded model_name differs from the model's"
     )
     _runtime_args(p)
     p.set_defaults(func=run_decode)
@@ -111,13 +151,16 @@ def register(sub) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR")
     p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (outside DATA_DIR)")
     p.add_argument(
         "--resolution", type=int, default=256, help="centre-crop + resize side in pixels (default 256)"
     )
     p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
     p.add_argument(
-        "--no-flip", dest="flip", action="store_false", help="skip the horizontally flipped latents"
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        help="skip the horizontally flipped latents (LightningDiT's dataset then cannot read the shards)",
     )
     p.add_argument("--sample", action="store_true", help="store posterior samples instead of means")
     p.add_argument("--latent-dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype")
@@ -129,8 +172,6 @@ def register(sub) -> None:
 def _check_runtime(args) -> None:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_pixels is not None and args.max_pixels < 0:
-        raise UserError(f"--max-pixels must be >= 0, got {args.max_pixels}")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
 
@@ -147,375 +188,229 @@ def _make_runner(args, model, device):
         model,
         device=device,
         dtype=args.dtype,
+        force_dtype=forced(args, args.dtype),
         max_pixels=args.max_pixels,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         compile=args.compile,
+        progress=True,
     )
 
 
-def _load_model(ref: str, device: torch.device):
-    from .common import load_model_or_exit
+def _collect(args, suffixes: tuple[str, ...] | None, out_suffix: str) -> tuple[list[tuple[Path, Path]], bool]:
+    """The (source, output name) pairs, whether this is a single-file run, and the --out check."""
+    from transvae.inference.files import InputError, collect_inputs
 
-    return load_model_or_exit(ref, device=device)
-
-
-def collect_inputs(
-    inputs: list[str], suffixes: tuple[str, ...] | None, out_suffix: str
-) -> list[tuple[Path, Path]]:
-    """(source file, output path relative to --out) for every input; folders keep relative names.
-
-    Raises:
-        UserError: a missing input, an empty folder, or two inputs that map to one output.
-    """
-    from transvae.data.io import list_images
-
-    items: list[tuple[Path, Path]] = []
-    for inp in inputs:
-        p = Path(inp)
-        if p.is_file():
-            items.append((p, Path(p.name)))
-        elif p.is_dir():
-            if suffixes is None:
-                found = list_images(p)
-            else:
-                found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-            if not found:
-                raise UserError(f"no input files found under {p}")
-            items.extend((f, f.relative_to(p)) for f in found)
-        else:
-            raise UserError(f"no such file or folder: {p}")
-    counts: dict[Path, int] = defaultdict(int)
-    for _, rel in items:
-        counts[rel.with_suffix(out_suffix)] += 1
-    out: list[tuple[Path, Path]] = []
-    for src, rel in items:
-        dst = rel.with_suffix(out_suffix)
-        if counts[dst] > 1:  # photo.jpg and photo.png in one folder -> photo.jpg.png, photo.png.png
-            dst = rel.with_name(rel.name + out_suffix)
-        out.append((src, dst))
-    seen: dict[Path, Path] = {}
-    for src, dst in out:
-        if dst in seen:
-            raise UserError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
-        seen[dst] = src
-    return out
+    try:
+        items = collect_inputs(args.inputs, suffixes, out_suffix)
+    except InputError as e:
+        raise UserError(str(e)) from e
+    prepare_out(args.out, args.inputs)
+    single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
+    return items, single
 
 
-class _Failures:
-    """Counts skipped inputs; raises in single-file or --strict mode."""
+def _on_failure(single: bool, strict: bool):
+    """Print one line per failed input; raise (exit 2) for a single file or under --strict."""
+    from tqdm import tqdm
 
-    def __init__(self, single: bool, strict: bool, bar):
-        self.single, self.strict, self.bar, self.items = single, strict, bar, []
-
-    def add(self, path: Path, reason: str) -> None:
-        if self.single or self.strict:
+    def report(path: Path, reason: str) -> None:
+        if single or strict:
             raise UserError(f"{path}: {reason}")
-        self.items.append((path, reason))
-        self.bar.write(f"skipped {path}: {reason}", file=sys.stderr)
+        tqdm.write(f"failed {path}: {reason}", file=sys.stderr)
+
+    return report
 
 
-class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, files: list[Path]):
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        from transvae.data.io import ImageLoadError, load_image, pil_to_tensor
-
-        try:
-            return i, pil_to_tensor(load_image(self.files[i])), ""
-        except ImageLoadError as e:
-            return i, None, e.reason
-
-
-def _identity(x):
-    return x
-
-
-def iter_image_batches(
-    files: list[Path], multiple: int, batch_size: int, num_workers: int, buffer: int | None = None
-) -> Iterator[tuple[list[int], list[torch.Tensor] | None, str]]:
-    """Load images in the background and yield batches of images with the same padded size.
-
-    Yields:
-        (indices, tensors, "") for a batch of (3, H, W) tensors in [-1, 1] whose sizes pad to
-        the same multiple of ``multiple``, or ([index], None, reason) for an unreadable file.
-    """
-    from transvae.inference import padded_size
-
-    loader = torch.utils.data.DataLoader(
-        _ImageDataset(files), batch_size=None, num_workers=num_workers, collate_fn=_identity
-    )
-    buffer = buffer or 4 * batch_size
-    groups: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = defaultdict(list)
-    pending = 0
-    for i, x, err in loader:
-        if x is None:
-            yield [i], None, err
-            continue
-        key = padded_size(x.shape[1], x.shape[2], multiple)
-        groups[key].append((i, x))
-        pending += 1
-        if len(groups[key]) == batch_size:
-            batch = groups.pop(key)
-            pending -= len(batch)
-            yield [k for k, _ in batch], [t for _, t in batch], ""
-        elif pending >= buffer:  # bound memory: flush everything buffered so far
-            for batch in groups.values():
-                yield [k for k, _ in batch], [t for _, t in batch], ""
-            groups.clear()
-            pending = 0
-    for batch in groups.values():
-        yield [k for k, _ in batch], [t for _, t in batch], ""
-
-
-def _pad_batch(xs: list[torch.Tensor], multiple: int):
-    """Stack images of possibly different sizes (same padded size) after padding each one."""
-    from transvae.inference import pad_to_multiple
-
-    padded, pads = zip(*(pad_to_multiple(x, multiple) for x in xs), strict=True)
-    return torch.stack(padded), list(pads)
-
-
-def _write_png(path: Path, x: torch.Tensor) -> None:
-    from transvae.data.io import tensor_to_pil
-    from transvae.utils.files import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    tensor_to_pil(x).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _psnr_uint8(a: torch.Tensor, b: torch.Tensor) -> float:
-    from transvae.data.io import tensor_to_uint8
-
-    mse = (tensor_to_uint8(a).float() - tensor_to_uint8(b).float()).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(255.0**2 / mse)).item()
-
-
-def _summary(cmd: str, done: int, failures: _Failures, out: Path, extra: str = "") -> int:
-    msg = f"{cmd}: wrote {done} file(s) to {out}{extra}"
-    if failures.items:
-        msg += f"; skipped {len(failures.items)} unreadable input(s) (listed above)"
+def _summary(cmd: str, report, out: str, extra: str = "") -> int:
+    msg = f"{cmd}: wrote {report.written} file(s) to {out}{extra}"
+    if report.failures:
+        msg += f"; skipped {len(report.failures)} input(s) that failed (listed above)"
     print(msg)
-    return 1 if failures.items else 0
+    if report.stopped:
+        raise UserError(f"{report.stopped}; stopped after writing {report.written} file(s)")
+    return 1 if report.failures else 0
 
 
 # --- reconstruct ------------------------------------------------------------------------------------
 def run_reconstruct(args) -> int:
-    from tqdm import tqdm
-
-    from transvae.inference import crop
+    from transvae.inference.jobs import reconstruct_files
 
     _check_runtime(args)
-    items = collect_inputs(args.inputs, None, ".png")
-    single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
-    device = resolve_device(args.device)
-    model = _load_model(args.model, device)
-    runner = _make_runner(args, model, device)
-    out = Path(args.out)
-    gen = torch.Generator(device=runner.device).manual_seed(args.seed) if args.sample else None
-    files = [src for src, _ in items]
-    bar = tqdm(total=len(files), desc="reconstruct", unit="img", disable=single)
-    failures = _Failures(single, args.strict, bar)
-    done, psnrs = 0, []
-    for idx, xs, err in iter_image_batches(files, runner.f, args.batch_size, args.num_workers):
-        if xs is None:
-            failures.add(files[idx[0]], err)
-            bar.update(1)
-            continue
-        x, pads = _pad_batch(xs, runner.f)  # (B, 3, H', W')
-        rec = runner.reconstruct(x, sample=args.sample, generator=gen).cpu()
-        for k, i in enumerate(idx):
-            r = crop(rec[k], pads[k])  # (3, H, W)
-            _write_png(out / items[i][1], r)
-            if args.compare:
-                _write_png(out / "compare" / items[i][1], torch.cat([xs[k], r], dim=-1))
-            psnrs.append(_psnr_uint8(r, xs[k]))
-            done += 1
-        bar.update(len(idx))
-    bar.close()
-    extra = f" (mean PSNR vs input {sum(psnrs) / len(psnrs):.2f} dB)" if psnrs else ""
-    return _summary("reconstruct", done, failures, out, extra)
+    items, single = _collect(args, None, ".png")
+    with one_line_warnings(args.command):
+        device = resolve_device(args.device)
+        runner = _make_runner(args, load_model_or_exit(args.model, device), device)
+        report = reconstruct_files(
+            runner,
+            items,
+            Path(args.out),
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            sample=args.sample,
+            seed=args.seed,
+            compare=args.compare,
+            on_failure=_on_failure(single, args.strict),
+            progress=not single,
+        )
+    finite = [p for p in report.psnr if p != float("inf")]
+    extra = f" (mean PSNR vs input {sum(finite) / len(finite):.2f} dB)" if finite else ""
+    return _summary("reconstruct", report, args.out, extra)
 
 
 # --- encode -----------------------------------------------------------------------------------------
-def _scaling_from_model(model, args) -> tuple[float, float]:
-    """--scaling-factor / --shift-factor, else those saved in the model folder's metadata, else 1 / 0."""
-    meta = getattr(model, "metadata", None) or {}
-    scale = args.scaling_factor if args.scaling_factor is not None else float(meta.get("scaling_factor", 1.0))
-    shift = args.shift_factor if args.shift_factor is not None else float(meta.get("shift_factor", 0.0))
-    if scale == 0:
-        raise UserError("--scaling-factor must not be 0")
-    return scale, shift
-
-
 def run_encode(args) -> int:
-    from tqdm import tqdm
-
-    from transvae.cli.common import DTYPES
-    from transvae.inference import LatentRecord, save_latent
+    from transvae.inference.jobs import encode_files
+    from transvae.inference.latent_files import latent_scaling
+    from transvae.utils.device import DTYPES
 
     _check_runtime(args)
-    items = collect_inputs(args.inputs, None, LATENT_SUFFIX)
-    single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
-    device = resolve_device(args.device)
-    model = _load_model(args.model, device)
-    runner = _make_runner(args, model, device)
-    scale, shift = _scaling_from_model(model, args)
-    out = Path(args.out)
-    gen = torch.Generator(device=runner.device).manual_seed(args.seed) if args.sample else None
-    files = [src for src, _ in items]
-    bar = tqdm(total=len(files), desc="encode", unit="img", disable=single)
-    failures = _Failures(single, args.strict, bar)
-    done = 0
-    for idx, xs, err in iter_image_batches(files, runner.f, args.batch_size, args.num_workers):
-        if xs is None:
-            failures.add(files[idx[0]], err)
-            bar.update(1)
-            continue
-        x, pads = _pad_batch(xs, runner.f)
-        z = runner.encode(x, sample=args.sample, generator=gen).latent.cpu()  # (B, C, h, w)
-        for k, i in enumerate(idx):
-            rec = LatentRecord(
-                latent=((z[k] - shift) * scale).to(DTYPES[args.latent_dtype]),
-                model=args.model,
-                model_name=runner.model.model_name,
-                size=(xs[k].shape[1], xs[k].shape[2]),
-                pad=pads[k],
-                scaling_factor=scale,
-                shift_factor=shift,
-                sampled=args.sample,
-            )
-            save_latent(
-                out / items[i][1],
-                rec,
-                architecture=runner.model.config.architecture,
-                latent_channels=str(runner.model.latent_channels),
-                spatial_compression_ratio=str(runner.f),
-                source=str(files[i]),
-            )
-            done += 1
-        bar.update(len(idx))
-    bar.close()
-    return _summary("encode", done, failures, out)
+    items, single = _collect(args, None, LATENT_SUFFIX)
+    with one_line_warnings(args.command):
+        device = resolve_device(args.device)
+        model = load_model_or_exit(args.model, device)
+        runner = _make_runner(args, model, device)
+        try:
+            scale, shift = latent_scaling(model, args.scaling_factor, args.shift_factor)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+        report = encode_files(
+            runner,
+            items,
+            Path(args.out),
+            model_ref=args.model,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            sample=args.sample,
+            seed=args.seed,
+            scaling_factor=scale,
+            shift_factor=shift,
+            latent_dtype=DTYPES[args.latent_dtype],
+            on_failure=_on_failure(single, args.strict),
+            progress=not single,
+        )
+    extra = f" (stored (z - {shift:g}) * {scale:g})" if (scale, shift) != (1.0, 0.0) else ""
+    return _summary("encode", report, args.out, extra)
 
 
 # --- decode -----------------------------------------------------------------------------------------
-def run_decode(args) -> int:
-    from tqdm import tqdm
+def _decode_runners(args, device):
+    """``runner_for(record)``: the --model runner, or (with --model-from-files) the local model
+    folder recorded in the file, loaded once per folder; a recorded Hub repo is never fetched."""
+    from transvae.inference.latent_files import recorded_model_folder
 
-    from transvae.inference import crop, load_latent
+    if args.model is not None:
+        runner = _make_runner(args, load_model_or_exit(args.model, device), device)
+        return lambda rec: runner
+    cache: dict[str, object] = {}
+
+    def runner_for(rec):
+        folder = str(recorded_model_folder(rec).resolve())
+        if folder not in cache:
+            try:
+                cache[folder] = _make_runner(args, load_model_or_exit(folder, device), device)
+            except UserError as e:
+                cache[folder] = ValueError(str(e))
+        got = cache[folder]
+        if isinstance(got, ValueError):
+            raise got
+        return got
+
+    return runner_for
+
+
+def run_decode(args) -> int:
+    from transvae.inference import load_latent
+    from transvae.inference.jobs import decode_files
 
     _check_runtime(args)
-    items = collect_inputs(args.inputs, (LATENT_SUFFIX,), ".png")
-    single = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
-    device = resolve_device(args.device)
-    runners: dict[str, object] = {}
-    out = Path(args.out)
-    bar = tqdm(total=len(items), desc="decode", unit="img", disable=single)
-    failures = _Failures(single, args.strict, bar)
-    # group by (model, latent shape) so that files batch together; tensors are re-read per batch
-    # so memory stays bounded for large folders
-    groups: dict[tuple, list] = defaultdict(list)
-    for src, dst in items:
+    items, single = _collect(args, (LATENT_SUFFIX,), ".png")
+    if args.model is None and not args.model_from_files:
         try:
-            rec = load_latent(src)
-        except ValueError as e:
-            failures.add(src, str(e).removeprefix(f"{src}: "))
-            bar.update(1)
-            continue
-        ref = args.model or rec.model
-        if not ref:
-            failures.add(src, "no model recorded in the file; pass --model")
-            bar.update(1)
-            continue
-        groups[(ref, tuple(rec.latent.shape))].append((src, dst))
-    done = 0
-    for (ref, shape), members in groups.items():
-        if ref not in runners:
-            runners[ref] = _make_runner(args, _load_model(ref, device), device)
-        runner = runners[ref]
-        if shape[0] != runner.model.latent_channels:
-            for src, _ in members:
-                failures.add(
-                    src, f"latent has {shape[0]} channels, model {ref} expects {runner.model.latent_channels}"
-                )
-                bar.update(1)
-            continue
-        for s in range(0, len(members), args.batch_size):
-            chunk = [(src, dst, load_latent(src)) for src, dst in members[s : s + args.batch_size]]
-            z = torch.stack([rec.unscaled() for _, _, rec in chunk])  # (B, C, h, w)
-            x = runner.decode(z).cpu()
-            for k, (src, dst, rec) in enumerate(chunk):
-                img = crop(x[k], rec.pad)
-                if tuple(img.shape[-2:]) != rec.size:
-                    failures.add(
-                        src, f"metadata size {rec.size} does not match the decoded {tuple(img.shape[-2:])}"
-                    )
-                    continue
-                _write_png(out / dst, img)
-                done += 1
-            bar.update(len(chunk))
-    bar.close()
-    return _summary("decode", done, failures, out)
+            recorded = f"; the first file names '{load_latent(items[0][0]).model}'"
+        except ValueError:
+            recorded = ""
+        raise UserError(
+            f"pass --model (the model that encoded the latents){recorded}; to use the local model folder "
+            "recorded in each file instead, pass --model-from-files"
+        )
+    if args.model is not None and args.model_from_files:
+        raise UserError("--model and --model-from-files exclude each other")
+    with one_line_warnings(args.command):
+        device = resolve_device(args.device)
+        report = decode_files(
+            items,
+            Path(args.out),
+            _decode_runners(args, device),
+            batch_size=args.batch_size,
+            force=args.force,
+            on_failure=_on_failure(single, args.strict),
+            progress=not single,
+        )
+    return _summary("decode", report, args.out)
 
 
 # --- extract-latents ----------------------------------------------------------------------------------
-def _init_distributed(device_arg: str) -> tuple[int, int, torch.device, object]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group, one GPU per rank."""
-    from transvae.utils.distributed import barrier, init_distributed
-
-    info = init_distributed(resolve_device(device_arg))
-    return info.rank, info.world_size, info.device, (lambda: barrier(info)) if info.enabled else None
-
-
 def run_extract(args) -> int:
-    from transvae.cli.common import DTYPES
     from transvae.inference import extract_latents
+    from transvae.utils.device import DTYPES
+    from transvae.utils.distributed import barrier, cleanup, init_distributed
 
     _check_runtime(args)
     if args.shard_size < 1:
         raise UserError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.resolution < 1:
+        raise UserError(f"--resolution must be >= 1, got {args.resolution}")
     if not Path(args.data_dir).is_dir():
         raise UserError(f"no such folder: {args.data_dir}")
-    rank, world, device, barrier = _init_distributed(args.device)
-    model = _load_model(args.model, device)
-    runner = _make_runner(args, model, device)
-    try:
-        manifest = extract_latents(
-            args.data_dir,
-            runner,
-            args.out,
-            model_ref=args.model,
-            resolution=args.resolution,
-            shard_size=args.shard_size,
-            batch_size=args.batch_size,
-            flip=args.flip,
-            sample=args.sample,
-            latent_dtype=DTYPES[args.latent_dtype],
-            num_workers=args.num_workers,
-            rank=rank,
-            world_size=world,
-            barrier=barrier,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(str(e)) from e
-    finally:
-        if barrier is not None:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    if manifest is not None:
-        skipped = len(manifest["skipped"])
+    prepare_out(args.out, [args.data_dir])
+    with one_line_warnings(args.command):
+        info = init_distributed(resolve_device(args.device))
+        if not args.flip and info.is_main:
+            print(
+                "transvae extract-latents: warning: --no-flip writes no 'latents_flip'; LightningDiT's "
+                "ImgLatentDataset reads it from every shard and will fail: drop --no-flip for LightningDiT",
+                file=sys.stderr,
+            )
+        try:
+            model = load_model_or_exit(args.model, info.device)
+            runner = _make_runner(args, model, info.device)
+            manifest = extract_latents(
+                args.data_dir,
+                runner,
+                args.out,
+                model_ref=args.model,
+                resolution=args.resolution,
+                shard_size=args.shard_size,
+                batch_size=args.batch_size,
+                flip=args.flip,
+                sample=args.sample,
+                latent_dtype=DTYPES[args.latent_dtype],
+                num_workers=args.num_workers,
+                rank=info.rank,
+                world_size=info.world_size,
+                barrier=(lambda: barrier(info)) if info.enabled else None,
+            )
+        except (ValueError, OSError, MemoryError) as e:  # settings, disk, sizes: all before any work
+            raise UserError(getattr(e, "strerror", None) or str(e)) from e
+        finally:
+            cleanup()
+    if manifest is None:
+        return 0
+    skipped = len(manifest["skipped"])
+    s = manifest.get("scaling") or {}
+    print(
+        f"extract-latents: {manifest['num_latents']} latents in {len(manifest['shards'])} shard(s) under "
+        f"{args.out}; statistics in latents_stats.pt/.json"
+        + (f"; {skipped} image(s) failed and were skipped (see manifest.json)" if skipped else "")
+    )
+    if s:
         print(
-            f"extract-latents: {manifest['num_latents']} latents in {len(manifest['shards'])} shard(s) under "
-            f"{args.out}; statistics in latents_stats.pt/.json"
-            + (f"; {skipped} unreadable image(s) skipped (see manifest.json)" if skipped else "")
+            f"diffusion scaling: pipelines that use z * scaling_factor and ignore shift_factor (diffusers DiT, "
+            f"SD 1.x/2.x/XL, PixArt): scaling_factor={s['scaling_factor_no_shift']:.6g} (scaling_factor_no_shift); "
+            f"pipelines that use (z - shift_factor) * scaling_factor (SD3, FLUX): "
+            f"scaling_factor={s['scaling_factor']:.6g}, shift_factor={s['shift_factor']:.6g}; "
+            "LightningDiT normalises per channel with latents_stats.pt"
         )
-        print(json.dumps({"classes": len(manifest["classes"]), "num_latents": manifest["num_latents"]}))
-    return 0
+    print(json.dumps({"classes": len(manifest["classes"]), "num_latents": manifest["num_latents"]}))
+    return 1 if skipped else 0

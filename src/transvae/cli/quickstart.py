@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": summary["step"],
         "train_seconds": summary["wall_seconds"],
         "total_seconds": round(time.time() - t0, 1),
-        "held_out_tiles": start["val/images"],
+        "held_out_tiles": int(start["val/images"]),
         "psnr_start": round(start["val/psnr"], 3),
         "psnr_end": round(end["val/psnr"], 3),
         "ssim_start": round(start["val/ssim"], 4),
@@ -141,4 +141,4 @@ def run(args: argparse.Namespace) -> int:
         f"({summary['wall_seconds']:.0f} s)"
     )
     print(f"grids: {out / 'recon_start.png'}  {out / 'recon_end.png'}   model: {run_dir / 'model'}")
-    return 0
+    return summary["exit_status"]  # 143 after SIGTERM, as `transvae train`

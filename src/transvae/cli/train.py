@@ -173,9 +173,9 @@ def _check_limits(cfg, run_dir: Path, saved: dict | None) -> None:
     disk space: all before the trainer allocates anything."""
     from ..models.base import ConfigError
     from ..training.autoencoder import check_limits
-    from ..training.checkpoint import check_writable
     from ..training.engine import TrainingError
     from ..utils.device import resolve_device
+    from ..utils.files import check_writable
 
     try:
         device = resolve_device(cfg.train.device)
@@ -189,9 +189,15 @@ def _check_limits(cfg, run_dir: Path, saved: dict | None) -> None:
         raise UserError(f"--init: {str(e).splitlines()[0]}") from e
     if int(os.environ.get("RANK", "0")) == 0:
         try:
-            check_writable(run_dir, needed)
+            check_writable(run_dir, needed, what="run folder")
         except OSError as e:
-            raise UserError(str(e)) from e
+            raise UserError(_os_message(e)) from e
+
+
+def _os_message(e: OSError) -> str:
+    """One line for an OSError: our own messages live in ``strerror``; add the file if any."""
+    text = e.strerror or str(e) or repr(e)
+    return (f"{text}: {e.filename}" if e.filename else text).splitlines()[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -216,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     except (TrainingError, CheckpointError, StrictDataError, RunLockedError, ValueError) as e:
         raise UserError(str(e)) from e
     except OSError as e:  # unwritable or full run folder (DiskFullError says "disk full")
-        raise UserError(str(e).splitlines()[0] if str(e) else repr(e)) from e
+        raise UserError(_os_message(e)) from e
     except RuntimeError as e:
         if "StrictDataError" in str(e):  # re-raised from a DataLoader worker
             raise UserError(str(e).strip().splitlines()[-1]) from e

@@ -1,4 +1,18 @@
-"""Training and validation transforms on PIL images, driven by an explicit ``torch.Generator``.
+"""Every resize/crop of the package, in one place.
+
+- ``resize_center_crop``: THE evaluation protocol, shared by training validation
+  (``ValTransform``) and ``transvae evaluate``: the shorter side resized to R with PIL's
+  bicubic filter (antialiased when shrinking; the long side ``round(R * long / short)``), the
+  central RxR cut with torchvision ``CenterCrop``'s rounding; an image whose shorter side is
+  already R is only cropped. So the validation PSNR of a run and ``evaluate`` on the same
+  images agree to float precision.
+- ``adm_center_crop``: the ADM / DiT preprocessing (box-filter halving while the image is at
+  least twice the size, then bicubic, then an integer-offset centre crop). Used on purpose by
+  ``transvae extract-latents``, whose latents feed DiT / LightningDiT training that was
+  defined with this crop. It differs from the protocol above by a few grey levels on large
+  downscales.
+- ``TrainTransform``: training augmentation, random by design (random zoom on top of "cover
+  the crop", random crop, flip).
 
 Every random choice (scale, crop offset, flip) is drawn from a generator seeded per sample
 from ``(seed, epoch, index)``, so the same sample gets the same crop whatever worker loads it
@@ -28,11 +42,39 @@ def resize_to_cover(im: Image.Image, height: int, width: int, scale: float = 1.0
     return im.resize((nw, nh), Image.BICUBIC)
 
 
-def center_crop(im: Image.Image, height: int, width: int) -> Image.Image:
-    """Crop the central ``height`` x ``width`` window (the image must cover it)."""
+def resize_center_crop(im: Image.Image, size: int | tuple[int, int]) -> tuple[Image.Image, bool]:
+    """The evaluation protocol: resize to cover ``size`` (bicubic), then crop the centre.
+
+    Args:
+        im: RGB PIL image of any size.
+        size: R (square RxR) or (height, width).
+    Returns:
+        (the cropped image, whether it was upsampled).
+    """
+    height, width = (size, size) if isinstance(size, int) else size
     w, h = im.size
-    left, top = (w - width) // 2, (h - height) // 2
-    return im.crop((left, top, left + width, top + height))
+    s = max(height / h, width / w)
+    upsampled = s > 1
+    if s != 1:
+        # round() rather than int(): the long side of a 481x321 photo at 256 is 384, not 383
+        new_w, new_h = max(width, round(w * s)), max(height, round(h * s))
+        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        w, h = new_w, new_h
+    if (w, h) != (width, height):
+        left, top = int(round((w - width) / 2.0)), int(round((h - height) / 2.0))
+        im = im.crop((left, top, left + width, top + height))
+    return im, upsampled
+
+
+def adm_center_crop(im: Image.Image, size: int) -> Image.Image:
+    """ADM / DiT preprocessing: halve with a box filter while large, bicubic-resize the short
+    side to ``size``, then crop the centre ``size`` x ``size`` (see the module docstring)."""
+    while min(im.size) >= 2 * size:
+        im = im.resize(tuple(s // 2 for s in im.size), resample=Image.BOX)
+    scale = size / min(im.size)
+    im = im.resize(tuple(max(size, round(s * scale)) for s in im.size), resample=Image.BICUBIC)
+    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+    return im.crop((left, top, left + size, top + size))
 
 
 class TrainTransform:
@@ -75,7 +117,7 @@ class TrainTransform:
 
 
 class ValTransform:
-    """Deterministic: resize the shorter side to cover the crop, then center crop.
+    """Deterministic: the evaluation protocol (``resize_center_crop``), as ``transvae evaluate``.
 
     Args:
         resolution: side of the square crop.
@@ -91,7 +133,7 @@ class ValTransform:
     ) -> torch.Tensor:
         """Returns a (3, height, width) tensor in [-1, 1]; ``generator`` is unused (same signature as train)."""
         height, width = size or (self.resolution, self.resolution)
-        return pil_to_tensor(center_crop(resize_to_cover(im, height, width), height, width))
+        return pil_to_tensor(resize_center_crop(im, (height, width))[0])
 
 
 def parse_buckets(specs: tuple[str, ...] | list[str], multiple: int) -> list[tuple[int, int]]:

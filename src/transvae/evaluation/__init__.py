@@ -1,6 +1,7 @@
 """Evaluation following the paper's protocol (Sections 4.2 and 4.4, Tables 1 and 2).
 
-- ``metrics``: per-image PSNR / SSIM / LPIPS on uint8 images; ``fid``: set-level rFID.
+- ``metrics``: per-image PSNR / SSIM / LPIPS on uint8 images; ``fid``: set-level (r)FID;
+  ``inception_score``: IS of generated images.
 - ``protocol``: resize-shorter-side + center-crop preprocessing; ``runner``: one pass at one
   resolution; ``pipeline.run_evaluation``: all resolutions + latent analysis + outputs.
 - ``latent_analysis``: latent statistics and diffusion scaling factors, VA-VAE's uniformity
@@ -15,6 +16,7 @@ import importlib
 # name -> submodule; imported on first use so that e.g. ``latent_analysis`` stays light to import
 _EXPORTS = {
     "FIDMetric": "fid",
+    "ISMetric": "inception_score",
     "LPIPSMetric": "metrics",
     "LatentOptions": "runner",
     "LatentStatistics": "latent_analysis",

@@ -1,4 +1,4 @@
-"""Reconstruction FID (rFID) between the original and the reconstructed images of a set.
+"""FID between two image sets: reconstruction FID (originals vs reconstructions) and generation FID.
 
 The metric is torchmetrics' ``FrechetInceptionDistance``: features are accumulated as float64
 sums and outer-product sums over the whole set (never per batch), and the Fréchet distance
@@ -17,7 +17,7 @@ import os
 import torch
 import torch.nn as nn
 
-from .weights import WeightsUnavailableError, inception_checkpoint
+from .weights import inception_checkpoint, unusable_inception
 
 
 class FIDMetric:
@@ -45,10 +45,7 @@ class FIDMetric:
             try:
                 self.metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path))
             except (RuntimeError, KeyError, OSError, ValueError) as e:
-                raise WeightsUnavailableError(
-                    f"{path} is not a usable FID InceptionV3 checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-                    f"pass --fid-weights PATH to weights-inception-2015-12-05-6726825d.pth"
-                ) from e
+                raise unusable_inception(path, e) from e
             self.source = str(path)
         else:
             self.metric = FrechetInceptionDistance(feature=feature_net, normalize=False)
@@ -67,10 +64,22 @@ class FIDMetric:
     @torch.no_grad()
     def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         """Add one batch of originals and reconstructions, both (B, 3, H, W) uint8."""
-        if real.dtype != torch.uint8 or fake.dtype != torch.uint8:
+        self.update_real(real)
+        self.update_fake(fake)
+
+    @torch.no_grad()
+    def update_real(self, images: torch.Tensor) -> None:
+        """Add reference images only, (B, 3, H, W) uint8 (sets of different sizes, e.g. generation)."""
+        if images.dtype != torch.uint8:
             raise ValueError("FID expects uint8 images")
-        self.metric.update(real.to(self.device), real=True)
-        self.metric.update(fake.to(self.device), real=False)
+        self.metric.update(images.to(self.device), real=True)
+
+    @torch.no_grad()
+    def update_fake(self, images: torch.Tensor) -> None:
+        """Add generated / reconstructed images only, (B, 3, H, W) uint8."""
+        if images.dtype != torch.uint8:
+            raise ValueError("FID expects uint8 images")
+        self.metric.update(images.to(self.device), real=False)
 
     def compute(self) -> float:
         """rFID over everything added since the last reset (needs at least 2 images)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch.nn as nn
 
 from transvae.data.io import list_images
 
+from ..inference.limits import check_batch_fits
 from .fid import FIDMetric
 from .latent_analysis import linear_probe, uniformity_metrics
 from .metrics import LPIPSMetric, build_lpips
@@ -48,6 +51,29 @@ def build_metric_networks(
         feature_net = _RandomFeatures().to(device) if random_feature_networks else None
         fid = FIDMetric(feature_net=feature_net, weights_path=fid_weights, device=device)
     return lp, fid
+
+
+# LPIPS keeps the features of five VGG / AlexNet stages for both images (~122 channels at full
+# resolution in fp32 for VGG): ~1 KB per pixel and image
+_LPIPS_BYTES_PER_PIXEL = 1024
+
+
+def check_memory(
+    model: nn.Module,
+    resolutions: Sequence[int],
+    batch_size: int,
+    metrics: Sequence[str],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """``transvae.inference.limits.check_batch_fits`` for an evaluation pass (LPIPS features
+    counted when requested).
+
+    Raises:
+        MemoryError: naming the resolution, the batch size, both sizes and what to change.
+    """
+    extra = _LPIPS_BYTES_PER_PIXEL if "lpips" in metrics else 0
+    check_batch_fits(model, resolutions, batch_size, device, dtype, extra_bytes_per_pixel=extra)
 
 
 class _RandomFeatures(nn.Module):
@@ -130,6 +156,7 @@ def run_evaluation(
         files = files[:limit]
     if not files:
         raise FileNotFoundError(f"no images found under {root}")
+    check_memory(model, resolutions, batch_size, metrics, device, dtype)
     lp, fid = build_metric_networks(
         metrics, device, lpips_net, lpips_weights, fid_weights, random_feature_networks
     )
@@ -146,6 +173,11 @@ def run_evaluation(
         seed=seed,
     )
     results: list[ResolutionResult] = []
+    context = dict(
+        model=model, model_path=model_path, root=root, num_files=num_files, limit=limit, files=files,
+        metrics=metrics, lp=lp, fid=fid, device=device, dtype=dtype, batch_size=batch_size, command=command,
+        random_feature_networks=random_feature_networks,
+    )  # fmt: skip
     for res in resolutions:
         results.append(
             evaluate_resolution(
@@ -166,45 +198,95 @@ def run_evaluation(
                 save_dir=Path(out_dir) / "images" / str(res) if save_images and out_dir is not None else None,
             )
         )
+        if out_dir is not None and len(results) < len(resolutions):
+            # finished resolutions survive a crash or an interrupt in the next one
+            _write_partial(Path(out_dir), _payload(results, complete=False, **context))
 
-    protocol = dict(PROTOCOL)
-    protocol = {k: v for k, v in protocol.items() if k not in METRICS or k in metrics}
+    payload = _payload(results, complete=True, **context)
+    if latent_opts.any:
+        payload["latent_source"] = latent_source
+        payload["latent"] = [_latent_analysis(r, labels, uniformity_repeats, seed, probe) for r in results]
+    if out_dir is not None:
+        written, error = _write_with_fallback(Path(out_dir), payload, results, metrics)
+        payload["output_dir"] = None if written is None else str(written)
+        if error is not None:
+            payload["output_error"] = error
+    return payload
+
+
+def _payload(results: list[ResolutionResult], complete: bool, **c) -> dict:
+    """The results.json payload of the resolutions done so far."""
+    model, metrics, lp, fid, root = c["model"], c["metrics"], c["lp"], c["fid"], c["root"]
+    protocol = {k: v for k, v in PROTOCOL.items() if k not in METRICS or k in metrics}
     if lp is not None:
         protocol["lpips"] += f"; backbone {lp.net_name}, weights {lp.weights_source}"
     if fid is not None:
         protocol["rfid"] += f"; weights {fid.source}"
-    payload: dict = {
+    return {
+        "complete": complete,
         "results": [summary_for_json(r.summary) for r in results],
         "model": {
             "name": getattr(model, "model_name", type(model).__name__),
-            "path": model_path,
+            "path": c["model_path"],
             "parameters": sum(p.numel() for p in model.parameters()),
             "spatial_compression_ratio": getattr(model, "spatial_compression_ratio", None),
             "latent_channels": getattr(model, "latent_channels", None),
             "config": model.config_dict() if hasattr(model, "config_dict") else None,
         },
-        "data": {"path": str(root), "num_files": num_files, "limit": limit, "num_evaluated": len(files)},
+        "data": {
+            "path": str(root),
+            "num_files": c["num_files"],
+            "limit": c["limit"],
+            "num_evaluated": len(c["files"]),
+        },
         "metrics": metrics,
         "protocol": protocol,
         "run": {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": str(device),
-            "dtype": str(dtype).replace("torch.", ""),
-            "batch_size": batch_size,
+            "device": str(c["device"]),
+            "dtype": str(c["dtype"]).replace("torch.", ""),
+            "batch_size": c["batch_size"],
             "transvae_version": _version(),
             "torch_version": torch.__version__,
-            "command": command,
-            "random_feature_networks": random_feature_networks,
+            "command": c["command"],
+            "random_feature_networks": c["random_feature_networks"],
         },
         "per_image": {str(r.resolution): r.per_image for r in results},
         "skipped": {str(r.resolution): r.skipped for r in results if r.skipped},
     }
-    if latent_opts.any:
-        payload["latent_source"] = latent_source
-        payload["latent"] = [_latent_analysis(r, labels, uniformity_repeats, seed, probe) for r in results]
-    if out_dir is not None:
-        write_outputs(Path(out_dir), payload, results, metrics)
-    return payload
+
+
+def _write_partial(out_dir: Path, payload: dict) -> None:
+    """results.json of the finished resolutions; a failure here only warns (the final write and
+    its fallback still keep the results)."""
+    from .report import write_json
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "results.json", payload)
+    except OSError as e:
+        warnings.warn(
+            f"could not write partial results to {out_dir} ({e.strerror or e})", RuntimeWarning, stacklevel=2
+        )
+
+
+def _write_with_fallback(
+    out_dir: Path, payload: dict, results: list[ResolutionResult], metrics: list[str]
+) -> tuple[Path | None, str | None]:
+    """Write the outputs to ``out_dir``; if that fails (disk full, permissions changed during the
+    run), to a fresh folder under the system's temporary directory, so computed results are never
+    lost. Returns (the folder written, the error that forced the fallback or None)."""
+    try:
+        write_outputs(out_dir, payload, results, metrics)
+        return out_dir, None
+    except OSError as e:
+        error = f"could not write the results to {out_dir} ({e.strerror or e})"
+    try:
+        fallback = Path(tempfile.mkdtemp(prefix="transvae-evaluate-"))
+        write_outputs(fallback, payload, results, metrics)
+        return fallback, error
+    except OSError:
+        return None, error
 
 
 def _latent_analysis(r: ResolutionResult, labels, repeats: int, seed: int, probe: bool) -> dict:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from transvae.data.io import ImageLoadError, load_image
+from transvae.data.transforms import resize_center_crop  # the one protocol, shared with training
 
 PROTOCOL = {
     "resize": "shorter side to R, PIL bicubic (antialiased when downscaling); RxR images not resampled",
@@ -33,33 +33,6 @@ PROTOCOL = {
     "rfid": "Frechet distance between InceptionV3 pool features (2048-d, torch-fidelity FID Inception, "
     "images resized to 299 inside the network) of all originals and all reconstructions",
 }
-
-
-def resize_center_crop(im: Image.Image, size: int) -> tuple[Image.Image, bool]:
-    """Resize the shorter side of ``im`` to ``size`` (bicubic) and crop the central square.
-
-    Args:
-        im: RGB PIL image of any size.
-        size: target side R.
-    Returns:
-        (the RxR image, whether it was upsampled).
-    """
-    w, h = im.size
-    short = min(w, h)
-    upsampled = short < size
-    if short != size:
-        # round() rather than int(): the long side of a 481x321 photo at 256 is 384, not 383
-        if w <= h:
-            new_w, new_h = size, max(size, round(h * size / w))
-        else:
-            new_w, new_h = max(size, round(w * size / h)), size
-        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
-        w, h = new_w, new_h
-    if (w, h) != (size, size):
-        left = int(round((w - size) / 2.0))
-        top = int(round((h - size) / 2.0))
-        im = im.crop((left, top, left + size, top + size))
-    return im, upsampled
 
 
 @dataclass

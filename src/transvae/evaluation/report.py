@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..utils.files import atomic_write_text
 from .runner import ResolutionResult
 
 ERROR_VMAX = 64.0  # heat maps show |error| (mean over RGB, in uint8 levels) on a fixed 0..64 scale
@@ -65,7 +66,8 @@ def metric_value(summary: dict, name: str):
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    """Write ``data`` as JSON atomically (a crash leaves the previous file or the new one)."""
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def write_markdown(path: Path, payload: dict, metrics: list[str]) -> None:
                 _f(p.get("top1"), 4),
             ]
             lines.append(f"| {r['resolution']} | " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _f(v, digits: int) -> str:
@@ -364,7 +366,7 @@ def write_html(path: Path, payload: dict, results: list[ResolutionResult], metri
     if cmd:
         parts.append(f"<p class='small'>Command: <code>{html.escape(cmd)}</code></p>")
     parts.append("</body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_text(path, "\n".join(parts))
 
 
 def write_outputs(

@@ -3,7 +3,9 @@
 ``evaluate_resolution`` reads and preprocesses the images (``protocol``), reconstructs them in
 batches (bf16/fp16 autocast on GPU), quantises both sides to uint8, and accumulates per-image
 PSNR / SSIM / LPIPS and the set-level rFID, plus optional latent statistics, latent vectors for
-the uniformity metrics and pooled latents for the linear probe.
+the uniformity metrics and pooled latents for the linear probe. Unreadable files, and images whose
+reconstruction fails on its own (a batch that fails, e.g. out of memory, is retried image by
+image), are skipped with their reason in ``skipped``; the pass goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 from transvae.data.io import tensor_to_uint8
 
+from ..utils.failures import run_isolated
 from .fid import FIDMetric
 from .latent_analysis import LatentStatistics, LatentVectorSampler, pooled_latents
 from .metrics import LPIPSMetric, psnr_per_image, ssim_per_image, uint8_to_unit
@@ -193,16 +196,37 @@ def evaluate_resolution(
     bar = tqdm(
         loader, desc=f"evaluate {resolution}px", unit="batch", disable=not progress, dynamic_ncols=True
     )
-    for x_u8, idx, upsampled, bad in bar:
-        skipped += [{"path": rel(files[it.index]), "reason": it.error} for it in bad]
-        if len(idx) == 0:
-            continue
-        num_upsampled += sum(upsampled)
-        x_u8 = x_u8.to(device, non_blocking=True)
+
+    def forward(batch: list[tuple[int, torch.Tensor]]) -> list:
+        """Reconstruct a batch: per image (uint8 reconstruction, latent or None)."""
+        x = torch.stack([t for _, t in batch])  # (B, 3, R, R) uint8
         with _autocast(device, dtype):
-            posterior = model.encode(uint8_to_unit(x_u8))
+            posterior = model.encode(uint8_to_unit(x))
             rec = model.decode(posterior.mode())
+        z = None
+        if latent.any:
+            z = (posterior.sample(gen) if latent.source == "sample" else posterior.mode()).float()
         rec_u8 = tensor_to_uint8(rec)  # (B, 3, R, R) uint8, rounding as a saved PNG
+        return [(rec_u8[k], None if z is None else z[k]) for k in range(len(batch))]
+
+    def skip(i: int, reason: str) -> None:
+        skipped.append({"path": rel(files[i]), "reason": reason})
+
+    for x_all, idx_all, up_all, bad in bar:
+        skipped += [{"path": rel(files[it.index]), "reason": it.error} for it in bad]
+        if len(idx_all) == 0:
+            continue
+        x_all = x_all.to(device, non_blocking=True)
+        upsampled_of = dict(zip(idx_all, up_all, strict=True))
+        # a batch that fails (out of memory, ...) is retried image by image; failures are skipped
+        done = run_isolated(forward, list(idx_all), list(zip(idx_all, x_all, strict=True)), skip)
+        if not done:
+            continue
+        idx = [i for i, _ in done]
+        keep = [idx_all.index(i) for i in idx]
+        x_u8 = x_all[keep]
+        rec_u8 = torch.stack([r for _, (r, _) in done])
+        num_upsampled += sum(upsampled_of[i] for i in idx)
         scores: dict[str, torch.Tensor] = {}
         if "psnr" in metrics or keep_worst:
             scores["psnr"] = psnr_per_image(x_u8, rec_u8).cpu()
@@ -223,8 +247,7 @@ def evaluate_resolution(
         if keep_worst:
             worst = _keep_worst(worst, files, idx, scores, x_u8, rec_u8, keep_worst, rel)
         if latent.any:
-            z = posterior.sample(gen) if latent.source == "sample" else posterior.mode()
-            z = z.float()
+            z = torch.stack([zk for _, (_, zk) in done])  # (B, C, h, w)
             if stats is not None:
                 stats.update(z)
             if sampler is not None:
@@ -257,14 +280,20 @@ def evaluate_resolution(
 
 def _save_pngs(save_dir: Path, names: list[str], x_u8: torch.Tensor, rec_u8: torch.Tensor) -> None:
     """Write the exact uint8 inputs and reconstructions of a batch (lossless PNG)."""
+    import io
+
     from PIL import Image
+
+    from transvae.utils.files import atomic_write_bytes
 
     for kind, batch in (("inputs", x_u8), ("reconstructions", rec_u8)):
         arr = batch.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)
         for name, a in zip(names, arr, strict=True):
             path = Path(save_dir) / kind / Path(name).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(a).save(path)
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, format="PNG")
+            atomic_write_bytes(path, buf.getvalue())
 
 
 def _keep_worst(worst, files, idx, scores, x_u8, rec_u8, k, rel) -> list[Example]:

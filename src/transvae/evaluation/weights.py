@@ -45,6 +45,14 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def unusable_inception(path: str | os.PathLike, error: Exception) -> WeightsUnavailableError:
+    """The one-line error for an InceptionV3 file that exists but does not load."""
+    return WeightsUnavailableError(
+        f"{path} is not a usable FID InceptionV3 checkpoint ({type(error).__name__}: {str(error)[:200]}); "
+        f"pass --fid-weights PATH to weights-inception-2015-12-05-6726825d.pth"
+    )
+
+
 def _download(url: str, dest: Path, what: str, option: str) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".partial")

@@ -23,33 +23,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
-from ..utils.files import atomic_write_bytes
+from ..data.transforms import adm_center_crop as center_crop_resize  # ADM's crop, on purpose
+from ..utils.failures import run_isolated
+from ..utils.files import atomic_path, atomic_write_bytes, check_writable
+from .limits import check_batch_fits
 from .runner import InferenceRunner
 
 SHARD_PATTERN = "latents_shard{:05d}.safetensors"
-
-
-def center_crop_resize(im: Image.Image, size: int) -> Image.Image:
-    """ADM / DiT preprocessing: halve with a box filter while large, bicubic-resize the short
-    side to ``size``, then crop the centre ``size`` x ``size``."""
-    while min(im.size) >= 2 * size:
-        im = im.resize(tuple(s // 2 for s in im.size), resample=Image.BOX)
-    scale = size / min(im.size)
-    im = im.resize(tuple(max(size, round(s * scale)) for s in im.size), resample=Image.BICUBIC)
-    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-    return im.crop((left, top, left + size, top + size))
 
 
 def find_classes(root: Path, files: list[Path]) -> list[str]:
@@ -94,14 +84,8 @@ def _shard_complete(path: Path, expected_files: list[str]) -> bool:
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:  # complete or absent, never half a shard; the umask's permissions
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def latent_channel_stats(shards: list[Path], key: str = "latents") -> dict[str, Any]:
@@ -158,10 +142,16 @@ def extract_latents(
         progress: show a tqdm bar.
     Returns:
         The manifest (on the rank that wrote it, once all shards exist), else None.
+    Raises:
+        ValueError: a resolution that is not a multiple of f, or other settings than the
+            extraction already in ``out_dir``.
+        MemoryError: a batch at ``resolution`` cannot fit in the free memory (estimated first).
+        DiskFullError: the shards still to write do not fit on the disk (checked first).
     """
     data_dir, out = Path(data_dir), Path(out_dir)
     if resolution % runner.f:
         raise ValueError(f"--resolution {resolution} must be a multiple of the compression ratio {runner.f}")
+    check_batch_fits(runner.model, [resolution], batch_size, runner.device, runner.dtype)
     files = list_images(data_dir)
     if not files:
         raise FileNotFoundError(f"no images found under {data_dir}")
@@ -200,7 +190,17 @@ def extract_latents(
         if not _shard_complete(out / SHARD_PATTERN.format(i), chunk):
             todo.append(i)
     n_todo = sum(len(rels[i * shard_size : (i + 1) * shard_size]) for i in todo)
+    # the shards still to write must fit on the disk (checked before any image is encoded)
+    per_image = runner.model.latent_channels * (resolution // runner.f) ** 2 * latent_dtype.itemsize
+    check_writable(out, n_todo * per_image * (2 if flip else 1), what="--out")
     bar = tqdm(total=n_todo, desc=f"extract (rank {rank})", unit="img", disable=not progress or n_todo == 0)
+
+    def encode(batch: list[tuple[int, torch.Tensor]]) -> list:
+        x = torch.stack([t for _, t in batch])  # (B, 3, R, R)
+        z = runner.encode(x, sample=sample).latent.to("cpu", latent_dtype)  # (B, C, R/f, R/f)
+        zf = runner.encode(x.flip(-1), sample=sample).latent.to("cpu", latent_dtype) if flip else z
+        return list(zip(z, zf, strict=True))
+
     for i in todo:
         idx = list(range(i * shard_size, min((i + 1) * shard_size, len(files))))
         loader = DataLoader(
@@ -210,33 +210,36 @@ def extract_latents(
             collate_fn=_collate,
         )
         lat, lat_flip, labels, names, skipped = [], [], [], [], []
+
+        def fail(k: int, reason: str, idx=idx, skipped=skipped) -> None:
+            skipped.append([rels[idx[k]], reason])
+            bar.write(f"failed {files[idx[k]]}: {reason}")
+
         for items in loader:
-            good = [(k, x) for k, x, err in items if x is not None]
             for k, _, err in items:
                 if err:
-                    skipped.append([rels[idx[k]], err])
-                    bar.write(f"skipped {files[idx[k]]}: {err}")
-            bar.update(len(items))
+                    fail(k, err)
+            good = [(k, x) for k, x, err in items if x is not None]
             if not good:
+                bar.update(len(items))
                 continue
-            x = torch.stack([x for _, x in good])  # (B, 3, R, R)
-            lat.append(runner.encode(x, sample=sample).latent.to("cpu", latent_dtype).contiguous())
-            if flip:
-                lat_flip.append(
-                    runner.encode(x.flip(-1), sample=sample).latent.to("cpu", latent_dtype).contiguous()
-                )
-            for k, _ in good:
+            # a batch that fails (out of memory, ...) is retried image by image; failures are skipped
+            for k, (z, zf) in run_isolated(encode, [k for k, _ in good], good, fail):
+                lat.append(z.contiguous())
+                if flip:
+                    lat_flip.append(zf.contiguous())
                 rel = rels[idx[k]]
                 names.append(rel)
                 labels.append(class_index[rel.split("/")[0]] if classes else 0)
+            bar.update(len(items))
         c, h = runner.model.latent_channels, resolution // runner.f
         empty = torch.zeros(0, c, h, h, dtype=latent_dtype)
         tensors = {
-            "latents": torch.cat(lat) if lat else empty,
+            "latents": torch.stack(lat) if lat else empty,
             "labels": torch.tensor(labels, dtype=torch.int64),
         }
         if flip:
-            tensors["latents_flip"] = torch.cat(lat_flip) if lat_flip else empty
+            tensors["latents_flip"] = torch.stack(lat_flip) if lat_flip else empty
         meta = {
             "file_names": json.dumps(names),
             "skipped": json.dumps(skipped),
@@ -281,6 +284,16 @@ def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[st
         total += n
         skipped += json.loads(meta.get("skipped", "[]"))
         entries.append({"file": p.name, "num_images": n})
-    manifest = {**settings, "num_latents": total, "shards": entries, "skipped": skipped, "complete": True}
+    scaling = {
+        k: stats[k] for k in ("scaling_factor", "shift_factor", "scaling_factor_no_shift") if k in stats
+    }
+    manifest = {
+        **settings,
+        "num_latents": total,
+        "shards": entries,
+        "skipped": skipped,
+        "scaling": scaling,
+        "complete": True,
+    }
     atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

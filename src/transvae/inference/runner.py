@@ -5,9 +5,13 @@ It adds what the bare ``model.encode`` / ``model.decode`` leave to the caller:
 - any H x W: reflection padding to a multiple of the compression ratio, cropped back;
 - reduced precision (``bf16`` / ``fp16``) through ``torch.autocast``, so weights stay fp32 and
   autocast keeps norms and softmax in fp32; an fp16 pass whose output is not finite (fp16
-  overflows at 65504, the well-known SD-VAE failure) is rerun in fp32, with a warning;
-- tiled encode/decode (``tiling.py``) when an image exceeds ``max_pixels`` or the device runs
-  out of memory;
+  overflows at 65504, the well-known SD-VAE failure) is rerun in fp32, with a warning; on a CPU
+  without native bf16 / fp16 arithmetic the request falls back to fp32 with a warning
+  (``transvae.utils.device.choose_dtype``) unless ``force_dtype``;
+- tiled encode/decode (``tiling.py``) when an image exceeds ``max_pixels`` (``"auto"``: derived
+  from the free memory, ``limits.py``) or the device runs out of memory (CUDA or CPU), with a
+  progress bar over the tiles when ``progress``;
+- latents checked before decoding: floating point and finite;
 - optional ``torch.compile`` of the encoder and decoder.
 """
 
@@ -21,21 +25,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from ..models.base import AutoencoderBase
 from ..models.distributions import DiagonalGaussianDistribution
 from ..models.hub import unwrap_model
+from ..utils.device import DTYPES, choose_dtype
+from ..utils.failures import is_out_of_memory
+from .limits import auto_max_pixels
 from .padding import Pad, crop, pad_to_multiple
-from .tiling import needs_tiling, tiled_apply
+from .tiling import needs_tiling, tile_starts, tiled_apply
 
-DTYPE_NAMES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+# the short names of transvae.utils.device.DTYPES, plus torch's long ones
+DTYPE_NAMES = {**DTYPES, **{str(d).removeprefix("torch."): d for d in DTYPES.values()}}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -72,14 +74,18 @@ class InferenceRunner:
     Args:
         model: an ``AutoencoderBase`` (a DDP / compiled wrapper is unwrapped).
         device: where to run; None keeps the model's device.
-        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; weights stay fp32).
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; weights stay fp32). On a CPU
+            without native support for it, fp32 is used with a warning unless ``force_dtype``.
+        force_dtype: use ``dtype`` even where it is known to be slow (``--force-bf16``).
         max_pixels: images (after padding) with more pixels than this are encoded and decoded
-            in tiles; None never tiles unless the device runs out of memory; 0 always tiles.
+            in tiles; ``"auto"`` derives it from the free memory (``limits.auto_max_pixels``);
+            None never tiles unless the device runs out of memory; 0 always tiles.
         tile_size: tile side in pixels (rounded down to a multiple of the compression ratio).
         tile_overlap: overlap of neighbouring tiles in pixels; default ``tile_size // 4``.
         tile_batch: tiles passed through the network together.
         pad_mode: padding of non-multiple sizes (``"reflect"``, ``"replicate"``, ``"constant"``).
         compile: wrap encoder and decoder in ``torch.compile`` (``compile_kwargs`` passed on).
+        progress: show a progress bar over the tiles of a tiled pass.
     """
 
     def __init__(
@@ -87,13 +93,15 @@ class InferenceRunner:
         model: nn.Module,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype = "fp32",
-        max_pixels: int | None = None,
+        max_pixels: int | str | None = None,
         tile_size: int = 512,
         tile_overlap: int | None = None,
         tile_batch: int = 1,
         pad_mode: str = "reflect",
         compile: bool = False,
         compile_kwargs: dict | None = None,
+        force_dtype: bool = False,
+        progress: bool = False,
     ):
         model = unwrap_model(model)
         if not isinstance(model, AutoencoderBase):
@@ -102,9 +110,16 @@ class InferenceRunner:
             model = model.to(device)
         self.model = model.eval()
         self.device = model.device
-        self.dtype = resolve_dtype(dtype)
+        self.dtype, self.dtype_warning = choose_dtype(resolve_dtype(dtype), self.device, force_dtype)
+        if self.dtype_warning:
+            warnings.warn(self.dtype_warning, RuntimeWarning, stacklevel=2)
         self.f = model.spatial_compression_ratio
+        if max_pixels == "auto":
+            max_pixels = auto_max_pixels(model, self.device, self.dtype)
+        elif max_pixels is not None and (isinstance(max_pixels, str) or max_pixels < 0):
+            raise ValueError(f"max_pixels must be a non-negative int, 'auto' or None, got {max_pixels!r}")
         self.max_pixels = max_pixels
+        self.progress = progress
         self.tile_size = max(self.f, tile_size // self.f * self.f)
         overlap = self.tile_size // 4 if tile_overlap is None else tile_overlap
         self.tile_overlap = min(overlap // self.f * self.f, self.tile_size - self.f)
@@ -145,13 +160,22 @@ class InferenceRunner:
             # the encoder's input is pixels (tiles of tile_size); the decoder's is latents (tile_size / f)
             div = 1 if den > 1 else self.f
             tile, overlap = self.tile_size // div, self.tile_overlap // div
-            return tiled_apply(lambda t: call(t, dtype), x, tile, overlap, num, den, self.tile_batch)
+            n = len(tile_starts(x.shape[-2], tile, overlap)) * len(tile_starts(x.shape[-1], tile, overlap))
+            with tqdm(
+                total=n, desc=f"{name} tiles", unit="tile", leave=False, disable=not self.progress or n < 4
+            ) as bar:
+                return tiled_apply(
+                    lambda t: call(t, dtype), x, tile, overlap, num, den, self.tile_batch, on_tiles=bar.update
+                )
 
+        retry = False
         try:
             y = go(self.dtype, tiled)
-        except torch.OutOfMemoryError:
-            if tiled:
+        except (torch.OutOfMemoryError, RuntimeError) as e:  # CUDA, or the CPU allocator's RuntimeError
+            if tiled or not is_out_of_memory(e):
                 raise
+            retry = True
+        if retry:  # outside the except block: the failed attempt's tensors are freed first
             self._warn_once(
                 f"oom-{name}", f"out of memory in the {name}; retrying with tiles of {self.tile_size}px"
             )
@@ -213,6 +237,10 @@ class InferenceRunner:
             raise ValueError(
                 f"expected latents of shape (B, {self.model.latent_channels}, h, w), got {tuple(z.shape)}"
             )
+        if not z.is_floating_point():
+            raise ValueError(f"latents must be floating point, got {z.dtype}")
+        if not torch.isfinite(z).all():
+            raise ValueError("latents contain NaN or Inf values; refusing to decode them")
         z = z.to(self.device, torch.float32)
         h, w = z.shape[-2] * self.f, z.shape[-1] * self.f
         x = self._run(self._decoder, z, "decoder", self._tiled(h, w, tiled), (self.f, 1))
@@ -254,8 +282,9 @@ def benchmark(
         dict with ``first_call_s`` (first encode + decode, including compilation),
         ``encode_s`` / ``decode_s`` (median seconds per batch) and ``images_per_s``.
     """
+    # a benchmark measures the dtype it asks for, even where it is known to be slow
     runner = InferenceRunner(
-        model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs
+        model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs, force_dtype=True
     )
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     x = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1

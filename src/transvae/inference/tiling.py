@@ -50,6 +50,7 @@ def tiled_apply(
     scale_num: int = 1,
     scale_den: int = 1,
     tile_batch: int = 1,
+    on_tiles: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Apply a resolution-changing network ``fn`` to ``x`` tile by tile and blend the results.
 
@@ -61,6 +62,7 @@ def tiled_apply(
         scale_num, scale_den: output elements per input element (1/f for the encoder, f/1
             for the decoder); ``tile``, ``overlap`` and H, W must map to whole output elements.
         tile_batch: tiles of one image passed to ``fn`` together (memory vs speed).
+        on_tiles: called with the number of tiles just processed (a progress bar's ``update``).
     Returns:
         (B, C', H * num / den, W * num / den), blended with linear ramps across overlaps.
     """
@@ -92,6 +94,8 @@ def tiled_apply(
             oy, ox = y0 * scale_num // scale_den, x0 * scale_num // scale_den
             out[:, :, oy : oy + oh, ox : ox + ow] += y[j * b : (j + 1) * b].float() * wt
             weight[oy : oy + oh, ox : ox + ow] += wt
+        if on_tiles is not None:
+            on_tiles(len(chunk))
     return (out / weight).to(y.dtype)
 
 

@@ -208,10 +208,20 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        sample_posterior: bool = True,
+        sample_posterior: bool = False,
         generator: torch.Generator | None = None,
     ) -> AutoencoderOutput:
-        """Encode, sample (or take the mode) and decode: (B, 3, H, W) -> AutoencoderOutput."""
+        """Encode, take the posterior mean (or a sample) and decode: (B, 3, H, W) -> AutoencoderOutput.
+
+        As diffusers' ``AutoencoderKL.forward``, the default is deterministic (the mean): the
+        call users make to reconstruct an image gives the same result every time. Training
+        draws ``z ~ q(z|x)`` and passes ``sample_posterior=True`` explicitly.
+
+        Args:
+            x: (B, 3, H, W) images in [-1, 1].
+            sample_posterior: decode a sample of the posterior instead of its mean.
+            generator: RNG for the sample.
+        """
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return AutoencoderOutput(sample=self.decode(z), posterior=posterior, latent=z)

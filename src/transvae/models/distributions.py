@@ -40,7 +40,7 @@ class DiagonalGaussianDistribution:
         """KL(self || other) summed over (C, h, w), one value per sample: (B,).
 
         With ``other=None`` the prior is the standard normal. This is LDM's *sum* convention;
-        the training loss divides it by the batch size (see ``losses/kl.py``).
+        the training loss divides it by the batch size (see ``losses/reconstruction.py``).
         """
         if self.deterministic:
             return torch.zeros(self.mean.shape[0], device=self.mean.device, dtype=self.mean.dtype)

@@ -2,6 +2,11 @@
 
 Nothing here unpickles: configs are JSON parsed as data, weights are safetensors, and both are
 validated against the architecture (keys, shapes, dtypes) before any weight is materialised.
+Loaded weights are scanned for NaN / Inf (a warning names the tensors). Loading also reads a
+folder written by diffusers' ``save_pretrained`` of ``AutoencoderTransVAE`` (``config.json``
+with ``_class_name`` + ``diffusion_pytorch_model.safetensors``): the plain model is rebuilt from
+its ``model_config`` and its ``scaling_factor`` / ``shift_factor`` / latent statistics become the
+model's ``metadata``, as ``save_pretrained(dir, **metadata)`` metadata does for a plain folder.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +30,10 @@ if TYPE_CHECKING:  # base.py imports this module; nothing here imports base.py a
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+DIFFUSERS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_CLASS = "AutoencoderTransVAE"
+# diffusers config entries kept as metadata when a diffusers folder is loaded as a plain model
+_DIFFUSERS_METADATA = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
 # Weight formats based on pickle: never read, only named in the error message.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _MAX_CONFIG_BYTES = 1 << 20
@@ -101,18 +111,44 @@ def resolve_model_folder(path_or_repo: str | os.PathLike, revision: str | None =
         from huggingface_hub import snapshot_download
 
         local = snapshot_download(
-            repo_id=str(path_or_repo), revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+            repo_id=str(path_or_repo),
+            revision=revision,
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME],
         )
     except Exception as e:  # offline, missing repo, auth...
-        raise FileNotFoundError(
-            f"'{path_or_repo}' is neither a local folder nor a reachable Hugging Face Hub repo "
-            f"({type(e).__name__}: {e}). Download it where you have network access, or pass a local path."
-        ) from e
+        raise FileNotFoundError(_hub_error(str(path_or_repo), e)) from e
     return Path(local)
 
 
+def _hub_error(repo: str, e: Exception) -> str:
+    """One line that starts with what to do, then why (the Hub's own message is long and multi-line)."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(e, GatedRepoError):
+        return (
+            f"log in with an account that has access (hf auth login), or pass a local folder: "
+            f"the Hub repo '{repo}' is gated ({type(e).__name__})"
+        )
+    if isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError)):
+        return (
+            f"check the repo id (and hf auth login for a private repo), or pass a local folder: '{repo}' is "
+            f"not a local folder and the Hub has no such repo or revision ({type(e).__name__})"
+        )
+    return (
+        f"pass a local model folder (download it where the Hub is reachable: hf download {repo} "
+        f"--local-dir DIR): '{repo}' is not a local folder and the Hub cannot be reached ({type(e).__name__})"
+    )
+
+
 def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
-    """Parse and validate ``config.json``: returns (class, config, model name)."""
+    """Parse and validate ``config.json`` (a ``save_pretrained`` folder, or a diffusers folder of
+    ``AutoencoderTransVAE``): returns (class, config, model name)."""
+    return read_config_and_metadata(folder)[:3]
+
+
+def read_config_and_metadata(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str, dict[str, Any]]:
+    """``read_config`` plus the folder's metadata (``save_pretrained(dir, **metadata)``, or a
+    diffusers config's ``scaling_factor`` / ``shift_factor`` / ``latents_mean`` / ``latents_std``)."""
     from .registry import get_architecture
 
     path = folder / CONFIG_NAME
@@ -127,15 +163,32 @@ def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
     if not isinstance(raw, dict) or "architecture" not in raw:
         raise ConfigError(f"{path} must be a JSON object with an 'architecture' key")
     raw = dict(raw)
+    if "_class_name" in raw:  # written by diffusers' save_pretrained of AutoencoderTransVAE
+        if raw["_class_name"] != DIFFUSERS_CLASS:
+            raise ConfigError(
+                f"{path} is a diffusers config of {raw['_class_name']!r}; only {DIFFUSERS_CLASS} folders load here"
+            )
+        meta = {k: raw[k] for k in _DIFFUSERS_METADATA if raw.get(k) is not None}
+        model_config = raw.get("model_config") or {}
+        if not isinstance(model_config, dict):
+            raise ConfigError(f"{path}: 'model_config' must be a JSON object")
+        raw = {
+            "architecture": raw["architecture"],
+            "model_name": raw.get("model_name") or raw["architecture"],
+        }
+        raw.update(model_config)
+    else:
+        meta = raw.pop("metadata", None) or {}
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{path}: 'metadata' must be a JSON object")
     arch = raw.pop("architecture")
     name = raw.pop("model_name", arch)
     if not isinstance(arch, str) or not isinstance(name, str):
         raise ConfigError(
             f"{path}: 'architecture' and 'model_name' must be strings, got {arch!r} and {name!r}"
         )
-    raw.pop("metadata", None)
     cls = get_architecture(arch)
-    return cls, cls.config_class.from_dict(raw), name
+    return cls, cls.config_class.from_dict(raw), name, meta
 
 
 def check_weights(model: AutoencoderBase, weights: Path) -> None:
@@ -164,7 +217,13 @@ def check_weights(model: AutoencoderBase, weights: Path) -> None:
         elif fdtype not in _FLOAT_DTYPES:
             problems.append(f"{k}: dtype {fdtype} in file is not a floating-point dtype")
     if problems:
-        raise ConfigError(f"{weights} does not match the config:\n  " + "\n  ".join(problems[:20]))
+        more = f"; ... {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ConfigError(f"{weights} does not match the config: " + "; ".join(problems[:20]) + more)
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold NaN or Inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def load_model(
@@ -174,18 +233,39 @@ def load_model(
     revision: str | None = None,
     expected_config: ModelConfig | None = None,
 ) -> AutoencoderBase:
-    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id)."""
+    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id), or a
+    diffusers folder of ``AutoencoderTransVAE``.
+
+    Args:
+        path_or_repo: a folder, a training run folder (``RUN/model``) or an ``owner/name`` repo id
+            (a local folder of that name wins; nothing else is ever sent to the Hub).
+        device: where the weights are loaded (default CPU).
+        dtype: convert the weights to this dtype (default: the model's, float32).
+        revision: Hub revision.
+        expected_config: refuse a folder whose config differs.
+    Returns:
+        the model in eval mode; ``model.metadata`` holds the folder's metadata (``{}`` if none).
+    Raises:
+        FileNotFoundError: no such folder / repo (one line that starts with what to do), or no
+            weights (pickles are never read).
+        ConfigError: a bad ``config.json``, weights that do not match it, or a config that
+            describes a model that cannot be built.
+    Warns:
+        RuntimeWarning: naming the tensors that hold NaN or Inf (the model would output NaN).
+    """
     from safetensors.torch import load_file
 
     from .registry import build_model
 
     folder = resolve_model_folder(path_or_repo, revision)
-    cls, config, name = read_config(folder)
+    cls, config, name, metadata = read_config_and_metadata(folder)
     if expected_config is not None and expected_config != config:
         raise ConfigError(
             f"{folder} holds config {config}, which differs from the requested {expected_config}"
         )
     weights = folder / WEIGHTS_NAME
+    if not weights.is_file() and (folder / DIFFUSERS_WEIGHTS_NAME).is_file():
+        weights = folder / DIFFUSERS_WEIGHTS_NAME
     if not weights.is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
         hint = (
@@ -195,13 +275,29 @@ def load_model(
             else ""
         )
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}{hint}")
-    model = build_model(cls, config, name, device="meta")
+    try:
+        model = build_model(cls, config, name, device="meta")
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
+        raise ConfigError(
+            f"{folder / CONFIG_NAME} describes a model that cannot be built ({type(e).__name__}: {e})"
+        ) from e
     check_weights(model, weights)
     target = torch.device(device) if device is not None else torch.device("cpu")
     state = load_file(str(weights), device=str(target))
+    bad = nonfinite_tensors(state)
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.warn(
+            f"{weights}: {len(bad)} tensor(s) hold NaN or Inf values ({listed}); the model will output NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     ref = model.state_dict()
     state = {k: v.to(dtype or ref[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
+    model.metadata = dict(metadata)
     return model.eval()
 
 

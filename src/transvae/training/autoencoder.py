@@ -229,11 +229,13 @@ class AutoencoderTask(Task):
         disc = self.loss_fn.discriminator
         disc_names = sorted(f"loss_fn.discriminator.{n}" for n, _ in disc.named_parameters()) if disc else []
         gen_step = GeneratorStep(model, self.loss_fn)
+        ignore = list(disc_names)  # the generator side ignores the discriminator and vice versa
         if t.distributed == "fsdp" and e.dist.enabled:
+            # the autoencoder is sharded (FSDP reduce-scatters its gradients); DDP keeps the
+            # loss's own small trainable layers (VF projection) in sync
             D.shard_fsdp(model, e.dist)
-            self.gen_step = gen_step
-        else:  # the generator side ignores the discriminator and vice versa
-            self.gen_step = D.wrap_ddp(gen_step, e.dist, disc_names)
+            ignore += [f"model.{n}" for n, _ in model.named_parameters()]
+        self.gen_step = D.wrap_ddp(gen_step, e.dist, ignore)
         gen_params = list(model.parameters()) + self.loss_fn.generator_parameters()
         e.add_optimizer("main", gen_params, state_module=gen_step)
         if disc is not None:

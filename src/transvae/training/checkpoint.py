@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 
 from ..utils.files import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the engine's layout (optimizers by name, task note); 1: before the engine
 
 
 class CheckpointError(RuntimeError):
@@ -51,8 +50,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is not a loadable training checkpoint ({type(e).__name__}: {e})"
         ) from e
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a transvae training checkpoint (format {FORMAT_VERSION})")
+    if state["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']!r}, this transvae reads format "
+            f"{FORMAT_VERSION}; its weights are in the run's model/ folder (use it with --init)"
+        )
     return state
 
 
@@ -87,32 +91,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def check_writable(run_dir: str | os.PathLike, needed_bytes: int) -> None:
-    """Fail early if ``run_dir`` cannot take a checkpoint: write + fsync a probe, check free space.
-
-    Args:
-        run_dir: the run folder (created if needed).
-        needed_bytes: space one checkpoint round needs (the new file exists next to the old one
-            until the rename, plus the exported model).
-    Raises:
-        OSError: with a message naming the folder and the shortfall.
-    """
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_probe"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as e:
-        raise OSError(f"run folder {run_dir} is not writable ({e.strerror or e})") from e
-    free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
-        raise OSError(
-            f"not enough free space in {run_dir}: {free / 2**20:.0f} MiB free, "
-            f"checkpoints need about {needed_bytes / 2**20:.0f} MiB"
-        )

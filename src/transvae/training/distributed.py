@@ -12,7 +12,16 @@ import torch.nn as nn
 
 from ..utils.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
 
-__all__ = ["DistInfo", "any_rank", "barrier", "cleanup", "init_distributed", "shard_fsdp", "wrap_ddp"]
+__all__ = [
+    "DistInfo",
+    "any_rank",
+    "barrier",
+    "cleanup",
+    "init_distributed",
+    "reshard",
+    "shard_fsdp",
+    "wrap_ddp",
+]
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:
@@ -22,11 +31,17 @@ def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:
         module: the module whose ``forward`` computes the loss.
         info: the process layout.
         ignore: fully qualified names of parameters that another optimizer/wrapper owns.
+    Returns:
+        The DDP wrapper, or ``module`` itself on one process or when no trainable parameter is
+        left to synchronise.
     """
     if not info.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    skip = set(ignore)
+    if not any(p.requires_grad for n, p in module.named_parameters() if n not in skip):
+        return module  # nothing left for DDP to synchronise (e.g. everything else is FSDP-sharded)
     if ignore:
         DDP._set_params_and_buffers_to_ignore_for_model(module, ignore)
     ids = [info.device.index] if info.device.type == "cuda" else None
@@ -42,7 +57,8 @@ def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:
 
 
 def shard_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Shard ``model`` with FSDP2 (``fully_shard``): each encoder/decoder stage, then the root.
+    """Shard ``model`` with FSDP2 (``fully_shard``): every block of the encoder's and decoder's
+    module lists (stages, down/up-sampling), then the root (stems, heads, norms).
 
     Parameters become DTensors sharded over ranks; gradients are reduce-scattered in backward.
     Used for the variants whose weights + Adam state do not fit one device (H, G).
@@ -56,7 +72,19 @@ def shard_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:
 
     for part in (model.encoder, model.decoder):
         for child in part.children():
-            if any(p.requires_grad for p in child.parameters()):
-                fully_shard(child)
-    fully_shard(model)
+            if not isinstance(child, nn.ModuleList):
+                continue
+            for block in child:  # fully_shard needs modules with a forward, not containers
+                if any(p.requires_grad for p in block.parameters()):
+                    fully_shard(block)
+    fully_shard(model)  # the root keeps its parameters unsharded from forward to backward
     return model
+
+
+def reshard(module: nn.Module) -> None:
+    """Free the unsharded parameters FSDP2 keeps after a forward without backward (evaluation):
+    the root module otherwise keeps them until a backward, and the optimizer and checkpoints
+    must see the sharded parameters again. No-op for modules that are not FSDP-sharded."""
+    for m in module.modules():
+        if hasattr(m, "reshard") and hasattr(m, "unshard"):  # FSDPModule
+            m.reshard()

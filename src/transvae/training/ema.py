@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.utils.model_ema import ModelEmaV3
 
 
 class EMA:
@@ -22,6 +21,8 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True):
+        from timm.utils.model_ema import ModelEmaV3  # timm takes a second to import: only when used
+
         self._ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, warmup_gamma=1.0, warmup_power=2 / 3)
         self.module: nn.Module = self._ema.module
         self.module.requires_grad_(False)

@@ -32,9 +32,10 @@ import torch.nn as nn
 
 from ..models.hub import unwrap_model
 from ..utils.device import choose_dtype, resolve_device
+from ..utils.files import check_writable
 from ..utils.runlock import RunLock, RunLockedError
 from . import distributed as D
-from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainSection, config_changes
 from .ema import EMA
 from .optim import OptimizerSlot, make_adamw
@@ -99,6 +100,10 @@ class Engine:
                 f"train.batch_size={t.batch_size} is not divisible by ranks x grad_accum = {world} x {t.grad_accum}"
             )
         self.micro_batch = t.batch_size // (world * t.grad_accum)
+        if t.distributed == "fsdp" and t.ema and world > 1:
+            raise TrainingError(
+                "train.ema is not supported with train.distributed=fsdp yet; set --train.ema=false"
+            )
         self.autocast_dtype = self._precision()
         self.step, self.data_pos = 0, (0, 0)  # data_pos: (epoch, next batch) of this rank's stream
         self.nonfinite_total = self.nonfinite_in_row = 0
@@ -153,7 +158,10 @@ class Engine:
             self.lock.release()
         summary = {
             "status": status,
-            "exit_status": EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
+            # non-zero only for a run cut short by a signal (here or on another rank): requeue it
+            "exit_status": 0
+            if status == "finished"
+            else EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
             "step": self.step,
             "wall_seconds": round(time.time() - t0, 1),
             "nonfinite_steps": self.nonfinite_total,
@@ -398,7 +406,7 @@ class Engine:
         error: Exception | None = None
         if self.is_main:
             try:
-                check_writable(self.run_dir, checkpoint_bytes)
+                check_writable(self.run_dir, checkpoint_bytes, what="run folder")
                 self.lock.acquire()
             except (OSError, RunLockedError) as e:
                 error = e
@@ -426,6 +434,7 @@ class Engine:
 
     def _validate(self) -> None:
         metrics = self.task.validate()
+        self._reshard()
         if metrics:
             self.history.append({"step": self.step, **metrics})
             self.runlog.scalars(self.step, metrics)
@@ -435,7 +444,12 @@ class Engine:
 
     def _samples(self) -> None:
         self.task.save_samples(self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        self._reshard()
         D.barrier(self.dist)
+
+    def _reshard(self) -> None:
+        for module in self.task.modules().values():  # FSDP: back to the sharded parameters
+            D.reshard(module)
 
     def _log_step(self, values: dict[str, float], img_per_s: float, bar) -> None:
         main = next(iter(self.slots.values()), None)

@@ -49,11 +49,24 @@ class OptimizerSlot:
         return any(p.grad is not None for p in self.params)
 
     def clip(self) -> torch.Tensor:
-        """Clip the gradients in place; returns the pre-clipping global norm as a 0-d tensor (no sync)."""
-        grads = [p for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(grads, self.grad_clip, foreach=None)
-        full = getattr(norm, "full_tensor", None)  # FSDP2: a DTensor norm over the shards
-        return (full() if full is not None else norm).detach().float()
+        """Clip the gradients in place; returns the pre-clipping global norm as a 0-d tensor (no sync).
+
+        Under FSDP the parameters may mix sharded ``DTensor`` s (the autoencoder) and plain
+        tensors (DDP-synchronised loss layers): the two groups' norms are combined.
+        """
+        grads = [p.grad for p in self.params if p.grad is not None]
+        sharded = [g for g in grads if hasattr(g, "full_tensor")]
+        if not sharded or len(sharded) == len(grads):
+            norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in self.params if p.grad is not None], self.grad_clip
+            )
+            return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).detach().float()
+        plain = [g for g in grads if not hasattr(g, "full_tensor")]
+        norms = [torch.nn.utils.get_total_norm(sharded).full_tensor(), torch.nn.utils.get_total_norm(plain)]
+        total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+        coef = (self.grad_clip / (total + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
+        torch._foreach_mul_([g.to_local() for g in sharded] + plain, coef)
+        return total.detach()
 
     def step(self) -> None:
         self.optimizer.step()

@@ -20,8 +20,9 @@ class RunLog:
 
     Args:
         run_dir: the run folder.
-        config: the resolved configuration as plain data (written as ``config.yaml`` and
-            ``config.json``, atomically: a crash never leaves half a config).
+        config: the resolved configuration as plain data, written atomically as ``config.yaml``
+            (a crash never leaves half a config). No ``config.json``: that name marks a model
+            folder, and ``transvae.from_pretrained(RUN_DIR)`` must find ``RUN_DIR/model``.
         tensorboard: also write TensorBoard event files under ``run_dir/tensorboard``.
         enabled: False on ranks other than 0 (every method is then a no-op).
     """
@@ -33,7 +34,6 @@ class RunLog:
         if not enabled:
             return
         atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
         fh = logging.FileHandler(self.run_dir / "train.log")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)

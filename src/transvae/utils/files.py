@@ -12,11 +12,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DiskFullError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "default_file_mode"]
+__all__ = [
+    "DiskFullError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable",
+    "default_file_mode",
+]
 
 
 class DiskFullError(OSError):
@@ -84,3 +92,40 @@ def _fsync_dir(d: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable(folder: str | os.PathLike, needed_bytes: int = 0, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and prove it takes files before any work starts: a small probe
+    is written atomically and removed, and the free space is compared with ``needed_bytes``.
+
+    Args:
+        folder: the folder outputs will be written to.
+        needed_bytes: an estimate of what the outputs need (0: only the probe).
+        what: how messages name the folder (``"--out"``, ``"run folder"``).
+    Returns:
+        the folder as a Path.
+    Raises:
+        DiskFullError: the probe could not be written because the disk is full, or the free space
+            is below ``needed_bytes`` (message says "disk full" / "not enough free space").
+        OSError: the folder is a file, lies under a file, or is not writable (message names it).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OSError(errno.ENOTDIR, f"{what} {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".transvae-write-probe-{os.getpid()}"
+        atomic_write_bytes(probe, b"\0" * 4096)
+        probe.unlink()
+    except DiskFullError:
+        raise
+    except OSError as e:
+        raise OSError(e.errno, f"{what} {folder} is not writable ({e.strerror or e})") from e
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full: not enough free space in {what} {folder}: {free / 2**20:.0f} MiB free, "
+            f"the outputs need about {needed_bytes / 2**20:.0f} MiB",
+        )
+    return folder

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["MemoryEstimate", "available_bytes", "estimate_memory", "format_bytes"]
+__all__ = ["MemoryEstimate", "available_bytes", "estimate_memory", "estimate_module_memory", "format_bytes"]
 
 
 class MemoryEstimate(dict):
@@ -102,7 +102,7 @@ def estimate_memory(
     train: bool,
     dtype_bytes: int = 4,
 ) -> MemoryEstimate:
-    """Estimate the memory of one forward (+ backward when ``train``) pass.
+    """Estimate the memory of one autoencoder forward (+ backward when ``train``) pass.
 
     Args:
         model: an autoencoder (its weights are not touched; a meta copy runs).
@@ -114,10 +114,22 @@ def estimate_memory(
         MemoryEstimate with ``weights``, ``activations``, ``optimizer`` and ``total`` bytes
         (``inf`` activations when the sizes overflow what any tensor can hold).
     """
-    meta = _meta_copy(model)
-    n_params = sum(p.numel() for p in meta.parameters())
-    scale = dtype_bytes / 4  # activations are fp32 on meta
     x = torch.empty(batch, 3, height, width, device="meta")
+    return estimate_module_memory(_meta_copy(model), (x,), train, dtype_bytes)
+
+
+def estimate_module_memory(
+    meta_module: nn.Module, inputs: tuple, train: bool, dtype_bytes: int = 4
+) -> MemoryEstimate:
+    """``estimate_memory`` for any module built on the meta device and its meta-device inputs.
+
+    Args:
+        meta_module: the module, built with ``device="meta"`` (e.g. a diffusion generator).
+        inputs: positional arguments of its ``forward``, meta tensors.
+        train, dtype_bytes: as for ``estimate_memory``.
+    """
+    n_params = sum(p.numel() for p in meta_module.parameters())
+    scale = dtype_bytes / 4  # activations are fp32 on meta
     if train:
         saved = 0
 
@@ -126,10 +138,10 @@ def estimate_memory(
             saved += t.numel() * t.element_size()
             return t
 
-        meta.train()
+        meta_module.train()
         try:
             with _FusedAttentionMode(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                meta(x)
+                meta_module(*inputs)
         except RuntimeError as e:  # "Storage size calculation overflowed"
             if "overflow" not in str(e):
                 raise
@@ -144,10 +156,10 @@ def estimate_memory(
             if isinstance(out, torch.Tensor):
                 peak = max(peak, out.numel() * out.element_size())
 
-        handles = [m.register_forward_hook(hook) for m in meta.modules()]
+        handles = [m.register_forward_hook(hook) for m in meta_module.modules()]
         try:
             with torch.no_grad(), _FusedAttentionMode():
-                meta.eval()(x)
+                meta_module.eval()(*inputs)
         except RuntimeError as e:
             if "overflow" not in str(e):
                 raise

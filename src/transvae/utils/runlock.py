@@ -22,6 +22,10 @@ from pathlib import Path
 __all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "lock_holder"]
 
 LOCK_NAME = ".lock"
+# run folders locked by this process: POSIX locks never conflict within one process (and closing
+# any descriptor of the file would drop them), so a second lock of the same folder in the same
+# process is refused here instead
+_HELD: set[str] = set()
 
 
 class RunLockedError(RuntimeError):
@@ -70,6 +74,9 @@ class RunLock:
         if self._fd is not None:
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        if key in _HELD:
+            raise RunLockedError(self.run_dir, f"PID {os.getpid()} on {socket.gethostname()}, this process")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,6 +92,7 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(key)
         return self
 
     def release(self) -> None:
@@ -94,6 +102,7 @@ class RunLock:
         import fcntl
 
         fd, self._fd = self._fd, None
+        _HELD.discard(str(self.path.resolve()))
         try:
             os.ftruncate(fd, 0)
             fcntl.lockf(fd, fcntl.LOCK_UN)
@@ -107,18 +116,22 @@ class RunLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the OS releases the lock with the process
+            pass
 
 
 def lock_holder(run_dir: str | os.PathLike) -> str | None:
     """Who holds ``run_dir``'s lock (``"PID 123 on host"``), or None when nobody does.
 
-    A probe for early, friendly errors; only ``RunLock.acquire`` is race-free. Never call it
-    from a process that holds the lock itself (POSIX locks are per process).
+    A probe for early, friendly errors; only ``RunLock.acquire`` is race-free.
     """
     import fcntl
 
     path = Path(run_dir) / LOCK_NAME
+    if path.exists() and str(path.resolve()) in _HELD:  # held by this very process
+        return f"PID {os.getpid()} on {socket.gethostname()}, this process"
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -1,0 +1,415 @@
+"""``transvae gen-train / gen-sample / gen-eval``: LightningDiT on tokenizer latents (paper Section 4.3).
+
+    transvae extract-latents photos/ --model runs/vae --out latents/ --resolution 256
+    transvae gen-train --latents latents/ --model lightningdit-b-1 --out runs/dit [--config YAML]
+    transvae gen-sample --run runs/dit --vae runs/vae --num 10000 --out samples/ [--npz]
+    transvae gen-eval --samples samples/ --reference val_images/ --out eval/ [--metrics fid is latent-fd]
+
+See docs/generation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .common import UserError, resolve_device
+
+# LightningDiT's inference settings: used when neither the command line nor the run sets them
+SAMPLER_DEFAULTS = {
+    "steps": 250,
+    "solver": "euler",
+    "shift": 0.3,
+    "cfg_scale": 1.0,
+    "cfg_interval_start": 0.11,
+}
+
+
+def _nonneg_int(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{v}'") from e
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
+def _positive_int(v: str) -> int:
+    n = _nonneg_int(v)
+    if n == 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
+    return n
+
+
+def register(sub) -> None:
+    _register_train(sub)
+    _register_sample(sub)
+    _register_eval(sub)
+
+
+# -- gen-train ----------------------------------------------------------------------------------
+def _register_train(sub) -> None:
+    p = sub.add_parser(
+        "gen-train",
+        help="train a LightningDiT on latents written by extract-latents (paper Section 4.3)",
+        description="Train a class-conditional LightningDiT with rectified flow on a latents folder. "
+        "Defaults are the paper's recipe (Appendix D); configs/lightningdit-*.yaml hold its three runs. "
+        "Multi-GPU: torchrun --nproc_per_node N --no-python transvae gen-train ...",
+        epilog="Any config key can be set with --section.key=value; `transvae gen-train --list-keys` lists them.",
+    )
+    p.add_argument("--latents", help="training latents folder (data.latents)")
+    p.add_argument(
+        "--val-latents", help="held-out latents folder: validation loss and latent FD (data.val_latents)"
+    )
+    p.add_argument(
+        "--model", help="generator name, e.g. lightningdit-b-1 (see `transvae list 'lightningdit-*'`)"
+    )
+    p.add_argument("--out", help="run folder (config, logs, checkpoints, model/)")
+    p.add_argument("--config", help="YAML recipe (e.g. configs/lightningdit-b-1-f16d32.yaml)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
+    p.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (train.batch_size)")
+    p.add_argument("--vae", help="tokenizer to decode sample grids during training (data.vae)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
+    p.add_argument("--device", help="auto | cpu | cuda (train.device)")
+    p.add_argument(
+        "--list-keys", action="store_true", help="print every config key with its default and exit"
+    )
+    p.set_defaults(func=run_train, accepts_extra=True)
+
+
+def resolve_train(args: argparse.Namespace):
+    """The ``GenConfig`` and run folder from the arguments (checks only; nothing is built).
+
+    On ``--resume`` the configuration stored in the checkpoint is the base; a recipe and flags
+    given again are applied on top of it (the engine refuses changes to fixed keys)."""
+    from transvae.generation.config import GenConfig
+    from transvae.generation.registry import list_generators
+    from transvae.utils.config import ConfigError
+
+    from .train import _check_not_in_use, _saved_run
+
+    if not args.out:
+        raise UserError("--out RUN_DIR is required")
+    run_dir = Path(args.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
+    _check_not_in_use(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    base = None
+    if args.resume:
+        base = _saved_run(run_dir)["config"]
+    elif ckpt.exists():
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    overrides = {}
+    for key, value in [
+        ("data.latents", args.latents),
+        ("data.val_latents", args.val_latents),
+        ("model.name", args.model),
+        ("train.max_steps", args.max_steps),
+        ("train.batch_size", args.batch_size),
+        ("data.vae", args.vae),
+        ("data.num_workers", args.workers),
+        ("train.device", args.device),
+    ]:
+        if value is not None:
+            overrides[key] = value
+    try:
+        cfg = GenConfig.build(args.config, overrides, list(args.extra or []), base=base)
+    except ConfigError as e:
+        raise UserError(str(e)) from e
+    if base is None and args.model is None and args.config is None:
+        raise UserError("--model NAME is required (see `transvae list 'lightningdit-*'`)")
+    if cfg.model.name not in list_generators():
+        raise UserError(f"unknown generator '{cfg.model.name}'; choices: {', '.join(list_generators())}")
+    for opt, path in (
+        ("--latents", cfg.data.latents),
+        ("--val-latents", cfg.data.val_latents),
+        ("--vae", cfg.data.vae),
+    ):
+        if path and not Path(path).exists():
+            raise UserError(f"{opt} {path}: no such folder")
+    if not cfg.data.latents:
+        raise UserError("--latents DIR is required (a folder written by `transvae extract-latents`)")
+    return cfg, run_dir
+
+
+def run_train(args) -> int:
+    if args.list_keys:
+        from transvae.generation.config import GenConfig
+
+        print("\n".join(GenConfig.valid_keys()))
+        return 0
+    cfg, run_dir = resolve_train(args)
+
+    from transvae.generation.task import GenerationTask
+    from transvae.training import distributed as D
+    from transvae.training.checkpoint import CheckpointError
+    from transvae.training.engine import Engine, TrainingError
+    from transvae.utils.runlock import RunLockedError
+
+    engine = None
+    try:
+        engine = Engine(GenerationTask(cfg), run_dir, resume=args.resume)
+        summary = engine.fit()
+    except (TrainingError, CheckpointError, RunLockedError, ValueError, OSError) as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+    finally:
+        D.cleanup()
+    if engine.is_main:
+        hist = [h for h in summary["history"] if "val/latent_fd" in h]
+        msg = f"{summary['status']} at step {summary['step']} in {summary['wall_seconds']:.0f}s"
+        if hist:
+            msg += f"; latent FD {hist[0]['val/latent_fd']:.4f} -> {hist[-1]['val/latent_fd']:.4f}"
+        if summary["nonfinite_steps"]:
+            msg += f"; {summary['nonfinite_steps']} non-finite steps skipped"
+        print(msg)
+        print(f"generator: {run_dir / 'model'}  (transvae gen-sample --run {run_dir} --vae VAE ...)")
+        if summary["status"] != "finished":
+            print(f"continue with: transvae gen-train --out {run_dir} --resume")
+    return int(summary["exit_status"])
+
+
+# -- gen-sample ---------------------------------------------------------------------------------
+def _register_sample(sub) -> None:
+    from .common import add_precision_args
+    from .infer import _max_pixels
+
+    p = sub.add_parser(
+        "gen-sample",
+        help="sample images from a trained LightningDiT and decode them with the tokenizer",
+        description="Generate --num samples with a gen-train run, decode them with --vae and write "
+        "OUT/images/*.png, OUT/latents/*.safetensors and OUT/sampling.json (and an ADM-style .npz with "
+        "--npz). Sample i depends only on --seed and i: a rerun with the same settings resumes.",
+    )
+    p.add_argument("--run", required=True, help="gen-train run folder (or its model/ folder)")
+    p.add_argument(
+        "--step",
+        type=_nonneg_int,
+        default=None,
+        help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)",
+    )
+    p.add_argument(
+        "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
+    )
+    p.add_argument("--num", type=_positive_int, required=True, help="number of samples")
+    p.add_argument("--out", required=True, help="output folder")
+    s = p.add_argument_group("sampler (defaults: the run's sample.* settings, i.e. its recipe's)")
+    s.add_argument("--cfg-scale", type=float, default=None, help="guidance weight, 1 = none (paper: 1)")
+    s.add_argument(
+        "--cfg-interval-start",
+        type=float,
+        default=None,
+        help="guidance only for t >= this (LightningDiT: 0.11)",
+    )
+    s.add_argument("--steps", type=_positive_int, default=None, help="ODE steps (LightningDiT: 250)")
+    s.add_argument(
+        "--solver", choices=["euler", "heun"], default=None, help="ODE solver (LightningDiT: euler)"
+    )
+    s.add_argument("--shift", type=float, default=None, help="timestep shift, 1 = none (LightningDiT: 0.3)")
+    p.add_argument(
+        "--class-labels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="labels to cycle through (default: all, balanced)",
+    )
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--npz", action="store_true", help="also write OUT/samples_NxHxWx3.npz (ADM evaluator format)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="decode with a tokenizer other than the one of the latents"
+    )
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    add_precision_args(g)  # --dtype (generator and decoder autocast), --force-bf16 / --force-fp16
+    g.add_argument("--batch-size", type=_positive_int, default=16, help="samples per batch (default 16)")
+    g.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default="auto",
+        help="decode images larger than this in overlapping tiles (auto: what fits in half the free memory)",
+    )
+    g.add_argument("--tile-size", type=int, default=512, help="decoder tile side in pixels (default 512)")
+    g.add_argument(
+        "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)"
+    )
+    g.add_argument("--compile", action="store_true", help="torch.compile the decoder")
+    p.set_defaults(func=run_sample, num_workers=0)
+
+
+def run_sample(args) -> int:
+    import torch
+
+    from transvae.generation.hub import load_generator, stats_from_metadata
+    from transvae.generation.lightningdit import GeneratorConfigError
+    from transvae.generation.pipeline import (
+        GenerationPipeline,
+        folder_to_npz,
+        generate_to_folder,
+        sample_labels,
+    )
+    from transvae.generation.sampling import SamplerConfig
+
+    from .common import load_model_or_exit
+    from .infer import _check_runtime, _make_runner
+
+    _check_runtime(args)
+    out, run = Path(args.out), Path(args.run)
+    if out.exists() and any(out.iterdir()) and not (out / "sampling.json").is_file():
+        raise UserError(
+            f"--out {out} is a non-empty folder that gen-sample did not write; choose a new folder"
+        )
+    if out.resolve() in (run.resolve(), (run / "model").resolve()):
+        raise UserError("--out must not be the run folder")
+    device = resolve_device(args.device)
+    try:
+        model, meta = load_generator(run, device=device, step=args.step)
+        stats, multiplier = stats_from_metadata(meta)
+    except (FileNotFoundError, GeneratorConfigError, ValueError) as e:
+        raise UserError(f"cannot load generator '{run}': {e}") from e
+    recipe = {
+        **SAMPLER_DEFAULTS,
+        **{k: v for k, v in (meta.get("sample") or {}).items() if k in SAMPLER_DEFAULTS},
+    }
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else recipe[k] for k in SAMPLER_DEFAULTS}
+    try:
+        sampler = SamplerConfig(**chosen)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from e
+    if sampler.cfg_scale != 1.0 and model.null_label is None:
+        raise UserError(
+            "this generator was trained without label dropout (class_dropout=0): use --cfg-scale 1"
+        )
+    shape = meta.get("latent_shape")
+    if not (isinstance(shape, list) and len(shape) == 3):
+        raise UserError(f"{run}: the generator's metadata has no latent_shape")
+    vae = load_model_or_exit(args.vae, device=device)
+    expected = (meta.get("tokenizer") or {}).get("model_name")
+    if expected and vae.model_name != expected and not args.force:
+        raise UserError(
+            f"the generator was trained on latents of '{expected}', --vae is '{vae.model_name}' "
+            f"(pass --force to decode anyway)"
+        )
+    runner = _make_runner(args, vae, device)
+    dtype = runner.dtype  # the precision the decoder really runs in (fp32 fallback on slow CPUs)
+    try:
+        pipe = GenerationPipeline(
+            model,
+            stats,
+            multiplier,
+            shape,
+            runner,
+            autocast_dtype=None if dtype == torch.float32 else dtype,
+        )
+        labels = sample_labels(args.num, model.config.num_classes, args.class_labels)
+        summary = generate_to_folder(
+            pipe,
+            out,
+            labels,
+            args.seed,
+            sampler,
+            batch_size=args.batch_size,
+            settings={
+                "run": str(run.resolve()),
+                "step": meta.get("step"),
+                "vae": str(args.vae),
+                "vae_model_name": vae.model_name,
+            },
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    msg = f"{summary['num']} samples in {out / 'images'} ({summary['generated']} new"
+    print(msg + (f", {summary['skipped']} already there)" if summary["skipped"] else ")"))
+    if args.npz:
+        print(f"wrote {folder_to_npz(out, labels)}")
+    return 0
+
+
+# -- gen-eval -----------------------------------------------------------------------------------
+def _register_eval(sub) -> None:
+    from transvae.generation.evaluate import METRICS
+
+    p = sub.add_parser(
+        "gen-eval",
+        help="FID / IS / latent Frechet distance of generated samples, with an HTML report",
+        description="Score generated samples against reference data. fid and is need the standard "
+        "InceptionV3 weights (torch hub cache, a download, or --fid-weights PATH); latent-fd needs none: "
+        "it compares the samples' latents with held-out real latents (an extract-latents folder). "
+        "Writes OUT/results.json and OUT/report.html.",
+    )
+    p.add_argument("--samples", required=True, help="gen-sample output folder, image folder or .npz")
+    p.add_argument(
+        "--reference", default=None, help="real images (folder or .npz) and/or an extract-latents folder"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), help="default: all three")
+    p.add_argument(
+        "--reference-latents", default=None, help="extract-latents folder of held-out images (for latent-fd)"
+    )
+    p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05 weights file")
+    p.add_argument(
+        "--num", type=_nonneg_int, default=0, help="use at most N images / latents per set (0 = all)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per Inception batch")
+    p.add_argument("--latent-fd-patch", type=_positive_int, default=2, help="lFD patch side (default 2)")
+    p.add_argument(
+        "--latent-stats",
+        default=None,
+        help="latents folder whose latents_stats.pt normalises both sets for lFD (default: the generator's)",
+    )
+    p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+    from transvae.evaluation.weights import WeightsUnavailableError
+    from transvae.generation.evaluate import EvalOptions, SourceError, evaluate_generation
+    from transvae.generation.latents import LatentDataError
+    from transvae.generation.npz import NpzFormatError
+
+    samples = Path(args.samples)
+    if not samples.exists():
+        raise UserError(f"--samples {samples}: no such file or folder")
+    for opt, val in (("--reference", args.reference), ("--reference-latents", args.reference_latents)):
+        if val is not None and not Path(val).exists():
+            raise UserError(f"{opt} {val}: no such file or folder")
+    opts = EvalOptions(
+        metrics=tuple(dict.fromkeys(args.metrics)),
+        fid_weights=args.fid_weights,
+        num=args.num,
+        batch_size=args.batch_size,
+        device=str(resolve_device(args.device)),
+        latent_fd_patch=args.latent_fd_patch,
+        latent_stats=args.latent_stats,
+    )
+    try:
+        payload = evaluate_generation(
+            samples,
+            args.reference,
+            args.out,
+            opts,
+            reference_latents=args.reference_latents,
+            command=shlex.join(["transvae", *sys.argv[1:]]) if sys.argv[1:2] == ["gen-eval"] else "",
+        )
+    except WeightsUnavailableError as e:
+        raise UserError(f"{e} (or leave fid / is out: --metrics latent-fd)") from e
+    except (SourceError, LatentDataError, NpzFormatError, FileNotFoundError) as e:
+        raise UserError(str(e)) from e
+    r = payload["results"]
+    parts = []
+    if "fid" in r:
+        parts.append(f"FID {r['fid']:.3f}")
+    if "is" in r:
+        parts.append(f"IS {r['is']:.3f} ± {r['is_std']:.3f}")
+    if "latent_fd" in r:
+        parts.append(f"lFD {r['latent_fd']:.4f}")
+    print("; ".join(parts))
+    print(f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.html'}")
+    return 0

@@ -1,0 +1,51 @@
+"""Downstream generation: LightningDiT trained on tokenizer latents (paper Section 4.3, Figure 6).
+
+The paper judges a tokenizer by how fast a diffusion model learns on its latents. This package
+holds that loop, for any autoencoder ``transvae.from_pretrained`` loads:
+
+- ``lightningdit`` / ``registry``: the LightningDiT family (``lightningdit-{b,l,xl}-{1,2}``,
+  ``-mini-1``, ``-nano-1``); ``hub``: saving / loading trained generators;
+- ``latents``: the shards of ``transvae extract-latents`` and their normalisation statistics;
+- ``flow``: the rectified-flow objective; ``sampling``: Euler / Heun ODE samplers with timestep
+  shift and classifier-free guidance with an interval; ``pipeline``: latents -> images files;
+- ``latent_fd``: the download-free latent Frechet distance; ``evaluate`` / ``report``: FID, IS
+  and lFD of a sample set, ``results.json`` and ``report.html``; ``npz``: ADM sample batches.
+
+See ``docs/generation.md``.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "EvalOptions": "evaluate",
+    "GenerationPipeline": "pipeline",
+    "LatentDataset": "latents",
+    "LatentFolder": "latents",
+    "LatentFrechetDistance": "latent_fd",
+    "LatentStats": "latents",
+    "LightningDiT": "lightningdit",
+    "LightningDiTConfig": "lightningdit",
+    "RectifiedFlow": "flow",
+    "SamplerConfig": "sampling",
+    "create_generator": "registry",
+    "evaluate_generation": "evaluate",
+    "generate_to_folder": "pipeline",
+    "generator_table": "registry",
+    "list_generators": "registry",
+    "load_generator": "hub",
+    "sample_ode": "sampling",
+    "save_generator": "hub",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,376 @@
+"""Reading the latent shards of ``transvae extract-latents`` for diffusion training.
+
+The folder layout is the one ``transvae.inference.extract`` writes and LightningDiT's
+``ImgLatentDataset`` reads, used here unchanged: every ``*.safetensors`` file holds
+``latents`` (N, C, h, w), optionally ``latents_flip`` (N, C, h, w, the latents of the mirrored
+images) and ``labels`` (N,) int64; ``manifest.json`` lists the class names.
+
+Normalisation (LightningDiT's ``latent_norm`` / ``latent_multiplier``): the generator trains on
+
+    x = (z - mean) / std * multiplier
+
+with per-channel ``mean`` / ``std`` from ``latents_stats.pt`` in the same folder: a
+``torch.save``d dict ``{"mean": (1, C, 1, 1), "std": (1, C, 1, 1)}`` float32 tensors (the
+population statistics of ``latents`` over every shard; ``latents_stats.json`` holds the same
+numbers as text plus the diffusers-style ``scaling_factor`` / ``shift_factor``). It is read with
+``torch.load(weights_only=True)``, so it can only hold tensors. A folder without it (latents
+written by another tool) gets it computed once, streamed shard by shard, and saved there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch.utils.data import Dataset
+
+from ..inference.extract import latent_channel_stats
+from ..utils.files import atomic_write_bytes
+
+log = logging.getLogger("transvae.generation")
+
+STATS_NAME = "latents_stats.pt"
+_MAX_CHANNELS = 4096
+
+
+class LatentDataError(ValueError):
+    """A latents folder is missing, empty or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LatentStats:
+    """Per-channel statistics of a latent data set and the normalisation built on them.
+
+    Attributes:
+        mean, std: (C,) float32.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def channels(self) -> int:
+        return self.mean.numel()
+
+    def normalize(self, z: torch.Tensor, multiplier: float = 1.0) -> torch.Tensor:
+        """(B, C, h, w) tokenizer latents -> the generator's space ``(z - mean) / std * multiplier``."""
+        m, s = self.mean.to(z.device).view(1, -1, 1, 1), self.std.to(z.device).view(1, -1, 1, 1)
+        return (z.float() - m) / s * multiplier
+
+    def denormalize(self, x: torch.Tensor, multiplier: float = 1.0) -> torch.Tensor:
+        """The inverse of ``normalize``: (B, C, h, w) generator samples -> tokenizer latents."""
+        m, s = self.mean.to(x.device).view(1, -1, 1, 1), self.std.to(x.device).view(1, -1, 1, 1)
+        return x.float() / multiplier * s + m
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatentStats:
+        """From ``{"mean": [...], "std": [...]}`` (lists or tensors of C values)."""
+        try:
+            mean = torch.as_tensor(d["mean"], dtype=torch.float32).flatten()
+            std = torch.as_tensor(d["std"], dtype=torch.float32).flatten()
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise LatentDataError(f"latent statistics need 'mean' and 'std' number lists ({e})") from e
+        if mean.numel() != std.numel() or not 0 < mean.numel() <= _MAX_CHANNELS:
+            raise LatentDataError(
+                f"latent statistics: mean ({mean.numel()}) and std ({std.numel()}) sizes differ"
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise LatentDataError("latent statistics must be finite with std > 0")
+        return cls(mean, std)
+
+
+def load_latent_stats(folder: str | os.PathLike) -> LatentStats | None:
+    """``folder/latents_stats.pt`` as ``LatentStats``, or None if there is no such file.
+
+    Raises:
+        LatentDataError: the file exists but is not a dict of ``mean`` / ``std`` tensors.
+    """
+    path = Path(folder) / STATS_NAME
+    if not path.is_file():
+        return None
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle payload or a truncated file
+        raise LatentDataError(f"{path} is not a statistics file of tensors ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict):
+        raise LatentDataError(f"{path} must hold a dict with 'mean' and 'std', got {type(d).__name__}")
+    try:
+        return LatentStats.from_dict(d)
+    except LatentDataError as e:
+        raise LatentDataError(f"{path}: {e}") from e
+
+
+def save_latent_stats(folder: str | os.PathLike, stats: dict[str, Any]) -> Path:
+    """Write ``latents_stats.pt`` (and ``.json``) in the form ``extract-latents`` writes.
+
+    Args:
+        folder: the latents folder.
+        stats: the dict of ``transvae.inference.latent_channel_stats`` (``mean`` / ``std`` lists ...).
+    """
+    folder = Path(folder)
+    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
+    buf = io.BytesIO()
+    torch.save({"mean": mean.view(1, -1, 1, 1), "std": std.view(1, -1, 1, 1)}, buf)
+    atomic_write_bytes(folder / STATS_NAME, buf.getvalue())
+    atomic_write_bytes(folder / "latents_stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    return folder / STATS_NAME
+
+
+class LatentFolder:
+    """The index of a latents folder: shards, their sizes, the latent shape and the classes.
+
+    Every shard header is checked (keys, shapes, dtypes) without reading tensor data; a shard
+    that cannot be opened or is inconsistent is skipped with a warning, never the whole folder.
+
+    Args:
+        folder: a folder written by ``transvae extract-latents`` (or LightningDiT's extractor).
+    Raises:
+        LatentDataError: no usable shard.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise LatentDataError(f"latents folder not found: {self.folder}")
+        files = sorted(self.folder.glob("*.safetensors"))
+        if not files:
+            raise LatentDataError(
+                f"no *.safetensors latent shards in {self.folder} (write them with `transvae extract-latents`)"
+            )
+        self.files: list[Path] = []
+        self.counts: list[int] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.shape: tuple[int, int, int] | None = None  # (C, h, w)
+        self.has_flip = True
+        self.dtype = ""
+        for f in files:
+            try:
+                n, shape, flip, dtype = self._inspect(f)
+            except Exception as e:  # corrupt header, missing keys, wrong shapes
+                self.skipped.append((f.name, str(e)))
+                warnings.warn(f"skipping latent shard {f}: {e}", RuntimeWarning, stacklevel=2)
+                continue
+            if self.shape is not None and shape != self.shape:
+                reason = f"latent shape {shape} differs from {self.shape} of {self.files[0].name}"
+                self.skipped.append((f.name, reason))
+                warnings.warn(f"skipping latent shard {f}: {reason}", RuntimeWarning, stacklevel=2)
+                continue
+            if n == 0:
+                continue
+            self.shape, self.dtype = shape, dtype
+            self.has_flip &= flip
+            self.files.append(f)
+            self.counts.append(n)
+        if not self.files or self.shape is None:
+            why = f"; skipped: {self.skipped[0][0]}: {self.skipped[0][1]}" if self.skipped else ""
+            raise LatentDataError(f"no usable latents in {self.folder}{why}")
+        self.offsets = [0]
+        for n in self.counts:
+            self.offsets.append(self.offsets[-1] + n)
+        self.classes = self._read_classes()
+
+    @staticmethod
+    def _inspect(path: Path) -> tuple[int, tuple[int, int, int], bool, str]:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            if not {"latents", "labels"} <= keys:
+                raise LatentDataError(f"needs 'latents' and 'labels' tensors, has {sorted(keys)}")
+            lat = f.get_slice("latents")
+            shape, dtype = list(lat.get_shape()), lat.get_dtype()
+            labels = f.get_slice("labels").get_shape()
+            if len(shape) != 4 or not 0 < shape[1] <= _MAX_CHANNELS or min(shape[2:]) < 1:
+                raise LatentDataError(f"'latents' must be (N, C, h, w), got {shape}")
+            if dtype not in ("F32", "F16", "BF16", "F64"):
+                raise LatentDataError(f"'latents' must be floating point, got {dtype}")
+            if list(labels) != shape[:1] or f.get_slice("labels").get_dtype() not in ("I64", "I32"):
+                raise LatentDataError(f"'labels' must be ({shape[0]},) integers, got {labels}")
+            flip = "latents_flip" in keys and list(f.get_slice("latents_flip").get_shape()) == shape
+        return shape[0], (shape[1], shape[2], shape[3]), flip, dtype
+
+    def _read_classes(self) -> list[str]:
+        path = self.folder / "manifest.json"
+        try:
+            classes = json.loads(path.read_text()).get("classes", []) if path.is_file() else []
+        except (OSError, ValueError, AttributeError):
+            classes = []
+        return [str(c) for c in classes] if isinstance(classes, list) else []
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.shape[1], self.shape[2]
+
+    def nbytes(self, flip: bool) -> int:
+        """Bytes that loading every latent (and its mirror if ``flip``) as float32 would take."""
+        c, h, w = self.shape
+        return len(self) * c * h * w * 4 * (2 if flip else 1)
+
+    def labels(self) -> torch.Tensor:
+        """(N,) int64 labels of every latent, in order."""
+        out = []
+        for f in self.files:
+            with safe_open(str(f), framework="pt") as h:
+                out.append(h.get_tensor("labels").long())
+        return torch.cat(out)
+
+    def num_classes(self) -> int:
+        """Classes named in ``manifest.json``, else the largest label + 1 (at least 1)."""
+        labels = self.labels()
+        top = int(labels.max()) + 1 if labels.numel() else 1
+        if labels.numel() and int(labels.min()) < 0:
+            raise LatentDataError(f"{self.folder}: negative class labels")
+        return max(len(self.classes), top, 1)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Global latent index -> (shard number, row in that shard)."""
+        import bisect
+
+        s = bisect.bisect_right(self.offsets, index) - 1
+        return s, index - self.offsets[s]
+
+    def iter_batches(self, batch_size: int = 256, key: str = "latents", limit: int = 0):
+        """Yield (B, C, h, w) float32 batches of ``key`` in order, one shard in memory at a time.
+
+        Args:
+            batch_size: rows per batch; key: ``"latents"`` or ``"latents_flip"``.
+            limit: stop after this many latents (0 = all).
+        """
+        seen = 0
+        for f, n in zip(self.files, self.counts, strict=True):
+            with safe_open(str(f), framework="pt") as h:
+                sl = h.get_slice(key)
+                for i in range(0, n, batch_size):
+                    take = min(batch_size, n - i)
+                    if limit:
+                        take = min(take, limit - seen)
+                    if take <= 0:
+                        return
+                    yield sl[i : i + take].float()
+                    seen += take
+
+    def stats(self, save: bool = True) -> LatentStats:
+        """The folder's ``latents_stats.pt``; computed from the shards (and saved when ``save``
+        and the folder is writable) if there is none."""
+        found = load_latent_stats(self.folder)
+        if found is not None:
+            if found.channels != self.channels:
+                raise LatentDataError(
+                    f"{self.folder / STATS_NAME} has {found.channels} channels, the latents have {self.channels}"
+                )
+            return found
+        log.info("computing latent statistics of %s (no %s)", self.folder, STATS_NAME)
+        d = latent_channel_stats(self.files)
+        if save:
+            try:
+                save_latent_stats(self.folder, d)
+                log.info("saved %s", self.folder / STATS_NAME)
+            except OSError as e:
+                warnings.warn(
+                    f"could not save {self.folder / STATS_NAME} ({e}); using the statistics computed now",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return LatentStats.from_dict(d)
+
+
+class LatentDataset(Dataset):
+    """Normalised latents and labels for diffusion training.
+
+    With ``flip`` (and ``latents_flip`` in the shards), the dataset has 2N items: item ``i < N``
+    is latent ``i``, item ``N + i`` its mirror image. Shuffling the 2N items replaces
+    LightningDiT's coin flip per sample, so the data order (and a resumed run) is fixed by the
+    sampler's seed alone.
+
+    Args:
+        folder: a ``LatentFolder`` or its path.
+        stats: the normalisation statistics (None: the folder's own, see ``LatentFolder.stats``).
+        multiplier: LightningDiT's ``latent_multiplier`` (1.0 in its recipes).
+        flip: also serve the mirrored latents.
+        cache_bytes: load every latent into memory when they take at most this many bytes (as
+            float32); otherwise each item is read from its shard on demand.
+    """
+
+    def __init__(
+        self,
+        folder: LatentFolder | str | os.PathLike,
+        stats: LatentStats | None = None,
+        multiplier: float = 1.0,
+        flip: bool = True,
+        cache_bytes: int = 2 << 30,
+    ):
+        self.folder = folder if isinstance(folder, LatentFolder) else LatentFolder(folder)
+        self.stats = stats if stats is not None else self.folder.stats()
+        if self.stats.channels != self.folder.channels:
+            raise LatentDataError(
+                f"statistics have {self.stats.channels} channels, the latents in {self.folder.folder} "
+                f"have {self.folder.channels}"
+            )
+        self.multiplier = multiplier
+        self.flip = flip and self.folder.has_flip
+        if flip and not self.folder.has_flip:
+            warnings.warn(
+                f"{self.folder.folder}: no 'latents_flip' in every shard; training without mirrored latents",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.labels = self.folder.labels()
+        self._cache: torch.Tensor | None = None
+        if self.folder.nbytes(self.flip) <= cache_bytes:
+            keys = ["latents", "latents_flip"] if self.flip else ["latents"]
+            self._cache = torch.cat([torch.cat(list(self.folder.iter_batches(4096, k))) for k in keys])
+        self._handles: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.folder) * (2 if self.flip else 1)
+
+    def __getstate__(self):  # open shard handles stay in the process that opened them
+        return {**self.__dict__, "_handles": {}}
+
+    def _read(self, index: int) -> torch.Tensor:
+        n = len(self.folder)
+        key = "latents_flip" if index >= n else "latents"
+        shard, row = self.folder.locate(index % n)
+        h = self._handles.get(shard)
+        if h is None:
+            h = self._handles[shard] = safe_open(str(self.folder.files[shard]), framework="pt")
+        return h.get_slice(key)[row : row + 1][0].float()
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        """``key``: an index, or ``(index, epoch, batch, ...)`` from ``BucketBatchSampler``.
+
+        Returns:
+            dict with ``latent`` (C, h, w) float32 normalised, ``label`` int, ``index``,
+            ``epoch``, ``batch``.
+        """
+        index, epoch, batch = (key[0], key[1], key[2]) if isinstance(key, tuple) else (int(key), 0, -1)
+        z = self._cache[index] if self._cache is not None else self._read(index)
+        x = self.stats.normalize(z[None], self.multiplier)[0]  # (C, h, w)
+        label = int(self.labels[index % len(self.folder)])
+        return {"latent": x, "label": label, "index": index, "epoch": epoch, "batch": batch}
+
+
+def collate_latents(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack ``LatentDataset`` items: ``latent`` (B, C, h, w), ``label`` (B,) and the data position."""
+    return {
+        "latent": torch.stack([s["latent"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+        "epoch": samples[0]["epoch"],
+        "batch": samples[0]["batch"],
+    }

@@ -1,0 +1,254 @@
+"""From a trained generator to images: sample latents, undo the normalisation, decode.
+
+``GenerationPipeline`` ties a ``LightningDiT`` to the latent statistics it was trained with and,
+optionally, to the tokenizer (through ``transvae.inference.InferenceRunner``, so decoding uses
+the tokenizer's own precision and tiling options). ``generate_to_folder`` is what
+``transvae gen-sample`` runs: it writes, per batch of samples,
+
+    OUT/images/000000.png ...             the decoded samples (sample index in the name)
+    OUT/latents/samples_000000.safetensors  their tokenizer latents (``latents`` (b, C, h, w),
+                                          ``labels`` (b,)), the layout of extract-latents shards
+    OUT/sampling.json                     the settings; a rerun with other settings is refused
+
+A batch's latent shard is written last (atomically), so it marks the batch complete: a rerun
+after a crash skips finished batches and redoes the rest, with the same samples (seeded per
+sample index). ``--npz`` finally streams the PNGs into an ADM-style ``.npz``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..data.io import tensor_to_uint8
+from ..utils.files import atomic_path, atomic_write_bytes
+from .latents import LatentStats
+from .lightningdit import LightningDiT
+from .sampling import SamplerConfig, initial_noise, sample_ode
+
+SETTINGS_NAME = "sampling.json"
+
+
+class GenerationPipeline:
+    """A generator, its latent normalisation and (optionally) the tokenizer that decodes.
+
+    Args:
+        model: the trained ``LightningDiT`` (eval mode, on its device).
+        stats, multiplier: the normalisation the generator was trained with.
+        latent_shape: (C, h, w) of the latents to generate.
+        runner: an ``InferenceRunner`` of the tokenizer (None: latents only).
+        autocast_dtype: run the generator under autocast in this dtype (None: float32).
+    """
+
+    def __init__(
+        self,
+        model: LightningDiT,
+        stats: LatentStats,
+        multiplier: float,
+        latent_shape: Sequence[int],
+        runner=None,
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        c, h, w = (int(v) for v in latent_shape)
+        if c != model.config.in_channels or stats.channels != c:
+            raise ValueError(
+                f"latent channels disagree: generator {model.config.in_channels}, statistics "
+                f"{stats.channels}, requested {c}"
+            )
+        if runner is not None and runner.model.latent_channels != c:
+            raise ValueError(
+                f"the tokenizer {runner.model.model_name} has {runner.model.latent_channels} latent channels, "
+                f"the generator was trained on {c}"
+            )
+        self.model, self.stats, self.multiplier = model.eval(), stats, multiplier
+        self.latent_shape = (c, h, w)
+        self.runner = runner
+        self.autocast_dtype = autocast_dtype
+        self.device = next(model.parameters()).device
+
+    def sample(
+        self,
+        indices: Sequence[int],
+        labels: torch.Tensor,
+        seed: int,
+        config: SamplerConfig,
+        progress=None,
+    ) -> torch.Tensor:
+        """Generate the samples with the given global ``indices``.
+
+        Args:
+            indices: sample indices (each fixes its starting noise with ``seed``).
+            labels: (B,) int64 class labels.
+            seed: the sampling seed.
+            config: the ODE sampler settings.
+            progress: called with 1 after every ODE step.
+        Returns:
+            (B, C, h, w) float32 latents in the tokenizer's own space (denormalised), on the CPU.
+        """
+        noise = initial_noise(self.latent_shape, seed, indices).to(self.device)
+        x = sample_ode(
+            self.model,
+            noise,
+            labels.to(self.device),
+            config,
+            null_label=self.model.null_label,
+            autocast_dtype=self.autocast_dtype,
+            progress=progress,
+        )
+        return self.stats.denormalize(x, self.multiplier).cpu()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) tokenizer latents -> (B, 3, H, W) float32 images in [-1, 1] on the CPU."""
+        if self.runner is None:
+            raise ValueError("no tokenizer given: this pipeline only samples latents")
+        return self.runner.decode(z).clamp(-1, 1).cpu()
+
+
+def sample_labels(num: int, num_classes: int, class_labels: Sequence[int] | None = None) -> torch.Tensor:
+    """Labels of samples 0..num-1: ``class_labels`` repeated, else balanced ``i % num_classes``.
+
+    Returns:
+        (num,) int64.
+    """
+    if class_labels:
+        bad = [c for c in class_labels if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"class labels {bad} are outside [0, {num_classes})")
+        reps = -(-num // len(class_labels))
+        return torch.tensor(list(class_labels) * reps, dtype=torch.int64)[:num]
+    return torch.arange(num, dtype=torch.int64) % num_classes
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG file bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = out / SETTINGS_NAME
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is unreadable ({e}); use a new --out folder") from e
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out} holds samples made with other settings (differs in {diff}); use a new --out folder"
+            )
+    else:
+        atomic_write_bytes(path, (json.dumps(settings, indent=2) + "\n").encode())
+
+
+def generate_to_folder(
+    pipe: GenerationPipeline,
+    out: str | os.PathLike,
+    labels: torch.Tensor,
+    seed: int,
+    config: SamplerConfig,
+    batch_size: int = 16,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate ``len(labels)`` samples into ``out`` (layout in the module docstring), resumably.
+
+    Args:
+        pipe: the pipeline (with a tokenizer, to write PNGs).
+        out: output folder.
+        labels: (N,) labels of samples 0..N-1 (``sample_labels``).
+        seed: sampling seed.
+        config: sampler settings.
+        batch_size: samples per generator / decoder batch.
+        settings: extra provenance recorded in ``sampling.json`` (generator path, tokenizer ...).
+        progress: tqdm bars.
+    Returns:
+        summary dict: ``num``, ``generated`` (this call), ``skipped`` (already there), ``out``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "latents").mkdir(exist_ok=True)
+    num = int(labels.numel())
+    c, h, w = pipe.latent_shape
+    full = {
+        **(settings or {}),
+        "num": num,
+        "seed": seed,
+        "batch_size": batch_size,
+        "sampler": {
+            k: getattr(config, k) for k in ("steps", "solver", "shift", "cfg_scale", "cfg_interval_start")
+        },
+        "latent_shape": [c, h, w],
+        "latent_stats": pipe.stats.to_dict(),
+        "latent_multiplier": pipe.multiplier,
+        "labels_sha": _labels_digest(labels),
+    }
+    _check_settings(out, full)
+    starts = list(range(0, num, batch_size))
+    todo = [s for s in starts if not (out / "latents" / f"samples_{s:06d}.safetensors").is_file()]
+    bar = tqdm(total=len(todo) * config.steps, desc="sampling", unit="step", disable=not progress or not todo)
+    for s in todo:
+        idx = list(range(s, min(s + batch_size, num)))
+        y = labels[idx]
+        z = pipe.sample(idx, y, seed, config, progress=bar.update)  # (b, C, h, w)
+        images = tensor_to_uint8(pipe.decode(z)).permute(0, 2, 3, 1).numpy()  # (b, H, W, 3)
+        for k, i in enumerate(idx):
+            atomic_write_bytes(out / "images" / f"{i:06d}.png", png_bytes(images[k]))
+        with atomic_path(out / "latents" / f"samples_{s:06d}.safetensors") as tmp:
+            save_file(
+                {"latents": z.contiguous(), "labels": y.contiguous()},
+                str(tmp),
+                metadata={"first_index": str(s), "seed": str(seed)},
+            )
+    bar.close()
+    n_new = sum(min(batch_size, num - s) for s in todo)
+    return {"num": num, "generated": n_new, "skipped": num - n_new, "out": str(out)}
+
+
+def _labels_digest(labels: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(labels.numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def sample_images(out: str | os.PathLike) -> list[Path]:
+    """The PNGs of a ``generate_to_folder`` output, in sample order."""
+    return sorted((Path(out) / "images").glob("[0-9]*.png"))
+
+
+def folder_to_npz(out: str | os.PathLike, labels: torch.Tensor | None = None) -> Path:
+    """Stream the PNGs of ``out/images`` into ``out/samples_{N}x{H}x{W}x3.npz`` (ADM's naming)."""
+    from PIL import Image
+
+    from .npz import write_npz
+
+    files = sample_images(out)
+    if not files:
+        raise FileNotFoundError(f"no samples in {Path(out) / 'images'}")
+    with Image.open(files[0]) as im:
+        w, h = im.size
+    name = Path(out) / f"samples_{len(files)}x{h}x{w}x3.npz"
+
+    def blocks():
+        for i in range(0, len(files), 64):
+            arrs = []
+            for f in files[i : i + 64]:
+                with Image.open(f) as im:
+                    arrs.append(np.asarray(im.convert("RGB")))
+            yield np.stack(arrs)
+
+    lab = labels.numpy() if labels is not None and labels.numel() == len(files) else None
+    return write_npz(name, blocks(), len(files), lab)
