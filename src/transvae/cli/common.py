@@ -6,14 +6,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from ..utils import device as _device
 from ..utils.device import DTYPES  # noqa: F401  (re-exported for the sub-commands)
+
+
+def nonneg_int(v: str) -> int:
+    """argparse ``type=``: an integer >= 0 (a bad value is argparse's one-line usage error)."""
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{v}'") from e
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
+def positive_int(v: str) -> int:
+    """argparse ``type=``: an integer >= 1."""
+    n = nonneg_int(v)
+    if n == 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
+    return n
 
 
 class UserError(Exception):
@@ -103,3 +124,49 @@ def load_model_or_exit(path: str, device: torch.device | None = None):
         if isinstance(e, (TypeError, RuntimeError, MemoryError)):
             msg = f"{type(e).__name__}: {msg}"
         raise UserError(f"cannot load model '{path}': {msg}") from e
+
+
+def open_run_folder(out: str | None, resume: bool) -> tuple[Path, dict | None]:
+    """The ``--out`` run folder of ``train`` / ``gen-train``, checked before any work.
+
+    Refuses a missing ``--out``, a file in its place, a folder another live process trains in
+    (one line naming its PID), ``--resume`` without a loadable checkpoint and a new run over an
+    existing one.
+
+    Returns:
+        ``(run_dir, saved)``: ``saved`` is the checkpoint to resume (its stored config is the base
+        of the new one), or None for a new run.
+    """
+    from ..training import CheckpointError, load_checkpoint
+    from ..utils.runlock import lock_holder
+
+    if not out:
+        raise UserError("--out RUN_DIR is required")
+    run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
+    if int(os.environ.get("RANK", "0")) == 0:  # rank 0 takes the lock; other ranks must not probe it
+        holder = lock_holder(run_dir)
+        if holder is not None:
+            raise UserError(
+                f"run folder {run_dir} is in use by another process ({holder}); wait for it to finish, "
+                f"stop it, or choose another --out"
+            )
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if not resume:
+        if ckpt.exists():
+            raise UserError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return run_dir, None
+    if not ckpt.is_file():
+        raise UserError(f"--resume: no checkpoint at {ckpt}")
+    try:
+        return run_dir, load_checkpoint(ckpt)
+    except CheckpointError as e:
+        raise UserError(f"--resume: {e}") from e
+
+
+def given(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``{dotted key: value}`` for the command-line options that were given (not None)."""
+    return {k: v for k, v in pairs if v is not None}

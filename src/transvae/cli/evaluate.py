@@ -10,7 +10,6 @@ docs/evaluation.md for the protocol.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -24,21 +23,12 @@ from .common import (
     forced,
     load_model_or_exit,
     one_line_warnings,
+    positive_int,
     prepare_out,
     resolve_device,
 )
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "rfid")
-
-
-def _positive(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{v}'") from e
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
 
 
 def register(sub) -> None:
@@ -57,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--resolution",
-        type=_positive,
+        type=positive_int,
         nargs="+",
         default=[256],
         metavar="R",
@@ -71,9 +61,13 @@ def register(sub) -> None:
         help="metrics to compute (default: all; psnr and ssim need no downloaded weights)",
     )
     p.add_argument(
-        "--limit", type=_positive, default=None, metavar="N", help="only the first N images (sorted by path)"
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="only the first N images (sorted by path)",
     )
-    p.add_argument("--batch-size", type=_positive, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     add_precision_args(p, default="auto", choices=("auto", *DTYPES))
     p.add_argument(
@@ -116,7 +110,7 @@ def register(sub) -> None:
         help="VA-VAE uniformity metrics (t-SNE + KDE) on N latent vectors (VA-VAE: 10000; 0 = off)",
     )
     la.add_argument(
-        "--uniformity-repeats", type=_positive, default=1, help="t-SNE runs averaged (VA-VAE: 10)"
+        "--uniformity-repeats", type=positive_int, default=1, help="t-SNE runs averaged (VA-VAE: 10)"
     )
     la.add_argument(
         "--linear-probe",

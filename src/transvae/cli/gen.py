@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import UserError, resolve_device
+from .common import UserError, given, nonneg_int, open_run_folder, positive_int, resolve_device
 
 # LightningDiT's inference settings: used when neither the command line nor the run sets them
 SAMPLER_DEFAULTS = {
@@ -25,23 +25,6 @@ SAMPLER_DEFAULTS = {
     "cfg_scale": 1.0,
     "cfg_interval_start": 0.11,
 }
-
-
-def _nonneg_int(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{v}'") from e
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
-    return n
-
-
-def _positive_int(v: str) -> int:
-    n = _nonneg_int(v)
-    if n == 0:
-        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
-    return n
 
 
 def register(sub) -> None:
@@ -90,35 +73,20 @@ def resolve_train(args: argparse.Namespace):
     from transvae.generation.registry import list_generators
     from transvae.utils.config import ConfigError
 
-    from .train import _check_not_in_use, _saved_run
-
-    if not args.out:
-        raise UserError("--out RUN_DIR is required")
-    run_dir = Path(args.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
-    _check_not_in_use(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    base = None
-    if args.resume:
-        base = _saved_run(run_dir)["config"]
-    elif ckpt.exists():
-        raise UserError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    overrides = {}
-    for key, value in [
-        ("data.latents", args.latents),
-        ("data.val_latents", args.val_latents),
-        ("model.name", args.model),
-        ("train.max_steps", args.max_steps),
-        ("train.batch_size", args.batch_size),
-        ("data.vae", args.vae),
-        ("data.num_workers", args.workers),
-        ("train.device", args.device),
-    ]:
-        if value is not None:
-            overrides[key] = value
+    run_dir, saved = open_run_folder(args.out, args.resume)
+    base = saved["config"] if saved is not None else None
+    overrides = given(
+        [
+            ("data.latents", args.latents),
+            ("data.val_latents", args.val_latents),
+            ("model.name", args.model),
+            ("train.max_steps", args.max_steps),
+            ("train.batch_size", args.batch_size),
+            ("data.vae", args.vae),
+            ("data.num_workers", args.workers),
+            ("train.device", args.device),
+        ]
+    )
     try:
         cfg = GenConfig.build(args.config, overrides, list(args.extra or []), base=base)
     except ConfigError as e:
@@ -190,14 +158,14 @@ def _register_sample(sub) -> None:
     p.add_argument("--run", required=True, help="gen-train run folder (or its model/ folder)")
     p.add_argument(
         "--step",
-        type=_nonneg_int,
+        type=nonneg_int,
         default=None,
         help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)",
     )
     p.add_argument(
         "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
     )
-    p.add_argument("--num", type=_positive_int, required=True, help="number of samples")
+    p.add_argument("--num", type=positive_int, required=True, help="number of samples")
     p.add_argument("--out", required=True, help="output folder")
     s = p.add_argument_group("sampler (defaults: the run's sample.* settings, i.e. its recipe's)")
     s.add_argument("--cfg-scale", type=float, default=None, help="guidance weight, 1 = none (paper: 1)")
@@ -207,7 +175,7 @@ def _register_sample(sub) -> None:
         default=None,
         help="guidance only for t >= this (LightningDiT: 0.11)",
     )
-    s.add_argument("--steps", type=_positive_int, default=None, help="ODE steps (LightningDiT: 250)")
+    s.add_argument("--steps", type=positive_int, default=None, help="ODE steps (LightningDiT: 250)")
     s.add_argument(
         "--solver", choices=["euler", "heun"], default=None, help="ODE solver (LightningDiT: euler)"
     )
@@ -219,7 +187,7 @@ def _register_sample(sub) -> None:
         default=None,
         help="labels to cycle through (default: all, balanced)",
     )
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--npz", action="store_true", help="also write OUT/samples_NxHxWx3.npz (ADM evaluator format)"
     )
@@ -229,7 +197,7 @@ def _register_sample(sub) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     add_precision_args(g)  # --dtype (generator and decoder autocast), --force-bf16 / --force-fp16
-    g.add_argument("--batch-size", type=_positive_int, default=16, help="samples per batch (default 16)")
+    g.add_argument("--batch-size", type=positive_int, default=16, help="samples per batch (default 16)")
     g.add_argument(
         "--max-pixels",
         type=_max_pixels,
@@ -355,10 +323,10 @@ def _register_eval(sub) -> None:
     )
     p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05 weights file")
     p.add_argument(
-        "--num", type=_nonneg_int, default=0, help="use at most N images / latents per set (0 = all)"
+        "--num", type=nonneg_int, default=0, help="use at most N images / latents per set (0 = all)"
     )
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per Inception batch")
-    p.add_argument("--latent-fd-patch", type=_positive_int, default=2, help="lFD patch side (default 2)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per Inception batch")
+    p.add_argument("--latent-fd-patch", type=positive_int, default=2, help="lFD patch side (default 2)")
     p.add_argument(
         "--latent-stats",
         default=None,

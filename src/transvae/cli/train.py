@@ -19,7 +19,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import UserError
+from .common import UserError, given, open_run_folder
 
 
 def register(subparsers) -> None:
@@ -77,49 +77,26 @@ def _flat(values) -> list[str]:
     return [v for group in values for v in group] if values else []
 
 
-def _saved_run(run_dir: Path) -> dict:
-    """The checkpoint of the run to resume (memory-mapped: its config and model description)."""
-    from ..training import CheckpointError, load_checkpoint
-
-    path = run_dir / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(f"--resume: no checkpoint at {path}")
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as e:
-        raise UserError(f"--resume: {e}") from e
-
-
 def resolve(args: argparse.Namespace):
     """Build and validate the config from the arguments, and check every limit that can be
     checked without training (no heavy work); returns (cfg, run_dir)."""
     from ..models.registry import list_models
     from ..training.config import TrainConfigError, build_config
 
-    if not args.out:
-        raise UserError("--out RUN_DIR is required")
-    run_dir = Path(args.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
-    _check_not_in_use(run_dir)
-    base = None
-    saved = None
-    if args.resume:
-        saved = _saved_run(run_dir)
-        base = saved["config"]
-    overrides = {}
-    for key, value in [
-        ("model.name", args.model),
-        ("model.init", args.init),
-        ("data.resolution", args.resolution),
-        ("train.batch_size", args.batch_size),
-        ("train.max_steps", args.max_steps),
-        ("train.stage", args.stage),
-        ("data.num_workers", args.workers),
-        ("train.device", args.device),
-    ]:
-        if value is not None:
-            overrides[key] = value
+    run_dir, saved = open_run_folder(args.out, args.resume)
+    base = saved["config"] if saved is not None else None
+    overrides = given(
+        [
+            ("model.name", args.model),
+            ("model.init", args.init),
+            ("data.resolution", args.resolution),
+            ("train.batch_size", args.batch_size),
+            ("train.max_steps", args.max_steps),
+            ("train.stage", args.stage),
+            ("data.num_workers", args.workers),
+            ("train.device", args.device),
+        ]
+    )
     if args.data:
         overrides["data.train"] = _flat(args.data)
     if args.val_data:
@@ -141,10 +118,6 @@ def resolve(args: argparse.Namespace):
             raise UserError(
                 "--stage 2 needs --init STAGE1_MODEL (a folder written by stage 1, e.g. runs/x/model)"
             )
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise UserError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
     for p in list(cfg.data.train) + list(cfg.data.val):
         if not p.endswith(".tar") and "{" not in p and not Path(p).exists():
             raise UserError(f"data path not found: {p}")
@@ -152,20 +125,6 @@ def resolve(args: argparse.Namespace):
         raise UserError("no training data: pass --data DIR")
     _check_limits(cfg, run_dir, saved)
     return cfg, run_dir
-
-
-def _check_not_in_use(run_dir: Path) -> None:
-    """A live run in ``run_dir`` (another process holds its lock): one line naming its PID."""
-    from ..utils.runlock import lock_holder
-
-    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 takes the lock; other ranks must not probe it
-        return
-    holder = lock_holder(run_dir)
-    if holder is not None:
-        raise UserError(
-            f"run folder {run_dir} is in use by another process ({holder}); wait for it to finish, "
-            f"stop it, or choose another --out"
-        )
 
 
 def _check_limits(cfg, run_dir: Path, saved: dict | None) -> None:

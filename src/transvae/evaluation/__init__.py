@@ -11,7 +11,7 @@
 See docs/evaluation.md for the protocol and the conventions.
 """
 
-import importlib
+from ..utils.lazy import lazy_exports
 
 # name -> submodule; imported on first use so that e.g. ``latent_analysis`` stays light to import
 _EXPORTS = {
@@ -37,14 +37,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

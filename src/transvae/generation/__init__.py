@@ -14,7 +14,7 @@ holds that loop, for any autoencoder ``transvae.from_pretrained`` loads:
 See ``docs/generation.md``.
 """
 
-import importlib
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "EvalOptions": "evaluate",
@@ -38,14 +38,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
