@@ -38,3 +38,22 @@ def _make_class_photos(root, n_per_class=8, size=64):
 def class_photos():
     """``class_photos(root, n_per_class=8, size=64)`` writes a two-class photo folder and returns it."""
     return _make_class_photos
+
+
+@pytest.fixture
+def overfit():
+    """``overfit(model, x, steps, lr) -> losses``: L1 reconstruction of one batch with AdamW (no weight
+    decay), decoding the posterior mean; the per-step losses tell whether the model can learn."""
+
+    def run(model, x, steps: int, lr: float = 2e-3) -> list[float]:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        losses = []
+        for _ in range(steps):
+            loss = (model(x, sample_posterior=False).sample - x).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    return run

@@ -257,17 +257,8 @@ def test_bf16_autocast(family):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cnn-vae-nano-f16d32", "vit-vae-nano-f16d32", "swin-vae-nano-f16d32"])
-def test_nano_baselines_overfit_one_image(name):
+def test_nano_baselines_overfit_one_image(name, overfit):
     torch.manual_seed(0)
-    m = transvae.create_model(name)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(200):
-        out = m(x, sample_posterior=False)
-        loss = (out.sample - x).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit(transvae.create_model(name), x, steps=200)
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])

@@ -216,21 +216,12 @@ def test_bad_sizes_and_overrides_give_clear_errors():
         transvae.create_model("transvae-xxl-f16d32")
 
 
-def test_tiny_model_overfits_one_image():
+def test_tiny_model_overfits_one_image(overfit):
     from skimage import data
 
     img = torch.from_numpy(data.astronaut()[::8, ::8][:32, :32].copy()).permute(2, 0, 1).float() / 127.5 - 1
     x = img[None]
-    m = transvae.create_model("transvae-nano-f16d32")
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=0.0)
-    losses = []
-    for _ in range(300):
-        out = m(x, sample_posterior=False)
-        loss = (out.sample - x).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit(transvae.create_model("transvae-nano-f16d32"), x, steps=300)
     assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
 
 
