@@ -57,3 +57,14 @@ def overfit():
         return losses
 
     return run
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A saved ``transvae-nano-f16d32`` (seed 0) shared by the CLI tests; read it, never write it."""
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model") / "nano"
+    import transvae
+
+    transvae.create_model("transvae-nano-f16d32").save_pretrained(d)
+    return d

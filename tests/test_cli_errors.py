@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-import transvae
 from transvae.cli import main
 
 NANO = "transvae-nano-f16d32"
@@ -56,14 +55,6 @@ def bad_image(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("bad") / "broken.jpg"
     p.write_bytes(b"<html>not an image</html>")
     return p
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model") / "nano"
-    transvae.create_model(NANO).save_pretrained(d)
-    return d
 
 
 # -- top level ----------------------------------------------------------------------------------

@@ -34,14 +34,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model") / "nano"
-    transvae.create_model(NANO).save_pretrained(d)
-    return d
-
-
 @pytest.fixture
 def photos(tmp_path) -> Path:
     d = tmp_path / "photos"

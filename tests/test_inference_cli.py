@@ -19,14 +19,6 @@ from transvae.data.io import load_image, pil_to_tensor
 from transvae.inference import InferenceRunner, load_latent
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("nano")
-    transvae.create_model("transvae-nano-f16d32").save_pretrained(d)
-    return d
-
-
 def _png(path):
     return np.asarray(Image.open(path).convert("RGB"))
 

@@ -66,6 +66,7 @@ def saved(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def model_dir(saved, tmp_path) -> Path:
+    """A private copy: these tests tamper with the files."""
     d = tmp_path / "model"
     shutil.copytree(saved, d)
     return d
