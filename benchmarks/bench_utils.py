@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmark scripts: machine description, photo loading, crops, a small
-training loop (identical for every model) and PSNR evaluation.
+"""Helpers shared by the benchmark scripts: machine description, tables, and the thin glue that
+runs the product's own code -- ``transvae.training.Trainer`` for training, ``transvae evaluate``
+for evaluation -- on benchmark variants. Nothing here trains or measures on its own.
 
 The scripts import this module as ``bench_utils`` (Python puts the script's folder on the path
 when it runs ``python benchmarks/<script>.py``); the tests load it by file path.
@@ -8,23 +9,27 @@ when it runs ``python benchmarks/<script>.py``); the tests load it by file path.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS_DIR = REPO / "docs" / "benchmarks"
 RUNS_DIR = REPO / "runs" / "bench"  # gitignored: trained weights never go into git
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
+# BSDS500 next to the checkout (../shared/data/bsds500), also from a worktree one level deeper
+DEFAULT_DATA = next(
+    (r / "shared" / "data" / "bsds500" for r in REPO.parents if (r / "shared" / "data" / "bsds500").is_dir()),
+    REPO.parent / "shared" / "data" / "bsds500",
+)
 LOAD_CAVEAT = (
     "Measured on a shared machine while other jobs (tests, trainings) ran on the same cores: "
     "absolute times are slowed and noisy; the models are interleaved within one run, so the "
@@ -116,177 +121,121 @@ def line_style(label: str, labels: list[str]) -> dict:
     return dict(color=plt.cm.viridis(rungs.index(label) / max(len(rungs) - 1, 1)), lw=1.2)
 
 
-# --- photos -----------------------------------------------------------------------------------
+# --- models, training and evaluation through the product ------------------------------------
 
 
-def load_photos(folders: list[Path], limit: int | None = None) -> list[torch.Tensor]:
-    """Load every photo in ``folders`` into memory as uint8 tensors (3, H, W)."""
-    from transvae.data.io import list_images, load_image
-
-    paths = [p for folder in folders for p in list_images(folder)]
-    if not paths:
-        raise FileNotFoundError(f"no images found in {[str(f) for f in folders]}")
-    paths = paths[:limit] if limit else paths
-    out = []
-    for p in paths:
-        a = torch.from_numpy(np.asarray(load_image(p), dtype=np.uint8).copy())  # (H, W, 3)
-        out.append(a.permute(2, 0, 1).contiguous())
-    return out
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float in [-1, 1]."""
-    return x.float() / 127.5 - 1.0
-
-
-def random_crops(photos: list[torch.Tensor], n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` random ``size`` x ``size`` crops (with random horizontal flips) -> (n, 3, size, size) uint8."""
-    idx = torch.randint(len(photos), (n,), generator=generator).tolist()
-    crops = []
-    for i in idx:
-        im = photos[i]
-        top = int(torch.randint(im.shape[1] - size + 1, (1,), generator=generator))
-        left = int(torch.randint(im.shape[2] - size + 1, (1,), generator=generator))
-        c = im[:, top : top + size, left : left + size]
-        if torch.rand((), generator=generator) < 0.5:
-            c = c.flip(-1)
-        crops.append(c)
-    return torch.stack(crops)
-
-
-def center_crop(im: torch.Tensor, size: int) -> tuple[torch.Tensor, bool]:
-    """Centre ``size`` x ``size`` crop of a uint8 photo (3, H, W) at its native scale.
-
-    When the photo is smaller than ``size`` its shorter side is first resized (bicubic) to
-    ``size``; the second return value says so (those crops are smoother than native ones).
-    """
-    h, w = im.shape[-2:]
-    upscaled = min(h, w) < size
-    if upscaled:
-        s = size / min(h, w)
-        h, w = max(size, round(h * s)), max(size, round(w * s))
-        im = F.interpolate(im[None].float(), size=(h, w), mode="bicubic", align_corners=False)[0]
-        im = im.round().clamp(0, 255).to(torch.uint8)
-    top, left = (h - size) // 2, (w - size) // 2
-    return im[:, top : top + size, left : left + size], upscaled
-
-
-def center_crops(photos: list[torch.Tensor], size: int) -> tuple[torch.Tensor, bool]:
-    """Centre crops of all photos -> ((N, 3, size, size) uint8, whether any was upscaled)."""
-    crops = [center_crop(p, size) for p in photos]
-    return torch.stack([c for c, _ in crops]), any(u for _, u in crops)
-
-
-# --- training and evaluation ------------------------------------------------------------------
-
-
-@dataclass
-class TrainSettings:
-    """One recipe for every model (the comparison is only fair if nothing else differs).
-
-    Attributes:
-        steps: optimizer steps.
-        batch_size: crops per step.
-        crop: crop size (pixels).
-        lr: AdamW peak learning rate (no weight decay, as in the paper's Appendix D).
-        warmup: linear warm-up steps.
-        kl_weight: KL weight (the paper's 1e-8; at that weight the loss is effectively L1).
-        eval_every: validate every this many steps (and at step 0 and the last step).
-        seed: seeds the model initialisation and the crop sampler.
-    """
-
-    steps: int = 1500
-    batch_size: int = 16
-    crop: int = 64
-    lr: float = 2e-4
-    warmup: int = 100
-    kl_weight: float = 1e-8
-    eval_every: int = 150
-    seed: int = 0
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    batch_size: int = 25,
-    reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> dict:
-    """Validation L1 (in [-1, 1] units, on the posterior mode) and mean per-image PSNR (uint8).
+def register_variant(name: str, base: str, overrides: dict[str, Any]) -> str:
+    """Register ``base`` + ``overrides`` as model ``name`` (idempotent), so that the product's
+    ``Trainer`` (which builds ``model.name`` from the registry, also on ``--resume``) trains it.
 
     Args:
-        model: an ``AutoencoderBase``.
-        images: (N, 3, H, W) uint8.
-        reconstruct: maps a [-1, 1] batch to its reconstruction (default: the model's forward
-            on the posterior mode), e.g. a tiled ``InferenceRunner.reconstruct``.
+        name: the new registered name, e.g. ``"bench-f16-128-cnn-vae"``.
+        base: a registered model whose defaults are the starting point.
+        overrides: config values replacing the base's defaults.
+    Returns:
+        ``name``.
     """
-    from transvae.data.io import tensor_to_uint8
-    from transvae.evaluation.metrics import psnr_per_image
+    from transvae.models import get_model_entry, list_models, register_model
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    l1_sum, psnrs = 0.0, []
-    for i in range(0, len(images), batch_size):
-        x8 = images[i : i + batch_size]
-        x = to_unit(x8).to(device)
-        y = reconstruct(x) if reconstruct else model(x, sample_posterior=False).sample
-        y = y.float().cpu()  # (b, 3, H, W)
-        l1_sum += (y.clamp(-1, 1) - to_unit(x8)).abs().mean(dim=(1, 2, 3)).sum().item()
-        psnrs.append(psnr_per_image(x8, tensor_to_uint8(y)).clamp(max=100.0))
-    model.train(was_training)
-    return {"l1": l1_sum / len(images), "psnr": torch.cat(psnrs).mean().item()}
+    entry = get_model_entry(base)
+    defaults = {**entry.defaults, **overrides}
+    if name in list_models():
+        if get_model_entry(name).defaults != defaults:
+            raise ValueError(f"model '{name}' is already registered with other settings")
+        return name
+    register_model(
+        name, entry.cls, family=entry.family, description=f"benchmark variant of {base}", **defaults
+    )
+    return name
 
 
-def train_model(
-    model: torch.nn.Module,
-    train_photos: list[torch.Tensor],
-    val_images: torch.Tensor,
-    s: TrainSettings,
-    progress: Callable[[int, dict], None] | None = None,
-) -> list[dict]:
-    """Train ``model`` with L1 + KL and AdamW; return the validation curve.
+def train_run(run_dir: Path, overrides: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """Train with ``transvae.training.Trainer`` (the product's loop) into ``run_dir``.
 
-    The crop sequence and the posterior noise depend only on ``s.seed``, so every model sees
-    exactly the same batches. Wall-clock time excludes validation.
+    Args:
+        run_dir: the Trainer's run folder.
+        overrides: dotted config keys (``"model.name"``, ``"optim.lr"``, ...) for ``build_config``.
+        resume: continue from ``run_dir/checkpoints/last.pt`` (the run is cumulative: a larger
+            ``train.max_steps`` than before extends it).
+    Returns:
+        the Trainer's summary (``status``, ``step``, ``wall_seconds``, ``history``, ...).
+    """
+    from transvae.training import Trainer, build_config
+
+    cfg = build_config(overrides=overrides)
+    return Trainer(cfg, run_dir, resume=resume).fit()
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved configuration a Trainer run saved (``config.yaml``; runs made before the
+    engine split also wrote it as ``config.json``)."""
+    if (run_dir / "config.yaml").is_file():
+        return yaml.safe_load((run_dir / "config.yaml").read_text())
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A finished (or interrupted) Trainer run: its validation curve and step time.
 
     Returns:
-        [{"step", "time_s", "l1", "psnr", "train_loss"}, ...] with step 0 first.
+        ``step`` (last exported step), ``curve`` ([{"step", "psnr", "ssim"}] from the Trainer's
+        validations), ``s_per_step`` (median over the logging intervals that contain no
+        validation or checkpoint, if any), ``train_seconds`` (``s_per_step`` x steps).
     """
-    device = next(model.parameters()).device
-    data_gen = torch.Generator().manual_seed(s.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(s.seed + 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.999), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(s.warmup, 1)))
-    curve = [{"step": 0, "time_s": 0.0, "train_loss": None, **evaluate(model, val_images)}]
-    if progress:
-        progress(0, curve[-1])
-    model.train()
-    elapsed, running = 0.0, []
-    for step in range(1, s.steps + 1):
-        x = to_unit(random_crops(train_photos, s.batch_size, s.crop, data_gen)).to(device)
-        t0 = time.perf_counter()
-        out = model(x, sample_posterior=True, generator=noise_gen)
-        loss = (out.sample - x).abs().mean() + s.kl_weight * out.posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        sync(device)
-        elapsed += time.perf_counter() - t0
-        running.append(loss.item())
-        if not math.isfinite(running[-1]):
-            raise FloatingPointError(f"loss became {running[-1]} at step {step}")
-        if step % s.eval_every == 0 or step == s.steps:
-            curve.append(
-                {
-                    "step": step,
-                    "time_s": elapsed,
-                    "train_loss": sum(running) / len(running),
-                    **evaluate(model, val_images),
-                }
-            )
-            running = []
-            if progress:
-                progress(step, curve[-1])
-    return curve
+    curve, intervals, all_intervals = [], [], []
+    cfg = run_config(run_dir)
+    every, batch = cfg["log"]["every"], cfg["train"]["batch_size"]
+    events = (cfg["log"]["val_every"], cfg["train"]["checkpoint_every"])
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "val/psnr" in r:
+            curve.append({"step": r["step"], "psnr": r["val/psnr"], "ssim": r["val/ssim"]})
+        elif "train/img_per_s" in r:
+            all_intervals.append(batch / r["train/img_per_s"])  # seconds per step
+            start = r["step"] - every  # the interval (start, step] includes a validation or a
+            if not any(start > 0 and start % q == 0 for q in events):  # checkpoint made at `start`
+                intervals.append(all_intervals[-1])
+    curve = sorted(
+        {c["step"]: c for c in curve}.values(), key=lambda c: c["step"]
+    )  # resumed runs repeat none
+    meta = json.loads((run_dir / "model" / "config.json").read_text()).get("metadata", {})
+    step = int(meta.get("step", curve[-1]["step"] if curve else 0))
+    intervals = intervals or all_intervals  # (when every interval follows a validation)
+    s_per_step = statistics.median(intervals) if intervals else None
+    return dict(
+        step=step,
+        curve=curve,
+        s_per_step=s_per_step,
+        train_seconds=None if s_per_step is None else s_per_step * step,
+    )
+
+
+def evaluate_cli(
+    model_dir: Path,
+    data: Path,
+    out_dir: Path,
+    resolutions: Sequence[int],
+    limit: int | None = None,
+    batch_size: int = 8,
+    extra: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run ``transvae evaluate`` (PSNR and SSIM, the product's protocol) in a subprocess and
+    return its ``results.json``. The command is recorded in the JSON (``run.command``)."""
+    cmd = [
+        sys.executable, "-m", "transvae.cli", "evaluate", "--model", str(model_dir), "--data", str(data),
+        "--out", str(out_dir), "--resolution", *map(str, resolutions), "--metrics", "psnr", "ssim",
+        "--batch-size", str(batch_size), "--num-workers", "0", "--quiet", *extra,
+    ]  # fmt: skip
+    if limit:
+        cmd += ["--limit", str(limit)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"transvae evaluate failed ({r.returncode}):\n{r.stderr[-2000:]}")
+    payload = json.loads((out_dir / "results.json").read_text())
+    payload["run"]["command"] = "transvae " + " ".join(cmd[3:])
+    return payload

@@ -1,25 +1,25 @@
-"""Resolution extrapolation (paper Section 3.2.1, Figure 3a) at small scale.
+"""Resolution extrapolation (paper Section 3.2.1, Figure 3a) at small scale, through ``transvae evaluate``.
 
-Evaluates the models that ``learning_efficiency.py`` trained on 64x64 crops (saved under
-``runs/bench/<label>/model``) on centre crops of the BSDS500 validation photos at 64, 128, 256
-and 512 pixels: mean PSNR per resolution per model, a PSNR-vs-resolution plot and an image grid
-of every model's reconstruction of one photo at the largest size. A ViT-VAE with learned
-absolute position embeddings (resized bicubically to the larger token grid) is expected to
-degrade; TransVAE with 2D RoPE should not.
+Evaluates the models that ``learning_efficiency.py`` trained (its run folders) on the BSDS500
+validation photos at 1x, 2x, 4x and 8x their training size, with the product's evaluation
+(``transvae evaluate``: shorter side resized to R, centre crop, posterior mean, uint8 metrics):
+mean PSNR per resolution per model, a PSNR-vs-resolution plot and an image grid of every
+model's reconstruction of one photo at the largest size. A ViT-VAE with learned absolute
+position embeddings (resized bicubically to the larger token grid) is expected to degrade;
+TransVAE with 2D RoPE should not.
 
-Crops are taken at the photos' native scale; BSDS500 photos are 481x321, so for 512 the photo's
-shorter side is first resized (bicubic) to 512 -- those inputs are smoother, so compare models
-at a fixed resolution rather than one model across resolutions.
+BSDS500 photos are 481 x 321: at R > 321 their shorter side is upsampled, so larger R means
+smoother inputs; compare models at a fixed resolution, and each model's change.
 
-    python benchmarks/extrapolation.py --quick
-    python benchmarks/extrapolation.py --models cnn-vae vit-vae-learned-abs-pe dc-shortcut-transvae
+    python benchmarks/extrapolation.py --regime f16-128 --quick
+    python benchmarks/extrapolation.py --regime f16-128 --seeds 0 --large-limit 10
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -27,53 +27,60 @@ import torch
 from bench_utils import (
     DEFAULT_DATA,
     DOCS_DIR,
-    RUNS_DIR,
-    center_crops,
-    evaluate,
+    evaluate_cli,
     line_style,
-    load_photos,
     machine_info,
     markdown_table,
-    resolve_device,
+    slug,
     write_json,
 )
+from learning_efficiency import RUNS, regimes
 
 
-def discover(save_dir: Path) -> list[str]:
-    """Slugs of the trained models under ``save_dir``, in learning_efficiency's order."""
-    from bench_utils import slug
-    from learning_efficiency import model_specs
-
-    order = [slug(label) for label, _, _ in model_specs()]
-    found = {p.parent.parent.name for p in save_dir.glob("*/model/config.json")}
+def discover(runs_dir: Path, regime: str) -> list[str]:
+    """Slugs with a trained model under ``runs_dir/regime``, in learning_efficiency's order."""
+    order = [slug(label) for label, _, _ in regimes()[regime].specs]
+    found = {p.parent.parent.parent.name for p in (runs_dir / regime).glob("*/seed*/model/config.json")}
     return [s for s in order if s in found] + sorted(found - set(order))
 
 
-@torch.no_grad()
-def reconstruct(model, x8: torch.Tensor) -> torch.Tensor:
-    from bench_utils import to_unit
+def evaluate_model(
+    model_dir: Path, out: Path, data: Path, groups: list[tuple[list[int], int | None]]
+) -> dict:
+    """``transvae evaluate`` per (resolutions, limit) group, cached in ``out`` per exported step."""
+    step = json.loads((model_dir / "config.json").read_text()).get("metadata", {}).get("step")
+    results, commands = {}, []
+    for i, (res, limit) in enumerate(groups):
+        d = out / f"group{i}"
+        cached = d / "results.json"
+        key = dict(step=step, resolutions=res, limit=limit)
+        if cached.is_file() and json.loads(cached.read_text()).get("bench_key") == key:
+            payload = json.loads(cached.read_text())
+        else:
+            payload = evaluate_cli(
+                model_dir, data, d, res, limit=limit, batch_size=1, extra=["--save-images"]
+            )
+            payload["bench_key"] = key
+            write_json(cached, payload)
+        commands.append(payload["run"]["command"])
+        for r in payload["results"]:
+            results[r["resolution"]] = dict(
+                psnr=r["psnr"], ssim=r["ssim"], images=r["num_images"], dir=str(d)
+            )
+    return dict(step=step, results=results, commands=commands)
 
-    from transvae.data.io import tensor_to_uint8
 
-    device = next(model.parameters()).device
-    return tensor_to_uint8(model(to_unit(x8).to(device), sample_posterior=False).sample.cpu())
-
-
-def save_grid(
-    original: torch.Tensor, recons: dict[str, torch.Tensor], path: Path, tile: int, columns: int = 4
-) -> None:
-    """The original and every model's reconstruction, each resized to ``tile`` pixels, in rows
-    of ``columns`` tiles with the model name above each."""
+def save_grid(items: list[tuple[str, Path]], path: Path, tile: int, columns: int = 4) -> None:
+    """PNG images (each resized to ``tile`` pixels) in rows of ``columns``, the name above each."""
     from PIL import Image, ImageDraw
 
-    items = [("original", original)] + list(recons.items())
     label_h, cols = 14, min(columns, len(items))
     rows = -(-len(items) // cols)
     grid = Image.new("RGB", (tile * cols, (tile + label_h) * rows), "white")
     draw = ImageDraw.Draw(grid)
-    for i, (name, img) in enumerate(items):
+    for i, (name, png) in enumerate(items):
         x, y = (i % cols) * tile, (i // cols) * (tile + label_h)
-        im = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((tile, tile), Image.Resampling.LANCZOS)
+        im = Image.open(png).convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS)
         grid.paste(im, (x, y + label_h))
         draw.text((x + 2, y + 1), name[:40], fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +89,7 @@ def save_grid(
         grid.quantize(256).save(path, optimize=True)
 
 
-def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
+def plot(results: list[dict], resolutions: list[int], crop: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,10 +99,11 @@ def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
     labels = [r["label"] for r in results]
     for r in results:
         style = line_style(r["label"], labels)
-        ax.plot(resolutions, [r["psnr"][str(s)] for s in resolutions], marker="o", label=r["label"], **style)
+        ys = [r["psnr"].get(str(s)) for s in resolutions]
+        ax.plot(resolutions, ys, marker="o", label=r["label"], **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(resolutions, [str(s) for s in resolutions])
-    ax.set_xlabel("evaluation resolution (trained at 64)")
+    ax.set_xlabel(f"evaluation resolution (trained at {crop})")
     ax.set_ylabel("validation PSNR (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -104,140 +112,89 @@ def plot(results: list[dict], resolutions: list[int], path: Path) -> None:
     plt.close(fig)
 
 
-def replot(path: Path, data: Path, save_dir: Path, grid_image: int) -> None:
-    """Redraw ``path``'s PSNR plot and its image grid from the saved models."""
-    from transvae.models.hub import load_model
-
-    payload = json.loads(path.read_text())
-    resolutions, largest = payload["resolutions"], max(payload["resolutions"])
-    plot(payload["results"], resolutions, path.with_suffix(".png"))
-    photos = load_photos([data / "val"], limit=payload["val_photos"])
-    crop = center_crops(photos, largest)[0][grid_image : grid_image + 1]
-    grid = {
-        r["label"]: reconstruct(load_model(save_dir / r["slug"] / "model").eval(), crop)[0]
-        for r in payload["results"]
-    }
-    grid_path = path.with_name(path.stem + f"_grid_{largest}.png")
-    save_grid(crop[0], grid, grid_path, tile=min(largest, 256))
-    print(f"wrote {path.with_suffix('.png')} and {grid_path}")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--regime", choices=["f16-128", "f8-64"], default="f16-128")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--runs-dir", type=Path, default=RUNS, help="learning_efficiency.py's run folders")
+    p.add_argument("--models", nargs="+", default=None, help="slugs (default: every trained model)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="runs averaged per model (default 0)")
+    p.add_argument("--factors", nargs="+", type=int, default=[1, 2, 4, 8], help="multiples of the crop size")
+    p.add_argument("--val-limit", type=int, default=None, help="val photos at 1x and 2x (default all 100)")
     p.add_argument(
-        "--save-dir", type=Path, default=RUNS_DIR, help="where learning_efficiency.py saved the models"
-    )
-    p.add_argument(
-        "--models", nargs="+", default=None, help="slugs (default: every model found in --save-dir)"
-    )
-    p.add_argument("--resolutions", nargs="+", type=int, default=[64, 128, 256, 512])
-    p.add_argument(
-        "--val-limit", type=int, default=None, help="number of val photos (default all 100; quick 8)"
-    )
-    p.add_argument("--grid-image", type=int, default=0, help="index of the val photo shown in the grid")
-    p.add_argument(
-        "--tile-size",
+        "--large-limit",
         type=int,
-        default=None,
-        help="also evaluate every larger resolution in tiles of this many pixels (e.g. the training size; overlap 1/4)",
+        default=10,
+        help="val photos at 4x and above (default 10: 8x is costly on CPU)",
     )
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quick", action="store_true", help="8 val photos")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
     p.add_argument(
-        "--replot",
-        type=Path,
-        default=None,
-        help="redraw the plot and image grid of an existing JSON (reconstructs one photo per model) and exit",
+        "--grid-image", type=int, default=0, help="index (sorted by path) of the photo in the grid"
     )
+    p.add_argument("--quick", action="store_true", help="2 val photos, factors 1 2")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
     args = p.parse_args(argv)
-    if args.replot:
-        replot(args.replot, args.data, args.save_dir, args.grid_image)
-        return
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    slugs = args.models or discover(args.save_dir)
-    missing = [s for s in slugs if not (args.save_dir / s / "model" / "config.json").exists()]
-    if not slugs or missing:
+    if args.quick:
+        args.val_limit, args.large_limit, args.factors = 2, 2, [1, 2]
+    crop = regimes()[args.regime].crop
+    resolutions = [crop * f for f in args.factors]
+    groups = [([r for r in resolutions if r <= 2 * crop], args.val_limit)]
+    groups.append(([r for r in resolutions if r > 2 * crop], args.large_limit))
+    groups = [g for g in groups if g[0]]
+    slugs = args.models or discover(args.runs_dir, args.regime)
+    if not slugs:
         sys.exit(
-            f"error: no trained model for {missing or 'any label'} in {args.save_dir}; run benchmarks/learning_efficiency.py first"
+            f"error: no trained model under {args.runs_dir / args.regime}; run learning_efficiency.py first"
         )
-    out = args.out or DOCS_DIR / ("extrapolation_quick.json" if args.quick else "extrapolation.json")
-    photos = load_photos([args.data / "val"], limit=args.val_limit or (8 if args.quick else None))
-
-    from transvae.models.hub import load_model
-
-    results, grid = [], {}
-    largest = max(args.resolutions)
-    crops = {s: center_crops(photos, s) for s in args.resolutions}
+    val = args.data / "val"
+    results, grid = [], []
     for s_ in slugs:
-        folder = args.save_dir / s_ / "model"
-        model = load_model(folder, device=device).eval()
-        meta = json.loads((folder / "config.json").read_text()).get("metadata", {})
-        label = meta.get("label", s_)
-        psnr, l1, psnr_tiled, l1_tiled = {}, {}, {}, {}
-        for res in args.resolutions:
-            r = evaluate(model, crops[res][0], batch_size=max(1, 16 * 64 * 64 // (res * res)))
-            psnr[str(res)], l1[str(res)] = r["psnr"], r["l1"]
-            print(f"{label:40s} {res:4d}px  PSNR {r['psnr']:.2f}  L1 {r['l1']:.4f}", flush=True)
-            if args.tile_size and res > args.tile_size:
-                from transvae.inference.runner import InferenceRunner
+        per_seed = []
+        for seed in args.seeds:
+            model_dir = args.runs_dir / args.regime / s_ / f"seed{seed}" / "model"
+            if not (model_dir / "config.json").is_file():
+                print(f"note: {s_} seed {seed} has no trained model; skipped", file=sys.stderr)
+                continue
+            per_seed.append(evaluate_model(model_dir, model_dir.parent / "eval_extrapolation", val, groups))
+        if not per_seed:
+            continue
+        meta = json.loads((model_dir / "config.json").read_text())
+        label = next((lab for lab, _, _ in regimes()[args.regime].specs if slug(lab) == s_), s_)
+        psnr = {str(r): statistics.fmean(x["results"][r]["psnr"] for x in per_seed) for r in resolutions}
+        ssim = {str(r): statistics.fmean(x["results"][r]["ssim"] for x in per_seed) for r in resolutions}
+        images = {str(r): per_seed[0]["results"][r]["images"] for r in resolutions}
+        results.append(dict(label=label, slug=s_, model=meta.get("model_name"), seeds=args.seeds[: len(per_seed)],
+                            steps=[x["step"] for x in per_seed], psnr=psnr, ssim=ssim, images=images,
+                            commands=per_seed[0]["commands"]))  # fmt: skip
+        d = Path(per_seed[0]["results"][max(resolutions)]["dir"]) / "images" / str(max(resolutions))
+        recs = sorted((d / "reconstructions").rglob("*.png"))
+        if recs and args.grid_image < len(recs):
+            if not grid:
+                grid.append(("original", sorted((d / "inputs").rglob("*.png"))[args.grid_image]))
+            grid.append((label, recs[args.grid_image]))
+        print(f"{label:40s} " + "  ".join(f"{r}px {psnr[str(r)]:.2f}" for r in resolutions), flush=True)
 
-                runner = InferenceRunner(model, max_pixels=0, tile_size=args.tile_size)
-                tiled = functools.partial(runner.reconstruct, tiled=True)
-                r = evaluate(model, crops[res][0], batch_size=4, reconstruct=tiled)
-                psnr_tiled[str(res)], l1_tiled[str(res)] = r["psnr"], r["l1"]
-                print(
-                    f"{label:40s} {res:4d}px  PSNR {r['psnr']:.2f}  L1 {r['l1']:.4f}  (tiles of {args.tile_size})"
-                )
-        grid[label] = reconstruct(model, crops[largest][0][args.grid_image : args.grid_image + 1])[0]
-        results.append(
-            dict(
-                label=label,
-                slug=s_,
-                params=model.num_parameters(),
-                train_settings=meta.get("train_settings"),
-                psnr=psnr,
-                l1=l1,
-                **(
-                    dict(tile_size=args.tile_size, psnr_tiled=psnr_tiled, l1_tiled=l1_tiled)
-                    if args.tile_size
-                    else {}
-                ),
-            )
-        )
-
+    out = args.out or DOCS_DIR / f"extrapolation_{args.regime}{'_quick' if args.quick else ''}.json"
     payload = dict(
         benchmark="extrapolation",
-        quick=args.quick,
+        regime=args.regime,
+        crop=crop,
         command="python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        resolutions=args.resolutions,
-        upscaled_resolutions=[s for s in args.resolutions if crops[s][1]],
-        val_photos=len(photos),
-        machine=machine_info(device),
+        resolutions=resolutions,
+        limits={str(r): (args.val_limit if r <= 2 * crop else args.large_limit) for r in resolutions},
+        machine=machine_info(torch.device("cpu")),
         results=results,
     )
     write_json(out, payload)
-    plot(results, args.resolutions, out.with_suffix(".png"))
-    grid_path = out.with_name(out.stem + f"_grid_{largest}.png")
-    save_grid(crops[largest][0][args.grid_image], grid, grid_path, tile=min(largest, 256))
-    rows = [
-        dict(
-            model=r["label"],
-            **{f"psnr@{s}": r["psnr"][str(s)] for s in args.resolutions},
-            **{f"tiled@{s}": v for s, v in r.get("psnr_tiled", {}).items()},
-        )
-        for r in results
-    ]
-    tiled_cols = [f"tiled@{s}" for s in args.resolutions if args.tile_size and s > args.tile_size]
-    print("\n" + markdown_table(rows, ["model", *(f"psnr@{s}" for s in args.resolutions), *tiled_cols]))
-    print(f"\nwrote {out}, {out.with_suffix('.png')} and {grid_path}")
+    plot(results, resolutions, crop, out.with_suffix(".png"))
+    grid_path = out.with_name(out.stem + f"_grid_{max(resolutions)}.png")
+    if grid:
+        save_grid(grid, grid_path, tile=min(max(resolutions), 256))
+    rows = [dict(model=r["label"], **{f"psnr@{s}": r["psnr"][str(s)] for s in resolutions},
+                 change=r["psnr"][str(max(resolutions))] - r["psnr"][str(crop)]) for r in results]  # fmt: skip
+    print("\n" + markdown_table(rows, ["model", *(f"psnr@{s}" for s in resolutions), "change"]))
+    print(f"\nwrote {out}, {out.with_suffix('.png')}" + (f" and {grid_path}" if grid else ""))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -28,72 +27,103 @@ def test_slug_and_table(bench):
     assert table.splitlines()[2] == "| 1.23 | - |"
 
 
-def test_center_crop_native_and_upscaled(bench):
-    bu = bench("bench_utils")
-    im = torch.arange(3 * 6 * 10, dtype=torch.int64).view(3, 6, 10).to(torch.uint8)
-    crop, up = bu.center_crop(im, 4)
-    assert not up and torch.equal(crop, im[:, 1:5, 3:7])
-    crop, up = bu.center_crop(torch.full((3, 6, 10), 7, dtype=torch.uint8), 8)
-    assert up and crop.shape == (3, 8, 8) and bool((crop == 7).all())  # a flat image stays flat
+def test_no_training_loop_in_benchmarks():
+    # benchmarks train through transvae.training.Trainer only (issue 13): no second loop
+    for path in sorted(BENCH.glob("*.py")):
+        text = path.read_text()
+        assert ".backward(" not in text and "AdamW(" not in text, path.name
 
 
-def test_random_crops_are_reproducible(bench):
-    bu = bench("bench_utils")
-    photos = [torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8) for _ in range(3)]
-    a = bu.random_crops(photos, 5, 8, torch.Generator().manual_seed(1))
-    b = bu.random_crops(photos, 5, 8, torch.Generator().manual_seed(1))
-    assert a.shape == (5, 3, 8, 8) and a.dtype == torch.uint8 and torch.equal(a, b)
-    # every crop is a (possibly flipped) window of one of the photos
-    windows = {
-        p[:, i : i + 8, j : j + 8].flatten().tolist().__repr__()
-        for p in photos
-        for i in range(13)
-        for j in range(23)
-    }
-    windows |= {
-        p[:, i : i + 8, j : j + 8].flip(-1).flatten().tolist().__repr__()
-        for p in photos
-        for i in range(13)
-        for j in range(23)
-    }
-    assert all(c.flatten().tolist().__repr__() in windows for c in a)
+def _photos(folder: Path, n: int, size: tuple[int, int], seed: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        # smooth random images (a few colour blobs), so that a model can learn something in 4 steps
+        low = torch.rand(3, 4, 4, generator=g)
+        im = torch.nn.functional.interpolate(low[None], size=size, mode="bicubic", align_corners=False)[0]
+        arr = (im.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(arr).save(folder / f"{i:02d}.png")
+    return folder
 
 
-class _Offset(nn.Module):
-    """Stand-in autoencoder whose 'reconstruction' is the input plus a constant."""
-
-    def __init__(self, offset: float):
-        super().__init__()
-        self.offset = offset
-        self.w = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x, sample_posterior=True, generator=None):
-        return type("Out", (), {"sample": x + self.offset + self.w})()
-
-
-def test_evaluate_psnr_and_l1(bench):
-    bu = bench("bench_utils")
-    images = torch.full((3, 3, 8, 8), 100, dtype=torch.uint8)
-    r = bu.evaluate(_Offset(10 / 127.5), images)  # exactly +10 grey levels everywhere
-    assert r["psnr"] == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-6)
-    assert r["l1"] == pytest.approx(10 / 127.5, abs=1e-5)
-
-
-def test_train_model_is_deterministic(bench):
+def test_register_variant_is_idempotent_and_refuses_conflicts(bench):
     bu = bench("bench_utils")
     from transvae.models import create_model
 
-    photos = [torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8) for _ in range(4)]
-    val = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    s = bu.TrainSettings(steps=2, batch_size=2, crop=32, warmup=1, eval_every=1)
-    curves = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        model = create_model("transvae-nano-f16d32")
-        curves.append(bu.train_model(model, photos, val, s))
-    assert [p["step"] for p in curves[0]] == [0, 1, 2]
-    assert [p["psnr"] for p in curves[0]] == [p["psnr"] for p in curves[1]]
-    assert curves[0][2]["l1"] != curves[0][0]["l1"]  # the weights did change
+    name = bu.register_variant(
+        "bench-test-nano-mlp", "transvae-nano-f16d32", {"ffn_type": "mlp", "mlp_ratio": 4.0}
+    )
+    assert bu.register_variant(
+        "bench-test-nano-mlp", "transvae-nano-f16d32", {"ffn_type": "mlp", "mlp_ratio": 4.0}
+    )
+    m = create_model(name, device="meta")
+    assert m.config.ffn_type == "mlp" and m.config.dims == (16, 16, 32, 32, 64)
+    with pytest.raises(ValueError, match="other settings"):
+        bu.register_variant("bench-test-nano-mlp", "transvae-nano-f16d32", {"ffn_type": "dwconv"})
+
+
+def test_train_run_uses_the_trainer_and_resumes(bench, tmp_path):
+    bu = bench("bench_utils")
+    data = _photos(tmp_path / "train", 6, (40, 48), 0)
+    val = _photos(tmp_path / "val", 2, (32, 32), 1)
+    name = bu.register_variant("bench-test-nano", "transvae-nano-f16d32", {})
+    over = {
+        "model.name": name, "data.train": [str(data)], "data.val": [str(val)], "data.resolution": 32,
+        "data.num_workers": 0, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0, "loss.gan_weight": 0.0,
+        "optim.lr": 1e-3, "optim.warmup_steps": 1, "train.batch_size": 2, "train.max_steps": 2,
+        "train.ema": False, "train.device": "cpu", "train.checkpoint_every": 2, "log.every": 1,
+        "log.val_every": 2, "log.tensorboard": False, "log.progress": False,
+    }  # fmt: skip
+    runs = []
+    for k in range(2):  # the same seed twice: the same curve
+        run = tmp_path / f"run{k}"
+        bu.train_run(run, over, resume=False)
+        runs.append(bu.read_run(run))
+    assert [c["step"] for c in runs[0]["curve"]] == [0, 2] and runs[0]["step"] == 2
+    assert [c["psnr"] for c in runs[0]["curve"]] == [c["psnr"] for c in runs[1]["curve"]]
+    assert runs[0]["curve"][1]["psnr"] != runs[0]["curve"][0]["psnr"]  # the weights did change
+    assert runs[0]["s_per_step"] > 0
+    # cumulative: a larger max_steps with resume continues the same run
+    assert bu.has_checkpoint(tmp_path / "run0")
+    bu.train_run(tmp_path / "run0", {**over, "train.max_steps": 4}, resume=True)
+    r = bu.read_run(tmp_path / "run0")
+    assert r["step"] == 4 and [c["step"] for c in r["curve"]] == [0, 2, 4]
+
+
+def test_reference_lines(bench):
+    le = bench("learning_efficiency")
+    g = torch.Generator().manual_seed(0)
+    # images made of constant 4x4 patches: the mean colour reconstructs them exactly
+    blocks = torch.randint(0, 256, (3, 3, 2, 2), generator=g, dtype=torch.uint8)
+    val = blocks.repeat_interleave(4, -1).repeat_interleave(4, -2)  # (3, 3, 8, 8)
+    r = le.reference_lines(val, val, patch=4, components=48)
+    assert math.isinf(r["patch_mean_colour"]) and math.isinf(r["patch_pca"])  # 48 = 3 x 4 x 4: all of it
+    noisy = torch.randint(0, 256, (6, 3, 8, 8), generator=g, dtype=torch.uint8)
+    few, more = (le.reference_lines(noisy, noisy[:2], 4, c) for c in (2, 24))
+    assert few["patch_mean_colour"] == more["patch_mean_colour"] < few["patch_pca"] < more["patch_pca"]
+    patches = le.to_patches(noisy, 4)
+    assert patches.shape == (6 * 4, 48)
+    assert torch.equal(le.from_patches(patches, noisy.shape, 4), noisy)
+
+
+def test_learning_efficiency_regimes(bench):
+    le = bench("learning_efficiency")
+    from transvae.models import create_model
+
+    regs = le.regimes()
+    assert regs["f16-128"].crop == 128 and regs["f8-64"].crop == 64
+    for name, reg in regs.items():
+        slugs = [le.slug(label) for label, _, _ in reg.specs]
+        assert set(reg.default) <= set(slugs)
+        for s_ in slugs:
+            m = create_model(le.register(name, reg, s_), device="meta")
+            assert reg.crop // m.spatial_compression_ratio == 8  # an 8 x 8 latent grid in both regimes
+            if s_.startswith("cnn-vae"):
+                assert not m.config.stage_attn and not m.config.mid_attn  # attention-free (Figure 7)
+            if s_ == "vit-vae-learned-abs-pe":
+                assert m.config.pos_embed == "learned" and m.config.sample_size == reg.crop
 
 
 def test_flops_counted_on_meta(bench):
@@ -134,13 +164,14 @@ def test_learning_efficiency_cost_estimate_orders_models(bench):
     assert 0 < vit < trans  # the full-resolution CNN front-end costs more than 16x16 patches
 
 
-def test_extrapolation_discovers_saved_models_in_ladder_order(bench, tmp_path):
+def test_extrapolation_discovers_trained_runs_in_ladder_order(bench, tmp_path):
     extrapolation = bench("extrapolation")
-    for name in ("dc-shortcut-transvae", "cnn-vae", "my-extra-model"):
-        (tmp_path / name / "model").mkdir(parents=True)
-        (tmp_path / name / "model" / "config.json").write_text("{}")
-    (tmp_path / "incomplete" / "model").mkdir(parents=True)  # no config.json: not a saved model
-    assert extrapolation.discover(tmp_path) == ["cnn-vae", "dc-shortcut-transvae", "my-extra-model"]
+    for name in ("dc-shortcut-transvae", "cnn-vae-no-attention", "my-extra-model"):
+        (tmp_path / "f16-128" / name / "seed0" / "model").mkdir(parents=True)
+        (tmp_path / "f16-128" / name / "seed0" / "model" / "config.json").write_text("{}")
+    (tmp_path / "f16-128" / "incomplete" / "seed0").mkdir(parents=True)  # no model/: not trained
+    found = extrapolation.discover(tmp_path, "f16-128")
+    assert found == ["cnn-vae-no-attention", "dc-shortcut-transvae", "my-extra-model"]
 
 
 def test_generation_reads_run_summaries_and_replots(bench, tmp_path):

@@ -329,14 +329,19 @@ def test_stage2_freezes_encoder_and_trains_decoder_with_gan_multires(images, tmp
 def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     out = tmp_path / "qs"
     args = ["quickstart", "--out", str(out), "--steps", "2", "--model", "transvae-nano-f16d32"]
-    assert main([*args, "--resolution", "32", "--batch-size", "2"]) == 0
+    assert main([*args, "--resolution", "32", "--batch-size", "2", "--val-every", "1"]) == 0
     import json
 
     m = json.loads((out / "metrics.json").read_text())
-    assert m["steps"] == 2 and m["held_out_tiles"] == 6  # chelsea at 80x121 px: 2 x 3 tiles of 32
+    assert m["steps"] == 2 and m["held_out_tiles"] == 54  # chelsea at 192 x 288 px: 6 x 9 tiles of 32
     assert m["psnr_start"] > 0 and m["psnr_end"] > 0 and m["psnr_end"] != m["psnr_start"]
+    assert m["held_out_psnr"] == m["psnr_end"]
+    assert [c[0] for c in m["curve"]] == [0, 1, 2] and m["curve"][-1][1] == m["psnr_end"]
     assert {p.name for p in out.glob("recon_*.png")} == {"recon_start.png", "recon_end.png"}
-    assert not (out / "data" / "train" / "chelsea.png").exists()  # held out
+    assert (out / "before_after.png").is_file()
+    trained = {p.stem for p in (out / "data" / "train").glob("*.png")}
+    assert len(trained) == 8 and "motorcycle_right" in trained and "retina" in trained
+    assert not trained & {"chelsea", "cat"}  # held out (skimage's "cat" is the same photo)
     assert "held-out PSNR" in capsys.readouterr().out
     transvae.from_pretrained(out / "run" / "model")
 

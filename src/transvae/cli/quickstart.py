@@ -1,13 +1,16 @@
 """``transvae quickstart``: train a mini TransVAE on a CPU in about five minutes, offline.
 
-The data are colour photos that ship inside scikit-image (astronaut, coffee, rocket, Hubble
-deep field, immunohistochemistry for training; chelsea the cat held out for validation), so
-nothing is downloaded. The loss is L1 + KL only (LPIPS, VF and GAN need pretrained networks).
-It writes, under ``--out``:
+The data are the colour photos that ship inside scikit-image -- astronaut, coffee, the Hubble
+deep field, immunohistochemistry, both motorcycle views, retina and rocket for training; chelsea
+the cat held out for validation -- so nothing is downloaded. Every photo is resized to a
+shorter side of 192 px; the held-out one is cut into tiles of the crop size. The loss is L1 + KL
+only (LPIPS, VF and GAN need pretrained networks). It writes, under ``--out``:
 
-- ``data/train``, ``data/val``: the photos (train at 160 px shorter side; val as 64x64 tiles),
+- ``data/train``, ``data/val``: the photos (train resized; val as tiles),
 - ``recon_start.png`` / ``recon_end.png``: held-out tiles, input | reconstruction, before and after,
-- ``metrics.json``: PSNR / SSIM on the held-out tiles at the start and the end,
+  and ``before_after.png``: both, one above the other,
+- ``metrics.json``: PSNR / SSIM on the held-out tiles at the start and the end
+  (``held_out_psnr`` is the final one),
 - ``run/``: the full training run folder (``run/model`` loads with ``transvae.from_pretrained``).
 """
 
@@ -21,8 +24,20 @@ from pathlib import Path
 
 from .common import UserError
 
-TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+# scikit-image's bundled colour photographs (synthetic images and the logo left out). The cat is
+# held out ("chelsea"; skimage's "cat" is the same photo and is therefore not trained on).
+TRAIN_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "motorcycle_left",
+    "motorcycle_right",
+    "retina",
+    "rocket",
+)
 VAL_PHOTOS = ("chelsea",)
+PHOTO_SIDE = 192  # shorter side of every photo; the held-out one is 192 x 288, tiled exactly by 32/64/96
 
 
 def register(subparsers) -> None:
@@ -36,36 +51,56 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=1000, help="maximum optimizer steps (default 1000)")
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget for training (default 5)")
     p.add_argument(
-        "--model", default="transvae-mini-f16d32", help="model to train (default transvae-mini-f16d32)"
+        "--model",
+        default="transvae-mini-f8d16",
+        help="model to train (default transvae-mini-f8d16: the best held-out PSNR in 5 CPU minutes, docs/training.md)",
     )
     p.add_argument("--resolution", type=int, default=64, help="crop size (default 64)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4, docs/training.md)")
     p.add_argument(
-        "--lr", type=float, default=1e-3, help="learning rate (default 1e-3: short run, small model)"
+        "--val-every",
+        type=int,
+        default=0,
+        help="also validate on the held-out tiles every N steps (metrics.json 'curve'; default: start and end only)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (default 0: the cores not already busy, from the load average; at least 1)",
+    )
     p.set_defaults(func=run)
 
 
-def prepare_data(root: Path, resolution: int) -> tuple[Path, Path]:
-    """Write the bundled photos as PNGs: train photos resized, held-out photos cut into tiles."""
+def _photo(name: str):
+    """One of scikit-image's bundled photos as an RGB PIL image (no download)."""
     import numpy as np
     import skimage.data
     from PIL import Image
 
-    from ..data.transforms import resize_to_cover
+    if name.startswith("motorcycle_"):  # the stereo pair: (left, right, disparity)
+        a = skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
+    else:
+        a = getattr(skimage.data, name)()
+    return Image.fromarray(np.asarray(a)[..., :3])
+
+
+def prepare_data(root: Path, resolution: int) -> tuple[Path, Path]:
+    """Write the bundled photos as PNGs (shorter side ``PHOTO_SIDE``): train photos whole,
+    held-out photos cut into ``resolution`` x ``resolution`` tiles."""
+    from ..data.transforms import resize_center_crop, resize_to_cover
 
     train, val = root / "train", root / "val"
     for d in (train, val):
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-    side = int(2.5 * resolution)  # training crops see about 1/6 of a photo's area
     for name in TRAIN_PHOTOS:
-        im = Image.fromarray(np.asarray(getattr(skimage.data, name)())[..., :3])
-        resize_to_cover(im, side, side).save(train / f"{name}.png")
+        resize_to_cover(_photo(name), PHOTO_SIDE, PHOTO_SIDE).save(train / f"{name}.png")
     for name in VAL_PHOTOS:
-        im = resize_to_cover(Image.fromarray(np.asarray(getattr(skimage.data, name)())[..., :3]), side, side)
+        im, _ = resize_center_crop(_photo(name), (PHOTO_SIDE, 3 * PHOTO_SIDE // 2))  # a fixed 192 x 288
         w, h = im.size
         for i in range(h // resolution):
             for j in range(w // resolution):
@@ -74,18 +109,9 @@ def prepare_data(root: Path, resolution: int) -> tuple[Path, Path]:
     return train, val
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..training import Trainer, TrainingError, build_config
-
-    if args.resolution % 16 or args.resolution <= 0:
-        raise UserError(f"--resolution must be a positive multiple of 16, got {args.resolution}")
-    out = Path(args.out)
-    t0 = time.time()
-    train, val = prepare_data(out / "data", args.resolution)
-    run_dir = out / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    overrides = {
+def trainer_overrides(args: argparse.Namespace, train: Path, val: Path) -> dict:
+    """The Trainer configuration of the quick start (dotted keys for ``build_config``)."""
+    return {
         "model.name": args.model,
         "data.train": [str(train)],
         "data.val": [str(val)],
@@ -105,17 +131,74 @@ def run(args: argparse.Namespace) -> int:
         "loss.gan_weight": 0.0,
         "log.every": 10,
         "log.image_every": 10**9,
-        "log.val_every": 10**9,
+        "log.val_every": args.val_every or 10**9,
         "log.grid_images": 12,
     }
+
+
+def before_after(start: Path, end: Path, out: Path) -> None:
+    """``start`` above ``end`` (the Trainer's input | reconstruction grids) with a label on each."""
+    from PIL import Image, ImageDraw
+
+    a, b = Image.open(start).convert("RGB"), Image.open(end).convert("RGB")
+    label = 14
+    grid = Image.new("RGB", (max(a.width, b.width), a.height + b.height + 2 * label), "white")
+    draw = ImageDraw.Draw(grid)
+    draw.text((2, 1), "before training: input | reconstruction", fill="black")
+    grid.paste(a, (0, label))
+    draw.text((2, a.height + label + 1), "after training: input | reconstruction", fill="black")
+    grid.paste(b, (0, a.height + 2 * label))
+    grid.save(out, optimize=True)
+    if out.stat().st_size > 300_000:  # small enough for a README: a 256-colour palette
+        grid.quantize(256).save(out, optimize=True)
+
+
+def cpu_threads(requested: int = 0) -> int:
+    """``requested`` if > 0, else the CPU cores available to this process minus the 1-minute
+    load average (at least 1): on a busy machine more threads than free cores make OpenMP's
+    workers wait for each other (measured on 2 loaded cores: 48 steps in 5 minutes with 2 threads,
+    392 with 1; docs/training.md)."""
+    import os
+
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..training import Trainer, TrainingError, build_config
+
+    if args.resolution % 16 or args.resolution <= 0:
+        raise UserError(f"--resolution must be a positive multiple of 16, got {args.resolution}")
+    if args.val_every < 0:
+        raise UserError(f"--val-every must be >= 0, got {args.val_every}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    threads = cpu_threads(args.threads)
+    out = Path(args.out)
+    t0 = time.time()
+    train, val = prepare_data(out / "data", args.resolution)
+    run_dir = out / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    overrides = trainer_overrides(args, train, val)
     try:
         cfg = build_config(overrides=overrides)
         print(
             f"quickstart: training {args.model} on {len(TRAIN_PHOTOS)} scikit-image photos "
-            f"(L1 + KL, no downloads) for up to {args.minutes:g} min / {args.steps} steps"
+            f"(L1 + KL, no downloads) for up to {args.minutes:g} min / {args.steps} steps, {threads} CPU thread(s)"
         )
         trainer = Trainer(cfg, run_dir)
-        summary = trainer.fit()
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            summary = trainer.fit()
+        finally:
+            torch.set_num_threads(before)  # the caller's setting (quickstart may run in-process)
     except (TrainingError, ValueError, KeyError) as e:
         raise UserError(str(e)) from e
     hist = summary["history"]
@@ -123,16 +206,20 @@ def run(args: argparse.Namespace) -> int:
     samples = sorted((run_dir / "samples").glob("step_*.png"))
     shutil.copyfile(samples[0], out / "recon_start.png")
     shutil.copyfile(samples[-1], out / "recon_end.png")
+    before_after(out / "recon_start.png", out / "recon_end.png", out / "before_after.png")
     metrics = {
         "model": args.model,
+        "threads": threads,
         "steps": summary["step"],
         "train_seconds": summary["wall_seconds"],
         "total_seconds": round(time.time() - t0, 1),
         "held_out_tiles": int(start["val/images"]),
         "psnr_start": round(start["val/psnr"], 3),
         "psnr_end": round(end["val/psnr"], 3),
+        "held_out_psnr": round(end["val/psnr"], 3),
         "ssim_start": round(start["val/ssim"], 4),
         "ssim_end": round(end["val/ssim"], 4),
+        "curve": [[h["step"], round(h["val/psnr"], 3)] for h in hist],
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(
@@ -140,5 +227,6 @@ def run(args: argparse.Namespace) -> int:
         f"SSIM {metrics['ssim_start']:.3f} -> {metrics['ssim_end']:.3f} after {summary['step']} steps "
         f"({summary['wall_seconds']:.0f} s)"
     )
-    print(f"grids: {out / 'recon_start.png'}  {out / 'recon_end.png'}   model: {run_dir / 'model'}")
+    print(f"grids: {out / 'before_after.png'} ({out / 'recon_start.png'}, {out / 'recon_end.png'})")
+    print(f"model: {run_dir / 'model'}")
     return summary["exit_status"]  # 143 after SIGTERM, as `transvae train`
