@@ -31,7 +31,9 @@ from bench_utils import (
     line_style,
     machine_info,
     markdown_table,
+    save_figure,
     slug,
+    subplots,
     write_json,
 )
 from learning_efficiency import RUNS, regimes
@@ -90,12 +92,7 @@ def save_grid(items: list[tuple[str, Path]], path: Path, tile: int, columns: int
 
 
 def plot(results: list[dict], resolutions: list[int], crop: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=80)
+    fig, ax = subplots(figsize=(6.5, 4), dpi=80)
     labels = [r["label"] for r in results]
     for r in results:
         style = line_style(r["label"], labels)
@@ -107,9 +104,7 @@ def plot(results: list[dict], resolutions: list[int], crop: int, path: Path) -> 
     ax.set_ylabel("validation PSNR (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

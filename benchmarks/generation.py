@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_utils import DEFAULT_DATA, DOCS_DIR, REPO, machine_info, write_json
+from bench_utils import DEFAULT_DATA, DOCS_DIR, REPO, machine_info, save_figure, subplots, write_json
 
 TOKENIZERS = {
     "transvae-mini-f16d32": "TransVAE",
@@ -160,12 +160,7 @@ def curve(gen: Path) -> list[dict]:
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=80)
+    fig, axes = subplots(1, 3, figsize=(14, 3.8), dpi=80)
     styles = {"TransVAE": dict(color="black", lw=2.2), "CNN-VAE": dict(color="tab:red", lw=2.0)}
     for r in results:
         c = [p for p in r["curve"] if p["latent_fd"] is not None]
@@ -185,9 +180,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
         a.legend(fontsize=8)
     axes[0].set_yscale("log")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

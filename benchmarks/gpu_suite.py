@@ -62,7 +62,9 @@ from pathlib import Path
 
 import speed
 import torch
-from bench_utils import REPO, machine_info, resolve_device, sync, write_json
+from bench_utils import REPO, machine_info, sync, write_json
+
+from transvae.utils.device import resolve_device
 
 log = logging.getLogger("gpu_suite")
 GIB = 2**30

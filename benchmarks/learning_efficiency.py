@@ -56,7 +56,9 @@ from bench_utils import (
     markdown_table,
     read_run,
     register_variant,
+    save_figure,
     slug,
+    subplots,
     train_run,
     write_json,
 )
@@ -382,12 +384,7 @@ def collect(args: argparse.Namespace, regime: Regime, wanted: list[str], setting
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), dpi=80)
+    fig, axes = subplots(1, 2, figsize=(12, 4.6), dpi=80)
     labels = [m["label"] for m in payload["models"]]
     for m in payload["models"]:
         style = line_style(m["label"], labels)
@@ -420,10 +417,7 @@ def plot(payload: dict, path: Path) -> None:
         f"{payload['latent']['channels']}; batch {s['batch_size']}, lr {s['lr']:g}; Trainer validation",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def print_table(payload: dict) -> None:

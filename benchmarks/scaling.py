@@ -28,6 +28,8 @@ from bench_utils import (
     markdown_table,
     read_run,
     register_variant,
+    save_figure,
+    subplots,
     train_run,
     write_json,
 )
@@ -41,12 +43,7 @@ RUNS = REPO / "runs" / "bench" / "scaling"  # gitignored
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
+    fig, (a, b) = subplots(1, 2, figsize=(10, 3.8), dpi=80)
     params = [r["params"] / 1e6 for r in results]
     a.plot(params, [r["psnr"] for r in results], marker="o")
     for r, x in zip(results, params, strict=True):
@@ -65,10 +62,7 @@ def plot(results: list[dict], path: Path) -> None:
     b.legend(fontsize=8)
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,9 @@ import time
 from pathlib import Path
 
 import torch
-from bench_utils import DOCS_DIR, machine_info, markdown_table, resolve_device, sync, write_json
+from bench_utils import DOCS_DIR, machine_info, markdown_table, save_figure, subplots, sync, write_json
+
+from transvae.utils.device import resolve_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_MODELS = (
@@ -538,15 +540,10 @@ def stage_breakdown(b: Bench, res: int, device: torch.device, iters: int) -> lis
 
 def plot(records: list[dict], path: Path) -> None:
     """Bars of reconstruct throughput relative to flux-vae-config (or the first model) per group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = sorted({(r["resolution"], r["dtype"]) for r in records})
     models = list(dict.fromkeys(r["model"] for r in records))
     ref_name = "flux-vae-config" if "flux-vae-config" in models else models[0]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(models) / 2), 4), dpi=80)
+    fig, ax = subplots(figsize=(max(6, 1.2 * len(groups) * len(models) / 2), 4), dpi=80)
     width = 0.8 / len(models)
     for j, m in enumerate(models):
         for i, g in enumerate(groups):
@@ -573,10 +570,7 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_title(
         "encode + decode throughput, models interleaved in one run (labels: ratio, img/s)", fontsize=9
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
