@@ -57,7 +57,7 @@ def describe(m) -> dict:
         head=head,
         ffn=ffn_kind,
         hidden_ratio=ffn.fc1.out_features / ffn.fc1.in_features,
-        qkv_norm=norms.pop() is nn.RMSNorm,
+        qkv_norm=issubclass(norms.pop(), nn.RMSNorm),
         dc=shortcuts.pop() if shortcuts else None,
         resblocks=sum(isinstance(x, ResBlock) for x in m.modules()),
     )

@@ -3,6 +3,7 @@ qkv_norm variants, GroupNorm group sizes, the convolutional stem (docs/architect
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -145,6 +146,29 @@ def test_qkv_norm_variants_equal_and_unequal_as_documented():
         assert (
             rms(x, sample_posterior=False).sample - none(x, sample_posterior=False).sample
         ).abs().max() > 1e-4
+
+
+def test_rmsnorm_under_bf16_autocast_matches_nn_rmsnorm_without_warning():
+    # blocks.RMSNorm (TransVAE's attention and LightningDiT): nn.RMSNorm's values and state-dict
+    # keys, but a bf16 input under autocast no longer warns about the fp32 weight's dtype
+    from transvae.models.blocks import RMSNorm
+
+    torch.manual_seed(0)
+    ours, ref = RMSNorm(64, eps=1e-6), nn.RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.normal_()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 10, 64)
+    torch.testing.assert_close(ours(x), ref(x), atol=0, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = ours(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref(x), atol=0.05, rtol=0.02)
+    m = transvae.create_model("transvae-nano-f16d32").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isfinite(m(torch.rand(1, 3, 32, 32) * 2 - 1).sample).all()
 
 
 def test_qk_norm_normalises_each_head():

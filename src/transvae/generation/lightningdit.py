@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp, SwiGLU
 from torch.utils.checkpoint import checkpoint
 
+from ..models.blocks import RMSNorm
 from ..models.rope import apply_rope_2d, rope_2d
 from ..utils.config import ConfigError
 from ..utils.config import from_dict as config_from_dict
@@ -191,16 +192,6 @@ class LabelEmbedder(nn.Module):
 
 
 # -- blocks -----------------------------------------------------------------------------------
-class RMSNorm(nn.RMSNorm):
-    """``nn.RMSNorm`` whose weight follows the input's dtype: under bf16 autocast the input is
-    bf16 while the weight stays fp32, and torch then falls back from its fused kernel (with a
-    warning) to the unfused one; the fused kernel accumulates in fp32 either way."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) if self.weight is not None else None
-        return F.rms_norm(x, self.normalized_shape, w, self.eps)
-
-
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: (B, N, D) tokens, (B, D) shift / scale."""
     return x * (1 + scale[:, None]) + shift[:, None]

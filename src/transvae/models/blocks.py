@@ -194,6 +194,18 @@ class UpSample(nn.Module):
         return g.reshape(b, g.shape[1], 2 * h, 2 * w)
 
 
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` whose weight follows the input's dtype: under bf16 autocast the input is
+    bf16 while the weight stays fp32, and torch then falls back from its fused kernel (with a
+    warning) to the unfused one; the fused kernel accumulates in fp32 either way. The package's
+    one RMSNorm (TransVAE's attention, LightningDiT); same parameters and state-dict keys as
+    ``nn.RMSNorm``. Input (..., *normalized_shape) -> same shape and dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) if self.weight is not None else None
+        return F.rms_norm(x, self.normalized_shape, w, self.eps)
+
+
 QKV_NORMS = ("rms", "qk", "none")
 
 
@@ -218,10 +230,10 @@ class Attention(nn.Module):
         if qkv_norm not in QKV_NORMS:
             raise ValueError(f"qkv_norm must be one of {QKV_NORMS}, got {qkv_norm!r}")
         self.num_heads, self.head_dim = dim // head_dim, head_dim
-        self.norm = nn.RMSNorm(dim, eps=1e-6) if qkv_norm == "rms" else nn.Identity()
+        self.norm = RMSNorm(dim, eps=1e-6) if qkv_norm == "rms" else nn.Identity()
         self.qk_norm = qkv_norm == "qk"
-        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if self.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if self.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(head_dim, eps=1e-6) if self.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(head_dim, eps=1e-6) if self.qk_norm else nn.Identity()
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
