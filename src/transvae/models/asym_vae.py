@@ -75,10 +75,6 @@ class AsymVAE(AutoencoderBase):
         streams = [s.residual_branch_outputs() for s in self.encoder.stages if s.kind == "transformer"]
         init_weights(self, streams)
 
-    @property
-    def spatial_compression_ratio(self) -> int:
-        return self.config.compression
-
 
 register_model(
     "asym-vae-t-f16d32",

@@ -52,6 +52,11 @@ class ModelConfig:
         (checked before anything is built: a config cannot ask for a billion-block model)."""
         return from_dict(cls, d, what=f"'{cls.architecture}' model config", check=_check_range)
 
+    @property
+    def compression(self) -> int:
+        """The spatial compression ratio f of the architecture (each subclass computes it)."""
+        raise NotImplementedError
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -139,7 +144,9 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
     # -- properties ------------------------------------------------------------------------
     @property
     def spatial_compression_ratio(self) -> int:
-        raise NotImplementedError
+        """f: images (H, W) map to latents (H/f, W/f); each architecture's config computes it
+        as ``compression``."""
+        return self.config.compression
 
     @property
     def latent_channels(self) -> int:

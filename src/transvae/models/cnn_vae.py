@@ -215,10 +215,6 @@ class CNNVAE(AutoencoderBase):
         # init_weights and shared by every model's convs; no residual branch is rescaled here.
         init_weights(self)
 
-    @property
-    def spatial_compression_ratio(self) -> int:
-        return self.config.compression
-
 
 # --- Table 4 (f16d32): base dim and paper (encoder, decoder) params in millions -------------
 # Table 4's "Depth 3" is the decoder's ResBlocks per stage; with LDM's num_res_blocks=2 in the

@@ -183,10 +183,6 @@ class SwinVAE(AutoencoderBase):
         stages = [*self.encoder.stages, *self.decoder.stages]
         return [[layer for blk in s.blocks for layer in (blk.attn.proj, blk.mlp.fc2)] for s in stages]
 
-    @property
-    def spatial_compression_ratio(self) -> int:
-        return self.config.compression
-
     def set_gradient_checkpointing(self, enabled: bool = True) -> SwinVAE:
         super().set_gradient_checkpointing(enabled)
         for m in self.modules():

@@ -302,10 +302,6 @@ class TransVAE(AutoencoderBase):
         stages = [*self.encoder.stages, *self.decoder.stages]
         return [s.residual_branch_outputs() for s in stages if s.kind == "transformer"]
 
-    @property
-    def spatial_compression_ratio(self) -> int:
-        return self.config.compression
-
 
 # --- The paper's variants (Appendix B, Table 3): paper (encoder, decoder) params in millions ---
 _TABLE3 = {
