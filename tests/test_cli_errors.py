@@ -241,6 +241,11 @@ def test_infer_bad_runtime_options(capsys, model_dir, images, tmp_path):
         capsys, "reconstruct", img, "--model", model_dir, "--out", tmp_path / "o", "--batch-size", "0"
     )
     assert rc == 2 and "--batch-size must be >= 1" in one_error_line(err)
+    for bad in ("-1", "lots"):
+        rc, _, err = cli(
+            capsys, "reconstruct", img, "--model", model_dir, "--out", tmp_path / "o", "--max-pixels", bad
+        )
+        assert rc == 2 and f"expected 'auto' or a pixel count >= 0, got '{bad}'" in one_error_line(err)
     if not torch.cuda.is_available():
         rc, _, err = cli(
             capsys, "reconstruct", img, "--model", model_dir, "--out", tmp_path / "o", "--device", "cuda"

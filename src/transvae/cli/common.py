@@ -37,6 +37,16 @@ def positive_int(v: str) -> int:
     return n
 
 
+def max_pixels(v: str) -> int | str:
+    """argparse ``type=`` of ``--max-pixels``: ``"auto"`` or a pixel count >= 0."""
+    if v == "auto":
+        return v
+    try:
+        return nonneg_int(v)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a pixel count >= 0, got '{v}'") from e
+
+
 class UserError(Exception):
     """A mistake in the user's input: printed as one line, exit status 2, no traceback."""
 

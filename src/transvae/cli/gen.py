@@ -145,8 +145,7 @@ def run_train(args) -> int:
 
 # -- gen-sample ---------------------------------------------------------------------------------
 def _register_sample(sub) -> None:
-    from .common import add_precision_args
-    from .infer import _max_pixels
+    from .common import add_precision_args, max_pixels
 
     p = sub.add_parser(
         "gen-sample",
@@ -200,7 +199,7 @@ def _register_sample(sub) -> None:
     g.add_argument("--batch-size", type=positive_int, default=16, help="samples per batch (default 16)")
     g.add_argument(
         "--max-pixels",
-        type=_max_pixels,
+        type=max_pixels,
         default="auto",
         help="decode images larger than this in overlapping tiles (auto: what fits in half the free memory)",
     )

@@ -26,6 +26,7 @@ from .common import (
     finite_float,
     forced,
     load_model_or_exit,
+    max_pixels,
     one_line_warnings,
     prepare_out,
     resolve_device,
@@ -35,18 +36,6 @@ LATENT_SUFFIX = ".safetensors"
 
 
 # --- arguments ------------------------------------------------------------------------------------
-def _max_pixels(v: str) -> int | str:
-    if v == "auto":
-        return v
-    try:
-        n = int(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a pixel count, got '{v}'") from e
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
-
-
 def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
@@ -56,7 +45,7 @@ def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     )
     g.add_argument(
         "--max-pixels",
-        type=_max_pixels,
+        type=max_pixels,
         default="auto",
         help="encode/decode images (or latent grids, in pixels) larger than this in overlapping tiles; "
         "auto (default): what fits in half the free memory, at most 2048x2048; 0 = always tile",
