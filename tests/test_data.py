@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -109,7 +111,7 @@ def test_webdataset_shards(tmp_path):
         for i in range(4):
             buf = io.BytesIO()
             _img(40, 36, i).save(buf, format="PNG")
-            data = buf.getvalue() if i != 2 else b"corrupt"
+            data = {2: b"corrupt", 3: _bomb_png()}.get(i, buf.getvalue())
             for name, payload in ((f"{i:04d}.png", data), (f"{i:04d}.cls", str(i % 2).encode())):
                 info = tarfile.TarInfo(name)
                 info.size = len(payload)
@@ -120,5 +122,20 @@ def test_webdataset_shards(tmp_path):
     good = [s for s in samples if s["image"] is not None]
     bad = [s for s in samples if s["image"] is None]
     assert good and bad and all(s["image"].shape == (3, 32, 32) for s in good)
-    assert "0002" in bad[0]["skipped"][0]
+    reasons = {r for s in bad for r in s["skipped"]}
+    assert any("0002" in r for r in reasons)
+    # the loader's rules apply to shard members too: a header declaring 144 Mpixel (over our
+    # 128 Mpixel limit, under Pillow's own error threshold) is refused before any allocation
+    assert any("0003" in r and "decompression bomb" in r for r in reasons)
     assert {s["label"] for s in good} <= {0, 1}
+
+
+def _bomb_png(side: int = 12000) -> bytes:
+    """A PNG whose header declares side x side pixels (with a one-row body)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    body = zlib.compress(b"\x00" + b"\x00" * 3 * side)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
