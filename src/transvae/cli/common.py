@@ -177,6 +177,45 @@ def open_run_folder(out: str | None, resume: bool) -> tuple[Path, dict | None]:
         raise UserError(f"--resume: {e}") from e
 
 
+def add_run_args(p, command: str) -> None:
+    """The options of a config-driven training command (``train``, ``gen-train``) that both share.
+
+    Args:
+        p: the command's parser; it also accepts ``--section.key=value`` (``run_overrides``).
+        command: the command's name, for the epilog.
+    """
+    p.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (train.batch_size)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue exactly from OUT/checkpoints/last.pt, with the configuration stored in it "
+        "(options given now are applied, each announced in one line)",
+    )
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
+    p.add_argument("--device", help="auto | cpu | cuda (train.device)")
+    p.add_argument(
+        "--list-keys", action="store_true", help="print every config key with its default and exit"
+    )
+    p.epilog = (
+        f"Any config key can be set with --section.key=value; `transvae {command} --list-keys` lists them."
+    )
+    p.set_defaults(accepts_extra=True)
+
+
+def run_overrides(args, pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``given`` over ``pairs`` plus the config keys of the options ``add_run_args`` adds."""
+    return given(
+        [
+            *pairs,
+            ("train.batch_size", args.batch_size),
+            ("train.max_steps", args.max_steps),
+            ("data.num_workers", args.workers),
+            ("train.device", args.device),
+        ]
+    )
+
+
 def given(pairs: list[tuple[str, object]]) -> dict[str, object]:
     """``{dotted key: value}`` for the command-line options that were given (not None)."""
     return {k: v for k, v in pairs if v is not None}

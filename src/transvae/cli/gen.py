@@ -15,7 +15,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import UserError, given, nonneg_int, open_run_folder, positive_int, resolve_device
+from .common import (
+    UserError,
+    add_run_args,
+    nonneg_int,
+    open_run_folder,
+    positive_int,
+    resolve_device,
+    run_overrides,
+)
 
 # LightningDiT's inference settings: used when neither the command line nor the run sets them
 SAMPLER_DEFAULTS = {
@@ -41,7 +49,6 @@ def _register_train(sub) -> None:
         description="Train a class-conditional LightningDiT with rectified flow on a latents folder. "
         "Defaults are the paper's recipe (Appendix D); configs/lightningdit-*.yaml hold its three runs. "
         "Multi-GPU: torchrun --nproc_per_node N --no-python transvae gen-train ...",
-        epilog="Any config key can be set with --section.key=value; `transvae gen-train --list-keys` lists them.",
     )
     p.add_argument("--latents", help="training latents folder (data.latents)")
     p.add_argument(
@@ -52,16 +59,9 @@ def _register_train(sub) -> None:
     )
     p.add_argument("--out", help="run folder (config, logs, checkpoints, model/)")
     p.add_argument("--config", help="YAML recipe (e.g. configs/lightningdit-b-1-f16d32.yaml)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
-    p.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (train.batch_size)")
     p.add_argument("--vae", help="tokenizer to decode sample grids during training (data.vae)")
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
-    p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
-    p.add_argument("--device", help="auto | cpu | cuda (train.device)")
-    p.add_argument(
-        "--list-keys", action="store_true", help="print every config key with its default and exit"
-    )
-    p.set_defaults(func=run_train, accepts_extra=True)
+    add_run_args(p, "gen-train")
+    p.set_defaults(func=run_train)
 
 
 def resolve_train(args: argparse.Namespace):
@@ -75,17 +75,14 @@ def resolve_train(args: argparse.Namespace):
 
     run_dir, saved = open_run_folder(args.out, args.resume)
     base = saved["config"] if saved is not None else None
-    overrides = given(
+    overrides = run_overrides(
+        args,
         [
             ("data.latents", args.latents),
             ("data.val_latents", args.val_latents),
             ("model.name", args.model),
-            ("train.max_steps", args.max_steps),
-            ("train.batch_size", args.batch_size),
             ("data.vae", args.vae),
-            ("data.num_workers", args.workers),
-            ("train.device", args.device),
-        ]
+        ],
     )
     try:
         cfg = GenConfig.build(args.config, overrides, list(args.extra or []), base=base)

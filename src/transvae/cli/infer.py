@@ -221,30 +221,46 @@ def _summary(cmd: str, report, out: str, extra: str = "") -> int:
     return 1 if report.failures else 0
 
 
+def _run_files(args, job, suffixes: tuple[str, ...] | None, out_suffix: str, check=None) -> int:
+    """The frame shared by reconstruct, encode and decode; returns the exit status.
+
+    Checks the runtime arguments, collects the inputs and checks ``--out``, lets ``check(items)``
+    refuse the run, then calls ``job(items, out, device, **common) -> (report, summary_extra)``
+    under one-line warnings, where ``common`` holds ``batch_size``, ``on_failure`` (one line per
+    failed file; exit 2 for a single file or under ``--strict``) and ``progress``.
+    """
+    _check_runtime(args)
+    items, single = _collect(args, suffixes, out_suffix)
+    if check is not None:
+        check(items)
+    with one_line_warnings(args.command):
+        device = resolve_device(args.device)
+        on_failure = _on_failure(single, args.strict)
+        common = dict(batch_size=args.batch_size, on_failure=on_failure, progress=not single)
+        report, extra = job(items, Path(args.out), device, **common)
+    return _summary(args.command, report, args.out, extra)
+
+
 # --- reconstruct ------------------------------------------------------------------------------------
 def run_reconstruct(args) -> int:
     from transvae.inference.jobs import reconstruct_files
 
-    _check_runtime(args)
-    items, single = _collect(args, None, ".png")
-    with one_line_warnings(args.command):
-        device = resolve_device(args.device)
+    def job(items, out, device, **common):
         runner = _make_runner(args, load_model_or_exit(args.model, device), device)
         report = reconstruct_files(
             runner,
             items,
-            Path(args.out),
-            batch_size=args.batch_size,
+            out,
             num_workers=args.num_workers,
             sample=args.sample,
             seed=args.seed,
             compare=args.compare,
-            on_failure=_on_failure(single, args.strict),
-            progress=not single,
+            **common,
         )
-    finite = [p for p in report.psnr if p != float("inf")]
-    extra = f" (mean PSNR vs input {sum(finite) / len(finite):.2f} dB)" if finite else ""
-    return _summary("reconstruct", report, args.out, extra)
+        finite = [p for p in report.psnr if p != float("inf")]
+        return report, f" (mean PSNR vs input {sum(finite) / len(finite):.2f} dB)" if finite else ""
+
+    return _run_files(args, job, None, ".png")
 
 
 # --- encode -----------------------------------------------------------------------------------------
@@ -253,10 +269,7 @@ def run_encode(args) -> int:
     from transvae.inference.latent_files import latent_scaling
     from transvae.utils.device import DTYPES
 
-    _check_runtime(args)
-    items, single = _collect(args, None, LATENT_SUFFIX)
-    with one_line_warnings(args.command):
-        device = resolve_device(args.device)
+    def job(items, out, device, **common):
         model = load_model_or_exit(args.model, device)
         runner = _make_runner(args, model, device)
         try:
@@ -266,20 +279,19 @@ def run_encode(args) -> int:
         report = encode_files(
             runner,
             items,
-            Path(args.out),
+            out,
             model_ref=args.model,
-            batch_size=args.batch_size,
             num_workers=args.num_workers,
             sample=args.sample,
             seed=args.seed,
             scaling_factor=scale,
             shift_factor=shift,
             latent_dtype=DTYPES[args.latent_dtype],
-            on_failure=_on_failure(single, args.strict),
-            progress=not single,
+            **common,
         )
-    extra = f" (stored (z - {shift:g}) * {scale:g})" if (scale, shift) != (1.0, 0.0) else ""
-    return _summary("encode", report, args.out, extra)
+        return report, f" (stored (z - {shift:g}) * {scale:g})" if (scale, shift) != (1.0, 0.0) else ""
+
+    return _run_files(args, job, None, LATENT_SUFFIX)
 
 
 # --- decode -----------------------------------------------------------------------------------------
@@ -312,31 +324,23 @@ def run_decode(args) -> int:
     from transvae.inference import load_latent
     from transvae.inference.jobs import decode_files
 
-    _check_runtime(args)
-    items, single = _collect(args, (LATENT_SUFFIX,), ".png")
-    if args.model is None and not args.model_from_files:
-        try:
-            recorded = f"; the first file names '{load_latent(items[0][0]).model}'"
-        except ValueError:
-            recorded = ""
-        raise UserError(
-            f"pass --model (the model that encoded the latents){recorded}; to use the local model folder "
-            "recorded in each file instead, pass --model-from-files"
-        )
-    if args.model is not None and args.model_from_files:
-        raise UserError("--model and --model-from-files exclude each other")
-    with one_line_warnings(args.command):
-        device = resolve_device(args.device)
-        report = decode_files(
-            items,
-            Path(args.out),
-            _decode_runners(args, device),
-            batch_size=args.batch_size,
-            force=args.force,
-            on_failure=_on_failure(single, args.strict),
-            progress=not single,
-        )
-    return _summary("decode", report, args.out)
+    def check(items):
+        if args.model is None and not args.model_from_files:
+            try:
+                recorded = f"; the first file names '{load_latent(items[0][0]).model}'"
+            except ValueError:
+                recorded = ""
+            raise UserError(
+                f"pass --model (the model that encoded the latents){recorded}; to use the local model folder "
+                "recorded in each file instead, pass --model-from-files"
+            )
+        if args.model is not None and args.model_from_files:
+            raise UserError("--model and --model-from-files exclude each other")
+
+    def job(items, out, device, **common):
+        return decode_files(items, out, _decode_runners(args, device), force=args.force, **common), ""
+
+    return _run_files(args, job, (LATENT_SUFFIX,), ".png", check=check)
 
 
 # --- extract-latents ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import UserError, given, open_run_folder
+from .common import UserError, add_run_args, open_run_folder, run_overrides
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,6 @@ def register(subparsers) -> None:
         help="train an autoencoder (stage 1 or 2 of the paper's recipe)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any config key can be set with --section.key=value; `transvae train --list-keys` lists them.",
     )
     p.add_argument("--model", help="model name (see `transvae list`)")
     p.add_argument(
@@ -45,32 +44,20 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="run folder (config, logs, TensorBoard, grids, checkpoints, model/)")
     p.add_argument("--config", help="YAML recipe (e.g. configs/transvae-t-f16d32-stage1.yaml)")
     p.add_argument("--resolution", type=int, help="training crop size (data.resolution)")
-    p.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (train.batch_size)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
     p.add_argument(
         "--stage", type=int, choices=(1, 2), help="1: encoder+decoder, no GAN; 2: frozen encoder + GAN"
     )
     p.add_argument(
         "--init", help="model folder / run folder / Hub id to start from (stage 2: the stage-1 model)"
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue exactly from OUT/checkpoints/last.pt, with the configuration stored in it "
-        "(options given now are applied, each announced in one line)",
-    )
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
-    p.add_argument("--workers", type=int, help="DataLoader workers per process (data.num_workers)")
-    p.add_argument("--device", help="auto | cpu | cuda (train.device)")
     p.add_argument(
         "--force-bf16",
         action="store_true",
         help="with train.precision=bf16: use bf16 even on a CPU without native bf16 (train.force_bf16)",
     )
-    p.add_argument(
-        "--list-keys", action="store_true", help="print every config key with its default and exit"
-    )
-    p.set_defaults(func=run, accepts_extra=True)
+    add_run_args(p, "train")
+    p.set_defaults(func=run)
 
 
 def _flat(values) -> list[str]:
@@ -85,17 +72,14 @@ def resolve(args: argparse.Namespace):
 
     run_dir, saved = open_run_folder(args.out, args.resume)
     base = saved["config"] if saved is not None else None
-    overrides = given(
+    overrides = run_overrides(
+        args,
         [
             ("model.name", args.model),
             ("model.init", args.init),
             ("data.resolution", args.resolution),
-            ("train.batch_size", args.batch_size),
-            ("train.max_steps", args.max_steps),
             ("train.stage", args.stage),
-            ("data.num_workers", args.workers),
-            ("train.device", args.device),
-        ]
+        ],
     )
     if args.data:
         overrides["data.train"] = _flat(args.data)

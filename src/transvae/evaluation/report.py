@@ -284,6 +284,24 @@ def _examples_html(res: ResolutionResult, metrics: list[str]) -> str:
     )
 
 
+# The report's latent-analysis table: payload section -> (row label, format of the section's values)
+_LATENT_ROWS = {
+    "statistics": [
+        ("scaling_factor (1/std)", "{scaling_factor:.5f}"),
+        ("shift_factor (mean)", "{shift_factor:.5f}"),
+        ("scaling_factor without shift (1/RMS)", "{scaling_factor_no_shift:.5f}"),
+        ("latents", "{num_latents} × {channels} channels"),
+    ],
+    "uniformity": [
+        ("density CV ↓", "{density_cv:.4f}"),
+        ("Gini coefficient ↓", "{gini_coefficient:.4f}"),
+        ("normalised entropy ↑", "{normalized_entropy:.4f}"),
+        ("t-SNE vectors × runs", "{num_vectors} × {repeats}"),
+    ],
+    "linear_probe": [("linear probe top-1", "{top1:.4f} ({num_classes} classes, chance {chance:.3f})")],
+}
+
+
 def write_html(path: Path, payload: dict, results: list[ResolutionResult], metrics: list[str]) -> None:
     """The self-contained HTML report (see the module docstring)."""
     m, d, run = payload["model"], payload["data"], payload["run"]
@@ -320,29 +338,12 @@ def write_html(path: Path, payload: dict, results: list[ResolutionResult], metri
     if lat:
         parts.append("<h2>Latent space</h2>")
         for r, res in zip(lat, results, strict=True):
-            s, u, p = r.get("statistics"), r.get("uniformity"), r.get("linear_probe")
-            rows = []
-            if s:
-                rows += [
-                    ("scaling_factor (1/std)", f"{s['scaling_factor']:.5f}"),
-                    ("shift_factor (mean)", f"{s['shift_factor']:.5f}"),
-                    ("scaling_factor without shift (1/RMS)", f"{s['scaling_factor_no_shift']:.5f}"),
-                    ("latents", f"{s['num_latents']} × {s['channels']} channels"),
-                ]
-            if u:
-                rows += [
-                    ("density CV ↓", f"{u['density_cv']:.4f}"),
-                    ("Gini coefficient ↓", f"{u['gini_coefficient']:.4f}"),
-                    ("normalised entropy ↑", f"{u['normalized_entropy']:.4f}"),
-                    ("t-SNE vectors × runs", f"{u['num_vectors']} × {u['repeats']}"),
-                ]
-            if p:
-                rows += [
-                    (
-                        "linear probe top-1",
-                        f"{p['top1']:.4f} ({p['num_classes']} classes, chance {p['chance']:.3f})",
-                    )
-                ]
+            rows = [
+                (label, fmt.format(**r[section]))
+                for section, section_rows in _LATENT_ROWS.items()
+                if r.get(section)
+                for label, fmt in section_rows
+            ]
             if r.get("linear_probe_skipped"):
                 rows += [("linear probe", html.escape(r["linear_probe_skipped"]))]
             body = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)

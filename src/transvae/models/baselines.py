@@ -50,32 +50,20 @@ for _size, (_depth, _width, _pp) in _TABLE5.items():
         description="Table 5",
         **{**VIT_VAE_DEFAULTS, "dims": (_width,), "depths": (_depth,)},
     )
-register_model(
-    "vit-vae-mini-f16d32",
-    TransVAE,
-    family="vit-vae",
-    description="CPU-sized, matches transvae-mini",
-    **{**VIT_VAE_DEFAULTS, "dims": (128,), "depths": (4,), "head_dim": 32, "sample_size": 64},
-)
-register_model(
-    "vit-vae-mini-f8d16",
-    TransVAE,
-    family="vit-vae",
-    description="CPU-sized f8d16 (8x8 patches), matches transvae-mini-f8d16",
-    **{
-        **VIT_VAE_DEFAULTS,
-        "latent_channels": 16,
-        "patch_size": 8,
-        "dims": (128,),
-        "depths": (4,),
-        "head_dim": 32,
-        "sample_size": 64,
-    },
-)
-register_model(
-    "vit-vae-nano-f16d32",
-    TransVAE,
-    family="vit-vae",
-    description="smallest, for unit tests",
-    **{**VIT_VAE_DEFAULTS, "dims": (32,), "depths": (2,), "head_dim": 16, "sample_size": 64},
-)
+
+# CPU-sized members: name -> (description, config values over VIT_VAE_DEFAULTS); all at sample_size 64
+_CPU_MEMBERS = {
+    "vit-vae-mini-f16d32": (
+        "CPU-sized, matches transvae-mini",
+        dict(dims=(128,), depths=(4,), head_dim=32),
+    ),
+    "vit-vae-mini-f8d16": (
+        "CPU-sized f8d16 (8x8 patches), matches transvae-mini-f8d16",
+        dict(latent_channels=16, patch_size=8, dims=(128,), depths=(4,), head_dim=32),
+    ),
+    "vit-vae-nano-f16d32": ("smallest, for unit tests", dict(dims=(32,), depths=(2,), head_dim=16)),
+}
+for _name, (_desc, _kw) in _CPU_MEMBERS.items():
+    register_model(
+        _name, TransVAE, family="vit-vae", description=_desc, **(VIT_VAE_DEFAULTS | _kw), sample_size=64
+    )

@@ -227,23 +227,17 @@ for _size, (_depths, _dims, _pp) in _TABLE6.items():
         depths=_depths,
         dims=_dims,
     )
-register_model(
-    "swin-vae-mini-f16d32",
-    SwinVAE,
-    family="swin-vae",
-    description="CPU-sized, matches transvae-mini",
-    depths=(2, 2, 2, 2),
-    dims=(20, 40, 80, 160),
-    head_dim=20,
-    sample_size=64,
-)
-register_model(
-    "swin-vae-nano-f16d32",
-    SwinVAE,
-    family="swin-vae",
-    description="smallest, for unit tests",
-    depths=(1, 1, 1, 1),
-    dims=(8, 16, 32, 64),
-    head_dim=8,
-    sample_size=64,
-)
+
+# --- CPU-sized members for tests and small-scale experiments ---
+_CPU_MEMBERS = {  # name: (description, config values); all at sample_size 64
+    "swin-vae-mini-f16d32": (
+        "CPU-sized, matches transvae-mini",
+        dict(depths=(2, 2, 2, 2), dims=(20, 40, 80, 160), head_dim=20),
+    ),
+    "swin-vae-nano-f16d32": (
+        "smallest, for unit tests",
+        dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), head_dim=8),
+    ),
+}
+for _name, (_desc, _kw) in _CPU_MEMBERS.items():
+    register_model(_name, SwinVAE, family="swin-vae", description=_desc, **_kw, sample_size=64)

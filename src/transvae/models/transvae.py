@@ -321,34 +321,19 @@ for _name, _kw in _TABLE3.items():
 # --- CPU-sized members for tests, quick starts and small-scale experiments ---
 # The paper's width pattern (Tiny: [w, w, 2w, 2w, 4w] at f16, L-f8: [w, 2w, 4w, 8w]) with
 # GroupNorm at >= 4 channels per group (blocks.num_groups), at CPU depth.
-register_model(
-    "transvae-mini-f16d32",
-    TransVAE,
-    family="transvae",
-    description="CPU-sized (~1.8M params), Tiny's width pattern",
-    depths=(1, 1, 2, 2, 2),
-    dims=(32, 32, 64, 64, 128),
-    head_dim=32,
-    sample_size=64,
-)
-register_model(
-    "transvae-nano-f16d32",
-    TransVAE,
-    family="transvae",
-    description="smallest, for unit tests",
-    depths=(1, 1, 1, 1, 1),
-    dims=(16, 16, 32, 32, 64),
-    head_dim=16,
-    sample_size=64,
-)
-register_model(
-    "transvae-mini-f8d16",
-    TransVAE,
-    family="transvae",
-    description="CPU-sized f8d16 (~1.5M params), L-f8's width pattern",
-    latent_channels=16,
-    depths=(1, 1, 2, 2),
-    dims=(16, 32, 64, 128),
-    head_dim=32,
-    sample_size=64,
-)
+_CPU_MEMBERS = {  # name: (description, config values); all at sample_size 64
+    "transvae-mini-f16d32": (
+        "CPU-sized (~1.8M params), Tiny's width pattern",
+        dict(depths=(1, 1, 2, 2, 2), dims=(32, 32, 64, 64, 128), head_dim=32),
+    ),
+    "transvae-nano-f16d32": (
+        "smallest, for unit tests",
+        dict(depths=(1, 1, 1, 1, 1), dims=(16, 16, 32, 32, 64), head_dim=16),
+    ),
+    "transvae-mini-f8d16": (
+        "CPU-sized f8d16 (~1.5M params), L-f8's width pattern",
+        dict(latent_channels=16, depths=(1, 1, 2, 2), dims=(16, 32, 64, 128), head_dim=32),
+    ),
+}
+for _name, (_desc, _kw) in _CPU_MEMBERS.items():
+    register_model(_name, TransVAE, family="transvae", description=_desc, **_kw, sample_size=64)
