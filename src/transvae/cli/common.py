@@ -84,6 +84,25 @@ def add_precision_args(g, default: str = "fp32", choices: tuple[str, ...] = tupl
     g.add_argument("--force-fp16", action="store_true", help="use fp16 even on a CPU without native fp16")
 
 
+def add_tiling_args(
+    g, what: str = "encode/decode images (or latent grids, in pixels)", part: str = "encoder and decoder"
+) -> None:
+    """``--max-pixels`` / ``--tile-size`` / ``--tile-overlap`` / ``--compile``: how an
+    ``InferenceRunner`` tiles large inputs and whether it compiles ``part``."""
+    g.add_argument(
+        "--max-pixels",
+        type=max_pixels,
+        default="auto",
+        help=f"{what} larger than this in overlapping tiles; "
+        "auto (default): what fits in half the free memory, at most 2048x2048; 0 = always tile",
+    )
+    g.add_argument("--tile-size", type=int, default=512, help="tile side in pixels when tiling (default 512)")
+    g.add_argument(
+        "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)"
+    )
+    g.add_argument("--compile", action="store_true", help=f"torch.compile the {part}")
+
+
 def forced(args, dtype: str) -> bool:
     """Whether the user insisted on ``dtype`` (``--force-bf16`` / ``--force-fp16``)."""
     return bool(getattr(args, f"force_{dtype}", False))

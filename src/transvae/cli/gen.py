@@ -142,7 +142,7 @@ def run_train(args) -> int:
 
 # -- gen-sample ---------------------------------------------------------------------------------
 def _register_sample(sub) -> None:
-    from .common import add_precision_args, max_pixels
+    from .common import add_precision_args, add_tiling_args
 
     p = sub.add_parser(
         "gen-sample",
@@ -194,17 +194,7 @@ def _register_sample(sub) -> None:
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     add_precision_args(g)  # --dtype (generator and decoder autocast), --force-bf16 / --force-fp16
     g.add_argument("--batch-size", type=positive_int, default=16, help="samples per batch (default 16)")
-    g.add_argument(
-        "--max-pixels",
-        type=max_pixels,
-        default="auto",
-        help="decode images larger than this in overlapping tiles (auto: what fits in half the free memory)",
-    )
-    g.add_argument("--tile-size", type=int, default=512, help="decoder tile side in pixels (default 512)")
-    g.add_argument(
-        "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)"
-    )
-    g.add_argument("--compile", action="store_true", help="torch.compile the decoder")
+    add_tiling_args(g, what="decode images", part="decoder")
     p.set_defaults(func=run_sample, num_workers=0)
 
 

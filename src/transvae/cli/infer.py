@@ -23,10 +23,10 @@ from pathlib import Path
 from .common import (
     UserError,
     add_precision_args,
+    add_tiling_args,
     finite_float,
     forced,
     load_model_or_exit,
-    max_pixels,
     one_line_warnings,
     prepare_out,
     resolve_device,
@@ -43,18 +43,7 @@ def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     g.add_argument(
         "--batch-size", type=int, default=batch, help="images per forward pass (same-size images batch)"
     )
-    g.add_argument(
-        "--max-pixels",
-        type=max_pixels,
-        default="auto",
-        help="encode/decode images (or latent grids, in pixels) larger than this in overlapping tiles; "
-        "auto (default): what fits in half the free memory, at most 2048x2048; 0 = always tile",
-    )
-    g.add_argument("--tile-size", type=int, default=512, help="tile side in pixels when tiling (default 512)")
-    g.add_argument(
-        "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile-size/4)"
-    )
-    g.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
+    add_tiling_args(g)
     g.add_argument("--num-workers", type=int, default=2, help="image decoding worker processes")
 
 
