@@ -122,15 +122,22 @@ def save_figure(fig, path: Path) -> None:
 
 
 def line_style(label: str, labels: list[str]) -> dict:
-    """Matplotlib style shared by the plots: TransVAE black, CNN-VAE red, both thick; the design
-    ladder rungs in between coloured from ViT-VAE (dark blue) to the last rung (yellow)."""
+    """Matplotlib style shared by the plots: TransVAE black and thick (its variants black, dashed
+    or dotted), CNN-VAE red and thick; the design ladder rungs in between coloured from ViT-VAE
+    (dark blue) to the last rung (yellow)."""
     import matplotlib.pyplot as plt
 
-    if "TransVAE" in label:
+    def is_transvae(x: str) -> bool:
+        return x == "TransVAE" or "(= TransVAE)" in x
+
+    if is_transvae(label):
         return dict(color="black", lw=2.2)
-    if label == "CNN-VAE":
+    if "TransVAE" in label:  # a TransVAE variant (e.g. another qkv_norm)
+        variants = [x for x in labels if "TransVAE" in x and not is_transvae(x)]
+        return dict(color="black", lw=1.4, ls=("--", ":", "-.")[variants.index(label) % 3])
+    if label.startswith("CNN-VAE"):
         return dict(color="tab:red", lw=2.2)
-    rungs = [x for x in labels if x != "CNN-VAE" and "TransVAE" not in x]
+    rungs = [x for x in labels if not x.startswith("CNN-VAE") and "TransVAE" not in x]
     return dict(color=plt.cm.viridis(rungs.index(label) / max(len(rungs) - 1, 1)), lw=1.2)
 
 
