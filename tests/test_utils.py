@@ -74,6 +74,26 @@ def test_choose_dtype_falls_back_on_slow_cpu(monkeypatch):
         choose_dtype(torch.int8, cpu)
 
 
+@pytest.mark.parametrize("value, fast", [("none", False), ("all", True), ("None", False)])
+def test_native_lowp_override_replaces_detection(monkeypatch, value, fast):
+    from transvae.utils import device as D
+
+    monkeypatch.setenv(D.NATIVE_LOWP_ENV, value)
+    for dt in (torch.bfloat16, torch.float16):
+        assert D.cpu_dtype_is_fast(dt) is fast
+    assert D.cpu_dtype_is_fast(torch.float32)  # fp32 is never replaced
+    dtype, warning = choose_dtype("bf16", torch.device("cpu"))
+    assert (dtype == torch.bfloat16) is fast and (warning is None) is fast
+
+
+def test_native_lowp_override_refuses_a_typo(monkeypatch):
+    from transvae.utils import device as D
+
+    monkeypatch.setenv(D.NATIVE_LOWP_ENV, "off")
+    with pytest.raises(ValueError, match="TRANSVAE_CPU_NATIVE_LOWP"):
+        D.cpu_dtype_is_fast(torch.bfloat16)
+
+
 def test_resolve_device_errors_are_value_errors():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="invalid device"):
