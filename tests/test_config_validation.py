@@ -24,8 +24,8 @@ def no_build(monkeypatch):
     monkeypatch.setattr(registry, "build_model", boom)
 
 
-def one_name_per_family() -> list[str]:
-    names = transvae.list_models()
+def one_name_per_family(kind: str | None = None) -> list[str]:
+    names = transvae.list_models(kind=kind)
     fams = {}
     for n in names:
         fams.setdefault(registry.get_model_entry(n).cls.config_class.architecture, n)
@@ -113,12 +113,20 @@ def test_impossible_sizes_and_choices(no_build, override, words):
         assert w in str(ei.value)
 
 
-@pytest.mark.parametrize("name", one_name_per_family())
+@pytest.mark.parametrize("name", one_name_per_family("tokenizer"))
 def test_every_family_refuses_negative_and_zero_sizes(no_build, name):
     with pytest.raises(ConfigError, match="'latent_channels' must be a positive"):
         transvae.create_model(name, latent_channels=0)
     with pytest.raises(ConfigError, match="'in_channels' must be a positive"):
         transvae.create_model(name, in_channels=-1)
+
+
+@pytest.mark.parametrize("name", one_name_per_family("generator"))
+def test_every_generator_family_refuses_negative_and_zero_sizes(no_build, name):
+    with pytest.raises(ConfigError, match="'in_channels' must be >= 1"):
+        transvae.create_model(name, in_channels=0)
+    with pytest.raises(ConfigError, match="'num_classes' must be >= 1"):
+        transvae.create_model(name, num_classes=-1)
 
 
 def test_valid_override_still_builds():

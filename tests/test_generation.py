@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -11,22 +10,21 @@ import scipy.linalg
 import torch
 
 import transvae
-from transvae.generation.flow import RectifiedFlow
-from transvae.generation.hub import load_generator, save_generator, stats_from_metadata
-from transvae.generation.latent_fd import LatentFrechetDistance, latent_patches
-from transvae.generation.latents import (
+from transvae.data.latents import (
     STATS_NAME,
     LatentDataset,
     LatentFolder,
     LatentStats,
     load_latent_stats,
 )
-from transvae.generation.lightningdit import GeneratorConfigError, LightningDiTConfig, sincos_pos_embed_2d
-from transvae.generation.npz import NpzFormatError, iter_npz_images, npz_info, read_npz_labels, write_npz
-from transvae.generation.registry import create_generator, generator_table, list_generators
+from transvae.data.npz import NpzFormatError, iter_npz_images, npz_info, read_npz_labels, write_npz
+from transvae.generation.flow import RectifiedFlow
+from transvae.generation.latent_fd import LatentFrechetDistance, latent_patches
 from transvae.generation.sampling import SamplerConfig, guided_velocity, initial_noise, sample_ode, time_grid
 from transvae.inference import InferenceRunner, extract_latents
-from transvae.models.rope import apply_rope_2d
+from transvae.inference.generate import load_generator
+from transvae.models import GeneratorConfigError, LightningDiTConfig, create_model, list_models, model_table
+from transvae.models.pos_embed import apply_rope_2d, sincos_pos_embed_2d
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -44,29 +42,29 @@ def latents_dir(tmp_path_factory, class_photos):
 # -- model --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "published"), [("lightningdit-b-1", 130e6), ("lightningdit-xl-1", 675e6)])
 def test_parameter_counts_match_the_published_ones(name, published):
-    n = create_generator(name, device="meta").num_parameters()
+    n = create_model(name, device="meta").num_parameters()
     assert abs(n / published - 1) < 0.02, n
-    row = generator_table(name)[0]
-    assert row["family"] == "lightningdit" and row["total_params"] == n
+    row = model_table(name)[0]
+    assert row["family"] == "lightningdit" and row["total_params"] == n and row["kind"] == "generator"
 
 
 def test_registry_names_and_config_errors():
-    names = list_generators()
+    names = list_models(kind="generator")
     for size in ("b", "l", "xl"):
         for p in (1, 2):
             assert f"lightningdit-{size}-{p}" in names
     assert {"lightningdit-mini-1", "lightningdit-nano-1"} <= set(names)
     with pytest.raises(GeneratorConfigError, match="valid keys"):
-        create_generator("lightningdit-nano-1", depht=3)
+        create_model("lightningdit-nano-1", depht=3)
     with pytest.raises(GeneratorConfigError, match="divisible"):
-        create_generator("lightningdit-nano-1", num_heads=3)
+        create_model("lightningdit-nano-1", num_heads=3)
     with pytest.raises(GeneratorConfigError, match="integer"):
         LightningDiTConfig.from_dict({"depth": "two"})
 
 
 @pytest.mark.parametrize("name", ["lightningdit-nano-1", "lightningdit-mini-1"])
 def test_every_small_variant_runs_and_starts_as_zero(name):
-    m = create_generator(name, in_channels=8, num_classes=3)
+    m = create_model(name, in_channels=8, num_classes=3)
     x = torch.randn(2, 8, 4, 6)
     v = m(x, torch.rand(2), torch.tensor([0, 3]))
     assert v.shape == x.shape and v.abs().max() == 0  # adaLN-zero: output layer starts at zero
@@ -74,7 +72,7 @@ def test_every_small_variant_runs_and_starts_as_zero(name):
 
 def test_rope_is_relative_and_tells_rows_from_columns_on_a_non_square_grid():
     torch.manual_seed(0)
-    m = create_generator("lightningdit-nano-1", in_channels=4)
+    m = create_model("lightningdit-nano-1", in_channels=4)
     h, w = 3, 5
     _, (cos, sin) = m._positions(h, w, torch.device("cpu"))
     assert cos.shape == (h * w, m.config.head_dim)
@@ -111,7 +109,7 @@ def test_sincos_embedding_values():
 
 
 def test_label_dropout_only_in_training():
-    m = create_generator("lightningdit-nano-1", in_channels=4, num_classes=5, class_dropout=0.5)
+    m = create_model("lightningdit-nano-1", in_channels=4, num_classes=5, class_dropout=0.5)
     y = torch.zeros(4000, dtype=torch.int64)
     torch.manual_seed(0)
     m.train()
@@ -121,22 +119,23 @@ def test_label_dropout_only_in_training():
     assert 0.45 < dropped < 0.55 and m.null_label == 5
     m.eval()
     assert (m.y_embedder(y) == table[0]).all()
-    assert create_generator("lightningdit-nano-1", in_channels=4, class_dropout=0.0).null_label is None
+    assert create_model("lightningdit-nano-1", in_channels=4, class_dropout=0.0).null_label is None
 
 
 def test_generator_save_load_roundtrip(tmp_path):
-    m = create_generator("lightningdit-nano-1", in_channels=4, num_classes=3)
+    m = create_model("lightningdit-nano-1", in_channels=4, num_classes=3)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.1)
     stats = LatentStats(torch.arange(4.0), torch.ones(4) * 2)
-    save_generator(m, tmp_path / "model", latent_stats=stats.to_dict(), latent_multiplier=0.5)
-    m2, meta = load_generator(tmp_path)  # a run folder: model/ inside
+    m.save_pretrained(tmp_path / "model", latent_stats=stats.to_dict(), latent_multiplier=0.5)
+    m2 = load_generator(tmp_path)  # a run folder: model/ inside
     x, t, y = torch.randn(2, 4, 3, 5), torch.rand(2), torch.tensor([1, 2])
     assert torch.equal(m(x, t, y), m2(x, t, y)) and m2.model_name == "lightningdit-nano-1"
-    s, mult = stats_from_metadata(meta)
+    assert torch.equal(transvae.from_pretrained(tmp_path)(x, t, y), m(x, t, y))  # the one loader
+    s, mult = LatentStats.from_metadata(m2.metadata)
     assert torch.equal(s.mean, stats.mean) and mult == 0.5
-    (tmp_path / "model" / "config.json").write_text(json.dumps({"architecture": "transvae"}))
-    with pytest.raises(GeneratorConfigError, match="not a LightningDiT"):
+    transvae.create_model("transvae-nano-f16d32").save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match="not a generator"):
         load_generator(tmp_path)
 
 
@@ -280,7 +279,7 @@ def test_cfg_interval():
 
 def test_sampling_is_reproducible_under_a_seed():
     torch.manual_seed(0)
-    m = create_generator("lightningdit-nano-1", in_channels=4, num_classes=3).eval()
+    m = create_model("lightningdit-nano-1", in_channels=4, num_classes=3).eval()
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.1)
     cfg = SamplerConfig(steps=3, solver="heun", shift=0.5, cfg_scale=2.0)

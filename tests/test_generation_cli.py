@@ -12,10 +12,10 @@ from PIL import Image
 
 import transvae
 from transvae.cli import main
+from transvae.data.latents import LatentFolder
 from transvae.generation.evaluate import EvalOptions, evaluate_generation
-from transvae.generation.hub import latents_metadata, save_generator
-from transvae.generation.latents import LatentFolder
-from transvae.generation.registry import create_generator
+from transvae.generation.task import latents_metadata
+from transvae.models import create_model
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,10 @@ def setup(tmp_path_factory, class_photos):
         )
         assert rc == 0
     folder = LatentFolder(base / "latents")
-    gen = create_generator("lightningdit-nano-1", in_channels=32, num_classes=2)
+    gen = create_model("lightningdit-nano-1", in_channels=32, num_classes=2)
     for p in gen.parameters():
         nn.init.normal_(p, std=0.05)
-    save_generator(gen, base / "run" / "model", **latents_metadata(folder, folder.stats(), 1.0), step=0)
+    gen.save_pretrained(base / "run" / "model", **latents_metadata(folder, folder.stats(), 1.0), step=0)
     return base
 
 
@@ -135,8 +135,8 @@ def test_gen_eval_latent_fd_without_downloads(setup, tmp_path, capsys):
     grid = np.asarray(Image.open(out / "samples_grid.png"))
     assert grid.shape == (2 + 66, 2 + 6 * 66, 3)  # one row of the 6 samples, 64 px + 2 px padding
     # the same number from the library, and the real latents are far closer to themselves
+    from transvae.data.latents import LatentStats
     from transvae.generation.evaluate import latent_fd
-    from transvae.generation.latents import LatentStats
 
     stats = LatentStats.from_dict(json.loads((samples / "sampling.json").read_text())["latent_stats"])
     ref = LatentFolder(setup / "held_latents")
@@ -191,9 +191,9 @@ class _Pool(nn.Module):
 
 
 def test_fid_and_is_from_npz_and_folder_with_stand_in_networks(setup, tmp_path):
+    from transvae.data.npz import write_npz
     from transvae.evaluation.fid import FIDMetric
     from transvae.evaluation.inception_score import ISMetric
-    from transvae.generation.npz import write_npz
 
     def load(d):
         return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(d.rglob("*.png"))])

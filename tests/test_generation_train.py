@@ -13,8 +13,8 @@ import torch
 
 import transvae
 from transvae.cli import main
-from transvae.generation.hub import load_generator
 from transvae.inference import InferenceRunner, extract_latents
+from transvae.inference.generate import load_generator
 from transvae.training import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -63,14 +63,16 @@ def test_gen_train_runs_exports_and_resumes_bit_identically(latents, tmp_path, c
     # the paper's optimiser: AdamW betas (0.9, 0.95), constant 2e-4 unless overridden (1e-3 here)
     assert adam_a["param_groups"][0]["betas"] == (0.9, 0.95) and adam_a["param_groups"][0]["lr"] == 1e-3
     # training moved the weights; model/ holds the EMA weights and the latent statistics
-    model, meta = load_generator(straight)
+    model = load_generator(straight)
+    meta = model.metadata
     assert _same(model.state_dict(), a["ema"]["weights"])
     assert meta["step"] == 4 and meta["latent_shape"] == [32, 4, 4] and meta["classes"] == ["a", "b"]
     stats = torch.load(latents / "train" / "latents_stats.pt", weights_only=True)
     assert meta["latent_stats"]["mean"] == pytest.approx(stats["mean"].flatten().tolist())
     assert meta["tokenizer"]["model_name"] == "transvae-nano-f16d32"
     # gen-sample --step: the EMA weights of a kept snapshot
-    early, meta2 = load_generator(straight, step=2)
+    early = load_generator(straight, step=2)
+    meta2 = early.metadata
     snap = load_checkpoint(straight / "checkpoints" / "step_00000002.pt")
     assert _same(early.state_dict(), snap["ema"]["weights"]) and meta2["step"] == 2
     assert not _same(early.state_dict(), model.state_dict())

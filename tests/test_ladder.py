@@ -5,17 +5,10 @@ import torch
 import torch.nn as nn
 
 import transvae
-from transvae.models.blocks import (
-    Attention,
-    ConvHead,
-    ConvStem,
-    DownSample,
-    FeedForward,
-    LearnedPosEmbed,
-    ResBlock,
-    UpSample,
-)
+from transvae.models.attention import Attention
+from transvae.models.blocks import ConvHead, ConvStem, DownSample, LearnedPosEmbed, ResBlock, UpSample
 from transvae.models.ladder import LADDER, branches, ladder, markdown_table
+from transvae.models.mlp import FeedForward
 
 
 def describe(m) -> dict:

@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import transvae
-from transvae.models.blocks import Attention, ConvHead, ConvStem, ResBlock, TransformerBlock
+from transvae.models.attention import Attention
+from transvae.models.blocks import ConvHead, ConvStem, ResBlock, TransformerBlock
 from transvae.models.init_stats import activation_stats, sample_photos
 
 MINIS = [
@@ -151,7 +152,7 @@ def test_qkv_norm_variants_equal_and_unequal_as_documented():
 def test_rmsnorm_under_bf16_autocast_matches_nn_rmsnorm_without_warning():
     # blocks.RMSNorm (TransVAE's attention and LightningDiT): nn.RMSNorm's values and state-dict
     # keys, but a bf16 input under autocast no longer warns about the fp32 weight's dtype
-    from transvae.models.blocks import RMSNorm
+    from transvae.models.attention import RMSNorm
 
     torch.manual_seed(0)
     ours, ref = RMSNorm(64, eps=1e-6), nn.RMSNorm(64, eps=1e-6)

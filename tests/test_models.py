@@ -9,7 +9,9 @@ import torch.nn.functional as F
 import transvae
 from transvae.cli import main as cli_main
 from transvae.models import ConfigError, DiagonalGaussianDistribution, model_table
-from transvae.models.blocks import Attention, DownSample, FeedForward, ResBlock, UpSample
+from transvae.models.attention import Attention
+from transvae.models.blocks import DownSample, ResBlock, UpSample
+from transvae.models.mlp import FeedForward
 from transvae.models.transvae import Stage
 
 TABLE3 = {  # name: (encoder, decoder) parameters in millions, Appendix B Table 3
@@ -95,7 +97,7 @@ def test_rope_has_no_fixed_grid_and_runs_at_larger_sizes():
 def test_rope_relative_positions():
     # RoPE makes q.k depend only on the offset between tokens: shifting both positions
     # by the same (row, col) leaves the score unchanged, at any grid size.
-    from transvae.models.rope import apply_rope_2d, rope_2d
+    from transvae.models.pos_embed import apply_rope_2d, rope_2d
 
     cos, sin = rope_2d(6, 9, 16)
     q, k = torch.randn(16), torch.randn(16)
@@ -393,7 +395,7 @@ def test_upsample_keeps_the_autocast_dtype_promotion_of_the_shortcut():
 
 
 def test_rope_fast_form_matches_rotate_half_reference():
-    from transvae.models.rope import apply_rope_2d, rope_2d
+    from transvae.models.pos_embed import apply_rope_2d, rope_2d
 
     def rotate_half(t):  # the textbook form, per axis half
         a, b = t.chunk(2, dim=-1)

@@ -369,7 +369,7 @@ def test_half_precision_weights_are_accepted_and_exact(model_dir, reference):
 
 # -- interrupted writes -------------------------------------------------------------------------
 def test_interrupted_save_pretrained_keeps_previous_model(model_dir, reference, monkeypatch):
-    import transvae.models.hub as hub
+    import transvae.models.persistence as hub
 
     before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     other = transvae.create_model(NANO)

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 def from_pretrained(path_or_repo, **kwargs) -> AutoencoderBase:
     """Load any model saved with ``save_pretrained`` (a folder, a training run folder or a Hub repo)."""
-    from .models.hub import load_model
+    from .models.persistence import load_model
 
     return load_model(path_or_repo, **kwargs)
 

@@ -70,7 +70,7 @@ def resolve_train(args: argparse.Namespace):
     On ``--resume`` the configuration stored in the checkpoint is the base; a recipe and flags
     given again are applied on top of it (the engine refuses changes to fixed keys)."""
     from transvae.generation.config import GenConfig
-    from transvae.generation.registry import list_generators
+    from transvae.models import list_models
     from transvae.utils.config import ConfigError
 
     run_dir, saved = open_run_folder(args.out, args.resume)
@@ -90,8 +90,9 @@ def resolve_train(args: argparse.Namespace):
         raise UserError(str(e)) from e
     if base is None and args.model is None and args.config is None:
         raise UserError("--model NAME is required (see `transvae list 'lightningdit-*'`)")
-    if cfg.model.name not in list_generators():
-        raise UserError(f"unknown generator '{cfg.model.name}'; choices: {', '.join(list_generators())}")
+    generators = list_models(kind="generator")
+    if cfg.model.name not in generators:
+        raise UserError(f"unknown generator '{cfg.model.name}'; choices: {', '.join(generators)}")
     for opt, path in (
         ("--latents", cfg.data.latents),
         ("--val-latents", cfg.data.val_latents),
@@ -201,15 +202,16 @@ def _register_sample(sub) -> None:
 def run_sample(args) -> int:
     import torch
 
-    from transvae.generation.hub import load_generator, stats_from_metadata
-    from transvae.generation.lightningdit import GeneratorConfigError
-    from transvae.generation.pipeline import (
+    from transvae.data.latents import LatentStats
+    from transvae.generation.sampling import SamplerConfig
+    from transvae.inference.generate import (
         GenerationPipeline,
         folder_to_npz,
         generate_to_folder,
+        load_generator,
         sample_labels,
     )
-    from transvae.generation.sampling import SamplerConfig
+    from transvae.training.run_folder import RunFolderError
 
     from .common import load_model_or_exit
     from .infer import _check_runtime, _make_runner
@@ -224,9 +226,10 @@ def run_sample(args) -> int:
         raise UserError("--out must not be the run folder")
     device = resolve_device(args.device)
     try:
-        model, meta = load_generator(run, device=device, step=args.step)
-        stats, multiplier = stats_from_metadata(meta)
-    except (FileNotFoundError, GeneratorConfigError, ValueError) as e:
+        model = load_generator(run, device=device, step=args.step)
+        meta = model.metadata
+        stats, multiplier = LatentStats.from_metadata(meta)
+    except (FileNotFoundError, RunFolderError, ValueError) as e:
         raise UserError(f"cannot load generator '{run}': {e}") from e
     recipe = {
         **SAMPLER_DEFAULTS,
@@ -323,10 +326,10 @@ def _register_eval(sub) -> None:
 
 
 def run_eval(args) -> int:
+    from transvae.data.latents import LatentDataError
+    from transvae.data.npz import NpzFormatError
     from transvae.evaluation.weights import WeightsUnavailableError
     from transvae.generation.evaluate import EvalOptions, SourceError, evaluate_generation
-    from transvae.generation.latents import LatentDataError
-    from transvae.generation.npz import NpzFormatError
 
     samples = Path(args.samples)
     if not samples.exists():

@@ -257,3 +257,10 @@ def tensor_to_uint8(x: torch.Tensor) -> torch.Tensor:
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     """(3, H, W) tensor in [-1, 1] -> RGB PIL image."""
     return Image.fromarray(tensor_to_uint8(x).permute(1, 2, 0).cpu().numpy(), mode="RGB")
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> the bytes of a PNG file (lossless)."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()

@@ -16,102 +16,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-
-class LatentStatistics:
-    """Streaming per-channel mean/variance of latents (Chan et al.'s parallel update, float64).
-
-    ``update(z)`` with (B, C, h, w) or (B, C) tensors of any batch and grid size, then ``compute()``.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0  # values per channel seen so far
-        self.num_latents = 0
-        self.mean: torch.Tensor | None = None  # (C,)
-        self.m2: torch.Tensor | None = None  # (C,) sum of squared deviations
-        self.sumsq: torch.Tensor | None = None  # (C,) sum of squares, for the shift-free scale
-        self.min = math.inf
-        self.max = -math.inf
-
-    @torch.no_grad()
-    def update(self, z: torch.Tensor) -> None:
-        """Add latents: (B, C, h, w) or (B, C)."""
-        if z.ndim not in (2, 4):
-            raise ValueError(f"expected latents of shape (B, C, h, w) or (B, C), got {tuple(z.shape)}")
-        v = z.detach().to("cpu", torch.float64).transpose(0, 1).reshape(z.shape[1], -1)  # (C, B*h*w)
-        n = v.shape[1]
-        if n == 0:
-            return
-        mean_b = v.mean(1)
-        m2_b = (v - mean_b[:, None]).pow(2).sum(1)
-        if self.mean is None:
-            self.mean, self.m2, self.sumsq = mean_b, m2_b, v.pow(2).sum(1)
-        else:
-            if mean_b.shape != self.mean.shape:
-                raise ValueError(f"channel count changed from {self.mean.shape[0]} to {mean_b.shape[0]}")
-            total = self.count + n
-            delta = mean_b - self.mean
-            self.mean = self.mean + delta * (n / total)
-            self.m2 = self.m2 + m2_b + delta.pow(2) * (self.count * n / total)
-            self.sumsq = self.sumsq + v.pow(2).sum(1)
-        self.count += n
-        self.num_latents += z.shape[0]
-        self.min = min(self.min, float(v.min()))
-        self.max = max(self.max, float(v.max()))
-
-    def compute(self) -> dict:
-        """Statistics as plain JSON-able data.
-
-        Returns:
-            dict with ``num_latents``, ``channels``, ``values_per_channel``, per-channel ``mean`` and
-            ``std`` (population std), ``global_mean`` / ``global_std`` over all values,
-            ``shift_factor`` (= global mean), ``scaling_factor`` (= 1 / global std; use as
-            ``(z - shift_factor) * scaling_factor``), ``scaling_factor_no_shift`` (= 1 / RMS; use as
-            ``z * scaling_factor`` like SD 1.x/2.x/SDXL, without a shift), ``min``, ``max``.
-        """
-        if self.mean is None or self.count == 0:
-            raise ValueError("no latents were given")
-        var_c = self.m2 / self.count  # (C,)
-        g_mean = self.mean.mean()
-        # equal counts per channel: total variance = mean within-channel var + spread of channel means
-        g_var = (var_c + (self.mean - g_mean).pow(2)).mean()
-        rms = (self.sumsq.sum() / (self.count * self.mean.numel())).sqrt()
-        g_std = float(g_var.sqrt())
-        return {
-            "num_latents": self.num_latents,
-            "channels": int(self.mean.numel()),
-            "values_per_channel": self.count,
-            "mean": self.mean.tolist(),
-            "std": var_c.sqrt().tolist(),
-            "global_mean": float(g_mean),
-            "global_std": g_std,
-            "shift_factor": float(g_mean),
-            "scaling_factor": 1.0 / g_std if g_std > 0 else math.inf,
-            "scaling_factor_no_shift": 1.0 / float(rms) if rms > 0 else math.inf,
-            "min": self.min,
-            "max": self.max,
-        }
-
-
-def latent_statistics(latents: torch.Tensor | Iterable[torch.Tensor]) -> dict:
-    """Per-channel mean/std of latents and suggested diffusion ``scaling_factor`` / ``shift_factor``.
-
-    Args:
-        latents: a (N, C, h, w) tensor, or an iterable of such batches (sizes may differ).
-    Returns:
-        the dict of ``LatentStatistics.compute`` (see there for the keys).
-    """
-    acc = LatentStatistics()
-    if isinstance(latents, torch.Tensor):
-        acc.update(latents)
-    else:
-        for z in latents:
-            acc.update(z)
-    return acc.compute()
+from ..data.latents import LatentStatistics, latent_statistics  # noqa: F401  (re-exported)
 
 
 class LatentVectorSampler:

@@ -19,22 +19,12 @@ from ..utils.lazy import lazy_exports
 _EXPORTS = {
     "EvalOptions": "evaluate",
     "GenerationPipeline": "pipeline",
-    "LatentDataset": "latents",
-    "LatentFolder": "latents",
     "LatentFrechetDistance": "latent_fd",
-    "LatentStats": "latents",
-    "LightningDiT": "lightningdit",
-    "LightningDiTConfig": "lightningdit",
     "RectifiedFlow": "flow",
     "SamplerConfig": "sampling",
-    "create_generator": "registry",
     "evaluate_generation": "evaluate",
     "generate_to_folder": "pipeline",
-    "generator_table": "registry",
-    "list_generators": "registry",
-    "load_generator": "hub",
     "sample_ode": "sampling",
-    "save_generator": "hub",
 }
 
 

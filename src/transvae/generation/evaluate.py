@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.latents import LatentDataError, LatentFolder, LatentStats, load_latent_stats
+from ..data.npz import iter_npz_images, npz_info
+from ..inference.generate import SETTINGS_NAME
 from .latent_fd import DEFAULT_PATCH, LatentFrechetDistance
-from .latents import LatentDataError, LatentFolder, LatentStats, load_latent_stats
-from .npz import iter_npz_images, npz_info
-from .pipeline import SETTINGS_NAME
 
 METRICS = ("fid", "is", "latent-fd")
 

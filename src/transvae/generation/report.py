@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.io import png_bytes
 from ..evaluation.report import CSS, json_safe, png_data_uri, write_json
 from ..utils.files import atomic_write_bytes
-from .pipeline import png_bytes
 
 GRID_IMAGES = 36
 _LABELS = {

@@ -12,7 +12,7 @@ checkpoints, ``torchrun`` DDP, signals, the run-folder lock and the logs. This t
   with ``sample.val_num > 0``, the latent Frechet distance of ``val_num`` generated latents
   (EMA weights, fixed seeds, so checkpoints are compared on the same noise);
 - ``save_samples``: a decoded sample grid when ``data.vae`` names the tokenizer;
-- ``export``: ``RUN/model`` (``generation.hub``), loadable by ``gen-sample``.
+- ``export``: ``RUN/model`` (the generator's ``save_pretrained``), loadable by ``gen-sample``.
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import BucketBatchSampler
-from ..models.hub import unwrap_model
+from ..data.latents import LatentDataError, LatentDataset, LatentFolder, LatentStats, collate_latents
+from ..models.lightningdit import GeneratorConfigError, LightningDiT
+from ..models.persistence import unwrap_model
+from ..models.registry import create_model, model_config
 from ..training import distributed as D
 from ..training.engine import TrainingError, ignore_sigterm
 from ..training.task import Task
+from ..utils.config import read_json
 from ..utils.memory import available_bytes, estimate_module_memory, format_bytes
 from .config import GenConfig
 from .flow import RectifiedFlow
-from .hub import latents_metadata, save_generator
 from .latent_fd import DEFAULT_PATCH, LatentFrechetDistance
-from .latents import LatentDataError, LatentDataset, LatentFolder, LatentStats, collate_latents
-from .lightningdit import GeneratorConfigError, LightningDiT
-from .registry import create_generator, generator_config
 from .sampling import SamplerConfig, initial_noise, sample_ode
 
 log = logging.getLogger("transvae.train")
@@ -85,12 +85,12 @@ class GenerationTask(Task):
             self.folder = LatentFolder(d.latents)
             self.val_folder = LatentFolder(d.val_latents) if d.val_latents else None
             self.num_classes = self.folder.num_classes()
-            cfg = generator_config(self.cfg.model.name, **self._overrides())
+            cfg = model_config(self.cfg.model.name, **self._overrides())
         except (LatentDataError, GeneratorConfigError, KeyError) as e:
             raise TrainingError(str(e).strip("'\"")) from e
         self._check_resumed_note()
         if d.vae:  # the sample-grid tokenizer: its config is read now, its weights at the first grid
-            from ..models.hub import read_config, resolve_model_folder
+            from ..models.persistence import read_config, resolve_model_folder
 
             try:
                 _, vae_cfg, _ = read_config(resolve_model_folder(d.vae))
@@ -109,7 +109,7 @@ class GenerationTask(Task):
             raise TrainingError(
                 f"the latent grid {h}x{w} is not a multiple of {self.cfg.model.name}'s patch size {cfg.patch_size}"
             )
-        meta = create_generator(self.cfg.model.name, device="meta", **self._overrides())
+        meta = create_model(self.cfg.model.name, device="meta", **self._overrides())
         n = meta.num_parameters()
         ema = 1 if self.cfg.train.ema else 0
         if self.cfg.train.check_memory:
@@ -145,7 +145,7 @@ class GenerationTask(Task):
         self.dataset = LatentDataset(
             self.folder, self.stats, d.multiplier, d.flip, cache_bytes=int(d.cache_gb * 2**30)
         )
-        model = create_generator(self.cfg.model.name, **self._overrides())
+        model = create_model(self.cfg.model.name, **self._overrides())
         self.model = model.to(e.device).train()
         self.wrapped = D.wrap_ddp(self.model, e.dist, [])
         e.add_optimizer("main", list(self.model.parameters()), state_module=self.model)
@@ -318,8 +318,7 @@ class GenerationTask(Task):
         if not self.engine.is_main:
             return None
         meta = latents_metadata(self.folder, self.stats, self.cfg.data.multiplier)
-        return save_generator(
-            unwrap_model(self.eval_model()),
+        return unwrap_model(self.eval_model()).save_pretrained(
             self.engine.run_dir / "model",
             **meta,
             step=self.engine.step,
@@ -345,3 +344,26 @@ class GenerationTask(Task):
                 raise TrainingError(
                     f"the checkpoint was trained with {k}={note[k]!r}, these latents give {v!r}"
                 )
+
+
+def latents_metadata(folder: LatentFolder, stats: LatentStats, multiplier: float) -> dict[str, Any]:
+    """What a generator trained on ``folder`` must carry to be sampled: the normalisation, the
+    latent shape, the class names and the tokenizer named in ``extraction.json`` (text, recorded
+    for a check at decoding time; nothing is loaded from it)."""
+    tokenizer: dict[str, Any] = {}
+    path = folder.folder / "extraction.json"
+    if path.is_file():
+        try:
+            ext = read_json(path, what="extraction record")
+        except (OSError, ValueError):
+            ext = {}
+        if isinstance(ext, dict):
+            tokenizer = {k: ext[k] for k in ("model", "model_name", "resolution", "sample") if k in ext}
+    return {
+        "latent_stats": stats.to_dict(),
+        "latent_multiplier": float(multiplier),
+        "latent_shape": list(folder.shape),
+        "classes": folder.classes,
+        "tokenizer": tokenizer,
+        "latents": str(folder.folder.resolve()),
+    }

@@ -11,7 +11,7 @@ extract-latents``), the latent file formats and the diffusers integration.
 """
 
 from .batching import iter_image_batches, pad_batch
-from .extract import center_crop_resize, extract_latents, latent_channel_stats
+from .extract import center_crop_resize, extract_latents
 from .files import check_output_folder, collect_inputs
 from .jobs import JobReport, decode_files, encode_files, reconstruct_files
 from .latent_files import LatentRecord, load_latent, recorded_model_folder, save_latent
@@ -36,7 +36,6 @@ __all__ = [
     "encode_files",
     "extract_latents",
     "iter_image_batches",
-    "latent_channel_stats",
     "load_latent",
     "pad_batch",
     "pad_to_multiple",

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
+from ..data.latents import latent_channel_stats, save_latent_stats
 from ..data.transforms import adm_center_crop as center_crop_resize  # ADM's crop, on purpose
 from ..utils.failures import run_isolated
 from ..utils.files import atomic_path, atomic_write_bytes, check_writable
@@ -86,24 +87,6 @@ def _shard_complete(path: Path, expected_files: list[str]) -> bool:
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     with atomic_path(path) as tmp:  # complete or absent, never half a shard; the umask's permissions
         save_file(tensors, str(tmp), metadata=meta)
-
-
-def latent_channel_stats(shards: list[Path], key: str = "latents") -> dict[str, Any]:
-    """Per-channel statistics of ``key`` over all shards, streamed one shard at a time.
-
-    Returns:
-        the dict of ``transvae.evaluation.latent_analysis.LatentStatistics.compute``:
-        per-channel ``mean`` / ``std`` (lists of C floats), ``shift_factor``,
-        ``scaling_factor`` (use as ``(z - shift) * scale``), ``num_latents``, ...
-    """
-    from ..evaluation.latent_analysis import LatentStatistics
-
-    acc = LatentStatistics()
-    for p in shards:
-        with safe_open(str(p), framework="pt") as f:
-            if key in f.keys():
-                acc.update(f.get_tensor(key))  # (N, C, h, w)
-    return acc.compute()
 
 
 def extract_latents(
@@ -267,15 +250,9 @@ def extract_latents(
 
 def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[str, Any]:
     """Write ``latents_stats.pt`` / ``.json`` and ``manifest.json`` from the finished shards."""
-    import io
-
     stats = latent_channel_stats(shards)
-    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
-    buf = io.BytesIO()
-    # LightningDiT's ImgLatentDataset torch.load()s this file: {'mean', 'std'}, each (1, C, 1, 1)
-    torch.save({"mean": mean.view(1, -1, 1, 1), "std": std.view(1, -1, 1, 1)}, buf)
-    atomic_write_bytes(out / "latents_stats.pt", buf.getvalue())
-    atomic_write_bytes(out / "latents_stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    # LightningDiT's ImgLatentDataset torch.load()s latents_stats.pt: {'mean', 'std'}, each (1, C, 1, 1)
+    save_latent_stats(out, stats)
     entries, skipped, total = [], [], 0
     for p in shards:
         with safe_open(str(p), framework="pt") as f:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..models.base import AutoencoderBase
 from ..models.distributions import DiagonalGaussianDistribution
-from ..models.hub import unwrap_model
+from ..models.persistence import unwrap_model
 from ..utils.device import DTYPES, choose_dtype
 from ..utils.failures import is_out_of_memory
 from .limits import auto_max_pixels

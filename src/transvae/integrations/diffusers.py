@@ -26,7 +26,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..inference.tiling import tiled_apply
 from ..models.base import AutoencoderBase
-from ..models.hub import unwrap_model
+from ..models.persistence import unwrap_model
 from ..models.registry import build_model, get_architecture
 
 

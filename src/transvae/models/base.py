@@ -8,7 +8,6 @@ and ``model.safetensors``. Training, evaluation and inference code only use this
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,7 +17,7 @@ import torch.nn as nn
 
 from ..utils.config import ConfigError, from_dict
 from .distributions import DiagonalGaussianDistribution
-from .hub import CONFIG_NAME, WEIGHTS_NAME, PersistenceMixin
+from .persistence import CONFIG_NAME, WEIGHTS_NAME, PersistenceMixin
 
 __all__ = [
     "CONFIG_NAME",
@@ -135,6 +134,7 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    kind: ClassVar[str] = "tokenizer"
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -168,6 +168,16 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
         """Parameter count of ``"encoder"``, ``"decoder"`` or ``"total"``."""
         module = {"encoder": self.encoder, "decoder": self.decoder, "total": self}[part]
         return sum(p.numel() for p in module.parameters())
+
+    def table_row(self) -> dict[str, Any]:
+        """The columns of ``transvae list`` that describe an autoencoder."""
+        return {
+            "ratio": self.spatial_compression_ratio,
+            "latent_channels": self.latent_channels,
+            "encoder_params": self.num_parameters("encoder"),
+            "decoder_params": self.num_parameters("decoder"),
+            "total_params": self.num_parameters("total"),
+        }
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> AutoencoderBase:
         """Recompute block activations in the backward pass (saves memory on large variants)."""
@@ -248,7 +258,3 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
             "model_name": self.model_name,
             **self.config.to_dict(),
         }
-
-
-def config_to_json(model: AutoencoderBase) -> str:
-    return json.dumps(model.config_dict(), indent=2)

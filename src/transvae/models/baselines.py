@@ -1,6 +1,6 @@
 """Baseline families of the paper's comparisons (Sections 3.1-3.4, Appendix C and G).
 
-Importing this module registers them (``registry._ensure_registered`` does so):
+Importing this module registers them (``transvae.models`` imports it):
 
 - ``cnn-vae-*``  CNN-VAE (LDM / VA-VAE), Table 4: ``cnn_vae.CNNVAE``.
 - ``vit-vae-*``  ViT-VAE, Table 5: a single-stage ``TransVAE`` config (16x16 patch embedding,

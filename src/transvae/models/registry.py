@@ -1,4 +1,12 @@
-"""timm-style model registry: ``list_models()`` and ``create_model(name, **overrides)``."""
+"""The one model registry (timm-style): ``list_models()`` and ``create_model(name, **overrides)``.
+
+It serves every network of the package alike: tokenizers (TransVAE and the autoencoders it is
+compared with) and generators (LightningDiT). Each architecture class registers itself with
+``@register_architecture`` (its ``config_class.architecture`` is the key a ``config.json``
+names) and its named variants with ``register_model``. Importing ``transvae.models`` imports
+every architecture module, so the registry is full whenever it is used; this module imports no
+architecture itself.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +16,48 @@ from typing import Any
 
 import torch
 
-from .base import AutoencoderBase, ConfigError, ModelConfig
+from ..utils.config import ConfigError
 
-_ARCHITECTURES: dict[str, type[AutoencoderBase]] = {}
+KINDS = ("tokenizer", "generator")
+
+_ARCHITECTURES: dict[str, type] = {}
+_MODELS: dict[str, ModelEntry] = {}
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered variant: its class, default config values and a short description."""
+    """A registered variant: its class, default config values and what the paper says of it.
+
+    Attributes:
+        paper_params: published parameter counts in millions: ``(encoder, decoder)`` for a
+            tokenizer, the total for a generator (None when unpublished).
+    """
 
     name: str
-    cls: type[AutoencoderBase]
+    cls: type
     defaults: dict[str, Any] = field(default_factory=dict)
     family: str = ""
-    paper_params: tuple[float, float] | None = None  # (encoder, decoder) in millions, from the paper
+    paper_params: tuple[float, float] | float | None = None
     description: str = ""
 
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
 
-_MODELS: dict[str, ModelEntry] = {}
 
-
-def register_architecture(cls: type[AutoencoderBase]) -> type[AutoencoderBase]:
+def register_architecture(cls: type) -> type:
     """Class decorator: makes ``cls`` loadable from a ``config.json`` naming its architecture."""
+    if getattr(cls, "kind", None) not in KINDS:
+        raise TypeError(f"{cls.__name__}.kind must be one of {KINDS}")
     _ARCHITECTURES[cls.config_class.architecture] = cls
     return cls
 
 
 def register_model(
     name: str,
-    cls: type[AutoencoderBase],
+    cls: type,
     family: str = "",
-    paper_params: tuple[float, float] | None = None,
+    paper_params: tuple[float, float] | float | None = None,
     description: str = "",
     **defaults: Any,
 ) -> None:
@@ -49,40 +68,41 @@ def register_model(
     _MODELS[name] = ModelEntry(name, cls, dict(defaults), family, paper_params, description)
 
 
-def _ensure_registered() -> None:
-    # Importing the model modules fills the registry.
-    from . import baselines, transvae  # noqa: F401
-
-
-def list_models(pattern: str | None = None) -> list[str]:
-    """All registered model names, optionally filtered by a glob ``pattern`` (e.g. ``"transvae-*"``)."""
-    _ensure_registered()
-    names = sorted(_MODELS)
+def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
+    """Registered names, optionally filtered by a glob ``pattern`` (e.g. ``"transvae-*"``) and a
+    ``kind`` (``"tokenizer"`` or ``"generator"``)."""
+    names = sorted(n for n, e in _MODELS.items() if kind is None or e.kind == kind)
     return fnmatch.filter(names, pattern) if pattern else names
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    _ensure_registered()
+    """The entry of a registered name; ``KeyError`` listing similar names when unknown."""
     if name not in _MODELS:
         close = fnmatch.filter(sorted(_MODELS), f"*{name.split('-')[0]}*") or sorted(_MODELS)
         raise KeyError(f"unknown model '{name}'; registered models: {', '.join(close)}")
     return _MODELS[name]
 
 
-def get_architecture(architecture: str) -> type[AutoencoderBase]:
-    _ensure_registered()
+def get_architecture(architecture: str) -> type:
+    """The class registered for a ``config.json``'s ``architecture``."""
     if architecture not in _ARCHITECTURES:
         raise ConfigError(f"unknown architecture '{architecture}'; known: {sorted(_ARCHITECTURES)}")
     return _ARCHITECTURES[architecture]
 
 
+def model_config(name: str, **overrides: Any):
+    """The config of a registered variant with ``overrides`` applied (nothing is built)."""
+    entry = get_model_entry(name)
+    return entry.cls.config_class.from_dict({**entry.defaults, **overrides})
+
+
 def build_model(
-    cls: type[AutoencoderBase],
-    config: ModelConfig,
+    cls: type,
+    config: Any,
     name: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-) -> AutoencoderBase:
+) -> torch.nn.Module:
     """Instantiate ``cls(config)``, directly on ``device`` (``"meta"`` allocates nothing)."""
     if device is not None:
         with torch.device(device):
@@ -101,47 +121,41 @@ def create_model(
     dtype: torch.dtype | None = None,
     pretrained: str | None = None,
     **overrides: Any,
-) -> AutoencoderBase:
-    """Build a registered model.
+) -> torch.nn.Module:
+    """Build a registered model (a tokenizer or a generator).
 
     Args:
-        name: a name from ``list_models()``, e.g. ``"transvae-t-f16d32"``.
+        name: a name from ``list_models()``, e.g. ``"transvae-t-f16d32"`` or ``"lightningdit-b-1"``.
         device: where to allocate the parameters; ``"meta"`` builds the structure only.
         dtype: optional parameter dtype.
         pretrained: optional path or Hub repo of weights saved with ``save_pretrained``.
-        **overrides: config values that replace the variant's defaults (e.g. ``ffn_type="mlp"``);
-            an unknown key is an error that lists the valid ones.
+        **overrides: config values that replace the variant's defaults (e.g. ``ffn_type="mlp"``,
+            ``in_channels=16``); an unknown key is an error that lists the valid ones.
     """
     entry = get_model_entry(name)
-    config = entry.cls.config_class.from_dict({**entry.defaults, **overrides})
+    config = model_config(name, **overrides)
     if pretrained is not None:
-        from .hub import load_model
+        from .persistence import load_model
 
         return load_model(pretrained, device=device, dtype=dtype, expected_config=config)
     return build_model(entry.cls, config, name, device=device, dtype=dtype)
 
 
-def model_table(pattern: str | None = None) -> list[dict[str, Any]]:
-    """Rows for ``transvae list``: name, family, parameters (measured on the meta device) and paper counts."""
+def model_table(pattern: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    """Rows for ``transvae list``: name, kind, family, the model's own columns (``table_row``:
+    parameters measured on the meta device) and the paper's counts beside them."""
     rows = []
-    for name in list_models(pattern):
+    for name in list_models(pattern, kind):
         entry = _MODELS[name]
         m = create_model(name, device="meta")
-        enc, dec = m.num_parameters("encoder"), m.num_parameters("decoder")
-        row = {
-            "name": name,
-            "family": entry.family,
-            "ratio": m.spatial_compression_ratio,
-            "latent_channels": m.latent_channels,
-            "encoder_params": enc,
-            "decoder_params": dec,
-            "total_params": m.num_parameters("total"),
-        }
-        if entry.paper_params is not None:
-            pe, pd = entry.paper_params
-            row["paper_encoder_params"] = int(pe * 1e6)
-            row["paper_decoder_params"] = int(pd * 1e6)
-            row["encoder_rel_diff"] = round(enc / (pe * 1e6) - 1, 4)
-            row["decoder_rel_diff"] = round(dec / (pd * 1e6) - 1, 4)
+        row = {"name": name, "kind": entry.kind, "family": entry.family, **m.table_row()}
+        pp = entry.paper_params
+        if isinstance(pp, tuple):
+            for part, millions in zip(("encoder", "decoder"), pp, strict=True):
+                row[f"paper_{part}_params"] = int(millions * 1e6)
+                row[f"{part}_rel_diff"] = round(row[f"{part}_params"] / (millions * 1e6) - 1, 4)
+        elif pp is not None:
+            row["paper_params"] = int(pp * 1e6)
+            row["params_rel_diff"] = round(row["total_params"] / row["paper_params"] - 1, 4)
         rows.append(row)
     return rows

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention import QKV_NORMS
 from .base import AutoencoderBase, ConfigError, ModelConfig
 from .blocks import (
-    QKV_NORMS,
     ConvHead,
     ConvStem,
     DownSample,
@@ -33,8 +33,8 @@ from .blocks import (
     num_groups,
     run_blocks,
 )
+from .pos_embed import rope_2d
 from .registry import register_architecture, register_model
-from .rope import rope_2d
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..data.transforms import TrainTransform, ValTransform, parse_buckets
 from ..losses import LossConfig, VAELoss
 from ..losses.gan import NLayerDiscriminator
 from ..models.base import AutoencoderBase
-from ..models.hub import unwrap_model
+from ..models.persistence import unwrap_model
 from ..utils.memory import available_bytes, estimate_memory, format_bytes
 from . import distributed as D
 from .config import TrainConfig
@@ -89,7 +89,7 @@ def meta_model(cfg: TrainConfig, saved_config: dict[str, Any] | None = None) -> 
     """The architecture to train, on the meta device (nothing allocated): from a checkpoint's
     model config when resuming, from ``model.init``'s ``config.json``, or from the registry.
     With ``model.init``, ``cfg.model.name`` is set to the saved model's name."""
-    from ..models.hub import read_config, resolve_model_folder
+    from ..models.persistence import read_config, resolve_model_folder
     from ..models.registry import build_model, create_model
 
     if saved_config is not None:
@@ -205,7 +205,7 @@ class AutoencoderTask(Task):
         return check_limits(self.cfg, e.device, e.dist.world_size, local, self._saved_model_config)
 
     def build(self) -> None:
-        from ..models.hub import load_model
+        from ..models.persistence import load_model
         from ..models.registry import create_model
 
         e, cfg, t = self.engine, self.cfg, self.cfg.train

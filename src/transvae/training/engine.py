@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models.hub import unwrap_model
+from ..models.persistence import unwrap_model
 from ..utils.device import choose_dtype, resolve_device
 from ..utils.files import check_writable
 from ..utils.runlock import RunLock, RunLockedError

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models.hub import unwrap_model
+from ..models.persistence import unwrap_model
 
 
 def is_sharded(module: nn.Module) -> bool:

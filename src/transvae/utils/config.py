@@ -11,20 +11,44 @@ here:
 - NaN and infinity are refused for every number;
 - a comma-separated string is accepted for a list of strings (``--data.buckets=256x256,192x320``);
 - lists become tuples (configs stay hashable), ``Literal[...]`` fields accept only their values.
+
+Every JSON and YAML file the package reads goes through ``read_json`` / ``read_yaml``: a size
+limit checked while reading (``/dev/zero`` or a FIFO cannot exhaust memory), regular files only,
+a nesting limit checked before parsing (a 200 KB ``[[[[...`` bomb is refused in one line instead of
+a ``RecursionError``) and data-only parsing (``json.loads``, ``yaml.safe_load``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import re
+import stat
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-__all__ = ["ConfigError", "coerce", "field_types", "from_dict", "parse_value", "to_plain", "type_name"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_NESTING",
+    "ConfigError",
+    "coerce",
+    "field_types",
+    "from_dict",
+    "parse_value",
+    "read_json",
+    "read_yaml",
+    "to_plain",
+    "type_name",
+]
+
+MAX_FILE_BYTES = 1 << 20  # a config, manifest or settings file is far smaller than 1 MiB
+MAX_NESTING = 64  # brackets deep; our files nest 4 levels at most
 
 
 class ConfigError(ValueError):
@@ -179,3 +203,75 @@ def to_plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [to_plain(x) for x in v]
     return v
+
+
+def read_bounded(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read without trusting its size.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not a regular file (a device, a FIFO, a folder) or larger than ``max_bytes``.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ConfigError(f"{what} {path} is larger than {max_bytes} bytes")
+    return data
+
+
+def check_nesting(text: str, what: str, limit: int = MAX_NESTING) -> None:
+    """Refuse flow-style nesting (``[`` / ``{``) deeper than ``limit`` outside strings, before a
+    recursive parser sees it."""
+    depth, quote, escaped = 0, "", False
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                raise ConfigError(f"{what} nests deeper than {limit} levels: not a file this package writes")
+        elif ch in "]}":
+            depth -= 1
+
+
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: str = "JSON file") -> Any:
+    """Parse a JSON file as data, bounded in size and nesting (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: too large, too deep, not a regular file, or not valid UTF-8 JSON (one line).
+    """
+    data = read_bounded(path, max_bytes, what)
+    try:
+        text = data.decode("utf-8")
+        check_nesting(text, f"{what} {path}")
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ConfigError(f"{what} {path} is not valid JSON: {str(e).splitlines()[0][:200]}") from e
+
+
+def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: str = "YAML file") -> Any:
+    """Parse a YAML file as data (``yaml.safe_load``: no object is constructed from a tag),
+    bounded in size and nesting.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: too large, too deep, not a regular file, or not valid YAML (one line).
+    """
+    data = read_bounded(path, max_bytes, what)
+    try:
+        text = data.decode("utf-8")
+        check_nesting(text, f"{what} {path}")
+        return yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0][:200]}") from e

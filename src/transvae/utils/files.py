@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "DiskFullError",
+    "open_nofollow",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -68,6 +69,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def open_nofollow(path: str | os.PathLike, mode: str = "a"):
+    """Open ``path`` for appending (``"a"``) or writing (``"w"``) text, refusing to follow a
+    symbolic link at ``path`` itself (``O_NOFOLLOW``): a planted link cannot make us write a file
+    elsewhere.
+
+    Raises:
+        OSError: ``ELOOP`` with a message naming the link.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    flags |= os.O_APPEND if mode == "a" else os.O_TRUNC
+    try:
+        fd = os.open(path, flags, default_file_mode())
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, f"{path} is a symbolic link; refusing to write through it") from e
+        raise
+    return os.fdopen(fd, mode, encoding="utf-8")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -85,13 +85,12 @@ class _FusedAttentionMode(TorchFunctionMode):
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    """The same architecture on the meta device (no weights allocated)."""
-    from ..models.base import AutoencoderBase
-    from ..models.registry import build_model
-
-    if isinstance(model, AutoencoderBase):
-        return build_model(type(model), model.config, model.model_name, device="meta")
-    raise TypeError(f"cannot estimate memory for {type(model).__name__}")
+    """The same architecture on the meta device (no weights allocated): any model of the package
+    is rebuilt from its class and ``config``."""
+    if not hasattr(model, "config"):
+        raise TypeError(f"cannot estimate memory for {type(model).__name__} (no config to rebuild it from)")
+    with torch.device("meta"):
+        return type(model)(model.config)
 
 
 def estimate_memory(

@@ -1,9 +1,12 @@
-"""2D rotary position embedding (RoPE) computed for the actual token grid.
+"""2D position embeddings computed for the actual token grid: rotary (RoPE) and sin-cos.
 
-Half of each head's rotary dimensions rotate with the token's row, the other half with its
-column. Nothing is cached in a fixed-size buffer: ``rope_2d`` is called with the feature grid
-of the current input, so any H x W and aspect ratio works, and a model trained at 256^2 runs
-at 1024^2 (TransVAE Section 3.2.1).
+Both are computed per call for the grid of the current input (nothing cached in fixed-size
+buffers), so any H x W and aspect ratio works.
+
+- ``rope_2d`` / ``apply_rope_2d``: rotary embedding of queries and keys; half of each head's
+  rotary dimensions rotate with the token's row, the other half with its column, so a model
+  trained at 256^2 runs at 1024^2 (TransVAE Section 3.2.1; LightningDiT).
+- ``sincos_pos_embed_2d``: DiT's fixed absolute embedding (LightningDiT adds it to its tokens).
 """
 
 from __future__ import annotations
@@ -64,3 +67,23 @@ def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     s = sin.unflatten(-1, (2, 2, q))
     sin_signed = torch.stack((-s[..., 0, :], s[..., 1, :]), dim=-2).flatten(-3)  # (N, d)
     return (x * cos).addcmul_(x_rot, sin_signed).to(dtype)
+
+
+def sincos_pos_embed_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
+    """DiT's fixed 2D sin-cos position embedding for a (height, width) grid, row-major.
+
+    The first half of the channels encodes the row, the second half the column (each as
+    [sin | cos] over dim/4 frequencies ``10000^(-i / (dim/4))``).
+
+    Returns:
+        (height * width, dim) float32.
+    """
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, device=device, dtype=torch.float64) / quarter)
+    rows = torch.arange(height, device=device, dtype=torch.float64)
+    cols = torch.arange(width, device=device, dtype=torch.float64)
+    er = torch.outer(rows, omega)  # (H, d/4)
+    ec = torch.outer(cols, omega)  # (W, d/4)
+    er = torch.cat([er.sin(), er.cos()], -1)[:, None, :].expand(height, width, 2 * quarter)
+    ec = torch.cat([ec.sin(), ec.cos()], -1)[None, :, :].expand(height, width, 2 * quarter)
+    return torch.cat([er, ec], -1).reshape(height * width, 4 * quarter).float()  # (N, dim)

@@ -17,7 +17,6 @@ sample index). ``--npz`` finally streams the PNGs into an ADM-style ``.npz``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -28,13 +27,58 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..data.io import tensor_to_uint8
+from ..data.io import png_bytes, tensor_to_uint8
+from ..data.latents import LatentStats
+from ..generation.sampling import SamplerConfig, initial_noise, sample_ode
+from ..models.lightningdit import LightningDiT
+from ..models.persistence import load_model
+from ..training.run_folder import RunFolder
+from ..utils.config import read_json
 from ..utils.files import atomic_path, atomic_write_bytes
-from .latents import LatentStats
-from .lightningdit import LightningDiT
-from .sampling import SamplerConfig, initial_noise, sample_ode
 
 SETTINGS_NAME = "sampling.json"
+
+
+def load_generator(
+    path: str | os.PathLike, device: torch.device | str | None = None, step: int | None = None
+) -> LightningDiT:
+    """A trained generator: ``path`` is a ``gen-train`` run folder or its ``model/`` folder.
+
+    Args:
+        path: the run folder (its ``model/`` holds the exported weights) or a model folder.
+        device: where to put the weights.
+        step: use the weights of the snapshot ``RUN/checkpoints/step_{step:08d}.pt`` instead (the
+            EMA copy when the run kept one; ``train.keep_checkpoints`` keeps snapshots).
+    Returns:
+        the model in eval mode; ``model.metadata`` holds what sampling needs (latent statistics and
+        shape, the tokenizer, ...), with ``metadata["step"]`` the step whose weights were loaded.
+    Raises:
+        FileNotFoundError: no such folder, model or snapshot. ValueError (``ConfigError``): the
+            folder holds no generator, or a snapshot that does not fit its config.
+    """
+    from ..utils.config import ConfigError
+
+    root = Path(path)
+    if not any((cand / "config.json").is_file() for cand in (root, root / RunFolder.MODEL)):
+        # local only: a run folder is never fetched from the Hub because its path looks like a repo id
+        raise FileNotFoundError(
+            f"{root} holds no generator: expected a `transvae gen-train` run folder or its model/ sub-folder"
+        )
+    model = load_model(path, device=device)
+    if not isinstance(model, LightningDiT):
+        raise ConfigError(
+            f"{path} holds a {model.kind} ({model.model_name}), not a generator; pass the run folder "
+            f"written by `transvae gen-train`"
+        )
+    if step is not None:
+        run = RunFolder(root.parent if root.name == RunFolder.MODEL else root)
+        state = run.snapshot_weights(step)
+        ref = model.state_dict()
+        if state.keys() != ref.keys() or any(state[k].shape != ref[k].shape for k in ref):
+            raise ConfigError(f"the weights of step {step} do not match {run.model_dir / 'config.json'}")
+        model.load_state_dict({k: v.to(ref[k]) for k, v in state.items()}, strict=True)
+        model.metadata = {**model.metadata, "step": step}
+    return model.eval()
 
 
 class GenerationPipeline:
@@ -127,20 +171,11 @@ def sample_labels(num: int, num_classes: int, class_labels: Sequence[int] | None
     return torch.arange(num, dtype=torch.int64) % num_classes
 
 
-def png_bytes(img: np.ndarray) -> bytes:
-    """uint8 (H, W, 3) -> PNG file bytes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path = out / SETTINGS_NAME
     if path.is_file():
         try:
-            old = json.loads(path.read_text())
+            old = read_json(path, what="sampling settings")
         except (OSError, ValueError) as e:
             raise ValueError(f"{path} is unreadable ({e}); use a new --out folder") from e
         if old != settings:
@@ -233,7 +268,7 @@ def folder_to_npz(out: str | os.PathLike, labels: torch.Tensor | None = None) ->
     """Stream the PNGs of ``out/images`` into ``out/samples_{N}x{H}x{W}x3.npz`` (ADM's naming)."""
     from PIL import Image
 
-    from .npz import write_npz
+    from ..data.npz import write_npz
 
     files = sample_images(out)
     if not files:

@@ -22,8 +22,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,9 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
-from ..inference.extract import latent_channel_stats
 from ..utils.files import atomic_write_bytes
 
-log = logging.getLogger("transvae.generation")
+log = logging.getLogger("transvae.data")
 
 STATS_NAME = "latents_stats.pt"
 _MAX_CHANNELS = 4096
@@ -74,6 +75,15 @@ class LatentStats:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> tuple[LatentStats, float]:
+        """The (statistics, multiplier) a generator was trained with, from its ``metadata``
+        (``latent_stats``, ``latent_multiplier``: what ``gen-train`` exports with the weights)."""
+        if "latent_stats" not in metadata:
+            raise LatentDataError("the generator's config.json has no latent_stats metadata")
+        mult = float(metadata.get("latent_multiplier", 1.0))
+        return cls.from_dict(metadata["latent_stats"]), mult
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatentStats:
         """From ``{"mean": [...], "std": [...]}`` (lists or tensors of C values)."""
         try:
@@ -88,6 +98,114 @@ class LatentStats:
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
             raise LatentDataError("latent statistics must be finite with std > 0")
         return cls(mean, std)
+
+
+class LatentStatistics:
+    """Streaming per-channel mean/variance of latents (Chan et al.'s parallel update, float64).
+
+    ``update(z)`` with (B, C, h, w) or (B, C) tensors of any batch and grid size, then ``compute()``.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0  # values per channel seen so far
+        self.num_latents = 0
+        self.mean: torch.Tensor | None = None  # (C,)
+        self.m2: torch.Tensor | None = None  # (C,) sum of squared deviations
+        self.sumsq: torch.Tensor | None = None  # (C,) sum of squares, for the shift-free scale
+        self.min = math.inf
+        self.max = -math.inf
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor) -> None:
+        """Add latents: (B, C, h, w) or (B, C)."""
+        if z.ndim not in (2, 4):
+            raise ValueError(f"expected latents of shape (B, C, h, w) or (B, C), got {tuple(z.shape)}")
+        v = z.detach().to("cpu", torch.float64).transpose(0, 1).reshape(z.shape[1], -1)  # (C, B*h*w)
+        n = v.shape[1]
+        if n == 0:
+            return
+        mean_b = v.mean(1)
+        m2_b = (v - mean_b[:, None]).pow(2).sum(1)
+        if self.mean is None:
+            self.mean, self.m2, self.sumsq = mean_b, m2_b, v.pow(2).sum(1)
+        else:
+            if mean_b.shape != self.mean.shape:
+                raise ValueError(f"channel count changed from {self.mean.shape[0]} to {mean_b.shape[0]}")
+            total = self.count + n
+            delta = mean_b - self.mean
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + m2_b + delta.pow(2) * (self.count * n / total)
+            self.sumsq = self.sumsq + v.pow(2).sum(1)
+        self.count += n
+        self.num_latents += z.shape[0]
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+
+    def compute(self) -> dict:
+        """Statistics as plain JSON-able data.
+
+        Returns:
+            dict with ``num_latents``, ``channels``, ``values_per_channel``, per-channel ``mean`` and
+            ``std`` (population std), ``global_mean`` / ``global_std`` over all values,
+            ``shift_factor`` (= global mean), ``scaling_factor`` (= 1 / global std; use as
+            ``(z - shift_factor) * scaling_factor``), ``scaling_factor_no_shift`` (= 1 / RMS; use as
+            ``z * scaling_factor`` like SD 1.x/2.x/SDXL, without a shift), ``min``, ``max``.
+        """
+        if self.mean is None or self.count == 0:
+            raise ValueError("no latents were given")
+        var_c = self.m2 / self.count  # (C,)
+        g_mean = self.mean.mean()
+        # equal counts per channel: total variance = mean within-channel var + spread of channel means
+        g_var = (var_c + (self.mean - g_mean).pow(2)).mean()
+        rms = (self.sumsq.sum() / (self.count * self.mean.numel())).sqrt()
+        g_std = float(g_var.sqrt())
+        return {
+            "num_latents": self.num_latents,
+            "channels": int(self.mean.numel()),
+            "values_per_channel": self.count,
+            "mean": self.mean.tolist(),
+            "std": var_c.sqrt().tolist(),
+            "global_mean": float(g_mean),
+            "global_std": g_std,
+            "shift_factor": float(g_mean),
+            "scaling_factor": 1.0 / g_std if g_std > 0 else math.inf,
+            "scaling_factor_no_shift": 1.0 / float(rms) if rms > 0 else math.inf,
+            "min": self.min,
+            "max": self.max,
+        }
+
+
+def latent_statistics(latents: torch.Tensor | Iterable[torch.Tensor]) -> dict:
+    """Per-channel mean/std of latents and suggested diffusion ``scaling_factor`` / ``shift_factor``.
+
+    Args:
+        latents: a (N, C, h, w) tensor, or an iterable of such batches (sizes may differ).
+    Returns:
+        the dict of ``LatentStatistics.compute`` (see there for the keys).
+    """
+    acc = LatentStatistics()
+    if isinstance(latents, torch.Tensor):
+        acc.update(latents)
+    else:
+        for z in latents:
+            acc.update(z)
+    return acc.compute()
+
+
+def latent_channel_stats(shards: list[Path], key: str = "latents") -> dict[str, Any]:
+    """Per-channel statistics of ``key`` over all shards, streamed one shard at a time.
+
+    Returns:
+        the dict of ``LatentStatistics.compute``:
+        per-channel ``mean`` / ``std`` (lists of C floats), ``shift_factor``,
+        ``scaling_factor`` (use as ``(z - shift) * scale``), ``num_latents``, ...
+    """
+    acc = LatentStatistics()
+    for p in shards:
+        with safe_open(str(p), framework="pt") as f:
+            if key in f.keys():
+                acc.update(f.get_tensor(key))  # (N, C, h, w)
+    return acc.compute()
 
 
 def load_latent_stats(folder: str | os.PathLike) -> LatentStats | None:
@@ -116,7 +234,7 @@ def save_latent_stats(folder: str | os.PathLike, stats: dict[str, Any]) -> Path:
 
     Args:
         folder: the latents folder.
-        stats: the dict of ``transvae.inference.latent_channel_stats`` (``mean`` / ``std`` lists ...).
+        stats: the dict of ``latent_channel_stats`` (``mean`` / ``std`` lists ...).
     """
     folder = Path(folder)
     mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])

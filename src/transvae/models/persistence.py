@@ -1,4 +1,10 @@
-"""Saving and loading models: ``config.json`` + ``model.safetensors``, locally or on the Hub.
+"""Saving and loading every model: ``config.json`` + ``model.safetensors``, locally or on the Hub.
+
+One format and one loader for tokenizers and generators alike: ``config.json`` names the
+registered ``architecture`` and holds its config (plus ``model_name`` and free ``metadata``), the
+weights are safetensors. ``PersistenceMixin`` gives every model ``save_pretrained`` /
+``from_pretrained`` / ``push_to_hub`` (as diffusers' ``ModelMixin``); this module imports no
+architecture (classes are looked up in the registry by name).
 
 Nothing here unpickles: configs are JSON parsed as data, weights are safetensors, and both are
 validated against the architecture (keys, shapes, dtypes) before any weight is materialised.
@@ -16,17 +22,16 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..utils.config import ConfigError
+from ..utils.config import ConfigError, read_json
 from ..utils.files import atomic_path, atomic_write_bytes
-
-if TYPE_CHECKING:  # base.py imports this module; nothing here imports base.py at run time
-    from .base import AutoencoderBase, ModelConfig
+from .registry import build_model, get_architecture
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -36,14 +41,13 @@ DIFFUSERS_CLASS = "AutoencoderTransVAE"
 _DIFFUSERS_METADATA = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
 # Weight formats based on pickle: never read, only named in the error message.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-_MAX_CONFIG_BYTES = 1 << 20
 _FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
 class PersistenceMixin:
-    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for every autoencoder (as
-    diffusers' ``ModelMixin``): one place owns the on-disk format, and models never import their
-    loader back."""
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for every model, tokenizer or
+    generator (as diffusers' ``ModelMixin``): one place owns the on-disk format, and models never
+    import their loader back. A model provides ``config`` and ``config_dict()``."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, **metadata: Any) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (atomically) to ``save_directory``."""
@@ -62,7 +66,7 @@ class PersistenceMixin:
         return push_to_hub(self, repo_id, **kwargs)
 
 
-def save_model_folder(model: AutoencoderBase, save_directory: str | os.PathLike, **metadata: Any) -> Path:
+def save_model_folder(model: nn.Module, save_directory: str | os.PathLike, **metadata: Any) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for the plain (unwrapped) model.
 
     Extra ``metadata`` (e.g. training step, latent statistics) goes into ``config.json`` under
@@ -140,26 +144,17 @@ def _hub_error(repo: str, e: Exception) -> str:
     )
 
 
-def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
+def read_config(folder: Path) -> tuple[type, Any, str]:
     """Parse and validate ``config.json`` (a ``save_pretrained`` folder, or a diffusers folder of
     ``AutoencoderTransVAE``): returns (class, config, model name)."""
     return read_config_and_metadata(folder)[:3]
 
 
-def read_config_and_metadata(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str, dict[str, Any]]:
+def read_config_and_metadata(folder: Path) -> tuple[type, Any, str, dict[str, Any]]:
     """``read_config`` plus the folder's metadata (``save_pretrained(dir, **metadata)``, or a
     diffusers config's ``scaling_factor`` / ``shift_factor`` / ``latents_mean`` / ``latents_std``)."""
-    from .registry import get_architecture
-
     path = folder / CONFIG_NAME
-    if path.stat().st_size > _MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path} is {path.stat().st_size} bytes; a model config is at most {_MAX_CONFIG_BYTES}"
-        )
-    try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from e
+    raw = read_json(path, what="model config")
     if not isinstance(raw, dict) or "architecture" not in raw:
         raise ConfigError(f"{path} must be a JSON object with an 'architecture' key")
     raw = dict(raw)
@@ -191,7 +186,7 @@ def read_config_and_metadata(folder: Path) -> tuple[type[AutoencoderBase], Model
     return cls, cls.config_class.from_dict(raw), name, meta
 
 
-def check_weights(model: AutoencoderBase, weights: Path) -> None:
+def check_weights(model: nn.Module, weights: Path) -> None:
     """Compare the safetensors header with the model's state dict; raise listing every mismatch."""
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     try:
@@ -231,8 +226,8 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     revision: str | None = None,
-    expected_config: ModelConfig | None = None,
-) -> AutoencoderBase:
+    expected_config: Any = None,
+) -> nn.Module:
     """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id), or a
     diffusers folder of ``AutoencoderTransVAE``.
 
@@ -254,8 +249,6 @@ def load_model(
         RuntimeWarning: naming the tensors that hold NaN or Inf (the model would output NaN).
     """
     from safetensors.torch import load_file
-
-    from .registry import build_model
 
     folder = resolve_model_folder(path_or_repo, revision)
     cls, config, name, metadata = read_config_and_metadata(folder)
@@ -302,7 +295,7 @@ def load_model(
 
 
 def push_to_hub(
-    model: AutoencoderBase,
+    model: nn.Module,
     repo_id: str,
     private: bool = False,
     token: str | None = None,

@@ -5,7 +5,7 @@ its downstream experiments (Section 4.3, Appendix D): a DiT (Peebles & Xie) whos
 
 - RMSNorm instead of LayerNorm, a SwiGLU feed-forward (hidden width 2/3 x 4 x D),
 - 2D rotary position embedding on queries and keys, computed for the actual latent grid (any
-  H x W, square or not; ``transvae.models.rope``), plus DiT's fixed 2D sin-cos absolute
+  H x W, square or not; ``transvae.models.pos_embed``), plus DiT's fixed 2D sin-cos absolute
   embedding, also computed per grid,
 - optional QK-norm (RMSNorm over each head's queries and keys; off in LightningDiT's recipes,
   the usual cure when a large model's loss turns NaN),
@@ -13,8 +13,10 @@ its downstream experiments (Section 4.3, Appendix D): a DiT (Peebles & Xie) whos
   dropout (an extra "null" class) so that one network serves classifier-free guidance.
 
 The network predicts the rectified-flow velocity ``v(x_t, t, y)`` for ``t`` in [0, 1] (0 is
-noise, 1 is data; ``transvae.generation.flow``). Named variants live in
-``transvae.generation.registry`` (``lightningdit-b-1`` ... ``lightningdit-nano-1``).
+noise, 1 is data; ``transvae.generation.flow``). The named variants (``lightningdit-b-1`` ...
+``lightningdit-nano-1``) are registered at the end of this file and built with
+``transvae.create_model``; ``save_pretrained`` / ``from_pretrained`` come from the one
+``PersistenceMixin`` every model shares.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Mlp, SwiGLU
 from torch.utils.checkpoint import checkpoint
 
-from ..models.blocks import RMSNorm
-from ..models.rope import apply_rope_2d, rope_2d
 from ..utils.config import ConfigError
 from ..utils.config import from_dict as config_from_dict
+from .attention import Attention, RMSNorm
+from .mlp import GeluMLP, SwiGLUFFN
+from .persistence import PersistenceMixin
+from .pos_embed import rope_2d, sincos_pos_embed_2d
+from .registry import register_architecture, register_model
 
 ARCHITECTURE = "lightningdit"
 
@@ -111,6 +115,10 @@ class LightningDiTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LightningDiTConfig:
         """Build from plain data with the project's one config parser: unknown keys and wrong
         types are errors that list the valid keys."""
@@ -122,27 +130,7 @@ class LightningDiTConfig:
             raise GeneratorConfigError(str(e)) from e
 
 
-# -- embeddings -------------------------------------------------------------------------------
-def sincos_pos_embed_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
-    """DiT's fixed 2D sin-cos position embedding for a (height, width) grid, row-major.
-
-    The first half of the channels encodes the row, the second half the column (each as
-    [sin | cos] over dim/4 frequencies ``10000^(-i / (dim/4))``).
-
-    Returns:
-        (height * width, dim) float32.
-    """
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, device=device, dtype=torch.float64) / quarter)
-    rows = torch.arange(height, device=device, dtype=torch.float64)
-    cols = torch.arange(width, device=device, dtype=torch.float64)
-    er = torch.outer(rows, omega)  # (H, d/4)
-    ec = torch.outer(cols, omega)  # (W, d/4)
-    er = torch.cat([er.sin(), er.cos()], -1)[:, None, :].expand(height, width, 2 * quarter)
-    ec = torch.cat([ec.sin(), ec.cos()], -1)[None, :, :].expand(height, width, 2 * quarter)
-    return torch.cat([er, ec], -1).reshape(height * width, 4 * quarter).float()  # (N, dim)
-
-
+# -- embeddings -----------------------------------------------------------------------------
 class TimestepEmbedder(nn.Module):
     """Scalar t in [0, 1] -> sinusoidal features (as DiT / SiT: max period 10000) -> 2-layer MLP."""
 
@@ -197,50 +185,6 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with optional per-head QK-norm and 2D RoPE on queries and keys.
-
-    Args:
-        dim: token width; num_heads: heads (dim / heads per head).
-        qk_norm: normalise each head's queries and keys with ``norm_layer`` before RoPE.
-        norm_layer: the norm class used for QK-norm.
-    """
-
-    def __init__(
-        self, dim: int, num_heads: int, qk_norm: bool = False, norm_layer: type[nn.Module] = RMSNorm
-    ):
-        super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = norm_layer(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.k_norm = norm_layer(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = self.q_norm(q), self.k_norm(k)  # each (B, heads, N, head_dim)
-        if rope is not None:
-            q, k = apply_rope_2d(torch.stack([q, k]), *rope).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))  # (B, N, D)
-
-
-class SwiGLUFFN(SwiGLU):
-    """timm's SwiGLU with LightningDiT's hidden width ``int(2/3 * mlp_ratio * dim)``, so that it
-    has the parameter count of the GELU MLP it replaces."""
-
-    def __init__(self, dim: int, mlp_ratio: float):
-        super().__init__(dim, int(2 / 3 * mlp_ratio * dim))
-
-
-class GeluMLP(Mlp):
-    """DiT's MLP: Linear -> GELU (tanh) -> Linear, width ``mlp_ratio * dim``."""
-
-    def __init__(self, dim: int, mlp_ratio: float):
-        super().__init__(dim, int(mlp_ratio * dim), act_layer=lambda: nn.GELU(approximate="tanh"))
-
-
 class LightningDiTBlock(nn.Module):
     """Pre-norm Transformer block with adaLN-zero modulation by the conditioning vector.
 
@@ -261,7 +205,8 @@ class LightningDiTBlock(nn.Module):
     ):
         super().__init__()
         self.norm1 = norm_layer(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qk_norm, norm_layer=RMSNorm)
+        # the package's one attention: QK-norm is its "qk" option (RMSNorm per head), keys as DiT's
+        self.attn = Attention(dim, dim // num_heads, qkv_norm="qk" if qk_norm else "none")
         self.norm2 = norm_layer(dim, eps=1e-6)
         self.mlp = mlp_layer(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -292,12 +237,16 @@ def _affine_free_layernorm(dim: int, eps: float = 1e-6) -> nn.LayerNorm:
 
 
 # -- the model --------------------------------------------------------------------------------
-class LightningDiT(nn.Module):
+@register_architecture
+class LightningDiT(PersistenceMixin, nn.Module):
     """Class-conditional velocity model on latent grids of any size (multiples of the patch).
 
     Args:
         config: the hyper-parameters (``LightningDiTConfig``).
     """
+
+    config_class = LightningDiTConfig
+    kind = "generator"
 
     def __init__(self, config: LightningDiTConfig):
         super().__init__()
@@ -325,8 +274,23 @@ class LightningDiT(nn.Module):
     def null_label(self) -> int | None:
         return self.y_embedder.null_label
 
-    def num_parameters(self) -> int:
+    def num_parameters(self, part: str = "total") -> int:
+        """Parameter count (a generator has one part: ``"total"``)."""
+        if part != "total":
+            raise ValueError(f"a generator has no '{part}' part; use 'total'")
         return sum(p.numel() for p in self.parameters())
+
+    def table_row(self) -> dict[str, Any]:
+        """The columns of ``transvae list`` that describe a generator."""
+        cfg = self.config
+        return {
+            "patch_size": cfg.patch_size,
+            "in_channels": cfg.in_channels,
+            "hidden_size": cfg.hidden_size,
+            "depth": cfg.depth,
+            "num_heads": cfg.num_heads,
+            "total_params": self.num_parameters(),
+        }
 
     def config_dict(self) -> dict[str, Any]:
         """What ``config.json`` holds: the architecture, the registered name and the config."""
@@ -401,3 +365,49 @@ class LightningDiT(nn.Module):
         out = self.final_layer(tokens, cond)  # (B, N, p*p*C)
         out = out.view(b, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
         return out.reshape(b, c, hh, ww)
+
+
+# -- the named variants -----------------------------------------------------------------------
+# B, L and XL are the widths and depths of DiT (Peebles & Xie, Table 1) that LightningDiT keeps;
+# ``paper_params`` is the count DiT publishes for the size (B ~130M, L ~458M, XL ~675M); the counts
+# of our models, measured on the meta device, are within 2% of them (``transvae list``). ``mini``
+# and ``nano`` are CPU-sized members for tests and small experiments.
+# size -> (depth, hidden_size, num_heads, published parameters in millions or None)
+_SIZES = {
+    "b": (12, 768, 12, 130.0),
+    "l": (24, 1024, 16, 458.0),
+    "xl": (28, 1152, 16, 675.0),
+}
+for _size, (_depth, _dim, _heads, _params) in _SIZES.items():
+    for _patch in (1, 2):
+        register_model(
+            f"lightningdit-{_size}-{_patch}",
+            LightningDiT,
+            family="lightningdit",
+            paper_params=_params,
+            description=f"LightningDiT-{_size.upper()}/{_patch}",
+            depth=_depth,
+            hidden_size=_dim,
+            num_heads=_heads,
+            patch_size=_patch,
+        )
+register_model(
+    "lightningdit-mini-1",
+    LightningDiT,
+    family="lightningdit",
+    description="CPU-sized: 6 blocks of width 256",
+    depth=6,
+    hidden_size=256,
+    num_heads=4,
+    patch_size=1,
+)
+register_model(
+    "lightningdit-nano-1",
+    LightningDiT,
+    family="lightningdit",
+    description="test-sized: 2 blocks of width 64",
+    depth=2,
+    hidden_size=64,
+    num_heads=2,
+    patch_size=1,
+)
