@@ -122,7 +122,7 @@ def test_gen_train_cli_errors_are_one_line(latents, tmp_path, capsys):
 
 
 def test_gen_train_refuses_a_batch_that_cannot_fit_before_work(latents, tmp_path, capsys, monkeypatch):
-    from transvae.generation import task as gen_task
+    from transvae.training.tasks import generator as gen_task
 
     monkeypatch.setattr(gen_task, "available_bytes", lambda device: 64 << 20)  # 64 MiB "free"
     out = tmp_path / "big"
@@ -134,7 +134,7 @@ def test_gen_train_refuses_a_batch_that_cannot_fit_before_work(latents, tmp_path
 
 
 def test_recipes_parse_and_hold_the_paper_numbers():
-    from transvae.generation.config import GenConfig
+    from transvae.training.config import GenConfig
 
     for name, model, steps in [
         ("lightningdit-b-2-f8d16", "lightningdit-b-2", 200_000),

@@ -387,7 +387,9 @@ def test_one_host_read_per_step_with_every_loss_term(images, tmp_path, straight_
     values, stop = tr._update(logs)
     monkeypatch.undo()
     assert reads == ["tolist"] and not stop
-    assert {"loss/lpips", "loss/vf", "loss/g_loss", "disc/d_loss", "train/disc_grad_norm"} <= set(values)
+    assert {"loss/lpips", "loss/g_loss", "disc/d_loss", "train/disc_grad_norm"} <= set(values)
+    # stage 2 builds no VF term: the frozen encoder cannot learn from it (DINOv2 is not loaded)
+    assert tr.loss_fn.vf is None and "loss/vf" not in values
     assert all(np.isfinite(v) for v in values.values())
     tr.close()
 

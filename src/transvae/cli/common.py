@@ -37,6 +37,18 @@ def positive_int(v: str) -> int:
     return n
 
 
+def bounded_int(lo: int, hi: int):
+    """argparse ``type=``: an integer in [lo, hi] (checked before anything is allocated)."""
+
+    def parse(v: str) -> int:
+        n = nonneg_int(v) if lo >= 0 else int(v)
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {n}")
+        return n
+
+    return parse
+
+
 def max_pixels(v: str) -> int | str:
     """argparse ``type=`` of ``--max-pixels``: ``"auto"`` or a pixel count >= 0."""
     if v == "auto":
@@ -103,6 +115,37 @@ def add_tiling_args(
     g.add_argument("--compile", action="store_true", help=f"torch.compile the {part}")
 
 
+def check_runtime(args) -> None:
+    """The runtime options every inference command shares (``--batch-size``, ``--num-workers``)."""
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+
+
+def make_runner(args, model, device):
+    """The ``InferenceRunner`` the precision and tiling options (``add_precision_args``,
+    ``add_tiling_args``) ask for."""
+    from transvae.inference import InferenceRunner
+
+    f = model.spatial_compression_ratio
+    if args.tile_size < f:
+        raise UserError(f"--tile-size must be at least the compression ratio {f}, got {args.tile_size}")
+    if args.tile_overlap is not None and not 0 <= args.tile_overlap < args.tile_size:
+        raise UserError(f"--tile-overlap must be in [0, --tile-size), got {args.tile_overlap}")
+    return InferenceRunner(
+        model,
+        device=device,
+        dtype=args.dtype,
+        force_dtype=forced(args, args.dtype),
+        max_pixels=args.max_pixels,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        compile=args.compile,
+        progress=True,
+    )
+
+
 def forced(args, dtype: str) -> bool:
     """Whether the user insisted on ``dtype`` (``--force-bf16`` / ``--force-fp16``)."""
     return bool(getattr(args, f"force_{dtype}", False))
@@ -156,44 +199,20 @@ def load_model_or_exit(path: str, device: torch.device | None = None):
 
 
 def open_run_folder(out: str | None, resume: bool) -> tuple[Path, dict | None]:
-    """The ``--out`` run folder of ``train`` / ``gen-train``, checked before any work.
-
-    Refuses a missing ``--out``, a file in its place, a folder another live process trains in
-    (one line naming its PID), ``--resume`` without a loadable checkpoint and a new run over an
-    existing one.
+    """The ``--out`` run folder of ``train`` / ``gen-train``, checked before any work
+    (``transvae.training.RunFolder.open``), its refusals as one-line ``UserError``s.
 
     Returns:
         ``(run_dir, saved)``: ``saved`` is the checkpoint to resume (its stored config is the base
         of the new one), or None for a new run.
     """
-    from ..training import CheckpointError, load_checkpoint
-    from ..utils.runlock import lock_holder
+    from ..training.run_folder import RunFolder, RunFolderError
 
-    if not out:
-        raise UserError("--out RUN_DIR is required")
-    run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
-    if int(os.environ.get("RANK", "0")) == 0:  # rank 0 takes the lock; other ranks must not probe it
-        holder = lock_holder(run_dir)
-        if holder is not None:
-            raise UserError(
-                f"run folder {run_dir} is in use by another process ({holder}); wait for it to finish, "
-                f"stop it, or choose another --out"
-            )
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    if not resume:
-        if ckpt.exists():
-            raise UserError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        return run_dir, None
-    if not ckpt.is_file():
-        raise UserError(f"--resume: no checkpoint at {ckpt}")
     try:
-        return run_dir, load_checkpoint(ckpt)
-    except CheckpointError as e:
-        raise UserError(f"--resume: {e}") from e
+        run, saved = RunFolder.open(out, resume, rank=int(os.environ.get("RANK", "0")))
+    except RunFolderError as e:
+        raise UserError(str(e)) from e
+    return run.path, saved
 
 
 def add_run_args(p, command: str) -> None:

@@ -18,21 +18,18 @@ from pathlib import Path
 from .common import (
     UserError,
     add_run_args,
+    bounded_int,
+    finite_float,
     nonneg_int,
     open_run_folder,
     positive_int,
+    prepare_out,
     resolve_device,
     run_overrides,
 )
 
-# LightningDiT's inference settings: used when neither the command line nor the run sets them
-SAMPLER_DEFAULTS = {
-    "steps": 250,
-    "solver": "euler",
-    "shift": 0.3,
-    "cfg_scale": 1.0,
-    "cfg_interval_start": 0.11,
-}
+MAX_STEPS = 10_000  # generation.sampling.MAX_STEPS (kept here: the parser imports no torch)
+MAX_SAMPLES = 10_000_000  # inference.generate.MAX_SAMPLES
 
 
 def register(sub) -> None:
@@ -65,12 +62,13 @@ def _register_train(sub) -> None:
 
 
 def resolve_train(args: argparse.Namespace):
-    """The ``GenConfig`` and run folder from the arguments (checks only; nothing is built).
+    """The ``GenConfig``, the run folder and the checkpoint to resume (or None) from the arguments
+    (checks only; nothing is built).
 
     On ``--resume`` the configuration stored in the checkpoint is the base; a recipe and flags
     given again are applied on top of it (the engine refuses changes to fixed keys)."""
-    from transvae.generation.config import GenConfig
     from transvae.models import list_models
+    from transvae.training.config import GenConfig
     from transvae.utils.config import ConfigError
 
     run_dir, saved = open_run_folder(args.out, args.resume)
@@ -102,28 +100,27 @@ def resolve_train(args: argparse.Namespace):
             raise UserError(f"{opt} {path}: no such folder")
     if not cfg.data.latents:
         raise UserError("--latents DIR is required (a folder written by `transvae extract-latents`)")
-    return cfg, run_dir
+    return cfg, run_dir, saved
 
 
 def run_train(args) -> int:
     if args.list_keys:
-        from transvae.generation.config import GenConfig
+        from transvae.training.config import GenConfig
 
         print("\n".join(GenConfig.valid_keys()))
         return 0
-    cfg, run_dir = resolve_train(args)
+    cfg, run_dir, saved = resolve_train(args)
 
-    from transvae.generation.task import GenerationTask
+    from transvae.training import CheckpointError, Engine, RunFolderError, TrainingError
     from transvae.training import distributed as D
-    from transvae.training.checkpoint import CheckpointError
-    from transvae.training.engine import Engine, TrainingError
+    from transvae.training.tasks.generator import GenerationTask
     from transvae.utils.runlock import RunLockedError
 
     engine = None
     try:
-        engine = Engine(GenerationTask(cfg), run_dir, resume=args.resume)
+        engine = Engine(GenerationTask(cfg), run_dir, resume=args.resume, saved=saved)
         summary = engine.fit()
-    except (TrainingError, CheckpointError, RunLockedError, ValueError, OSError) as e:
+    except (TrainingError, CheckpointError, RunLockedError, RunFolderError, ValueError, OSError) as e:
         raise UserError(str(e).strip().splitlines()[0]) from e
     finally:
         D.cleanup()
@@ -162,21 +159,27 @@ def _register_sample(sub) -> None:
     p.add_argument(
         "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
     )
-    p.add_argument("--num", type=positive_int, required=True, help="number of samples")
+    p.add_argument("--num", type=bounded_int(1, MAX_SAMPLES), required=True, help="number of samples")
     p.add_argument("--out", required=True, help="output folder")
     s = p.add_argument_group("sampler (defaults: the run's sample.* settings, i.e. its recipe's)")
-    s.add_argument("--cfg-scale", type=float, default=None, help="guidance weight, 1 = none (paper: 1)")
+    s.add_argument(
+        "--cfg-scale", type=finite_float, default=None, help="guidance weight, 1 = none (paper: 1)"
+    )
     s.add_argument(
         "--cfg-interval-start",
-        type=float,
+        type=finite_float,
         default=None,
         help="guidance only for t >= this (LightningDiT: 0.11)",
     )
-    s.add_argument("--steps", type=positive_int, default=None, help="ODE steps (LightningDiT: 250)")
+    s.add_argument(
+        "--steps", type=bounded_int(1, MAX_STEPS), default=None, help="ODE steps (LightningDiT: 250)"
+    )
     s.add_argument(
         "--solver", choices=["euler", "heun"], default=None, help="ODE solver (LightningDiT: euler)"
     )
-    s.add_argument("--shift", type=float, default=None, help="timestep shift, 1 = none (LightningDiT: 0.3)")
+    s.add_argument(
+        "--shift", type=finite_float, default=None, help="timestep shift, 1 = none (LightningDiT: 0.3)"
+    )
     p.add_argument(
         "--class-labels",
         type=int,
@@ -203,89 +206,62 @@ def run_sample(args) -> int:
     import torch
 
     from transvae.data.latents import LatentStats
-    from transvae.generation.sampling import SamplerConfig
-    from transvae.inference.generate import (
-        GenerationPipeline,
-        folder_to_npz,
-        generate_to_folder,
-        load_generator,
-        sample_labels,
-    )
+    from transvae.inference import generate as G
     from transvae.training.run_folder import RunFolderError
 
-    from .common import load_model_or_exit
-    from .infer import _check_runtime, _make_runner
+    from .common import check_runtime, load_model_or_exit, make_runner
 
-    _check_runtime(args)
+    check_runtime(args)
     out, run = Path(args.out), Path(args.run)
-    if out.exists() and any(out.iterdir()) and not (out / "sampling.json").is_file():
+    if out.exists() and any(out.iterdir()) and not (out / G.SETTINGS_NAME).is_file():
         raise UserError(
             f"--out {out} is a non-empty folder that gen-sample did not write; choose a new folder"
         )
-    if out.resolve() in (run.resolve(), (run / "model").resolve()):
-        raise UserError("--out must not be the run folder")
+    if out.resolve() in (run.resolve(), (run / "model").resolve()) or run.resolve().is_relative_to(
+        out.resolve()
+    ):
+        raise UserError("--out must not be the run folder, its model/ or a folder that contains them")
+    vae_dir = [args.vae] if Path(args.vae).exists() else []
+    prepare_out(args.out, vae_dir)  # not a file, not under a file, writable, not in the tokenizer
     device = resolve_device(args.device)
     try:
-        model = load_generator(run, device=device, step=args.step)
+        model = G.load_generator(run, device=device, step=args.step)
         meta = model.metadata
         stats, multiplier = LatentStats.from_metadata(meta)
+        shape = G.latent_shape(model, meta)
+        given = {k: getattr(args, k) for k in G.SAMPLER_DEFAULTS}
+        sampler = G.sampler_config(meta, **given)
+        labels = G.sample_labels(args.num, model.config.num_classes, args.class_labels)
     except (FileNotFoundError, RunFolderError, ValueError) as e:
-        raise UserError(f"cannot load generator '{run}': {e}") from e
-    recipe = {
-        **SAMPLER_DEFAULTS,
-        **{k: v for k, v in (meta.get("sample") or {}).items() if k in SAMPLER_DEFAULTS},
-    }
-    chosen = {k: getattr(args, k) if getattr(args, k) is not None else recipe[k] for k in SAMPLER_DEFAULTS}
-    try:
-        sampler = SamplerConfig(**chosen)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from e
+        raise UserError(f"cannot sample from '{run}': {e}") from e
     if sampler.cfg_scale != 1.0 and model.null_label is None:
         raise UserError(
             "this generator was trained without label dropout (class_dropout=0): use --cfg-scale 1"
         )
-    shape = meta.get("latent_shape")
-    if not (isinstance(shape, list) and len(shape) == 3):
-        raise UserError(f"{run}: the generator's metadata has no latent_shape")
     vae = load_model_or_exit(args.vae, device=device)
-    expected = (meta.get("tokenizer") or {}).get("model_name")
-    if expected and vae.model_name != expected and not args.force:
-        raise UserError(
-            f"the generator was trained on latents of '{expected}', --vae is '{vae.model_name}' "
-            f"(pass --force to decode anyway)"
-        )
-    runner = _make_runner(args, vae, device)
+    mismatch = G.check_tokenizer(meta, vae)
+    if mismatch and not args.force:
+        raise UserError(f"{mismatch} (pass --force to decode anyway)")
+    runner = make_runner(args, vae, device)
     dtype = runner.dtype  # the precision the decoder really runs in (fp32 fallback on slow CPUs)
     try:
-        pipe = GenerationPipeline(
-            model,
-            stats,
-            multiplier,
-            shape,
-            runner,
-            autocast_dtype=None if dtype == torch.float32 else dtype,
+        G.check_generation_fits(model, shape, args.batch_size, device, 2 if dtype != torch.float32 else 4)
+        pipe = G.GenerationPipeline(
+            model, stats, multiplier, shape, runner, autocast_dtype=None if dtype == torch.float32 else dtype
         )
-        labels = sample_labels(args.num, model.config.num_classes, args.class_labels)
-        summary = generate_to_folder(
-            pipe,
-            out,
-            labels,
-            args.seed,
-            sampler,
-            batch_size=args.batch_size,
-            settings={
-                "run": str(run.resolve()),
-                "step": meta.get("step"),
-                "vae": str(args.vae),
-                "vae_model_name": vae.model_name,
-            },
+        settings = {"run": str(run.resolve()), "step": meta.get("step"), "vae": str(args.vae)}
+        settings["vae_model_name"] = vae.model_name
+        summary = G.generate_to_folder(
+            pipe, out, labels, args.seed, sampler, batch_size=args.batch_size, settings=settings
         )
-    except ValueError as e:
+    except (ValueError, MemoryError) as e:
         raise UserError(str(e)) from e
+    except OSError as e:  # not writable, disk full (checked before sampling; DiskFullError says so)
+        raise UserError(e.strerror or str(e)) from e
     msg = f"{summary['num']} samples in {out / 'images'} ({summary['generated']} new"
     print(msg + (f", {summary['skipped']} already there)" if summary["skipped"] else ")"))
     if args.npz:
-        print(f"wrote {folder_to_npz(out, labels)}")
+        print(f"wrote {G.folder_to_npz(out, labels)}")
     return 0
 
 

@@ -20,13 +20,15 @@ import json
 import sys
 from pathlib import Path
 
+from ..utils.text import printable
 from .common import (
     UserError,
     add_precision_args,
     add_tiling_args,
+    check_runtime,
     finite_float,
-    forced,
     load_model_or_exit,
+    make_runner,
     one_line_warnings,
     prepare_out,
     resolve_device,
@@ -147,34 +149,6 @@ def register(sub) -> None:
 
 
 # --- shared helpers ---------------------------------------------------------------------------------
-def _check_runtime(args) -> None:
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.num_workers < 0:
-        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
-
-
-def _make_runner(args, model, device):
-    from transvae.inference import InferenceRunner
-
-    f = model.spatial_compression_ratio
-    if args.tile_size < f:
-        raise UserError(f"--tile-size must be at least the compression ratio {f}, got {args.tile_size}")
-    if args.tile_overlap is not None and not 0 <= args.tile_overlap < args.tile_size:
-        raise UserError(f"--tile-overlap must be in [0, --tile-size), got {args.tile_overlap}")
-    return InferenceRunner(
-        model,
-        device=device,
-        dtype=args.dtype,
-        force_dtype=forced(args, args.dtype),
-        max_pixels=args.max_pixels,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        compile=args.compile,
-        progress=True,
-    )
-
-
 def _collect(args, suffixes: tuple[str, ...] | None, out_suffix: str) -> tuple[list[tuple[Path, Path]], bool]:
     """The (source, output name) pairs, whether this is a single-file run, and the --out check."""
     from transvae.inference.files import InputError, collect_inputs
@@ -194,8 +168,8 @@ def _on_failure(single: bool, strict: bool):
 
     def report(path: Path, reason: str) -> None:
         if single or strict:
-            raise UserError(f"{path}: {reason}")
-        tqdm.write(f"failed {path}: {reason}", file=sys.stderr)
+            raise UserError(f"{printable(path)}: {printable(reason)}")
+        tqdm.write(f"failed {printable(path)}: {printable(reason)}", file=sys.stderr)
 
     return report
 
@@ -218,7 +192,7 @@ def _run_files(args, job, suffixes: tuple[str, ...] | None, out_suffix: str, che
     under one-line warnings, where ``common`` holds ``batch_size``, ``on_failure`` (one line per
     failed file; exit 2 for a single file or under ``--strict``) and ``progress``.
     """
-    _check_runtime(args)
+    check_runtime(args)
     items, single = _collect(args, suffixes, out_suffix)
     if check is not None:
         check(items)
@@ -235,7 +209,7 @@ def run_reconstruct(args) -> int:
     from transvae.inference.jobs import reconstruct_files
 
     def job(items, out, device, **common):
-        runner = _make_runner(args, load_model_or_exit(args.model, device), device)
+        runner = make_runner(args, load_model_or_exit(args.model, device), device)
         report = reconstruct_files(
             runner,
             items,
@@ -260,7 +234,7 @@ def run_encode(args) -> int:
 
     def job(items, out, device, **common):
         model = load_model_or_exit(args.model, device)
-        runner = _make_runner(args, model, device)
+        runner = make_runner(args, model, device)
         try:
             scale, shift = latent_scaling(model, args.scaling_factor, args.shift_factor)
         except ValueError as e:
@@ -290,7 +264,7 @@ def _decode_runners(args, device):
     from transvae.inference.latent_files import recorded_model_folder
 
     if args.model is not None:
-        runner = _make_runner(args, load_model_or_exit(args.model, device), device)
+        runner = make_runner(args, load_model_or_exit(args.model, device), device)
         return lambda rec: runner
     cache: dict[str, object] = {}
 
@@ -298,7 +272,7 @@ def _decode_runners(args, device):
         folder = str(recorded_model_folder(rec).resolve())
         if folder not in cache:
             try:
-                cache[folder] = _make_runner(args, load_model_or_exit(folder, device), device)
+                cache[folder] = make_runner(args, load_model_or_exit(folder, device), device)
             except UserError as e:
                 cache[folder] = ValueError(str(e))
         got = cache[folder]
@@ -338,7 +312,7 @@ def run_extract(args) -> int:
     from transvae.utils.device import DTYPES
     from transvae.utils.distributed import barrier, cleanup, init_distributed
 
-    _check_runtime(args)
+    check_runtime(args)
     if args.shard_size < 1:
         raise UserError(f"--shard-size must be >= 1, got {args.shard_size}")
     if args.resolution < 1:
@@ -356,7 +330,7 @@ def run_extract(args) -> int:
             )
         try:
             model = load_model_or_exit(args.model, info.device)
-            runner = _make_runner(args, model, info.device)
+            runner = make_runner(args, model, info.device)
             manifest = extract_latents(
                 args.data_dir,
                 runner,

@@ -66,7 +66,7 @@ def _flat(values) -> list[str]:
 
 def resolve(args: argparse.Namespace):
     """Build and validate the config from the arguments, and check every limit that can be
-    checked without training (no heavy work); returns (cfg, run_dir)."""
+    checked without training (no heavy work); returns (cfg, run_dir, the checkpoint to resume or None)."""
     from ..models.registry import list_models
     from ..training.config import TrainConfigError, build_config
 
@@ -108,15 +108,15 @@ def resolve(args: argparse.Namespace):
     if not cfg.data.train:
         raise UserError("no training data: pass --data DIR")
     _check_limits(cfg, run_dir, saved)
-    return cfg, run_dir
+    return cfg, run_dir, saved
 
 
 def _check_limits(cfg, run_dir: Path, saved: dict | None) -> None:
     """Sizes vs the model's ratio and the free memory, then the run folder's writability and free
     disk space: all before the trainer allocates anything."""
     from ..models.base import ConfigError
-    from ..training.autoencoder import check_limits
-    from ..training.engine import TrainingError
+    from ..training.task import TrainingError
+    from ..training.tasks.autoencoder import check_limits
     from ..utils.device import resolve_device
     from ..utils.files import check_writable
 
@@ -149,20 +149,20 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(valid_keys()))
         return 0
-    cfg, run_dir = resolve(args)
+    cfg, run_dir, saved = resolve(args)
 
     from ..data.datasets import StrictDataError
     from ..losses import MissingWeightsError
-    from ..training import CheckpointError, Trainer, TrainingError
+    from ..training import CheckpointError, RunFolderError, Trainer, TrainingError
     from ..training import distributed as D
     from ..utils.runlock import RunLockedError
 
     try:
-        trainer = Trainer(cfg, run_dir, resume=args.resume)
+        trainer = Trainer(cfg, run_dir, resume=args.resume, saved=saved)
         summary = trainer.fit()
     except MissingWeightsError as e:
         raise UserError(str(e).strip().replace("\n", " ")) from e
-    except (TrainingError, CheckpointError, StrictDataError, RunLockedError, ValueError) as e:
+    except (TrainingError, CheckpointError, StrictDataError, RunLockedError, RunFolderError, ValueError) as e:
         raise UserError(str(e)) from e
     except OSError as e:  # unwritable or full run folder (DiskFullError says "disk full")
         raise UserError(_os_message(e)) from e

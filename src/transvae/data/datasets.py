@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from .io import ImageLoadError, list_images, load_image
-from .transforms import TrainTransform, ValTransform
+from .transforms import ResizeTooLarge, TrainTransform, ValTransform
 
 # how many following files a bad file may be replaced by before giving up
 _MAX_REPLACEMENTS = 64
@@ -102,34 +102,19 @@ class ImageFolderDataset(Dataset):
         skipped: list[str] = []
         for k in range(min(_MAX_REPLACEMENTS, len(self.files))):
             i = (index + k) % len(self.files)
-            try:
-                im = load_image(self.files[i])
-            except ImageLoadError as e:
-                if self.strict:
-                    raise StrictDataError(
-                        f"bad image {e} (strict mode; drop --strict to skip bad files)"
-                    ) from e
-                skipped.append(str(e))
-                if not self.replace_bad:
-                    return {
-                        "image": None,
-                        "label": -1,
-                        "index": i,
-                        "epoch": epoch,
-                        "batch": batch,
-                        "skipped": skipped,
-                    }
-                continue
             g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
-            image = self.transform(im, g, size)
-            return {
-                "image": image,
-                "label": self.labels[i],
-                "index": i,
-                "epoch": epoch,
-                "batch": batch,
-                "skipped": skipped,
-            }
+            item = {"label": self.labels[i], "index": i, "epoch": epoch, "batch": batch, "skipped": skipped}
+            try:
+                return {"image": self.transform(load_image(self.files[i]), g, size), **item}
+            except ResizeTooLarge as r:  # a valid file of an extreme aspect ratio is a bad file too
+                e = ImageLoadError(self.files[i], str(r))
+            except ImageLoadError as err:
+                e = err
+            if self.strict:
+                raise StrictDataError(f"bad image {e} (strict mode; drop --strict to skip bad files)") from e
+            skipped.append(str(e))
+            if not self.replace_bad:
+                return {**item, "image": None, "label": -1}
         raise StrictDataError(f"{len(skipped)} bad images in a row near index {index}; last: {skipped[-1]}")
 
 
@@ -263,14 +248,15 @@ def make_webdataset(
                 raise ValueError("no jpg/png/webp entry")
             # same rules as files on disk: format allow-list, EXIF, pixel limit, mode conversion
             rgb = decode_image(data, f"{sample.get('__url__', 'shard')}:{key}")
+            g = torch.Generator().manual_seed(sample_seed(seed, 0, zlib.crc32(str(key).encode())))
+            image = transform(rgb, g)
         except Exception as e:  # any decoding failure of an untrusted shard member
             if strict:
                 raise StrictDataError(f"bad sample {key}: {e}") from e
             return {"image": None, "skipped": [f"{key}: {e}"]}
-        g = torch.Generator().manual_seed(sample_seed(seed, 0, zlib.crc32(str(key).encode())))
         label = int(sample["cls"]) if "cls" in sample else -1
         return {
-            "image": transform(rgb, g),
+            "image": image,
             "label": label,
             "index": -1,
             "epoch": 0,

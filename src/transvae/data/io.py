@@ -264,3 +264,18 @@ def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> Path:
+    """Write uint8 images (N, 3, H, W) as one PNG grid (torchvision's ``make_grid``, 2 px
+    padding), atomically: a crash leaves the old file or the new one, and a symbolic link at
+    ``path`` is replaced, never written through."""
+    import torchvision
+
+    from ..utils.files import atomic_write_bytes
+
+    grid = torchvision.utils.make_grid(images, nrow=nrow, padding=2)  # (3, H', W') uint8
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, png_bytes(grid.permute(1, 2, 0).numpy()))
+    return path

@@ -34,12 +34,14 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
+from ..utils.config import parse_json, read_json
 from ..utils.files import atomic_write_bytes
 
 log = logging.getLogger("transvae.data")
 
 STATS_NAME = "latents_stats.pt"
 _MAX_CHANNELS = 4096
+MAX_CLASSES = 100_000  # ImageNet-21k has 21 841; a label beyond this is a broken shard, not a class
 
 
 class LatentDataError(ValueError):
@@ -80,7 +82,14 @@ class LatentStats:
         (``latent_stats``, ``latent_multiplier``: what ``gen-train`` exports with the weights)."""
         if "latent_stats" not in metadata:
             raise LatentDataError("the generator's config.json has no latent_stats metadata")
-        mult = float(metadata.get("latent_multiplier", 1.0))
+        try:
+            mult = float(metadata.get("latent_multiplier", 1.0))
+        except (TypeError, ValueError) as e:
+            raise LatentDataError(
+                f"latent_multiplier must be a number, got {metadata.get('latent_multiplier')!r}"
+            ) from e
+        if not (math.isfinite(mult) and mult > 0):
+            raise LatentDataError(f"latent_multiplier must be a finite number > 0, got {mult}")
         return cls.from_dict(metadata["latent_stats"]), mult
 
     @classmethod
@@ -272,13 +281,23 @@ class LatentFolder:
         self.shape: tuple[int, int, int] | None = None  # (C, h, w)
         self.has_flip = True
         self.dtype = ""
+        self.tokenizer: dict[str, str] | None = None  # {"name", "fingerprint"} of extract-latents
+        tokenizer_shard = ""
         for f in files:
             try:
-                n, shape, flip, dtype = self._inspect(f)
+                n, shape, flip, dtype, tok = self._inspect(f)
             except Exception as e:  # corrupt header, missing keys, wrong shapes
                 self.skipped.append((f.name, str(e)))
                 warnings.warn(f"skipping latent shard {f}: {e}", RuntimeWarning, stacklevel=2)
                 continue
+            if tok is not None:
+                if self.tokenizer is not None and tok != self.tokenizer:
+                    raise LatentDataError(
+                        f"{self.folder} mixes latents of different tokenizers: {tokenizer_shard} "
+                        f"({self.tokenizer.get('name')} {self.tokenizer.get('fingerprint')}) and {f.name} "
+                        f"({tok.get('name')} {tok.get('fingerprint')}); extract them again into separate folders"
+                    )
+                self.tokenizer, tokenizer_shard = tok, f.name
             if self.shape is not None and shape != self.shape:
                 reason = f"latent shape {shape} differs from {self.shape} of {self.files[0].name}"
                 self.skipped.append((f.name, reason))
@@ -297,11 +316,13 @@ class LatentFolder:
         for n in self.counts:
             self.offsets.append(self.offsets[-1] + n)
         self.classes = self._read_classes()
+        self.extraction = self._read_json("extraction.json", "extraction record")
 
     @staticmethod
-    def _inspect(path: Path) -> tuple[int, tuple[int, int, int], bool, str]:
+    def _inspect(path: Path) -> tuple[int, tuple[int, int, int], bool, str, dict | None]:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
+            tok = (f.metadata() or {}).get("tokenizer")
             if not {"latents", "labels"} <= keys:
                 raise LatentDataError(f"needs 'latents' and 'labels' tensors, has {sorted(keys)}")
             lat = f.get_slice("latents")
@@ -314,15 +335,52 @@ class LatentFolder:
             if list(labels) != shape[:1] or f.get_slice("labels").get_dtype() not in ("I64", "I32"):
                 raise LatentDataError(f"'labels' must be ({shape[0]},) integers, got {labels}")
             flip = "latents_flip" in keys and list(f.get_slice("latents_flip").get_shape()) == shape
-        return shape[0], (shape[1], shape[2], shape[3]), flip, dtype
+        if tok is not None:
+            tok = parse_json(tok, f"{path.name} metadata 'tokenizer'")
+            if not isinstance(tok, dict):
+                raise LatentDataError(f"metadata 'tokenizer' must be an object, got {tok!r}")
+        return shape[0], (shape[1], shape[2], shape[3]), flip, dtype, tok
+
+    def _read_json(self, name: str, what: str) -> dict[str, Any]:
+        """``name`` of the folder as a JSON object ({} when absent); refused in one line when it is
+        not one (bounded size and nesting: ``utils.config.read_json``)."""
+        path = self.folder / name
+        if not path.exists():
+            return {}
+        try:
+            data = read_json(path, what=what)
+        except (OSError, ValueError) as e:
+            raise LatentDataError(str(e).splitlines()[0]) from e
+        if not isinstance(data, dict):
+            raise LatentDataError(f"{what} {path} must be a JSON object")
+        return data
 
     def _read_classes(self) -> list[str]:
-        path = self.folder / "manifest.json"
-        try:
-            classes = json.loads(path.read_text()).get("classes", []) if path.is_file() else []
-        except (OSError, ValueError, AttributeError):
-            classes = []
-        return [str(c) for c in classes] if isinstance(classes, list) else []
+        classes = self._read_json("manifest.json", "latents manifest").get("classes", [])
+        if not isinstance(classes, list) or len(classes) > MAX_CLASSES:
+            raise LatentDataError(f"{self.folder / 'manifest.json'}: 'classes' must be a list of class names")
+        return [str(c) for c in classes]
+
+    def fingerprint(self) -> str:
+        """A short hash of what the folder holds (shard names, sizes and safetensors headers:
+        shapes, offsets, metadata), read without the tensor data: a resumed run checks it trains
+        on the same latents wherever the folder now lies.
+
+        Returns:
+            16 hex digits.
+        """
+        import hashlib
+        import struct
+
+        h = hashlib.sha256()
+        for f in self.files:
+            with open(f, "rb") as fh:
+                n = struct.unpack("<Q", fh.read(8))[0]
+                header = fh.read(min(n, 100 << 20))
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            h.update(header)
+        return h.hexdigest()[:16]
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -349,11 +407,32 @@ class LatentFolder:
         return torch.cat(out)
 
     def num_classes(self) -> int:
-        """Classes named in ``manifest.json``, else the largest label + 1 (at least 1)."""
-        labels = self.labels()
-        top = int(labels.max()) + 1 if labels.numel() else 1
-        if labels.numel() and int(labels.min()) < 0:
-            raise LatentDataError(f"{self.folder}: negative class labels")
+        """The classes named in ``manifest.json``, else the largest label + 1 (at least 1).
+
+        Raises:
+            LatentDataError: a label outside ``[0, number of named classes)``, or, without class
+                names, above ``MAX_CLASSES`` (one broken label must not size the generator),
+                naming the shard.
+        """
+        limit = len(self.classes) or MAX_CLASSES
+        top = 0
+        for f in self.files:
+            with safe_open(str(f), framework="pt") as h:
+                labels = h.get_tensor("labels").long()
+            if labels.numel() == 0:
+                continue
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= limit:
+                named = (
+                    f"the {len(self.classes)} classes of manifest.json"
+                    if self.classes
+                    else f"{MAX_CLASSES} classes"
+                )
+                raise LatentDataError(
+                    f"{f.name} holds class label {lo if lo < 0 else hi}, outside [0, {limit}) ({named}); "
+                    f"extract the latents again"
+                )
+            top = max(top, hi + 1)
         return max(len(self.classes), top, 1)
 
     def locate(self, index: int) -> tuple[int, int]:

@@ -20,6 +20,10 @@ and a resumed run sees exactly the data it would have seen without the interrupt
 
 Small images: the shorter side is always resized to at least the crop size first, so images
 smaller than the crop are upscaled (bicubic) rather than padded or refused.
+
+Sizes are checked before any resize: an image whose resized copy would exceed
+``MAX_IMAGE_PIXELS`` (a valid 300 KB PNG of 1 x 100000 px resized to a shorter side of 256 asks for
+~20 GB) raises ``ResizeTooLarge``, which every data set treats as a bad file (skipped and counted).
 """
 
 from __future__ import annotations
@@ -29,7 +33,21 @@ import math
 import torch
 from PIL import Image
 
-from .io import pil_to_tensor
+from .io import MAX_IMAGE_PIXELS, pil_to_tensor
+
+
+class ResizeTooLarge(ValueError):
+    """Resizing an image as asked would allocate more than ``MAX_IMAGE_PIXELS``; the message says
+    the sizes. Data sets skip and count such a file like an unreadable one."""
+
+
+def _check_resized(old: tuple[int, int], new: tuple[int, int]) -> None:
+    """Refuse a resize of ``old`` = (w, h) to ``new`` = (w, h) above ``MAX_IMAGE_PIXELS``, before it runs."""
+    if new[0] * new[1] > MAX_IMAGE_PIXELS:
+        raise ResizeTooLarge(
+            f"resizing {old[0]}x{old[1]} as asked would make {new[0]}x{new[1]} = {new[0] * new[1] / 1e6:.0f} "
+            f"Mpixel (limit {MAX_IMAGE_PIXELS / 1e6:.0f}): an extreme aspect ratio"
+        )
 
 
 def resize_to_cover(im: Image.Image, height: int, width: int, scale: float = 1.0) -> Image.Image:
@@ -39,6 +57,7 @@ def resize_to_cover(im: Image.Image, height: int, width: int, scale: float = 1.0
     nw, nh = max(width, math.ceil(w * s - 1e-6)), max(height, math.ceil(h * s - 1e-6))
     if (nw, nh) == (w, h):
         return im
+    _check_resized((w, h), (nw, nh))
     return im.resize((nw, nh), Image.BICUBIC)
 
 
@@ -58,6 +77,7 @@ def resize_center_crop(im: Image.Image, size: int | tuple[int, int]) -> tuple[Im
     if s != 1:
         # round() rather than int(): the long side of a 481x321 photo at 256 is 384, not 383
         new_w, new_h = max(width, round(w * s)), max(height, round(h * s))
+        _check_resized((w, h), (new_w, new_h))
         im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
         w, h = new_w, new_h
     if (w, h) != (width, height):
@@ -69,10 +89,13 @@ def resize_center_crop(im: Image.Image, size: int | tuple[int, int]) -> tuple[Im
 def adm_center_crop(im: Image.Image, size: int) -> Image.Image:
     """ADM / DiT preprocessing: halve with a box filter while large, bicubic-resize the short
     side to ``size``, then crop the centre ``size`` x ``size`` (see the module docstring)."""
+    _check_resized(im.size, tuple(max(size, round(s * size / min(im.size))) for s in im.size))
     while min(im.size) >= 2 * size:
         im = im.resize(tuple(s // 2 for s in im.size), resample=Image.BOX)
     scale = size / min(im.size)
-    im = im.resize(tuple(max(size, round(s * scale)) for s in im.size), resample=Image.BICUBIC)
+    new = tuple(max(size, round(s * scale)) for s in im.size)
+    _check_resized(im.size, new)
+    im = im.resize(new, resample=Image.BICUBIC)
     left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
     return im.crop((left, top, left + size, top + size))
 

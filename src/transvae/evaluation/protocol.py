@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from transvae.data.io import ImageLoadError, load_image
-from transvae.data.transforms import resize_center_crop  # the one protocol, shared with training
+from transvae.data.transforms import ResizeTooLarge, resize_center_crop  # the one protocol
 
 PROTOCOL = {
     "resize": "shorter side to R, PIL bicubic (antialiased when downscaling); RxR images not resampled",
@@ -62,10 +62,11 @@ class EvalImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> EvalItem:
         try:
-            im = load_image(self.files[i])
+            im, up = resize_center_crop(load_image(self.files[i]), self.resolution)
         except ImageLoadError as e:
             return EvalItem(i, None, error=e.reason)
-        im, up = resize_center_crop(im, self.resolution)
+        except ResizeTooLarge as e:  # a valid file of an extreme aspect ratio: skipped and counted too
+            return EvalItem(i, None, error=str(e))
         arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, R, R)
         return EvalItem(i, arr.contiguous(), upsampled=up)
 

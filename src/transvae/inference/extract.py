@@ -34,9 +34,13 @@ from tqdm import tqdm
 
 from ..data.io import ImageLoadError, list_images, load_image, pil_to_tensor
 from ..data.latents import latent_channel_stats, save_latent_stats
+from ..data.transforms import ResizeTooLarge
 from ..data.transforms import adm_center_crop as center_crop_resize  # ADM's crop, on purpose
+from ..models.persistence import model_identity
+from ..utils.config import parse_json, read_json
 from ..utils.failures import run_isolated
 from ..utils.files import atomic_path, atomic_write_bytes, check_writable
+from ..utils.text import printable
 from .limits import check_batch_fits
 from .runner import InferenceRunner
 
@@ -65,6 +69,8 @@ class _CropDataset(Dataset):
             return i, pil_to_tensor(im), ""
         except ImageLoadError as e:
             return i, None, e.reason
+        except ResizeTooLarge as e:
+            return i, None, str(e)
 
 
 def _collate(items):
@@ -77,8 +83,8 @@ def _shard_complete(path: Path, expected_files: list[str]) -> bool:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        names = json.loads(meta.get("file_names", "null"))
-        skipped = json.loads(meta.get("skipped", "[]"))
+        names = parse_json(meta.get("file_names", "null"), f"{path} metadata")
+        skipped = parse_json(meta.get("skipped", "[]"), f"{path} metadata")
     except Exception:
         return False
     return isinstance(names, list) and sorted(names + [s[0] for s in skipped]) == sorted(expected_files)
@@ -141,10 +147,12 @@ def extract_latents(
     classes = find_classes(data_dir, files)
     class_index = {c: i for i, c in enumerate(classes)}
     rels = [f.relative_to(data_dir).as_posix() for f in files]
+    tokenizer = model_identity(runner.model)  # name + fingerprint: gen-train refuses mixed shards
     settings = {
         "data_dir": str(data_dir.resolve()),
         "model": str(model_ref),
         "model_name": runner.model.model_name,
+        "tokenizer": tokenizer,
         "resolution": resolution,
         "shard_size": shard_size,
         "flip": flip,
@@ -156,7 +164,10 @@ def extract_latents(
     out.mkdir(parents=True, exist_ok=True)
     settings_path = out / "extraction.json"
     if settings_path.is_file():
-        old = json.loads(settings_path.read_text())
+        old = read_json(settings_path, what="extraction record")
+        if not isinstance(old, dict):
+            raise ValueError(f"{settings_path} is not an extraction record; use a new --out folder")
+        old.setdefault("tokenizer", tokenizer)  # written before tokenizers were fingerprinted
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(
@@ -196,7 +207,7 @@ def extract_latents(
 
         def fail(k: int, reason: str, idx=idx, skipped=skipped) -> None:
             skipped.append([rels[idx[k]], reason])
-            bar.write(f"failed {files[idx[k]]}: {reason}")
+            bar.write(f"failed {printable(files[idx[k]])}: {printable(reason)}")
 
         for items in loader:
             for k, _, err in items:
@@ -231,6 +242,7 @@ def extract_latents(
             "shard": str(i),
             "model": str(model_ref),
             "resolution": str(resolution),
+            "tokenizer": json.dumps(tokenizer),
         }
         _write_shard(out / SHARD_PATTERN.format(i), tensors, meta)
     bar.close()
@@ -259,7 +271,7 @@ def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[st
             meta = f.metadata() or {}
         n = int(meta.get("total_size", 0))
         total += n
-        skipped += json.loads(meta.get("skipped", "[]"))
+        skipped += parse_json(meta.get("skipped", "[]"), f"{p} metadata")
         entries.append({"file": p.name, "num_images": n})
     scaling = {
         k: stats[k] for k in ("scaling_factor", "shift_factor", "scaling_factor_no_shift") if k in stats

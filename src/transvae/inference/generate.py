@@ -31,12 +31,104 @@ from ..data.io import png_bytes, tensor_to_uint8
 from ..data.latents import LatentStats
 from ..generation.sampling import SamplerConfig, initial_noise, sample_ode
 from ..models.lightningdit import LightningDiT
-from ..models.persistence import load_model
+from ..models.persistence import load_model, model_fingerprint
 from ..training.run_folder import RunFolder
 from ..utils.config import read_json
-from ..utils.files import atomic_path, atomic_write_bytes
+from ..utils.files import atomic_path, atomic_write_bytes, check_writable
 
 SETTINGS_NAME = "sampling.json"
+MAX_SAMPLES = 10_000_000  # 200x ADM's 50k; more is a typo, and the label vector alone would be GBs
+# LightningDiT's inference settings: used when neither the caller nor the run sets them
+SAMPLER_DEFAULTS = {
+    "steps": 250,
+    "solver": "euler",
+    "shift": 0.3,
+    "cfg_scale": 1.0,
+    "cfg_interval_start": 0.11,
+}
+
+
+def sampler_config(metadata: dict[str, Any], **given: Any) -> SamplerConfig:
+    """The sampler: ``given`` values (not None) over the run's ``sample`` settings (its recipe)
+    over LightningDiT's defaults.
+
+    Raises:
+        ValueError: an invalid or non-finite value, naming it.
+    """
+    recipe = {k: v for k, v in (metadata.get("sample") or {}).items() if k in SAMPLER_DEFAULTS}
+    chosen = {**SAMPLER_DEFAULTS, **recipe, **{k: v for k, v in given.items() if v is not None}}
+    try:
+        return SamplerConfig(**chosen)
+    except TypeError as e:
+        raise ValueError(f"bad sampler settings {chosen}: {e}") from e
+
+
+def latent_shape(model: LightningDiT, metadata: dict[str, Any]) -> tuple[int, int, int]:
+    """The (C, h, w) a generator samples, from its metadata, checked against the model.
+
+    Raises:
+        ValueError: missing, not three positive integers, another channel count than the model's,
+            or a grid that is not a multiple of its patch.
+    """
+    shape = metadata.get("latent_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
+        raise ValueError(f"the generator's latent_shape must be three positive integers, got {shape!r}")
+    c, h, w = shape
+    p = model.config.patch_size
+    if c != model.config.in_channels or h % p or w % p:
+        raise ValueError(
+            f"the generator's latent_shape {shape} does not fit the model ({model.config.in_channels} channels, "
+            f"patch {p})"
+        )
+    return c, h, w
+
+
+def check_generation_fits(
+    model: LightningDiT, shape: Sequence[int], batch_size: int, device: torch.device, dtype_bytes: int = 4
+) -> None:
+    """Refuse, before anything is allocated, a batch of ``shape`` latents whose sampling cannot fit
+    in the free memory (a meta-device forward of the generator: milliseconds for any size).
+
+    Raises:
+        MemoryError: naming the shape, the batch size and both sizes.
+    """
+    from ..utils.memory import available_bytes, estimate_module_memory, format_bytes
+
+    free = available_bytes(device)
+    if free is None:
+        return
+    with torch.device("meta"):
+        meta = type(model)(model.config)
+        inputs = (
+            torch.empty(batch_size, *shape),
+            torch.empty(batch_size),
+            torch.zeros(batch_size, dtype=torch.int64),
+        )
+    need = (
+        estimate_module_memory(meta, inputs, train=False, dtype_bytes=dtype_bytes).total * 3
+    )  # x, v, guided v
+    if need > free:
+        raise MemoryError(
+            f"sampling {batch_size} latents of shape {list(shape)} needs about {format_bytes(need)} (estimate), more "
+            f"than the {format_bytes(free)} free on {device}; lower --batch-size"
+        )
+
+
+def check_tokenizer(metadata: dict[str, Any], vae: torch.nn.Module) -> str | None:
+    """Why ``vae`` is not the tokenizer whose latents trained the generator (None when it is, or
+    when the generator records no tokenizer): compared by fingerprint when recorded, else by name."""
+    made_by = metadata.get("tokenizer") or {}
+    name, fingerprint = made_by.get("model_name"), made_by.get("fingerprint")
+    if fingerprint:
+        got = model_fingerprint(vae)
+        if got != fingerprint:
+            return (
+                f"the generator was trained on latents of {name} (fingerprint {fingerprint}), --vae is "
+                f"{vae.model_name} with other weights (fingerprint {got})"
+            )
+    elif name and vae.model_name != name:
+        return f"the generator was trained on latents of '{name}', --vae is '{vae.model_name}'"
+    return None
 
 
 def load_generator(
@@ -161,7 +253,11 @@ def sample_labels(num: int, num_classes: int, class_labels: Sequence[int] | None
 
     Returns:
         (num,) int64.
+    Raises:
+        ValueError: ``num`` outside [1, ``MAX_SAMPLES``] or labels outside the model's classes.
     """
+    if not 1 <= num <= MAX_SAMPLES:
+        raise ValueError(f"the number of samples must be in [1, {MAX_SAMPLES}], got {num}")
     if class_labels:
         bad = [c for c in class_labels if not 0 <= c < num_classes]
         if bad:
@@ -172,8 +268,10 @@ def sample_labels(num: int, num_classes: int, class_labels: Sequence[int] | None
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record the settings, or refuse other settings than those of samples already in ``out``
+    (settings left by a run that wrote no sample yet are replaced)."""
     path = out / SETTINGS_NAME
-    if path.is_file():
+    if path.is_file() and any((out / "latents").glob("samples_*.safetensors")):
         try:
             old = read_json(path, what="sampling settings")
         except (OSError, ValueError) as e:
@@ -234,6 +332,10 @@ def generate_to_folder(
     _check_settings(out, full)
     starts = list(range(0, num, batch_size))
     todo = [s for s in starts if not (out / "latents" / f"samples_{s:06d}.safetensors").is_file()]
+    # what the samples still to write take on disk at most: uncompressed PNGs and float32 latents
+    n_todo = sum(min(batch_size, num - s) for s in todo)
+    image_bytes = 3 * h * w * pipe.runner.f**2 if pipe.runner is not None else 0
+    check_writable(out, n_todo * (image_bytes + 4 * c * h * w + 1024), what="--out")
     bar = tqdm(total=len(todo) * config.steps, desc="sampling", unit="step", disable=not progress or not todo)
     for s in todo:
         idx = list(range(s, min(s + batch_size, num)))

@@ -1,12 +1,13 @@
 """``LossConfig`` and ``VAELoss``: the paper's training objective (Section 3.1, Appendix D).
 
     stage 1: L1 + LPIPS + KL + VF                 (encoder and decoder train)
-    stage 2: L1 + LPIPS + KL + GAN (+ VF logged)  (encoder frozen, decoder trains)
+    stage 2: L1 + LPIPS + KL + GAN (+ VF, logged)  (encoder frozen, decoder trains)
 
 with weights 1.0 / 1.0 / 1e-8 / 0.1 (GAN, adaptive) / 0.1 (VF, adaptive). The reduction
 convention (LDM's objective divided by the number of image elements) is explained in
 ``losses/reconstruction.py`` and ``docs/losses.md``. With the encoder frozen in stage 2 the VF
-and KL terms cannot move any trained weight, so VF is computed for logging only there.
+and KL terms cannot move any trained weight, so VF is computed for logging only there (``transvae
+train``'s stage 2 builds the loss without it: DINOv2 is not loaded for a number).
 """
 
 from __future__ import annotations

@@ -101,10 +101,10 @@ class LightningDiTConfig:
                 f"2D position embeddings need a head width divisible by 4, got {head_dim}"
             )
         # a size guard before any allocation: XL is 1152 x 28; 16384 x 256 would be ~200B parameters
-        if self.hidden_size > 16384 or self.depth > 256 or self.patch_size > 16:
+        if self.hidden_size > 16384 or self.depth > 256 or self.patch_size > 16 or self.num_classes > 100_000:
             raise GeneratorConfigError(
-                f"generator size out of range (hidden_size {self.hidden_size} <= 16384, "
-                f"depth {self.depth} <= 256, patch_size {self.patch_size} <= 16)"
+                f"generator size out of range (hidden_size {self.hidden_size} <= 16384, depth {self.depth} "
+                f"<= 256, patch_size {self.patch_size} <= 16, num_classes {self.num_classes} <= 100000)"
             )
 
     @property

@@ -85,6 +85,31 @@ def save_model_folder(model: nn.Module, save_directory: str | os.PathLike, **met
     return out
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash that identifies a model's weights and architecture: the SHA-256 of its
+    ``config_dict()`` (without free metadata) and of every state tensor's float32 bytes in key
+    order. Two folders holding the same weights (in any dtype or device) get the same value; any
+    retraining or edit of the config gives another. Used to tie latents to the tokenizer that
+    made them (``extract-latents``, ``gen-train``, ``gen-sample``).
+
+    Returns:
+        16 hex digits.
+    """
+    import hashlib
+
+    model = unwrap_model(model)
+    h = hashlib.sha256(json.dumps(model.config_dict(), sort_keys=True).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_identity(model: nn.Module) -> dict[str, str]:
+    """``{"name": ..., "fingerprint": ...}``: what latents record of the tokenizer that made them."""
+    return {"name": unwrap_model(model).model_name, "fingerprint": model_fingerprint(model)}
+
+
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """Strip DDP/FSDP ``.module`` and ``torch.compile`` ``._orig_mod`` wrappers."""
     while True:

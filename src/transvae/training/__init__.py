@@ -1,15 +1,20 @@
-"""Training: one engine (loop, checkpoints, faults) and the tasks it runs.
+"""Training: one engine (loop, checkpoints, faults), the run folder it writes, and the tasks it runs.
 
-- ``engine.Engine`` + ``task.Task``: the loop and the interface a kind of training implements;
-- ``autoencoder.AutoencoderTask`` / ``trainer.Trainer``: the paper's two-stage VAE training;
-- ``config``: configuration trees (``ConfigTree``; the engine's ``TrainSection`` / ``LogSection``
-  / ``OptimSection``); ``checkpoint`` / ``state``: the files; ``ema``, ``optim``, ``runlog``,
-  ``validation``, ``distributed``: the pieces.
+- ``engine.Engine`` + ``task.Task``: the loop and the interface a kind of training implements
+  (the engine imports no task; a task imports only the interface);
+- ``tasks.autoencoder.AutoencoderTask`` (``transvae train``, the paper's two-stage VAE training;
+  ``trainer.Trainer`` runs it) and ``tasks.generator.GenerationTask`` (``transvae gen-train``,
+  LightningDiT on extracted latents);
+- ``run_folder.RunFolder``: the layout of a run folder and every write into it;
+- ``config``: the one configuration schema (``ConfigTree``; the engine's ``train`` / ``log`` /
+  ``optim`` sections and each task's own); ``checkpoint`` / ``state``: the files; ``ema``,
+  ``optim``, ``validation``, ``distributed``: the pieces.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import (
     ConfigTree,
+    GenConfig,
     LogSection,
     OptimSection,
     TrainConfig,
@@ -18,8 +23,9 @@ from .config import (
     build_config,
     valid_keys,
 )
-from .engine import EXIT_STATUS, Engine, TrainingError
-from .task import Task
+from .engine import EXIT_STATUS, Engine
+from .run_folder import RunFolder, RunFolderError
+from .task import Task, TrainingError
 from .trainer import Trainer
 
 __all__ = [
@@ -27,8 +33,11 @@ __all__ = [
     "CheckpointError",
     "ConfigTree",
     "Engine",
+    "GenConfig",
     "LogSection",
     "OptimSection",
+    "RunFolder",
+    "RunFolderError",
     "Task",
     "TrainConfig",
     "TrainConfigError",

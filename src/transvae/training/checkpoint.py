@@ -9,6 +9,7 @@ intact and loadable.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.files import atomic_path
+from ..utils.files import DiskFullError, atomic_path
 
 FORMAT_VERSION = 2  # 2: the engine's layout (optimizers by name, task note); 1: before the engine
 
@@ -30,8 +31,19 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` (plain data) to ``path``: temp file + fsync + rename + dir fsync."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    except RuntimeError as e:
+        # torch's zip writer reports a failed write (disk full, EFBIG, quota) as a RuntimeError
+        # ("PytorchStreamWriter failed writing file ... file write failed"); the previous checkpoint
+        # is intact (the temporary file is removed)
+        if "write" not in str(e).lower():
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full (or file too large) while writing {path}: {str(e).splitlines()[0][:160]}",
+        ) from e
     return path
 
 

@@ -8,9 +8,10 @@ the valid keys. Recipes are parsed with ``yaml.safe_load`` (data only; nothing i
 from names in a file).
 
 The engine's own sections, ``TrainSection`` and ``LogSection`` (and the AdamW basics in
-``OptimSection``), are shared by every kind of training; a task adds or extends sections for
-what only it needs (``TrainConfig`` below: the autoencoder's model/data/loss sections, the
-stage, the discriminator's warmup).
+``OptimSection``), are shared by every kind of training; each task adds or extends sections for
+what only it needs, all in this one schema: ``TrainConfig`` (``transvae train``: the
+autoencoder's model/data/loss sections, the stage, the discriminator's warmup) and ``GenConfig``
+(``transvae gen-train``: the generator's model/data/flow/sample sections).
 
 ``TrainConfig``'s defaults are the paper's recipe (Appendix D, following VA-VAE): AdamW, constant
 LR 1e-4 after a 1000-step linear warmup, no weight decay, global batch 256, L1 1.0 / LPIPS 1.0 /
@@ -25,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
+import torch
 
+from ..generation.sampling import SOLVERS
 from ..losses import LossConfig
-from ..utils.config import ConfigError, coerce, field_types, parse_value, to_plain, type_name
+from ..utils.config import ConfigError, coerce, field_types, parse_value, read_yaml, to_plain, type_name
+from ..utils.device import choose_dtype
 
 
 class TrainConfigError(ConfigError):
@@ -69,6 +72,17 @@ class TrainSection:
     max_minutes: float = 0.0  # wall-clock budget: checkpoint and stop cleanly after it (0 = none)
     check_memory: bool = True  # refuse sizes whose estimated memory exceeds what the device has free
 
+    def autocast_dtype(self, device: torch.device) -> tuple[torch.dtype | None, str | None]:
+        """``precision`` on ``device``: (the autocast dtype, or None for fp32; a one-line warning
+        when bf16 was asked for on a CPU without native bf16 and fp32 is used instead, unless
+        ``force_bf16``)."""
+        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
+            return None, None
+        dtype, warning = choose_dtype("bf16", device, force=self.force_bf16)
+        if warning:
+            warning = f"train.precision=bf16: {warning.replace('--force-bf16', '--force-bf16 (train.force_bf16=true)')}"
+        return (None if dtype == torch.float32 else dtype), warning
+
 
 @dataclass
 class LogSection:
@@ -92,6 +106,9 @@ class ConfigTree:
     """
 
     error: ClassVar[type[ConfigError]] = TrainConfigError
+    # keys that hold paths: stored absolute, so a resumed run reads the same files wherever it is
+    # started from (a local path is resolved; a Hub id, a URL or a pipe is kept as given)
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists instead of tuples), suitable for YAML/JSON and checkpoints."""
@@ -126,8 +143,18 @@ class ConfigTree:
             cfg.set(k, v)
         for item in extra or []:
             cfg.set(*parse_override(item))
+        cfg.absolutize_paths()
         cfg.validate()
         return cfg
+
+    def absolutize_paths(self) -> None:
+        """Make every local path of ``PATH_KEYS`` absolute (see there)."""
+        for key in self.PATH_KEYS:
+            value = self.get(key)
+            if isinstance(value, tuple):
+                self.set(key, [_absolute(v) for v in value])
+            elif value:
+                self.set(key, _absolute(value))
 
     def update(self, d: dict[str, Any]) -> None:
         """Apply a nested dict of values (as in a YAML recipe), validating every key and type."""
@@ -206,6 +233,16 @@ class ConfigTree:
                 raise self.error(msg)
 
 
+def _absolute(p: str) -> str:
+    """``p`` as an absolute path when it names a local file, folder or shard pattern."""
+    if "://" in p or p.startswith("pipe:"):
+        return p
+    path = Path(p).expanduser()
+    if path.exists() or "{" in p or p.endswith(".tar"):
+        return str(path.absolute())
+    return p
+
+
 # -- the autoencoder's sections -------------------------------------------------------------------
 @dataclass
 class ModelSection:
@@ -252,6 +289,8 @@ class AutoencoderTrainSection(TrainSection):
 class TrainConfig(ConfigTree):
     """The autoencoder's whole configuration (``transvae train``)."""
 
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("model.init", "data.train", "data.val")
+
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: AutoencoderOptimSection = field(default_factory=AutoencoderOptimSection)
@@ -286,6 +325,135 @@ class TrainConfig(ConfigTree):
             raise self.error(str(e)) from e
 
 
+# -- the generator's sections (``transvae gen-train``) ----------------------------------------------
+# Defaults: LightningDiT's recipe as the paper uses it (Appendix D, VA-VAE settings): AdamW with a
+# constant LR 2e-4, betas (0.9, 0.95), no weight decay, no warmup, no clipping, global batch 1024,
+# EMA 0.9999; rectified flow with logit-normal timesteps and the cosine term; sampling with 250
+# Euler steps, timestep shift 0.3 and a guidance interval from t = 0.11.
+@dataclass
+class GenModelSection:
+    """Which LightningDiT to train (channels and classes come from the latents)."""
+
+    name: str = "lightningdit-xl-1"  # a name from `transvae list 'lightningdit-*'`
+    class_dropout: float = 0.1  # label dropout for classifier-free guidance (0: no null class)
+    qk_norm: bool = False  # RMSNorm on queries and keys (the cure for NaN losses at scale)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class GenDataSection:
+    """The latents (folders written by ``transvae extract-latents``) and their normalisation."""
+
+    latents: str = ""  # training latents
+    val_latents: str = ""  # held-out latents: validation loss and latent FD against them
+    latent_norm: bool = True  # normalise with latents_stats.pt: (z - mean) / std
+    multiplier: float = 1.0  # LightningDiT's latent_multiplier, applied after the normalisation
+    flip: bool = True  # also train on latents_flip (mirrored images)
+    num_workers: int = 2  # DataLoader worker processes per rank
+    cache_gb: float = 4.0  # keep the latents in memory when they take at most this (float32)
+    val_size: int = 1000  # held-out latents used (0 = all)
+    vae: str = ""  # optional tokenizer (folder / run folder) to decode sample grids during training
+
+
+@dataclass
+class FlowSection:
+    """Rectified flow (``transvae.generation.flow``)."""
+
+    logit_normal: bool = True
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    cosine_loss: bool = True
+
+
+@dataclass
+class SampleSection:
+    """Sampling defaults (``gen-sample`` options) and the validation samples."""
+
+    steps: int = 250
+    solver: str = "euler"
+    shift: float = 0.3
+    cfg_scale: float = 1.0  # the paper's Figure 6 is without guidance
+    cfg_interval_start: float = 0.11
+    val_num: int = 1000  # latents generated at each validation for the latent FD (0 = none)
+    val_steps: int = 50  # ODE steps of those validation samples
+    val_seed: int = 0  # the same noise at every validation: checkpoints are compared on equal terms
+
+
+@dataclass
+class GenOptimSection(OptimSection):
+    """AdamW as LightningDiT: constant 2e-4, betas (0.9, 0.95), no warmup, decay or clipping."""
+
+    lr: float = 2.0e-4
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+
+
+@dataclass
+class GenTrainSection(TrainSection):
+    """The loop (Appendix D: global batch 1024; EMA 0.9999 from the first step)."""
+
+    max_steps: int = 200_000  # 160 ImageNet epochs at batch 1024
+    batch_size: int = 1024
+    ema_decay: float = 0.9999
+    ema_warmup: bool = False  # LightningDiT averages with 0.9999 from the start
+    checkpoint_every: int = 20_000
+    keep_checkpoints: int = 100  # step snapshots for the FID-against-steps curve
+
+
+@dataclass
+class GenLogSection(LogSection):
+    every: int = 100
+    image_every: int = 20_000
+    val_every: int = 20_000
+    grid_images: int = 16
+
+
+@dataclass
+class GenConfig(ConfigTree):
+    """The whole ``gen-train`` configuration."""
+
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.latents", "data.val_latents", "data.vae")
+
+    model: GenModelSection = field(default_factory=GenModelSection)
+    data: GenDataSection = field(default_factory=GenDataSection)
+    flow: FlowSection = field(default_factory=FlowSection)
+    sample: SampleSection = field(default_factory=SampleSection)
+    optim: GenOptimSection = field(default_factory=GenOptimSection)
+    train: GenTrainSection = field(default_factory=GenTrainSection)
+    log: GenLogSection = field(default_factory=GenLogSection)
+
+    def validate(self) -> None:
+        super().validate()
+        m, d, f, s = self.model, self.data, self.flow, self.sample
+        checks = [
+            (0.0 <= m.class_dropout < 1.0, f"model.class_dropout must be in [0, 1), got {m.class_dropout}"),
+            (d.multiplier > 0, f"data.multiplier must be > 0, got {d.multiplier}"),
+            (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
+            (d.cache_gb >= 0, f"data.cache_gb must be >= 0, got {d.cache_gb}"),
+            (d.val_size >= 0, f"data.val_size must be >= 0, got {d.val_size}"),
+            (f.logit_std > 0, f"flow.logit_std must be > 0, got {f.logit_std}"),
+            (s.steps >= 1 and s.val_steps >= 1, "sample.steps and sample.val_steps must be >= 1"),
+            (s.solver in SOLVERS, f"sample.solver must be one of {list(SOLVERS)}, got '{s.solver}'"),
+            (s.shift > 0, f"sample.shift must be > 0, got {s.shift}"),
+            (s.cfg_scale >= 0, f"sample.cfg_scale must be >= 0, got {s.cfg_scale}"),
+            (0 <= s.cfg_interval_start <= 1, "sample.cfg_interval_start must be in [0, 1]"),
+            (s.val_num >= 0 and s.val_seed >= 0, "sample.val_num and sample.val_seed must be >= 0"),
+            (
+                self.train.distributed == "ddp",
+                "gen-train shards nothing: train.distributed must be ddp (XL/1 and its AdamW state fit one GPU)",
+            ),
+            (
+                s.cfg_scale == 1.0 or m.class_dropout > 0,
+                "sample.cfg_scale != 1 needs model.class_dropout > 0 (the unconditional label)",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise self.error(msg)
+
+
 SECTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
@@ -304,13 +472,16 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe as data (``yaml.safe_load``: no object construction)."""
+    """Read a YAML recipe as data (``yaml.safe_load``: no object construction; bounded in size and
+    nesting, regular files only: ``--config /dev/zero`` is refused in one line)."""
     try:
-        d = yaml.safe_load(Path(path).read_text())
+        d = read_yaml(path, what="config file")
     except FileNotFoundError as e:
         raise TrainConfigError(f"config file not found: {path}") from e
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise TrainConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    except IsADirectoryError as e:
+        raise TrainConfigError(f"config file {path} is a folder") from e
+    except ConfigError as e:
+        raise TrainConfigError(str(e)) from e
     return d or {}
 
 

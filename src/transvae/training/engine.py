@@ -11,7 +11,7 @@ SIGTERM / SIGINT and the ``train.max_minutes`` budget save a checkpoint and stop
 (``summary["exit_status"]``: 143 after SIGTERM, 130 after SIGINT, so schedulers requeue a
 preempted job; 0 otherwise). Before any training work: the sizes against free memory
 (``task.preflight``), the run folder's writability and free space, and its lock (one process
-per run folder, ``transvae.utils.runlock``).
+per run folder). The run folder's layout and every write into it belong to ``RunFolder``.
 """
 
 from __future__ import annotations
@@ -31,49 +31,23 @@ import torch
 import torch.nn as nn
 
 from ..models.persistence import unwrap_model
-from ..utils.device import choose_dtype, resolve_device
-from ..utils.files import check_writable
-from ..utils.runlock import RunLock, RunLockedError
+from ..utils.device import resolve_device
+from ..utils.runlock import RunLockedError
 from . import distributed as D
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainSection, config_changes
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .config import config_changes
 from .ema import EMA
 from .optim import OptimizerSlot, make_adamw
-from .runlog import RunLog
+from .run_folder import RunFolder, RunFolderError
 from .state import load_module_state, load_optimizer_state, module_state, optimizer_state
-from .task import Task
+from .task import StopRequested, Task, TrainingError
 
 log = logging.getLogger("transvae.train")
 
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_NAME = RunFolder.LAST
 EXIT_STATUS = {"SIGTERM": 143, "SIGINT": 130}  # 128 + signal number, as a shell reports it
 _RESERVED = {"step", "data_pos", "counters", "bad_files", "config", "world_size", "rng", "history"}
 _RESERVED |= {"optimizers", "ema", "task", "format_version"}
-
-
-class TrainingError(RuntimeError):
-    """The run cannot start or continue (limits, diverged, folder in use); the message says why."""
-
-
-def ignore_sigterm(worker_id: int) -> None:  # noqa: ARG001
-    """DataLoader ``worker_init_fn``: a scheduler preempting the job signals the whole process
-    group; the workers must not die first, or the main process fails before it can save its
-    checkpoint. The main process shuts its workers down itself."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def autocast_dtype(train: TrainSection, device: torch.device) -> tuple[torch.dtype | None, str | None]:
-    """``train.precision`` on ``device``: (the autocast dtype, or None for fp32; a one-line warning
-    when bf16 was asked for on a CPU without native bf16 and fp32 is used instead, unless
-    ``train.force_bf16``)."""
-    if train.precision == "fp32" or (train.precision == "auto" and device.type != "cuda"):
-        return None, None
-    dtype, warning = choose_dtype("bf16", device, force=train.force_bf16)
-    if warning:
-        warning = (
-            f"train.precision=bf16: {warning.replace('--force-bf16', '--force-bf16 (train.force_bf16=true)')}"
-        )
-    return (None if dtype == torch.float32 else dtype), warning
 
 
 class Engine:
@@ -83,14 +57,17 @@ class Engine:
         task: what to train (its ``cfg`` has ``train``, ``log`` and ``optim`` sections).
         run_dir: the run folder (config, logs, TensorBoard, samples, checkpoints, exports).
         resume: continue from ``run_dir/checkpoints/last.pt``.
-    Attributes a task may use: ``cfg``, ``run_dir``, ``dist`` (rank, world size), ``device``,
-        ``is_main``, ``micro_batch`` (per rank and micro-step), ``resuming``, ``ema``,
-        ``data_pos`` (read and update), ``step``; methods ``autocast``, ``no_sync``,
-        ``add_optimizer``, ``record_bad``.
+        saved: that checkpoint when the caller has already read it (``RunFolder.open``), so it is
+            read once.
+    Attributes a task may use: ``cfg``, ``run`` (the ``RunFolder``), ``run_dir``, ``dist`` (rank,
+        world size), ``device``, ``is_main``, ``micro_batch`` (per rank and micro-step),
+        ``resuming``, ``ema``, ``data_pos`` (read and update), ``step``; methods ``autocast``,
+        ``no_sync``, ``add_optimizer``, ``record_bad``, ``check_stop``.
     """
 
-    def __init__(self, task: Task, run_dir: str | Path, resume: bool = False):
-        self.task, self.cfg, self.run_dir, self.resuming = task, task.cfg, Path(run_dir), resume
+    def __init__(self, task: Task, run_dir: str | Path, resume: bool = False, saved: dict | None = None):
+        self.task, self.cfg, self.resuming = task, task.cfg, resume
+        self.run = RunFolder(run_dir)
         t = self.cfg.train
         self.dist = D.init_distributed(resolve_device(t.device))  # ValueError: a bad train.device
         self.device, self.is_main = self.dist.device, self.dist.is_main
@@ -111,15 +88,13 @@ class Engine:
         self.history: list[dict[str, Any]] = []
         self.slots: dict[str, OptimizerSlot] = {}
         self.ema: EMA | None = None
-        self.runlog: RunLog | None = None
-        self.lock = RunLock(self.run_dir)
         self._stop: str | None = None
         self._preempted = False
         self._seed(t.seed + self.dist.rank)
         task.engine = self
         # a resumed run's checkpoint is read first (memory-mapped, cheap): its stored config and
         # model description decide what is built; nothing is written before the lock is held
-        state = load_checkpoint(self.checkpoint_path) if resume else None
+        state = (saved if saved is not None else load_checkpoint(self.checkpoint_path)) if resume else None
         if state is not None:
             self._check_resume_config(state["config"])
             task.load_checkpoint_note(state.get("task", {}))
@@ -131,20 +106,29 @@ class Engine:
                 self.ema = EMA(unwrap_model(target), t.ema_decay, t.ema_warmup)
             if state is not None:
                 self._load_state(state)
+                if self.is_main:  # steps logged after the checkpoint are trained (and logged) again
+                    dropped = self.run.truncate_metrics(self.step)
+                    if dropped:
+                        log.info("resume: %d metrics.jsonl lines after step %d dropped", dropped, self.step)
         except BaseException:
-            self.lock.release()
+            self.run.release()
             raise
 
     @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+    @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / CHECKPOINT_NAME
+        return self.run.checkpoint_path
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train until ``train.max_steps``, a signal or the time budget; returns the summary
         (also written to ``summary.json``) with ``status`` and ``exit_status``."""
         t0 = time.time()
-        self.runlog = RunLog(self.run_dir, self.cfg.to_dict(), self.cfg.log.tensorboard, self.is_main)
+        if self.is_main:
+            self.run.start_logging(self.cfg.to_dict(), self.cfg.log.tensorboard)
         old_handlers = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError):  # not the main thread: no handlers
@@ -154,8 +138,8 @@ class Engine:
         finally:
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
-            self.runlog.close()
-            self.lock.release()
+            self.run.stop_logging()
+            self.run.release()
         summary = {
             "status": status,
             # non-zero only for a run cut short by a signal (here or on another rank): requeue it
@@ -168,22 +152,24 @@ class Engine:
             "bad_files": len(self.bad_files),
             "history": self.history,
         }
-        self.runlog.write_json("summary.json", summary)
-        if self.is_main and self.bad_files:
-            log.warning(
-                "%d bad input files were skipped (see %s)",
-                len(self.bad_files),
-                self.run_dir / "bad_files.txt",
-            )
-            (self.run_dir / "bad_files.txt").write_text(
-                "".join(f"{p}: {r}\n" for p, r in self.bad_files.items())
-            )
+        if self.is_main:
+            self.run.write_json(RunFolder.SUMMARY, summary)
+            if self.bad_files:
+                path = self.run.write_bad_files(self.bad_files)
+                log.warning("%d bad input files were skipped (see %s)", len(self.bad_files), path)
         return summary
 
     def _loop(self) -> str:
         t, lg = self.cfg.train, self.cfg.log
         if self.step == 0 and t.max_steps > 0:
             self._validate()
+        if D.any_rank(self._stop in EXIT_STATUS, self.dist):  # a signal during the first validation
+            self._preempted = True
+            log.warning(
+                "stopped by %s before training: saving a checkpoint; continue with --resume", self._stop
+            )
+            self.save()
+            return f"stopped by {self._stop or 'a signal on another rank'}"
         deadline = time.time() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
         batches, bar, status = self.task.batches(), self._progress_bar(), "finished"
         images, t_last = 0, time.time()
@@ -381,22 +367,14 @@ class Engine:
         ``train.keep_checkpoints``), then ``task.export()``. Every rank calls it."""
         state = self.state_dict()
         if self.is_main:
-            ckdir = self.checkpoint_path.parent
-            path = save_checkpoint(self.checkpoint_path, state)
-            keep = self.cfg.train.keep_checkpoints
-            if keep > 0:
-                snap = ckdir / f"step_{self.step:08d}.pt"
-                snap.unlink(missing_ok=True)
-                snap.hardlink_to(path)  # a second name for the same bytes, no extra space
-                for old in sorted(ckdir.glob("step_*.pt"))[:-keep]:
-                    old.unlink()
+            self.run.save_checkpoint(state, self.step, self.cfg.train.keep_checkpoints)
         del state
         self.task.export()
         D.barrier(self.dist)
 
     # -- helpers --------------------------------------------------------------------------------------
     def _precision(self) -> torch.dtype | None:
-        dtype, warning = autocast_dtype(self.cfg.train, self.device)
+        dtype, warning = self.cfg.train.autocast_dtype(self.device)
         if warning and self.is_main:
             log.warning("%s", warning)
         return dtype
@@ -406,19 +384,13 @@ class Engine:
         error: Exception | None = None
         if self.is_main:
             try:
-                check_writable(self.run_dir, checkpoint_bytes, what="run folder")
-                self.lock.acquire()
-            except (OSError, RunLockedError) as e:
+                self.run.claim(checkpoint_bytes)
+            except (OSError, RunLockedError, RunFolderError) as e:
                 error = e
         if D.any_rank(error is not None, self.dist):
             if error is not None:
                 raise error
             raise TrainingError("rank 0 could not claim the run folder (see its message)")
-        if self.is_main:
-            if self.lock.stale:
-                log.warning("run folder lock of %s (no longer running) taken over", self.lock.stale)
-            for stale in self.checkpoint_path.parent.glob(".*.tmp"):  # left by a killed writer
-                stale.unlink()
 
     def _check_resume_config(self, old: dict[str, Any]) -> None:
         """Refuse changes to ``task.fixed_on_resume`` keys; announce every other change in one line."""
@@ -432,18 +404,32 @@ class Engine:
             for key, before, after in changes:
                 log.warning("resume: %s changed from %r to %r", key, before, after)
 
+    def check_stop(self) -> None:
+        """For tasks' long loops: raise ``StopRequested`` once a SIGTERM / SIGINT has arrived."""
+        if self._stop in EXIT_STATUS:
+            raise StopRequested(self._stop)
+
     def _validate(self) -> None:
-        metrics = self.task.validate()
+        try:
+            metrics = self.task.validate()
+        except StopRequested:
+            log.warning("validation at step %d interrupted by %s", self.step, self._stop)
+            self._reshard()
+            return
         self._reshard()
         if metrics:
             self.history.append({"step": self.step, **metrics})
-            self.runlog.scalars(self.step, metrics)
+            if self.is_main:
+                self.run.log_scalars(self.step, metrics)
             if self.is_main:
                 log.info("step %d: validation %s", self.step, self.task.describe(metrics))
         self._samples()
 
     def _samples(self) -> None:
-        self.task.save_samples(self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        try:
+            self.task.save_samples(self.run.sample_path(self.step))
+        except StopRequested:
+            log.warning("sample grid of step %d interrupted by %s", self.step, self._stop)
         self._reshard()
         D.barrier(self.dist)
 
@@ -458,7 +444,8 @@ class Engine:
             scalars["train/lr"] = main.scheduler.get_last_lr()[0]
         if self.ema is not None:
             scalars["train/ema_decay"] = self.ema.decay
-        self.runlog.scalars(self.step, scalars)
+        if self.is_main:
+            self.run.log_scalars(self.step, scalars)
         if bar is not None:
             short = {k.split("/")[-1]: v for k, v in values.items()}
             shown = {k: f"{short[k]:.3g}" for k in self.task.progress_keys if k in short}
@@ -510,4 +497,4 @@ class Engine:
 
     def close(self) -> None:
         """Release the run folder without training (``fit`` releases it itself)."""
-        self.lock.release()
+        self.run.release()

@@ -67,6 +67,8 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.lock = RunLock(self.path)
+        self._writer = None  # TensorBoard
+        self._handler: logging.Handler | None = None
 
     # -- the layout ---------------------------------------------------------------------------------
     @property
@@ -205,9 +207,35 @@ class RunFolder:
             atomic_write_text(path, "".join(keep))
         return dropped
 
-    def open_log(self):
-        """The ``train.log`` stream to append to (never through a link)."""
-        return open_nofollow(self.path / self.LOG, "a")
+    def start_logging(self, config: dict[str, Any], tensorboard: bool) -> None:
+        """Write ``config.yaml``, send the ``transvae.train`` log to ``train.log`` and open the
+        TensorBoard writer (rank 0 calls this; other ranks write nothing)."""
+        self.write_config(config)
+        handler = logging.StreamHandler(open_nofollow(self.path / self.LOG, "a"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        self._handler = handler
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.path / self.TENSORBOARD))
+
+    def log_scalars(self, step: int, values: dict[str, float]) -> None:
+        """One line of ``metrics.jsonl`` and the TensorBoard scalars."""
+        if self._writer is not None:
+            for k, v in values.items():
+                self._writer.add_scalar(k, v, step)
+        self.append_metrics(step, values)
+
+    def stop_logging(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._handler is not None:
+            log.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
 
     def save_checkpoint(self, state: dict[str, Any], step: int, keep: int) -> Path:
         """Write ``last.pt`` atomically; with ``keep > 0`` also a ``step_XXXXXXXX.pt`` hard link

@@ -9,7 +9,7 @@ checkpoint cadence, and the run's exit status.
 
 A task owns what is specific to it: building its model(s) and loss, its data stream, the
 forward + backward of one step, validation, sample images and the export of the weights to
-publish. ``transvae.training.autoencoder.AutoencoderTask`` (``transvae train``) is one task; a
+publish. ``transvae.training.tasks.autoencoder.AutoencoderTask`` (``transvae train``) is one task; a
 latent diffusion model trained on extracted latents (``transvae gen-train``) is another.
 
 Call order (``Engine.__init__`` then ``Engine.fit``)::
@@ -27,6 +27,7 @@ Call order (``Engine.__init__`` then ``Engine.fit``)::
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,22 @@ import torch.nn as nn
 if TYPE_CHECKING:
     from .config import ConfigTree
     from .engine import Engine
+
+
+class StopRequested(Exception):
+    """Raised by ``Engine.check_stop`` inside long task work (validation, sample grids) once a
+    SIGTERM / SIGINT has arrived: the engine abandons that work, saves a checkpoint and stops."""
+
+
+class TrainingError(RuntimeError):
+    """The run cannot start or continue (limits, diverged, folder in use); the message says why."""
+
+
+def ignore_sigterm(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader ``worker_init_fn``: a scheduler preempting the job signals the whole process
+    group; the workers must not die first, or the main process fails before it can save its
+    checkpoint. The main process shuts its workers down itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Task:
@@ -106,7 +123,8 @@ class Task:
 
     # -- evaluation and outputs ------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Validation metrics (``"val/..."``), the same on every rank; called on every rank."""
+        """Validation metrics (``"val/..."``), the same on every rank; called on every rank.
+        Long loops call ``engine.check_stop()`` between batches, so a SIGTERM is honoured at once."""
         return {}
 
     def describe(self, metrics: dict[str, float]) -> str:

@@ -4,7 +4,7 @@
     summary = Trainer(cfg, "runs/x").fit()
 
 The loop, checkpoints and fault rules are ``engine.Engine``'s; what is specific to training an
-autoencoder (model, loss, data, step, validation, export) is ``autoencoder.AutoencoderTask``'s.
+autoencoder (model, loss, data, step, validation, export) is ``tasks.autoencoder.AutoencoderTask``'s.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .autoencoder import AutoencoderTask
 from .config import TrainConfig
-from .engine import CHECKPOINT_NAME, EXIT_STATUS, Engine, TrainingError
+from .engine import CHECKPOINT_NAME, EXIT_STATUS, Engine
+from .task import TrainingError
+from .tasks.autoencoder import AutoencoderTask
 
 __all__ = ["CHECKPOINT_NAME", "EXIT_STATUS", "Trainer", "TrainingError"]
 
@@ -42,8 +43,9 @@ class Trainer(Engine):
         resume: bool = False,
         train_dataset: Dataset | None = None,
         val_dataset: Dataset | None = None,
+        saved: dict | None = None,
     ):
-        super().__init__(AutoencoderTask(cfg, train_dataset, val_dataset), Path(run_dir), resume)
+        super().__init__(AutoencoderTask(cfg, train_dataset, val_dataset), Path(run_dir), resume, saved)
 
     @property
     def model(self):

@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.datasets import collate
-from ..data.io import tensor_to_uint8
+from ..data.io import save_image_grid, tensor_to_uint8
 from ..evaluation.metrics import SSIM_RADIUS, psnr_per_image, ssim_per_image
 from ..utils.distributed import DistInfo
 
@@ -27,6 +26,7 @@ def reconstruction_metrics(
     batch_size: int,
     dist: DistInfo,
     autocast,
+    check_stop=None,
 ) -> dict[str, float]:
     """``{"val/psnr", "val/ssim", "val/images"}`` of ``model`` on ``dataset`` (every rank calls it).
 
@@ -36,6 +36,7 @@ def reconstruction_metrics(
         batch_size: images per forward.
         dist: the process layout (rank r evaluates images r, r + world, ...).
         autocast: a callable returning the autocast context of the run.
+        check_stop: called before every batch (``Engine.check_stop``: raises once a signal came).
     Returns:
         Means over all images; SSIM is NaN for images of 10 px or less (no valid SSIM window).
     """
@@ -44,6 +45,8 @@ def reconstruction_metrics(
     share = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     sums = torch.zeros(3, dtype=torch.float64)  # psnr, ssim, images
     for batch in DataLoader(share, batch_size=batch_size, collate_fn=collate):
+        if check_stop is not None:
+            check_stop()
         if batch["image"] is None:
             continue
         x = batch["image"].to(dist.device)
@@ -84,8 +87,6 @@ def save_reconstruction_grid(
         device: where the model runs.
         autocast: a callable returning the autocast context of the run.
     """
-    import torchvision
-
     if not images:
         return None
     was_training = model.training
@@ -97,7 +98,4 @@ def save_reconstruction_grid(
     if not write:
         return None
     pairs = torch.stack([xs, rec], 1).flatten(0, 1)  # (2k, 3, H, W): input, recon, input, ...
-    grid = torchvision.utils.make_grid(tensor_to_uint8(pairs).cpu(), nrow=min(8, 2 * len(images)), padding=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
-    return path
+    return save_image_grid(tensor_to_uint8(pairs).cpu(), path, nrow=min(8, 2 * len(images)))

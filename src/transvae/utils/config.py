@@ -40,6 +40,7 @@ __all__ = [
     "coerce",
     "field_types",
     "from_dict",
+    "parse_json",
     "parse_value",
     "read_json",
     "read_yaml",
@@ -244,6 +245,20 @@ def check_nesting(text: str, what: str, limit: int = MAX_NESTING) -> None:
             depth -= 1
 
 
+def parse_json(text: str, what: str = "JSON text") -> Any:
+    """``json.loads`` with the nesting limit of ``read_json`` (for JSON held inside other files,
+    e.g. safetensors metadata strings).
+
+    Raises:
+        ConfigError: too deep or not valid JSON (one line).
+    """
+    try:
+        check_nesting(text, what)
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ConfigError(f"{what} is not valid JSON: {str(e).splitlines()[0][:200]}") from e
+
+
 def read_json(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: str = "JSON file") -> Any:
     """Parse a JSON file as data, bounded in size and nesting (see the module docstring).
 
@@ -254,10 +269,9 @@ def read_json(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: st
     data = read_bounded(path, max_bytes, what)
     try:
         text = data.decode("utf-8")
-        check_nesting(text, f"{what} {path}")
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ConfigError(f"{what} {path} is not valid JSON: {str(e).splitlines()[0][:200]}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path} is not valid UTF-8 JSON: {e}") from e
+    return parse_json(text, f"{what} {path}")
 
 
 def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: str = "YAML file") -> Any:

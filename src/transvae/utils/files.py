@@ -29,7 +29,8 @@ __all__ = [
 
 
 class DiskFullError(OSError):
-    """Writing failed because the file system is full (or over quota); the message says so."""
+    """Writing failed because the file system is full, over quota or refuses a file that large;
+    the message says so."""
 
 
 def default_file_mode() -> int:
@@ -58,7 +59,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise DiskFullError(
                     e.errno, f"disk full ({os.strerror(e.errno)}) while writing {path}"
                 ) from e

@@ -26,20 +26,19 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import BucketBatchSampler
-from ..data.latents import LatentDataError, LatentDataset, LatentFolder, LatentStats, collate_latents
-from ..models.lightningdit import GeneratorConfigError, LightningDiT
-from ..models.persistence import unwrap_model
-from ..models.registry import create_model, model_config
-from ..training import distributed as D
-from ..training.engine import TrainingError, ignore_sigterm
-from ..training.task import Task
-from ..utils.config import read_json
-from ..utils.memory import available_bytes, estimate_module_memory, format_bytes
-from .config import GenConfig
-from .flow import RectifiedFlow
-from .latent_fd import DEFAULT_PATCH, LatentFrechetDistance
-from .sampling import SamplerConfig, initial_noise, sample_ode
+from ...data.datasets import BucketBatchSampler
+from ...data.io import save_image_grid, tensor_to_uint8
+from ...data.latents import LatentDataError, LatentDataset, LatentFolder, LatentStats, collate_latents
+from ...generation.flow import RectifiedFlow
+from ...generation.latent_fd import DEFAULT_PATCH, LatentFrechetDistance
+from ...generation.sampling import SamplerConfig, initial_noise, sample_ode
+from ...models.lightningdit import GeneratorConfigError, LightningDiT
+from ...models.persistence import load_model, model_fingerprint, unwrap_model
+from ...models.registry import create_model, model_config
+from ...utils.memory import available_bytes, estimate_module_memory, format_bytes
+from .. import distributed as D
+from ..config import GenConfig
+from ..task import Task, TrainingError, ignore_sigterm
 
 log = logging.getLogger("transvae.train")
 
@@ -53,7 +52,9 @@ class GenerationTask(Task):
 
     label = "gen-train"
     progress_keys = ("total", "mse", "cos")
-    fixed_on_resume = ("model.name", "data.latents", "data.latent_norm", "data.multiplier", "model.qk_norm")
+    # data.latents may move (a resumed run finds its latents by content: ``checkpoint_note``'s
+    # fingerprint), not change
+    fixed_on_resume = ("model.name", "data.latent_norm", "data.multiplier", "model.qk_norm")
 
     def __init__(self, cfg: GenConfig):
         self.cfg = cfg
@@ -89,17 +90,8 @@ class GenerationTask(Task):
         except (LatentDataError, GeneratorConfigError, KeyError) as e:
             raise TrainingError(str(e).strip("'\"")) from e
         self._check_resumed_note()
-        if d.vae:  # the sample-grid tokenizer: its config is read now, its weights at the first grid
-            from ..models.persistence import read_config, resolve_model_folder
-
-            try:
-                _, vae_cfg, _ = read_config(resolve_model_folder(d.vae))
-            except (FileNotFoundError, ValueError) as e:
-                raise TrainingError(f"data.vae: {str(e).splitlines()[0]}") from e
-            if vae_cfg.latent_channels != self.folder.channels:
-                raise TrainingError(
-                    f"data.vae has {vae_cfg.latent_channels} latent channels, the latents {self.folder.channels}"
-                )
+        if d.vae:
+            self._check_vae(d.vae)
         if self.val_folder is not None and self.val_folder.shape != self.folder.shape:
             raise TrainingError(
                 f"data.val_latents have shape {self.val_folder.shape}, the training latents {self.folder.shape}"
@@ -134,6 +126,24 @@ class GenerationTask(Task):
         # one checkpoint: weights, EMA, AdamW moments; the new file sits next to the old one until
         # the rename; plus the exported model
         return 2 * 4 * n * (3 + ema) + 4 * n + (64 << 20)
+
+    def _check_vae(self, path: str) -> None:
+        """``data.vae`` (the tokenizer that decodes the sample grids) must be the one that made
+        the latents: same latent channels and, when the latents record it, the same fingerprint."""
+        try:
+            self._vae = load_model(path)  # on the CPU; moved to the device at the first grid
+        except (FileNotFoundError, ValueError) as e:
+            raise TrainingError(f"data.vae: {str(e).splitlines()[0]}") from e
+        if getattr(self._vae, "latent_channels", None) != self.folder.channels:
+            raise TrainingError(
+                f"data.vae is not a tokenizer of {self.folder.channels}-channel latents ({self._vae.model_name})"
+            )
+        made_by = self.folder.tokenizer
+        if made_by is not None and made_by.get("fingerprint") != model_fingerprint(self._vae):
+            raise TrainingError(
+                f"data.vae {path} ({self._vae.model_name}) is not the tokenizer that made the latents "
+                f"({made_by.get('name')}, fingerprint {made_by.get('fingerprint')})"
+            )
 
     def build(self) -> None:
         e, d = self.engine, self.cfg.data
@@ -224,6 +234,7 @@ class GenerationTask(Task):
         out = torch.zeros(num, *self.folder.shape)
         bs = max(1, e.micro_batch)
         for i in range(0, len(mine), bs):
+            e.check_stop()
             idx = mine[i : i + bs]
             noise = initial_noise(self.folder.shape, seed, idx).to(e.device)
             x = sample_ode(
@@ -263,6 +274,7 @@ class GenerationTask(Task):
         g = torch.Generator().manual_seed(s.val_seed)
         total, n = 0.0, 0
         for z, y in self._val_latents():
+            e.check_stop()
             x, y = self.stats.normalize(z, d.multiplier).to(e.device), y.to(e.device)
             with e.autocast():
                 loss, _ = self.flow.loss(model, x, y, generator=g)
@@ -295,31 +307,21 @@ class GenerationTask(Task):
         if not self.cfg.data.vae or self.cfg.log.grid_images == 0:
             return None
         x = self.generate(self.cfg.log.grid_images, self.cfg.sample.val_seed, self.cfg.sample.val_steps)
-        if not self.engine.is_main:
+        e = self.engine
+        if not e.is_main:
             return None
-        import torchvision
-
-        from ..data.io import tensor_to_uint8
-        from ..inference import InferenceRunner
-
-        if not hasattr(self, "_runner"):
-            import transvae
-
-            self._runner = InferenceRunner(
-                transvae.from_pretrained(self.cfg.data.vae), device=self.engine.device
-            )
-        z = self.stats.denormalize(x, self.cfg.data.multiplier)
-        images = tensor_to_uint8(self._runner.decode(z).cpu())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torchvision.io.write_png(torchvision.utils.make_grid(images, nrow=8, padding=2), str(path))
-        return path
+        self._vae.to(e.device)  # loaded and checked in preflight
+        z = self.stats.denormalize(x, self.cfg.data.multiplier).to(e.device)
+        with torch.no_grad(), e.autocast():
+            images = torch.cat([self._vae.decode(zb).float() for zb in z.split(max(1, e.micro_batch))])
+        return save_image_grid(tensor_to_uint8(images).cpu(), path, nrow=8)
 
     def export(self) -> Path | None:
         if not self.engine.is_main:
             return None
         meta = latents_metadata(self.folder, self.stats, self.cfg.data.multiplier)
         return unwrap_model(self.eval_model()).save_pretrained(
-            self.engine.run_dir / "model",
+            self.engine.run.model_dir,
             **meta,
             step=self.engine.step,
             ema=self.engine.ema is not None,
@@ -331,6 +333,7 @@ class GenerationTask(Task):
             "model_name": self.cfg.model.name,
             "latent_shape": list(self.folder.shape),
             "num_classes": self.num_classes,
+            "latents_fingerprint": self.folder.fingerprint(),
         }
 
     def load_checkpoint_note(self, note: dict[str, Any]) -> None:
@@ -338,27 +341,34 @@ class GenerationTask(Task):
         self._resumed_note = dict(note)
 
     def _check_resumed_note(self) -> None:
-        note = getattr(self, "_resumed_note", None) or {}
+        note = getattr(self, "_resumed_note", None)
+        if note is None:
+            return
         for k, v in self.checkpoint_note().items():
             if k in note and note[k] != v:
+                what = "latents with" if k != "latents_fingerprint" else "other latents than"
                 raise TrainingError(
-                    f"the checkpoint was trained with {k}={note[k]!r}, these latents give {v!r}"
+                    f"the checkpoint was trained on {what} {k}={note[k]!r}; {self.folder.folder} gives {v!r} "
+                    f"(pass --latents with the folder the run trained on)"
                 )
+        if "latents_fingerprint" not in note:
+            log.warning(
+                "the checkpoint records no fingerprint of its latents (an older run): training on %s as given",
+                self.folder.folder,
+            )
 
 
 def latents_metadata(folder: LatentFolder, stats: LatentStats, multiplier: float) -> dict[str, Any]:
     """What a generator trained on ``folder`` must carry to be sampled: the normalisation, the
-    latent shape, the class names and the tokenizer named in ``extraction.json`` (text, recorded
-    for a check at decoding time; nothing is loaded from it)."""
-    tokenizer: dict[str, Any] = {}
-    path = folder.folder / "extraction.json"
-    if path.is_file():
-        try:
-            ext = read_json(path, what="extraction record")
-        except (OSError, ValueError):
-            ext = {}
-        if isinstance(ext, dict):
-            tokenizer = {k: ext[k] for k in ("model", "model_name", "resolution", "sample") if k in ext}
+    latent shape, the class names and the tokenizer that made the latents (its name and
+    fingerprint from the shards, plus ``extraction.json``'s settings: text, recorded for a check at
+    decoding time; nothing is loaded from it)."""
+    ext = folder.extraction  # read (and checked) when the folder was opened
+    tokenizer = {k: ext[k] for k in ("model", "model_name", "resolution", "sample") if k in ext}
+    if folder.tokenizer is not None:
+        tokenizer.update(
+            model_name=folder.tokenizer.get("name"), fingerprint=folder.tokenizer.get("fingerprint")
+        )
     return {
         "latent_stats": stats.to_dict(),
         "latent_multiplier": float(multiplier),

@@ -21,19 +21,18 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.datasets import BucketBatchSampler, ImageFolderDataset, collate, is_webdataset, make_webdataset
-from ..data.transforms import TrainTransform, ValTransform, parse_buckets
-from ..losses import LossConfig, VAELoss
-from ..losses.gan import NLayerDiscriminator
-from ..models.base import AutoencoderBase
-from ..models.persistence import unwrap_model
-from ..utils.memory import available_bytes, estimate_memory, format_bytes
-from . import distributed as D
-from .config import TrainConfig
-from .engine import TrainingError, autocast_dtype, ignore_sigterm
-from .state import is_sharded, module_state
-from .task import Task
-from .validation import reconstruction_metrics, save_reconstruction_grid
+from ...data.datasets import BucketBatchSampler, ImageFolderDataset, collate, is_webdataset, make_webdataset
+from ...data.transforms import TrainTransform, ValTransform, parse_buckets
+from ...losses import LossConfig, VAELoss
+from ...losses.gan import NLayerDiscriminator
+from ...models.base import AutoencoderBase
+from ...models.persistence import unwrap_model
+from ...utils.memory import available_bytes, estimate_memory, format_bytes
+from .. import distributed as D
+from ..config import TrainConfig
+from ..state import is_sharded, module_state
+from ..task import Task, TrainingError, ignore_sigterm
+from ..validation import reconstruction_metrics, save_reconstruction_grid
 
 log = logging.getLogger("transvae.train")
 
@@ -68,15 +67,19 @@ class DiscriminatorStep(nn.Module):
 
 def stage_loss_config(cfg: TrainConfig) -> LossConfig:
     """The loss options a stage really uses: stage 1 builds no discriminator (``gan_weight`` 0),
-    so no parameter exists that DDP would wait for a gradient of."""
+    so no parameter exists that DDP would wait for a gradient of; stage 2 builds no VF term
+    (``vf_weight`` 0): with the encoder frozen it cannot train anything, and DINOv2 would be
+    loaded (or, offline, looked for) only to log a number."""
     if cfg.train.stage == 1 and cfg.loss.gan_weight > 0:
         return dataclasses.replace(cfg.loss, gan_weight=0.0)
+    if cfg.train.stage == 2 and cfg.loss.vf_weight > 0:
+        return dataclasses.replace(cfg.loss, vf_weight=0.0)
     return cfg.loss
 
 
 def model_from_config_dict(d: dict[str, Any], device: str | torch.device | None = None) -> AutoencoderBase:
     """Rebuild an architecture from ``model.config_dict()`` (as stored in checkpoints), untrained."""
-    from ..models.registry import build_model, get_architecture
+    from ...models.registry import build_model, get_architecture
 
     raw = dict(d)
     arch = raw.pop("architecture")
@@ -89,8 +92,8 @@ def meta_model(cfg: TrainConfig, saved_config: dict[str, Any] | None = None) -> 
     """The architecture to train, on the meta device (nothing allocated): from a checkpoint's
     model config when resuming, from ``model.init``'s ``config.json``, or from the registry.
     With ``model.init``, ``cfg.model.name`` is set to the saved model's name."""
-    from ..models.persistence import read_config, resolve_model_folder
-    from ..models.registry import build_model, create_model
+    from ...models.persistence import read_config, resolve_model_folder
+    from ...models.registry import build_model, create_model
 
     if saved_config is not None:
         return model_from_config_dict(saved_config, device="meta")
@@ -157,7 +160,7 @@ def check_limits(
         n_disc = sum(p.numel() for p in disc.parameters())
     if t.check_memory:
         h, w = max(sizes, key=lambda s: s[0] * s[1])
-        bf16 = autocast_dtype(t, device)[0] is not None
+        bf16 = t.autocast_dtype(device)[0] is not None
         need = estimate_memory(model, micro, h, w, train=True, dtype_bytes=2 if bf16 else 4).total
         need += 4 * n_model * (1 if t.ema else 0) + 16 * n_disc
         free = available_bytes(device)
@@ -205,8 +208,8 @@ class AutoencoderTask(Task):
         return check_limits(self.cfg, e.device, e.dist.world_size, local, self._saved_model_config)
 
     def build(self) -> None:
-        from ..models.persistence import load_model
-        from ..models.registry import create_model
+        from ...models.persistence import load_model
+        from ...models.registry import create_model
 
         e, cfg, t = self.engine, self.cfg, self.cfg.train
         if self._saved_model_config is not None:  # resume: the checkpoint's architecture
@@ -352,7 +355,9 @@ class AutoencoderTask(Task):
         if self.val_dataset is None:
             return {}
         e = self.engine
-        return reconstruction_metrics(self.eval_model(), self.val_dataset, e.micro_batch, e.dist, e.autocast)
+        return reconstruction_metrics(
+            self.eval_model(), self.val_dataset, e.micro_batch, e.dist, e.autocast, e.check_stop
+        )
 
     def describe(self, metrics: dict[str, float]) -> str:
         return f"PSNR {metrics['val/psnr']:.2f} dB, SSIM {metrics['val/ssim']:.4f} ({metrics['val/images']:.0f} images)"
@@ -382,7 +387,7 @@ class AutoencoderTask(Task):
             m = model_from_config_dict(m.config_dict(), device="meta")
             m.load_state_dict(full, assign=True)
         if e.is_main:
-            return m.save_pretrained(e.run_dir / "model", **meta)
+            return m.save_pretrained(e.run.model_dir, **meta)
         return None
 
 
