@@ -270,7 +270,7 @@ def read_json(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES, what: st
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{what} {path} is not valid UTF-8 JSON: {e}") from e
+        raise ConfigError(f"{what} {path} is not valid JSON (not UTF-8: {e})") from e
     return parse_json(text, f"{what} {path}")
 
 

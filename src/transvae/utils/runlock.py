@@ -77,7 +77,12 @@ class RunLock:
         key = str(self.path.resolve())
         if key in _HELD:
             raise RunLockedError(self.run_dir, f"PID {os.getpid()} on {socket.gethostname()}, this process")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a planted .lock link would have its target truncated
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise OSError(e.errno, f"{self.path} is a symbolic link; refusing to lock through it") from e
+            raise
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -133,7 +138,7 @@ def lock_holder(run_dir: str | os.PathLike) -> str | None:
     if path.exists() and str(path.resolve()) in _HELD:  # held by this very process
         return f"PID {os.getpid()} on {socket.gethostname()}, this process"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     try:

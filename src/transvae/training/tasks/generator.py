@@ -344,18 +344,19 @@ class GenerationTask(Task):
         note = getattr(self, "_resumed_note", None)
         if note is None:
             return
-        for k, v in self.checkpoint_note().items():
-            if k in note and note[k] != v:
-                what = "latents with" if k != "latents_fingerprint" else "other latents than"
-                raise TrainingError(
-                    f"the checkpoint was trained on {what} {k}={note[k]!r}; {self.folder.folder} gives {v!r} "
-                    f"(pass --latents with the folder the run trained on)"
-                )
+        mine = self.checkpoint_note()
         if "latents_fingerprint" not in note:
             log.warning(
                 "the checkpoint records no fingerprint of its latents (an older run): training on %s as given",
                 self.folder.folder,
             )
+        keys = ["latents_fingerprint", *(k for k in mine if k != "latents_fingerprint")]  # content first
+        for k in keys:
+            if k in note and note[k] != mine[k]:
+                raise TrainingError(
+                    f"the checkpoint was trained on other latents than {self.folder.folder} ({k} {note[k]!r}, "
+                    f"this folder {mine[k]!r}); pass --latents with the folder the run trained on"
+                )
 
 
 def latents_metadata(folder: LatentFolder, stats: LatentStats, multiplier: float) -> dict[str, Any]:
