@@ -60,6 +60,11 @@ def _input_args(p: argparse.ArgumentParser, what: str = "IMG_OR_DIR") -> None:
 
 
 def register(sub) -> None:
+    for add in (_register_reconstruct, _register_encode, _register_decode, _register_extract):
+        add(sub)
+
+
+def _register_reconstruct(sub) -> None:
     p = sub.add_parser(
         "reconstruct",
         help="encode + decode images of any size to PNGs",
@@ -76,6 +81,8 @@ def register(sub) -> None:
     _runtime_args(p)
     p.set_defaults(func=run_reconstruct)
 
+
+def _register_encode(sub) -> None:
     p = sub.add_parser(
         "encode",
         help="images -> latent .safetensors files",
@@ -102,6 +109,8 @@ def register(sub) -> None:
     _runtime_args(p)
     p.set_defaults(func=run_encode)
 
+
+def _register_decode(sub) -> None:
     p = sub.add_parser(
         "decode",
         help="latent .safetensors files -> PNG images",
@@ -122,6 +131,8 @@ def register(sub) -> None:
     _runtime_args(p)
     p.set_defaults(func=run_decode)
 
+
+def _register_extract(sub) -> None:
     p = sub.add_parser(
         "extract-latents",
         help="a dataset -> sharded latent safetensors + statistics (LightningDiT format)",

@@ -144,107 +144,22 @@ def extract_latents(
     files = list_images(data_dir)
     if not files:
         raise FileNotFoundError(f"no images found under {data_dir}")
-    classes = find_classes(data_dir, files)
-    class_index = {c: i for i, c in enumerate(classes)}
-    rels = [f.relative_to(data_dir).as_posix() for f in files]
-    tokenizer = model_identity(runner.model)  # name + fingerprint: gen-train refuses mixed shards
-    settings = {
-        "data_dir": str(data_dir.resolve()),
-        "model": str(model_ref),
-        "model_name": runner.model.model_name,
-        "tokenizer": tokenizer,
-        "resolution": resolution,
-        "shard_size": shard_size,
-        "flip": flip,
-        "sample": sample,
-        "latent_dtype": str(latent_dtype).removeprefix("torch."),
-        "num_images": len(files),
-        "classes": classes,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    settings_path = out / "extraction.json"
-    if settings_path.is_file():
-        old = read_json(settings_path, what="extraction record")
-        if not isinstance(old, dict):
-            raise ValueError(f"{settings_path} is not an extraction record; use a new --out folder")
-        old.setdefault("tokenizer", tokenizer)  # written before tokenizers were fingerprinted
-        if old != settings:
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise ValueError(
-                f"{out} holds an extraction with other settings (differs in {diff}); use a new --out folder"
-            )
-    elif rank == 0:
-        atomic_write_bytes(settings_path, (json.dumps(settings, indent=2) + "\n").encode())
-
+    job = _Extraction(runner, data_dir, out, files, model_ref, resolution, flip, sample, latent_dtype)
+    job.record_settings(shard_size, write=rank == 0)
     n_shards = -(-len(files) // shard_size)
-    mine = [i for i in range(n_shards) if i % world_size == rank]
-    todo = []
-    for i in mine:
-        chunk = rels[i * shard_size : (i + 1) * shard_size]
-        if not _shard_complete(out / SHARD_PATTERN.format(i), chunk):
-            todo.append(i)
-    n_todo = sum(len(rels[i * shard_size : (i + 1) * shard_size]) for i in todo)
+    todo = [
+        i
+        for i in range(rank, n_shards, world_size)
+        if not _shard_complete(out / SHARD_PATTERN.format(i), job.rels[i * shard_size : (i + 1) * shard_size])
+    ]
+    n_todo = sum(len(job.rels[i * shard_size : (i + 1) * shard_size]) for i in todo)
     # the shards still to write must fit on the disk (checked before any image is encoded)
     per_image = runner.model.latent_channels * (resolution // runner.f) ** 2 * latent_dtype.itemsize
     check_writable(out, n_todo * per_image * (2 if flip else 1), what="--out")
     bar = tqdm(total=n_todo, desc=f"extract (rank {rank})", unit="img", disable=not progress or n_todo == 0)
-
-    def encode(batch: list[tuple[int, torch.Tensor]]) -> list:
-        x = torch.stack([t for _, t in batch])  # (B, 3, R, R)
-        z = runner.encode(x, sample=sample).latent.to("cpu", latent_dtype)  # (B, C, R/f, R/f)
-        zf = runner.encode(x.flip(-1), sample=sample).latent.to("cpu", latent_dtype) if flip else z
-        return list(zip(z, zf, strict=True))
-
     for i in todo:
         idx = list(range(i * shard_size, min((i + 1) * shard_size, len(files))))
-        loader = DataLoader(
-            _CropDataset([files[j] for j in idx], resolution),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=_collate,
-        )
-        lat, lat_flip, labels, names, skipped = [], [], [], [], []
-
-        def fail(k: int, reason: str, idx=idx, skipped=skipped) -> None:
-            skipped.append([rels[idx[k]], reason])
-            bar.write(f"failed {printable(files[idx[k]])}: {printable(reason)}")
-
-        for items in loader:
-            for k, _, err in items:
-                if err:
-                    fail(k, err)
-            good = [(k, x) for k, x, err in items if x is not None]
-            if not good:
-                bar.update(len(items))
-                continue
-            # a batch that fails (out of memory, ...) is retried image by image; failures are skipped
-            for k, (z, zf) in run_isolated(encode, [k for k, _ in good], good, fail):
-                lat.append(z.contiguous())
-                if flip:
-                    lat_flip.append(zf.contiguous())
-                rel = rels[idx[k]]
-                names.append(rel)
-                labels.append(class_index[rel.split("/")[0]] if classes else 0)
-            bar.update(len(items))
-        c, h = runner.model.latent_channels, resolution // runner.f
-        empty = torch.zeros(0, c, h, h, dtype=latent_dtype)
-        tensors = {
-            "latents": torch.stack(lat) if lat else empty,
-            "labels": torch.tensor(labels, dtype=torch.int64),
-        }
-        if flip:
-            tensors["latents_flip"] = torch.stack(lat_flip) if lat_flip else empty
-        meta = {
-            "file_names": json.dumps(names),
-            "skipped": json.dumps(skipped),
-            "total_size": str(len(names)),
-            "dtype": str(latent_dtype),
-            "shard": str(i),
-            "model": str(model_ref),
-            "resolution": str(resolution),
-            "tokenizer": json.dumps(tokenizer),
-        }
-        _write_shard(out / SHARD_PATTERN.format(i), tensors, meta)
+        job.write_shard(i, idx, batch_size, num_workers, bar)
     bar.close()
 
     if barrier is not None:
@@ -257,7 +172,106 @@ def extract_latents(
         # another (non-torchrun) job still owns these shards; the last one to finish, or a
         # rerun with --world-size 1, writes the statistics
         return None
-    return finalize(out, shards, settings)
+    return finalize(out, shards, job.settings)
+
+
+class _Extraction:
+    """One ``extract_latents`` job: its settings (recorded in ``extraction.json`` and in every
+    shard, with the tokenizer's identity) and the encoding of one shard."""
+
+    def __init__(self, runner, data_dir, out, files, model_ref, resolution, flip, sample, latent_dtype):
+        self.runner, self.out, self.files = runner, out, files
+        self.resolution, self.flip, self.sample, self.latent_dtype = resolution, flip, sample, latent_dtype
+        self.model_ref = str(model_ref)
+        self.classes = find_classes(data_dir, files)
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+        self.rels = [f.relative_to(data_dir).as_posix() for f in files]
+        self.tokenizer = model_identity(runner.model)  # name + fingerprint: gen-train refuses mixed shards
+        self.data_dir = str(data_dir.resolve())
+
+    def record_settings(self, shard_size: int, write: bool) -> None:
+        """Write ``extraction.json`` (rank 0), or refuse other settings than the ones already there."""
+        self.settings = {
+            "data_dir": self.data_dir,
+            "model": self.model_ref,
+            "model_name": self.runner.model.model_name,
+            "tokenizer": self.tokenizer,
+            "resolution": self.resolution,
+            "shard_size": shard_size,
+            "flip": self.flip,
+            "sample": self.sample,
+            "latent_dtype": str(self.latent_dtype).removeprefix("torch."),
+            "num_images": len(self.files),
+            "classes": self.classes,
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "extraction.json"
+        if path.is_file():
+            old = read_json(path, what="extraction record")
+            if not isinstance(old, dict):
+                raise ValueError(f"{path} is not an extraction record; use a new --out folder")
+            old.setdefault("tokenizer", self.tokenizer)  # written before tokenizers were fingerprinted
+            if old != self.settings:
+                diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+                raise ValueError(
+                    f"{self.out} holds an extraction with other settings (differs in {diff}); use a new --out folder"
+                )
+        elif write:
+            atomic_write_bytes(path, (json.dumps(self.settings, indent=2) + "\n").encode())
+
+    def _encode(self, batch: list[tuple[int, torch.Tensor]]) -> list:
+        x = torch.stack([t for _, t in batch])  # (B, 3, R, R)
+        enc = self.runner.encode
+        z = enc(x, sample=self.sample).latent.to("cpu", self.latent_dtype)  # (B, C, R/f, R/f)
+        zf = enc(x.flip(-1), sample=self.sample).latent.to("cpu", self.latent_dtype) if self.flip else z
+        return list(zip(z, zf, strict=True))
+
+    def write_shard(self, i: int, idx: list[int], batch_size: int, num_workers: int, bar) -> None:
+        """Encode the images ``idx`` into shard ``i`` (unreadable ones skipped and recorded)."""
+        loader = DataLoader(
+            _CropDataset([self.files[j] for j in idx], self.resolution),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+        )
+        lat, lat_flip, labels, names, skipped = [], [], [], [], []
+
+        def fail(k: int, reason: str) -> None:
+            skipped.append([self.rels[idx[k]], reason])
+            bar.write(f"failed {printable(self.files[idx[k]])}: {printable(reason)}")
+
+        for items in loader:
+            for k, _, err in items:
+                if err:
+                    fail(k, err)
+            good = [(k, x) for k, x, err in items if x is not None]
+            # a batch that fails (out of memory, ...) is retried image by image; failures are skipped
+            for k, (z, zf) in run_isolated(self._encode, [k for k, _ in good], good, fail) if good else []:
+                lat.append(z.contiguous())
+                lat_flip.append(zf.contiguous())
+                rel = self.rels[idx[k]]
+                names.append(rel)
+                labels.append(self.class_index[rel.split("/")[0]] if self.classes else 0)
+            bar.update(len(items))
+        c, h = self.runner.model.latent_channels, self.resolution // self.runner.f
+        empty = torch.zeros(0, c, h, h, dtype=self.latent_dtype)
+        tensors = {
+            "latents": torch.stack(lat) if lat else empty,
+            "labels": torch.tensor(labels, dtype=torch.int64),
+        }
+        if self.flip:
+            tensors["latents_flip"] = torch.stack(lat_flip) if lat_flip else empty
+        meta = {
+            "file_names": json.dumps(names),
+            "skipped": json.dumps(skipped),
+            "total_size": str(len(names)),
+            "dtype": str(self.latent_dtype),
+            "shard": str(i),
+            "model": self.model_ref,
+            "resolution": str(self.resolution),
+            "tokenizer": json.dumps(self.tokenizer),
+        }
+        _write_shard(self.out / SHARD_PATTERN.format(i), tensors, meta)
 
 
 def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[str, Any]:

@@ -254,6 +254,32 @@ def encode_files(
     return _image_job(runner, items, "encode", batch_size, num_workers, on_failure, progress, compute, emit)
 
 
+def _check_latent_file(
+    src: Path, runner_for: Callable[[LatentRecord], InferenceRunner], force: bool
+) -> tuple[LatentRecord, InferenceRunner]:
+    """Read one latent file and check it against the runner that would decode it (see
+    ``decode_files``); raises ``ValueError`` / ``MemoryError`` / ``OSError`` naming the problem."""
+    rec = load_latent(src)
+    r = runner_for(rec)
+    name = r.model.model_name
+    if rec.model_name and rec.model_name != name and not force:
+        raise ValueError(
+            f"encoded with '{rec.model_name}' but the decoding model is '{name}'; "
+            "pass --model with the encoding model, or --force to decode anyway"
+        )
+    c = rec.latent.shape[0]
+    if c != r.model.latent_channels:
+        raise ValueError(
+            f"latent has {c} channels, the decoding model {name} expects {r.model.latent_channels}"
+        )
+    problem = check_geometry(rec, r.f)
+    if problem:
+        raise ValueError(problem)
+    h, w = rec.latent.shape[-2:]
+    check_full_size(h * r.f, w * r.f, r.device, what="decoded image")
+    return rec, r
+
+
 def decode_files(
     items: list[tuple[Path, Path]],
     out: Path,
@@ -305,31 +331,10 @@ def decode_files(
     def _fail_pair(pair: tuple[Path, Path], reason: str) -> None:
         job.fail(pair[0], reason)
 
-    def check(src: Path) -> tuple[LatentRecord, InferenceRunner]:
-        rec = load_latent(src)
-        r = runner_for(rec)
-        name = r.model.model_name
-        if rec.model_name and rec.model_name != name and not force:
-            raise ValueError(
-                f"encoded with '{rec.model_name}' but the decoding model is '{name}'; "
-                "pass --model with the encoding model, or --force to decode anyway"
-            )
-        c = rec.latent.shape[0]
-        if c != r.model.latent_channels:
-            raise ValueError(
-                f"latent has {c} channels, the decoding model {name} expects {r.model.latent_channels}"
-            )
-        problem = check_geometry(rec, r.f)
-        if problem:
-            raise ValueError(problem)
-        h, w = rec.latent.shape[-2:]
-        check_full_size(h * r.f, w * r.f, r.device, what="decoded image")
-        return rec, r
-
     try:
         for src, dst in items:
             try:
-                rec, r = check(src)
+                rec, r = _check_latent_file(src, runner_for, force)
             except (ValueError, MemoryError, OSError) as e:
                 job.fail(src, failure_reason(e).removeprefix(f"{src}: "))
                 job.bar.update(1)

@@ -119,7 +119,6 @@ def create_model(
     name: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    pretrained: str | None = None,
     **overrides: Any,
 ) -> torch.nn.Module:
     """Build a registered model (a tokenizer or a generator).
@@ -128,17 +127,13 @@ def create_model(
         name: a name from ``list_models()``, e.g. ``"transvae-t-f16d32"`` or ``"lightningdit-b-1"``.
         device: where to allocate the parameters; ``"meta"`` builds the structure only.
         dtype: optional parameter dtype.
-        pretrained: optional path or Hub repo of weights saved with ``save_pretrained``.
         **overrides: config values that replace the variant's defaults (e.g. ``ffn_type="mlp"``,
             ``in_channels=16``); an unknown key is an error that lists the valid ones.
+
+    Trained weights load with ``transvae.from_pretrained(path_or_repo)`` (``models.persistence``).
     """
     entry = get_model_entry(name)
-    config = model_config(name, **overrides)
-    if pretrained is not None:
-        from .persistence import load_model
-
-        return load_model(pretrained, device=device, dtype=dtype, expected_config=config)
-    return build_model(entry.cls, config, name, device=device, dtype=dtype)
+    return build_model(entry.cls, model_config(name, **overrides), name, device=device, dtype=dtype)
 
 
 def model_table(pattern: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:

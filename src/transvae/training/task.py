@@ -37,7 +37,6 @@ import torch.nn as nn
 
 if TYPE_CHECKING:
     from .config import ConfigTree
-    from .engine import Engine
 
 
 class StopRequested(Exception):
@@ -72,7 +71,7 @@ class Task:
     """
 
     cfg: ConfigTree
-    engine: Engine
+    engine: Any  # the ``engine.Engine`` running this task (set by it; not imported here)
     label: str = "train"
     progress_keys: tuple[str, ...] = ()
     fixed_on_resume: tuple[str, ...] = ()
