@@ -56,12 +56,31 @@ def wrap_ddp(module: nn.Module, info: DistInfo, ignore: list[str]) -> nn.Module:
     return DDP(module, device_ids=ids, **sync)
 
 
+def _residual_block_types() -> tuple[type, ...]:
+    """The repeated residual blocks of every architecture: FSDP's units. Each returns a freshly
+    computed tensor (``x + branch(x)``), never a view of one, so FSDP's pre-backward hook on its
+    output is never bypassed by an in-place op downstream."""
+    from timm.models.swin_transformer import SwinTransformerStage
+
+    from ..models.blocks import ResBlock, TransformerBlock
+    from ..models.cnn_vae import AttnBlock
+
+    # timm's Swin blocks, stages, attention and MLP all return reshaped views (FSDP warns for the
+    # Swin-VAE only): the stage is the unit there, and its gradients are checked against DDP too
+    return (ResBlock, TransformerBlock, AttnBlock, SwinTransformerStage)
+
+
 def shard_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Shard ``model`` with FSDP2 (``fully_shard``): every block of the encoder's and decoder's
-    module lists (stages, down/up-sampling), then the root (stems, heads, norms).
+    """Shard ``model`` with FSDP2 (``fully_shard``): every residual block (ResBlock, Transformer
+    block, attention block; timm's Swin stage) is one unit, then the root (stems, down/up-sampling,
+    heads, norms).
 
     Parameters become DTensors sharded over ranks; gradients are reduce-scattered in backward.
-    Used for the variants whose weights + Adam state do not fit one device (H, G).
+    Used for the variants whose weights + Adam state do not fit one device (H, G). Stages and
+    resamplers are not units of their own: TransVAE's stages return their tokens as a
+    channels-last view of the feature map and its up-samplers a view of the sub-pixel grid, and
+    FSDP warns that an in-place op on such an output could skip its all-gather (none of ours
+    does: ``tests/test_training_distributed.py`` compares FSDP's gradients with DDP's).
     """
     if not info.enabled:
         return model
@@ -70,13 +89,10 @@ def shard_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:
     except ImportError:  # torch < 2.6
         from torch.distributed._composable.fsdp import fully_shard
 
-    for part in (model.encoder, model.decoder):
-        for child in part.children():
-            if not isinstance(child, nn.ModuleList):
-                continue
-            for block in child:  # fully_shard needs modules with a forward, not containers
-                if any(p.requires_grad for p in block.parameters()):
-                    fully_shard(block)
+    blocks = _residual_block_types()
+    for m in list(model.modules()):
+        if isinstance(m, blocks) and any(p.requires_grad for p in m.parameters()):
+            fully_shard(m)
     fully_shard(model)  # the root keeps its parameters unsharded from forward to backward
     return model
 
