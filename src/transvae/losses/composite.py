@@ -38,6 +38,8 @@ class LossConfig:
         kl_weight: KL to N(0, I) (1e-8, LDM's sum convention, see ``reconstruction.py``).
         gan_weight: PatchGAN generator term, times the adaptive weight (0.1).
         vf_weight: VF alignment term, times the adaptive weight (0.1).
+        anchor_weight: latent-anchor term of a full fine-tune (0: off): the relative squared
+            distance of the posterior means to the starting encoder's (``training.tasks.finetune``).
     GAN:
         disc_start: global step from which the GAN terms are active (stage 2 only).
         disc_layers, disc_ndf: PatchGAN depth and width (3, 64).
@@ -63,6 +65,7 @@ class LossConfig:
     kl_weight: float = 1e-8
     gan_weight: float = 0.1
     vf_weight: float = 0.1
+    anchor_weight: float = 0.0
     disc_start: int = 0
     disc_layers: int = 3
     disc_ndf: int = 64
@@ -83,7 +86,15 @@ class LossConfig:
     pretrained: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "lpips_weight", "kl_weight", "gan_weight", "vf_weight", "disc_lr_mult"):
+        for name in (
+            "l1_weight",
+            "lpips_weight",
+            "kl_weight",
+            "gan_weight",
+            "vf_weight",
+            "anchor_weight",
+            "disc_lr_mult",
+        ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"loss.{name} must be a finite number >= 0, got {v!r}")

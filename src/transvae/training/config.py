@@ -283,6 +283,7 @@ class AutoencoderTrainSection(TrainSection):
     """The loop, plus which stage of the two-stage recipe runs."""
 
     stage: int = 1  # 1: encoder+decoder, no GAN; 2: frozen encoder, decoder + GAN
+    max_latent_drift: float = 0.0  # a fine-tune stops when its latents drift further (rel. L2; 0 = off)
 
 
 @dataclass
@@ -311,6 +312,14 @@ class TrainConfig(ConfigTree):
                 f"data.scale must satisfy 1 <= min <= max, got {list(d.scale)}",
             ),
             (o.disc_warmup_steps >= 0, f"optim.disc_warmup_steps must be >= 0, got {o.disc_warmup_steps}"),
+            (
+                t.max_latent_drift >= 0,
+                f"train.max_latent_drift must be >= 0 (0 = off), got {t.max_latent_drift}",
+            ),
+            (
+                self.loss.anchor_weight == 0 or bool(self.model.init),
+                "loss.anchor_weight > 0 anchors the latents to a starting tokenizer: set model.init (--init)",
+            ),
             (
                 math.isfinite(o.lr * self.loss.disc_lr_mult) and o.lr * self.loss.disc_lr_mult <= 1,
                 f"optim.lr x loss.disc_lr_mult must be <= 1, got {o.lr * self.loss.disc_lr_mult:g}",

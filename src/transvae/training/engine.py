@@ -104,6 +104,9 @@ class Engine:
             target = task.ema_target()
             if t.ema and target is not None:
                 self.ema = EMA(unwrap_model(target), t.ema_decay, t.ema_warmup)
+                start = task.ema_init()
+                if start is not None:
+                    self.ema.module.load_state_dict(start)
             if state is not None:
                 self._load_state(state)
                 if self.is_main:  # steps logged after the checkpoint are trained (and logged) again
@@ -328,6 +331,9 @@ class Engine:
     def _load_state(self, state: dict[str, Any]) -> None:
         for name, module in self.task.modules().items():
             strict = name not in self.task.optional_state
+            if name not in state and not strict:  # e.g. a module added by a newer version
+                log.warning("the checkpoint has no '%s' state: it keeps its initial weights", name)
+                continue
             result = load_module_state(module, state[name], strict=strict)
             if not strict and (result.missing_keys or result.unexpected_keys):
                 log.warning(

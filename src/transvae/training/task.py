@@ -102,6 +102,11 @@ class Task:
         """The module whose weights the engine averages when ``train.ema`` is on."""
         return None
 
+    def ema_init(self) -> dict[str, torch.Tensor] | None:
+        """Weights to start the average from instead of ``ema_target``'s (a fine-tune continuing
+        a run's EMA); None: a copy of the target."""
+        return None
+
     # -- the step -----------------------------------------------------------------------------
     def batches(self) -> Iterator[Any]:
         """Required. This rank's endless stream of batches, starting at ``engine.data_pos``.

@@ -10,6 +10,7 @@ and loss, streams the images, does one step's forward + backward, validates and 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -26,6 +27,7 @@ from ...data.transforms import TrainTransform, ValTransform, parse_buckets
 from ...losses import LossConfig, VAELoss
 from ...losses.gan import NLayerDiscriminator
 from ...models.base import AutoencoderBase
+from ...models.distributions import DiagonalGaussianDistribution
 from ...models.persistence import unwrap_model
 from ...utils.memory import available_bytes, estimate_memory, format_bytes
 from .. import distributed as D
@@ -33,6 +35,7 @@ from ..config import TrainConfig
 from ..state import is_sharded, module_state
 from ..task import Task, TrainingError, ignore_sigterm
 from ..validation import reconstruction_metrics, save_reconstruction_grid
+from .finetune import anchor_loss, latent_drift, load_matching, load_training_state, save_training_state
 
 log = logging.getLogger("transvae.train")
 
@@ -40,16 +43,32 @@ log = logging.getLogger("transvae.train")
 class GeneratorStep(nn.Module):
     """Autoencoder forward + generator loss in one ``forward``, so that DDP sees every trainable
     parameter of the generator side (autoencoder and the loss's own layers, e.g. the VF
-    projection) in one wrapper and all-reduces all their gradients."""
+    projection) in one wrapper and all-reduces all their gradients. With an ``anchor`` encoder
+    (a full fine-tune), the latent-anchor term is added (``finetune.anchor_loss``)."""
 
-    def __init__(self, model: AutoencoderBase, loss_fn: VAELoss):
+    def __init__(
+        self,
+        model: AutoencoderBase,
+        loss_fn: VAELoss,
+        anchor: nn.Module | None = None,
+        anchor_weight: float = 0.0,
+    ):
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
+        self.anchor_weight = anchor_weight
+        self._anchor = [anchor]  # a plain list: the frozen copy is not part of this module's state
 
     def forward(self, x: torch.Tensor, step: int, stage: int):
         """x: (B, 3, H, W) -> (loss scalar, logs of 0-d tensors, AutoencoderOutput)."""
         out = self.model(x, sample_posterior=True)  # training samples z ~ q(z|x) (the KL term's premise)
         loss, logs = self.loss_fn(x, out, self.model, step, stage)
+        anchor = self._anchor[0]
+        if anchor is not None and self.anchor_weight > 0 and stage == 1:
+            with torch.no_grad():
+                mean0 = DiagonalGaussianDistribution(anchor(x)).mean
+            a = anchor_loss(out.posterior.mean, mean0)
+            loss = loss + self.anchor_weight * a
+            logs = {**logs, "anchor": a.detach(), "total": loss.detach()}
         return loss, logs, out
 
 
@@ -190,7 +209,8 @@ class AutoencoderTask(Task):
 
     progress_keys = ("total", "l1", "lpips", "g_loss", "d_loss")
     fixed_on_resume = ("model.name", "train.stage")
-    optional_state = ("loss",)  # the loss's trained layers (discriminator, VF projection)
+    # the loss's trained layers (discriminator, VF projection); the starting encoder of a fine-tune
+    optional_state = ("loss", "reference_encoder")
 
     def __init__(
         self, cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None
@@ -212,13 +232,16 @@ class AutoencoderTask(Task):
         from ...models.registry import create_model
 
         e, cfg, t = self.engine, self.cfg, self.cfg.train
+        start = {"online": {}, "discriminator": {}}  # a fine-tune continuing an exported run
         if self._saved_model_config is not None:  # resume: the checkpoint's architecture
             model = model_from_config_dict(self._saved_model_config)
         elif cfg.model.init and not e.resuming:
             model = load_model(cfg.model.init)
+            start = load_training_state(cfg.model.init)
         else:
             model = create_model(cfg.model.name)
         model = model.to(e.device).train()
+        self._build_reference(model)
         if cfg.model.gradient_checkpointing:
             model.set_gradient_checkpointing(True)
         if t.stage == 2:  # the latent space is fixed; only the decoder (and discriminator) learn
@@ -229,9 +252,10 @@ class AutoencoderTask(Task):
         if t.stage == 2:  # the loss's own trainable layers (VF projection) act on the frozen latent
             for p in self.loss_fn.generator_parameters():
                 p.requires_grad_(False)
+        self._continue_game(model, start)
         disc = self.loss_fn.discriminator
         disc_names = sorted(f"loss_fn.discriminator.{n}" for n, _ in disc.named_parameters()) if disc else []
-        gen_step = GeneratorStep(model, self.loss_fn)
+        gen_step = GeneratorStep(model, self.loss_fn, self.reference_encoder, cfg.loss.anchor_weight)
         ignore = list(disc_names)  # the generator side ignores the discriminator and vice versa
         if t.distributed == "fsdp" and e.dist.enabled:
             # the autoencoder is sharded (FSDP reduce-scatters its gradients); DDP keeps the
@@ -274,11 +298,49 @@ class AutoencoderTask(Task):
             )
         return ImageFolderDataset(d.train, tf, seed=self.cfg.train.seed, strict=d.strict)
 
+    def _build_reference(self, model: AutoencoderBase) -> None:
+        """A fine-tune (``model.init``) measures latent drift against, and a full one anchors to,
+        the starting encoder: the published (EMA) weights ``model`` was loaded with. With the
+        encoder frozen (stage 2) that is the model's own encoder; otherwise a frozen copy, kept in
+        checkpoints."""
+        self.reference_encoder: nn.Module | None = None
+        if not self.cfg.model.init:
+            return
+        if self.cfg.train.stage == 2:
+            self.reference_encoder = model.encoder
+        else:
+            self.reference_encoder = copy.deepcopy(model.encoder).requires_grad_(False).eval()
+
+    def _continue_game(self, model: AutoencoderBase, start: dict[str, dict[str, torch.Tensor]]) -> None:
+        """A stage-2 fine-tune of a folder exported by a GAN run continues its adversarial game:
+        the decoder from the online (not averaged) weights, the discriminator from its weights,
+        and the EMA from the published weights. The encoder stays the published one: its latents
+        are the ones diffusion models were trained on."""
+        self._ema_start: dict[str, torch.Tensor] | None = None
+        disc = self.loss_fn.discriminator
+        if self.cfg.train.stage != 2 or disc is None or not start["discriminator"]:
+            return
+        decoder = {
+            k.removeprefix("decoder."): v for k, v in start["online"].items() if k.startswith("decoder.")
+        }
+        published = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if load_matching(disc, start["discriminator"]) and load_matching(model.decoder, decoder):
+            self._ema_start = published
+            log.info(
+                "continuing the adversarial game of %s (decoder, discriminator, EMA)", self.cfg.model.init
+            )
+
     def modules(self) -> dict[str, nn.Module]:
-        return {"model": self.model, "loss": self.loss_fn}
+        mods = {"model": self.model, "loss": self.loss_fn}
+        if self.reference_encoder is not None and self.reference_encoder is not self.model.encoder:
+            mods["reference_encoder"] = self.reference_encoder
+        return mods
 
     def ema_target(self) -> nn.Module:
         return self.model
+
+    def ema_init(self) -> dict[str, torch.Tensor] | None:
+        return self._ema_start
 
     def eval_model(self) -> AutoencoderBase:
         """The weights to validate and publish: the EMA when enabled."""
@@ -354,13 +416,30 @@ class AutoencoderTask(Task):
     def validate(self) -> dict[str, float]:
         if self.val_dataset is None:
             return {}
-        e = self.engine
-        return reconstruction_metrics(
-            self.eval_model(), self.val_dataset, e.micro_batch, e.dist, e.autocast, e.check_stop
-        )
+        e, m = self.engine, self.eval_model()
+        metrics = reconstruction_metrics(m, self.val_dataset, e.micro_batch, e.dist, e.autocast, e.check_stop)
+        if self.reference_encoder is not None:
+            ref = self.reference_encoder
+            metrics.update(
+                latent_drift(
+                    m.encoder, ref, self.val_dataset, e.micro_batch, e.dist, e.autocast, e.check_stop
+                )
+            )
+            limit = self.cfg.train.max_latent_drift
+            if limit > 0 and metrics.get("val/drift_rel_l2", 0.0) > limit:
+                raise TrainingError(
+                    f"latent drift {metrics['val/drift_rel_l2']:.4f} (relative L2 on the validation images) exceeds "
+                    f"train.max_latent_drift={limit:g} at step {e.step}: the latents moved too far from the starting "
+                    f"tokenizer's for diffusion models trained on them; the last checkpoint within the limit is kept. "
+                    f"Lower optim.lr or raise loss.anchor_weight"
+                )
+        return metrics
 
     def describe(self, metrics: dict[str, float]) -> str:
-        return f"PSNR {metrics['val/psnr']:.2f} dB, SSIM {metrics['val/ssim']:.4f} ({metrics['val/images']:.0f} images)"
+        text = f"PSNR {metrics['val/psnr']:.2f} dB, SSIM {metrics['val/ssim']:.4f} ({metrics['val/images']:.0f} images)"
+        if "val/drift_rel_l2" in metrics:
+            text += f", latent drift {metrics['val/drift_rel_l2']:.4f} (cos {metrics['val/drift_cos']:.4f})"
+        return text
 
     def save_samples(self, path: Path) -> Path | None:
         """(input | reconstruction) grid of the first ``log.grid_images`` validation (or training) images."""
@@ -386,9 +465,12 @@ class AutoencoderTask(Task):
                 return None
             m = model_from_config_dict(m.config_dict(), device="meta")
             m.load_state_dict(full, assign=True)
-        if e.is_main:
-            return m.save_pretrained(e.run.model_dir, **meta)
-        return None
+        if not e.is_main:
+            return None
+        folder = m.save_pretrained(e.run.model_dir, **meta)
+        if not is_sharded(self.model):  # the online weights and discriminator, for a later fine-tune
+            save_training_state(folder, unwrap_model(self.model), self.loss_fn.discriminator)
+        return folder
 
 
 def _accumulate(logs: dict, prefix: str, new: dict, n: int) -> None:
