@@ -7,6 +7,11 @@ folder written by diffusers' ``save_pretrained`` of ``AutoencoderTransVAE`` (``c
 with ``_class_name`` + ``diffusion_pytorch_model.safetensors``): the plain model is rebuilt from
 its ``model_config`` and its ``scaling_factor`` / ``shift_factor`` / latent statistics become the
 model's ``metadata``, as ``save_pretrained(dir, **metadata)`` metadata does for a plain folder.
+
+Published autoencoders load through the converters of ``transvae.models.convert``: a diffusers
+``AutoencoderKL`` / ``AutoencoderDC`` folder (chosen by its ``config.json``'s ``_class_name``),
+or an LDM / SD / VA-VAE checkpoint file with a ``preset`` (or an LDM YAML). What a file says
+selects the converter that parses it, never what is fetched, imported or executed.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ DIFFUSERS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_CLASS = "AutoencoderTransVAE"
 # diffusers config entries kept as metadata when a diffusers folder is loaded as a plain model
 _DIFFUSERS_METADATA = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
+# diffusers classes whose folders are converted on load (transvae.models.convert)
+CONVERTED_DIFFUSERS_CLASSES = ("AutoencoderKL", "AutoencoderDC")
 # Weight formats based on pickle: never read, only named in the error message.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _MAX_CONFIG_BYTES = 1 << 20
 _FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_SAFETENSORS_DTYPE = {torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
 class PersistenceMixin:
@@ -92,8 +100,26 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def resolve_model_folder(path_or_repo: str | os.PathLike, revision: str | None = None) -> Path:
-    """Find the folder holding ``config.json``: a model folder, a run folder (``RUN/model``) or a Hub repo."""
+def resolve_model_folder(
+    path_or_repo: str | os.PathLike, revision: str | None = None, subfolder: str | None = None
+) -> Path:
+    """Find the folder holding ``config.json``: a model folder, a run folder (``RUN/model``) or a Hub repo.
+
+    Args:
+        path_or_repo: a local folder or an ``owner/name`` Hub repo id.
+        revision: Hub revision.
+        subfolder: the model's folder inside it (``"vae"`` in a diffusers pipeline repo); a
+            relative path without ``..``.
+    """
+    if subfolder:
+        parts = Path(subfolder).parts
+        if Path(subfolder).is_absolute() or ".." in parts or "\\" in subfolder:
+            raise FileNotFoundError(
+                f"subfolder must be a relative path inside the model folder, got {subfolder!r}"
+            )
+        local = Path(path_or_repo) / subfolder
+        if Path(path_or_repo).is_dir():
+            return resolve_model_folder(local)
     p = Path(path_or_repo)
     if p.is_dir():
         for cand in (p, p / "model"):
@@ -110,14 +136,18 @@ def resolve_model_folder(path_or_repo: str | os.PathLike, revision: str | None =
     try:
         from huggingface_hub import snapshot_download
 
+        prefix = f"{Path(subfolder).as_posix()}/" if subfolder else ""
         local = snapshot_download(
             repo_id=str(path_or_repo),
             revision=revision,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME],
+            allow_patterns=[prefix + n for n in (CONFIG_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME)],
         )
     except Exception as e:  # offline, missing repo, auth...
         raise FileNotFoundError(_hub_error(str(path_or_repo), e)) from e
-    return Path(local)
+    folder = Path(local) / subfolder if subfolder else Path(local)
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"the Hub repo '{path_or_repo}' has no {prefix}{CONFIG_NAME}")
+    return folder
 
 
 def _hub_error(repo: str, e: Exception) -> str:
@@ -146,27 +176,54 @@ def read_config(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str]:
     return read_config_and_metadata(folder)[:3]
 
 
-def read_config_and_metadata(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str, dict[str, Any]]:
-    """``read_config`` plus the folder's metadata (``save_pretrained(dir, **metadata)``, or a
-    diffusers config's ``scaling_factor`` / ``shift_factor`` / ``latents_mean`` / ``latents_std``)."""
-    from .registry import get_architecture
-
+def read_config_json(folder: Path) -> Any:
+    """``folder/config.json`` parsed as JSON data (at most 1 MiB); not yet validated."""
     path = folder / CONFIG_NAME
     if path.stat().st_size > _MAX_CONFIG_BYTES:
         raise ConfigError(
             f"{path} is {path.stat().st_size} bytes; a model config is at most {_MAX_CONFIG_BYTES}"
         )
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from e
+
+
+def diffusers_class(raw: Any) -> str | None:
+    """The ``_class_name`` of a diffusers ``config.json`` that ``transvae.models.convert`` converts
+    (``AutoencoderKL`` / ``AutoencoderDC``), else None."""
+    if isinstance(raw, dict) and raw.get("_class_name") in CONVERTED_DIFFUSERS_CLASSES:
+        return raw["_class_name"]
+    return None
+
+
+def read_config_and_metadata(folder: Path) -> tuple[type[AutoencoderBase], ModelConfig, str, dict[str, Any]]:
+    """``read_config`` plus the folder's metadata (``save_pretrained(dir, **metadata)``, or a
+    diffusers config's ``scaling_factor`` / ``shift_factor`` / ``latents_mean`` / ``latents_std``).
+
+    A diffusers ``AutoencoderKL`` / ``AutoencoderDC`` config gives the architecture it converts to
+    (``transvae.models.convert``)."""
+    from .registry import get_architecture
+
+    path = folder / CONFIG_NAME
+    raw = read_config_json(folder)
+    if diffusers_class(raw):
+        from .convert import diffusers_model_config
+
+        return diffusers_model_config(raw, path)
     if not isinstance(raw, dict) or "architecture" not in raw:
+        if isinstance(raw, dict) and "_class_name" in raw:
+            raise ConfigError(
+                f"{path} is a diffusers config of {raw['_class_name']!r}; transvae loads {DIFFUSERS_CLASS} "
+                f"folders and converts {' and '.join(CONVERTED_DIFFUSERS_CLASSES)} ones"
+            )
         raise ConfigError(f"{path} must be a JSON object with an 'architecture' key")
     raw = dict(raw)
     if "_class_name" in raw:  # written by diffusers' save_pretrained of AutoencoderTransVAE
         if raw["_class_name"] != DIFFUSERS_CLASS:
             raise ConfigError(
-                f"{path} is a diffusers config of {raw['_class_name']!r}; only {DIFFUSERS_CLASS} folders load here"
+                f"{path} is a diffusers config of {raw['_class_name']!r}; transvae loads {DIFFUSERS_CLASS} "
+                f"folders and converts {' and '.join(CONVERTED_DIFFUSERS_CLASSES)} ones"
             )
         meta = {k: raw[k] for k in _DIFFUSERS_METADATA if raw.get(k) is not None}
         model_config = raw.get("model_config") or {}
@@ -214,8 +271,12 @@ def check_weights(model: AutoencoderBase, weights: Path) -> None:
         fshape, fdtype = found[k]
         if fshape != shape:
             problems.append(f"{k}: shape {list(fshape)} in file, {list(shape)} in the model")
-        elif fdtype not in _FLOAT_DTYPES:
-            problems.append(f"{k}: dtype {fdtype} in file is not a floating-point dtype")
+        elif fdtype not in _FLOAT_DTYPES and (
+            dtype.is_floating_point or fdtype != _SAFETENSORS_DTYPE.get(dtype)
+        ):
+            # integer buffers (BatchNorm's num_batches_tracked) must keep their exact dtype
+            need = "a floating-point dtype" if dtype.is_floating_point else f"{_SAFETENSORS_DTYPE.get(dtype)}"
+            problems.append(f"{k}: dtype {fdtype} in file is not {need}")
     if problems:
         more = f"; ... {len(problems) - 20} more" if len(problems) > 20 else ""
         raise ConfigError(f"{weights} does not match the config: " + "; ".join(problems[:20]) + more)
@@ -232,19 +293,30 @@ def load_model(
     dtype: torch.dtype | None = None,
     revision: str | None = None,
     expected_config: ModelConfig | None = None,
+    preset: str | None = None,
+    ldm_config: str | os.PathLike | None = None,
+    subfolder: str | None = None,
 ) -> AutoencoderBase:
-    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id), or a
-    diffusers folder of ``AutoencoderTransVAE``.
+    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id), a
+    diffusers folder of ``AutoencoderTransVAE``, or a published autoencoder, converted on the fly
+    (``transvae.models.convert``): a diffusers ``AutoencoderKL`` / ``AutoencoderDC`` folder or
+    repo, or an LDM-family checkpoint file with ``preset`` (or ``ldm_config``).
 
     Args:
-        path_or_repo: a folder, a training run folder (``RUN/model``) or an ``owner/name`` repo id
-            (a local folder of that name wins; nothing else is ever sent to the Hub).
+        path_or_repo: a folder, a training run folder (``RUN/model``), an ``owner/name`` repo id
+            (a local folder of that name wins; nothing else is ever sent to the Hub), or a
+            checkpoint file (``.ckpt`` / ``.pt`` / ``.pth`` / ``.safetensors``, with ``preset``).
         device: where the weights are loaded (default CPU).
         dtype: convert the weights to this dtype (default: the model's, float32).
         revision: Hub revision.
         expected_config: refuse a folder whose config differs.
+        preset: the architecture of a checkpoint file (``sd-vae``, ``sdxl-vae``, ``sd3-vae``,
+            ``flux-vae``, ``vavae-f16d32``).
+        ldm_config: an LDM YAML describing a checkpoint file's architecture instead.
+        subfolder: the model's folder inside ``path_or_repo`` (``"vae"`` of a diffusers pipeline).
     Returns:
-        the model in eval mode; ``model.metadata`` holds the folder's metadata (``{}`` if none).
+        the model in eval mode; ``model.metadata`` holds the folder's metadata (``{}`` if none;
+        a converted model's ``scaling_factor`` / ``shift_factor``).
     Raises:
         FileNotFoundError: no such folder / repo (one line that starts with what to do), or no
             weights (pickles are never read).
@@ -257,7 +329,16 @@ def load_model(
 
     from .registry import build_model
 
-    folder = resolve_model_folder(path_or_repo, revision)
+    if Path(path_or_repo).is_file() or preset is not None or ldm_config is not None:
+        from .convert import convert
+
+        model = convert(path_or_repo, preset, ldm_config, subfolder=subfolder, revision=revision)
+        return _placed(model, expected_config, device, dtype, str(path_or_repo))
+    folder = resolve_model_folder(path_or_repo, revision, subfolder)
+    if diffusers_class(read_config_json(folder)) is not None:
+        from .convert import convert
+
+        return _placed(convert(folder), expected_config, device, dtype, str(folder))
     cls, config, name, metadata = read_config_and_metadata(folder)
     if expected_config is not None and expected_config != config:
         raise ConfigError(
@@ -295,9 +376,31 @@ def load_model(
             stacklevel=2,
         )
     ref = model.state_dict()
-    state = {k: v.to(dtype or ref[k].dtype) for k, v in state.items()}
+    # integer buffers (BatchNorm's num_batches_tracked) keep their dtype
+    state = {
+        k: v.to(dtype if dtype is not None and ref[k].is_floating_point() else ref[k].dtype)
+        for k, v in state.items()
+    }
     model.load_state_dict(state, strict=True, assign=True)
     model.metadata = dict(metadata)
+    return model.eval()
+
+
+def _placed(
+    model: AutoencoderBase,
+    expected_config: ModelConfig | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    source: str,
+) -> AutoencoderBase:
+    """A converted model checked against ``expected_config``, on ``device`` in ``dtype`` (floats only)."""
+    if expected_config is not None and expected_config != model.config:
+        raise ConfigError(
+            f"{source} converts to config {model.config}, which differs from the requested {expected_config}"
+        )
+    model = model.to(device=device or "cpu")
+    if dtype is not None:
+        model = model.to(dtype)
     return model.eval()
 
 

@@ -50,8 +50,8 @@ def register_model(
 
 
 def _ensure_registered() -> None:
-    # Importing the model modules fills the registry.
-    from . import baselines, transvae  # noqa: F401
+    # Importing the model modules fills the registry (dc_ae imports diffusers only to build a model).
+    from . import baselines, dc_ae, transvae  # noqa: F401
 
 
 def list_models(pattern: str | None = None) -> list[str]:
