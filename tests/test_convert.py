@@ -9,11 +9,12 @@ LDM / VA-VAE checkpoints are built from such a model with a name map written her
 LDM), so the converter's map (LDM -> transvae) is checked against an independent one.
 
 Tolerances. The mapping is exact: in float64 every output equals diffusers' to 1e-10. In float32
-the two implementations round differently (the CNN-VAE computes channels-last on CPUs, its
-attention projections are 1x1 convs): the encoder's mean and log-variance agree within 1e-5, the
-decoded images (values up to ~2 with random weights) within 5e-5. That is diffusers' own float32
-rounding: its float32 decoder output differs from its float64 one by ~2e-5 on the same input
-(``test_float32_gap_is_diffusers_own_rounding``). Nothing here touches the network.
+the two implementations round differently: the CNN-VAE computes channels-last on CPUs
+(``compute_layout``), whose convolution kernels round differently from the NCHW ones diffusers
+runs. The encoder's mean and log-variance agree within 1e-5, the decoded images (values up to ~3
+with random weights) within 5e-5; diffusers' own decoder, given channels-last tensors, is as far
+from its float64 result as the converted model (``test_float32_gap_is_channels_last_rounding``).
+Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -164,16 +165,20 @@ def test_autoencoder_kl_full_width_converts_exactly(tmp_path, name):
     assert_matches(ref, model, images(1, 64, 64))
 
 
-def test_float32_gap_is_diffusers_own_rounding(kl_saved):
-    """Why decode is compared within 5e-5 in fp32: diffusers' own fp32 decoder is that far from fp64."""
+def test_float32_gap_is_channels_last_rounding(kl_saved):
+    """Why decode is compared within 5e-5 in fp32: rounding of the channels-last conv kernels. The
+    same fp32 latent, decoded exactly (fp64) and in fp32: the converted model's error is that of
+    diffusers' own decoder run on channels-last tensors."""
     ref, folder = kl_saved("sd")
     model = transvae.from_pretrained(folder)
-    z = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    z = torch.randn(2, 4, 4, 6, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        exact = copy.deepcopy(ref).double().decode(z).sample
-        own = (ref.decode(z.float()).sample.double() - exact).abs().max().item()
-        ours = (model.decode(z.float()).double() - exact).abs().max().item()
-    assert 1e-6 < own < FP32_DEC and ours < 2 * own + 1e-6, (own, ours)
+        exact = copy.deepcopy(ref).double().decode(z.double()).sample
+        nhwc = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+        theirs = nhwc.decode(z.contiguous(memory_format=torch.channels_last)).sample.double() - exact
+        ours = (model.decode(z).double() - exact).abs().max().item()
+    theirs = theirs.abs().max().item()
+    assert 1e-6 < theirs < FP32_DEC and ours < FP32_DEC and ours < 3 * theirs, (ours, theirs)
 
 
 def test_stage_attention_and_no_mid_attention_map(tmp_path):
@@ -597,7 +602,20 @@ def test_dc_ae_decoder_fine_tuning_starts_from_the_converted_model(dc_saved, pho
     stand_ins = ["--loss.pretrained=false", "--loss.lpips_net=alex", "--loss.vf_weight=0"]
     args = ["train", "--init", str(init), "--stage", "2", "--data", str(photos), "--resolution", "32"]
     assert (
-        main([*args, "--batch-size", "2", "--max-steps", "1", "--workers", "0", *stand_ins, "--out", str(tmp_path / "run")])
+        main(
+            [
+                *args,
+                "--batch-size",
+                "2",
+                "--max-steps",
+                "1",
+                "--workers",
+                "0",
+                *stand_ins,
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
         == 0
     )
     before, after = transvae.from_pretrained(init), transvae.from_pretrained(tmp_path / "run")

@@ -42,7 +42,7 @@ def _per_stage(value: str | tuple[str, ...], n: int) -> tuple[str, ...]:
 
 @dataclass
 class DCAEConfig(ModelConfig):
-    """The options of diffusers' ``AutoencoderDC``, with diffusers' defaults (``dc-ae-f32c32``).
+    """The options of diffusers' ``AutoencoderDC`` (its defaults for missing keys), validated.
 
     Attributes:
         latent_channels: C of the latent.
