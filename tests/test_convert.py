@@ -714,7 +714,11 @@ def test_mismatched_and_truncated_weights_are_one_line(kl_saved, tmp_path):
 def test_architecture_source_errors(kl_saved, sd3_ldm_shapes, tmp_path, model_dir):
     _, folder = kl_saved("sd")
     cases = [
-        (lambda: convert(sd3_ldm_shapes), "carries no architecture: pass one of preset (sd-vae, sdxl-vae"),
+        (lambda: convert(sd3_ldm_shapes), "carries no architecture: pass a preset (sd-vae, sdxl-vae"),
+        (
+            lambda: transvae.from_pretrained(model_dir / "model.safetensors"),
+            f"or the model folder {model_dir} that",
+        ),
         (
             lambda: convert(sd3_ldm_shapes, preset="sd4-vae"),
             "unknown preset 'sd4-vae'; known presets: sd-vae",

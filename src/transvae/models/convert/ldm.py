@@ -209,11 +209,14 @@ def convert_checkpoint(
             not fit the architecture (one line).
     """
     path = Path(path)
-    if (preset is None) == (ldm_config is None):
+    if preset is not None and ldm_config is not None:
+        raise ConfigError("pass either a preset or an LDM YAML config, not both")
+    if preset is None and ldm_config is None:
+        folder = (path.parent / "config.json").is_file()
         raise ConfigError(
-            f"{path.name} carries no architecture: pass one of preset ({', '.join(PRESETS)}) or an LDM YAML config"
-            if preset is None
-            else "pass either a preset or an LDM YAML config, not both"
+            f"{path} carries no architecture: pass a preset ({', '.join(PRESETS)}) or an LDM YAML config "
+            f"(transvae convert {path.name} --preset NAME --out DIR)"
+            + (f", or the model folder {path.parent} that holds config.json" if folder else "")
         )
     if preset is not None:
         p = get_preset(preset)
