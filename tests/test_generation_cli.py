@@ -14,8 +14,8 @@ import transvae
 from transvae.cli import main
 from transvae.data.latents import LatentFolder
 from transvae.generation.evaluate import EvalOptions, evaluate_generation
-from transvae.training.tasks.generator import latents_metadata
 from transvae.models import create_model
+from transvae.training.tasks.generator import latents_metadata
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def _fsdp_vs_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         sharded.load_state_dict(ref.state_dict())
         x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(10 + rank)) * 2 - 1
 
-        def loss_of(model):  # as training: a posterior sample (the same noise for both wrappers)
+        def loss_of(model, x=x):  # as training: a posterior sample (the same noise for both wrappers)
             out = model(x, sample_posterior=True, generator=torch.Generator().manual_seed(rank))
             return (out.sample - x).abs().mean() + 1e-3 * out.posterior.kl().mean()
 

@@ -24,7 +24,15 @@ __version__ = "0.1.0"
 
 
 def from_pretrained(path_or_repo, **kwargs) -> AutoencoderBase:
-    """Load any model saved with ``save_pretrained`` (a folder, a training run folder or a Hub repo)."""
+    """Load any model saved with ``save_pretrained`` (a folder, a training run folder or a Hub repo),
+    or import a published autoencoder: a diffusers ``AutoencoderKL`` / ``AutoencoderDC`` folder or
+    repo, or a checkpoint file with ``preset=`` (options: ``transvae.models.persistence.load_model``).
+
+        >>> vae = transvae.from_pretrained("stabilityai/sd-vae-ft-mse")      # SD VAE -> CNN-VAE
+        >>> vae = transvae.from_pretrained("ae.safetensors", preset="flux-vae")
+        >>> vae.metadata["scaling_factor"], vae.metadata["shift_factor"]
+        (0.3611, 0.1159)
+    """
     from .models.persistence import load_model
 
     return load_model(path_or_repo, **kwargs)

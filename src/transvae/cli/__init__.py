@@ -19,6 +19,7 @@ COMMANDS = {
     "encode": "transvae.cli.infer",
     "decode": "transvae.cli.infer",
     "extract-latents": "transvae.cli.infer",
+    "convert": "transvae.cli.convert",
     "gen-train": "transvae.cli.gen",
     "gen-sample": "transvae.cli.gen",
     "gen-eval": "transvae.cli.gen",

@@ -218,7 +218,7 @@ class InferenceRunner:
         xp, pad = pad_to_multiple(x.to(self.device, torch.float32), self.f, self.pad_mode)
         self.model._check_size(xp)
         moments = self._run(self._encoder, xp, "encoder", self._tiled(*xp.shape[-2:], tiled), (1, self.f))
-        posterior = DiagonalGaussianDistribution(moments)  # (B, 2C, h, w) float32
+        posterior = self.model.posterior_from_moments(moments)  # (B, 2C, h, w) float32
         z = posterior.sample(generator) if sample else posterior.mode()
         return EncodedBatch(latent=z, posterior=posterior, pad=pad, size=size)
 

@@ -7,7 +7,11 @@ asymmetric VAE); generators: LightningDiT. ``create_model(name)`` builds any of 
 registry.
 """
 
-from . import baselines  # noqa: F401  (registers the ViT-VAE family and the baselines' modules)
+from . import (  # noqa: F401  (the importers of published autoencoders; DC-AE's wrapper)
+    baselines,  # noqa: F401  (registers the ViT-VAE family and the baselines' modules)
+    convert,
+    dc_ae,
+)
 from .asym_vae import AsymVAE
 from .base import AutoencoderBase, AutoencoderOutput, ConfigError, ModelConfig
 from .cnn_vae import CNNVAE

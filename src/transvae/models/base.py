@@ -66,6 +66,7 @@ class ModelConfig:
 _POSITIVE_KEYS = frozenset(
     {"in_channels", "latent_channels", "dims", "head_dim", "base_dim", "ch_mult", "patch_size"}
     | {"window_size", "sample_size", "mlp_ratio", "rope_theta", "dec_base_dim", "dec_ch_mult"}
+    | {"norm_groups", "attention_head_dim", "encoder_block_out_channels", "decoder_block_out_channels"}
 )
 # Upper bounds, far above every published model (Giant: widths 2560-3072, 10 blocks a stage),
 # so that a config file cannot make the build hang (depth 10^7) or allocate terabytes.
@@ -87,6 +88,12 @@ _MAX_VALUES = {
     "patch_size": 256,
     "window_size": 1024,
     "sample_size": 65536,
+    "norm_groups": 16384,
+    "attention_head_dim": 16384,
+    "encoder_block_out_channels": 16384,
+    "decoder_block_out_channels": 16384,
+    "encoder_layers_per_block": 256,
+    "decoder_layers_per_block": 256,
 }
 _MAX_STAGES = 16
 
@@ -135,6 +142,9 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     kind: ClassVar[str] = "tokenizer"
+    # True for encoders that output a latent, not a distribution (DC-AE): the posterior then has
+    # zero variance, so sampling it returns its mean and its KL term is 0.
+    deterministic_posterior: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -203,6 +213,11 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
                 f"and crop the reconstruction back"
             )
 
+    def posterior_from_moments(self, moments: torch.Tensor) -> DiagonalGaussianDistribution:
+        """The posterior of the encoder's output moments (B, 2*C, h, w) (zero-variance when the
+        architecture is deterministic); used by ``encode`` and by tiled inference."""
+        return DiagonalGaussianDistribution(moments, deterministic=self.deterministic_posterior)
+
     def encode(self, x: torch.Tensor) -> DiagonalGaussianDistribution:
         """Encode images to a posterior over latents.
 
@@ -212,7 +227,7 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
             DiagonalGaussianDistribution with mean/logvar of shape (B, C, H/f, W/f).
         """
         self._check_size(x)
-        return DiagonalGaussianDistribution(self.encoder(x))
+        return self.posterior_from_moments(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode latents (B, C, h, w) to images (B, 3, h*f, w*f) in roughly [-1, 1]."""

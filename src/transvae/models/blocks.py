@@ -7,6 +7,7 @@ grid size (H, W) passed alongside, so nothing assumes a square or a fixed grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -30,6 +31,18 @@ def num_groups(channels: int, max_groups: int = 32, min_group_channels: int = 4)
     return 1
 
 
+def group_norm(channels: int, groups: int | None = None) -> nn.GroupNorm:
+    """LDM's ``Normalize``: GroupNorm with eps 1e-6 over ``channels``.
+
+    Args:
+        channels: C of the (B, C, H, W) input.
+        groups: the number of groups; None picks ``num_groups(channels)`` (32 for LDM's widths,
+            >= 4 channels a group for narrow models). Converted LDM / diffusers models pass their
+            fixed count (LDM: 32, diffusers: ``norm_num_groups``).
+    """
+    return nn.GroupNorm(num_groups(channels) if groups is None else groups, channels, eps=1e-6)
+
+
 def compute_layout(x: torch.Tensor) -> torch.Tensor:
     """The memory layout the encoders and decoders compute in: channels-last (NHWC) on CPUs,
     where it is oneDNN's native layout (its convolutions and pooling run faster, and a
@@ -48,14 +61,21 @@ class ResBlock(nn.Module):
     Args:
         in_ch, out_ch: channels; a 1x1 conv matches the skip when they differ.
         dropout: dropout before the second conv (0 in the paper).
+        norm_layer: ``norm_layer(channels)`` builds each norm (default ``group_norm``).
     """
 
-    def __init__(self, in_ch: int, out_ch: int | None = None, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        dropout: float = 0.0,
+        norm_layer: Callable[[int], nn.Module] = group_norm,
+    ):
         super().__init__()
         out_ch = out_ch or in_ch
-        self.norm1 = nn.GroupNorm(num_groups(in_ch), in_ch, eps=1e-6)
+        self.norm1 = norm_layer(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = nn.GroupNorm(num_groups(out_ch), out_ch, eps=1e-6)
+        self.norm2 = norm_layer(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()

@@ -9,18 +9,24 @@ The registered ``cnn-vae-*`` variants use the "modern" configuration of Appendix
 the lowest-resolution stage, as LDM's ``attn_resolutions=[16]`` at 256 px, plus the MidBlock
 attention); ``stage_attn=False, mid_attn=False`` gives the attention-free baseline of Section 3.
 Choices and measured counts are in ``docs/architecture.md``.
+
+The same module holds the published LDM-family autoencoders (SD 1.x/2.x/XL, SD3, FLUX.1, VA-VAE),
+converted by ``transvae.models.convert``: their differences are config options whose defaults
+keep the baseline as it was (``norm_groups``, ``attn_stages``, ``quant_conv``, ``post_quant_conv``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import ResBlock, compute_layout, init_weights, num_groups, run_blocks
+from .blocks import ResBlock, compute_layout, group_norm, init_weights, run_blocks
 from .registry import register_architecture, register_model
 
 
@@ -39,6 +45,19 @@ class CNNVAEConfig(ModelConfig):
         mid_block: the MidBlock (ResBlock, [attention], ResBlock) next to the latent.
         mid_attn: the attention inside the MidBlock ("MidAttn", Appendix E).
         latent_kernel: kernel size of the convs into and out of the latent.
+        norm_groups: GroupNorm groups of every norm; None: ``num_groups(width)`` per norm (32 at
+            LDM's widths, >= 4 channels a group in narrow models). LDM fixes 32, diffusers
+            ``norm_num_groups``; the converters set it.
+        attn_stages: the stages (0 = full resolution) with attention after every ResBlock, in
+            the encoder and the mirrored decoder stage: LDM's ``attn_resolutions`` as stage
+            indices. None: the lowest-resolution stage if ``stage_attn``, else none.
+        quant_conv: LDM's 1x1 conv on the encoder's moments (2C -> 2C): SD 1.x/2.x/XL and
+            VA-VAE have it, SD3 and FLUX.1 do not.
+        post_quant_conv: LDM's 1x1 conv on the latent before the decoder (C -> C).
+        channels_last: compute in the channels-last layout on CPUs (``compute_layout``: faster
+            there). The converters set False: an imported VAE then computes in the NCHW layout of
+            its source, and its float32 outputs equal the source's to 1e-5 (channels-last kernels
+            round differently, by ~3e-5 on decoded images).
     """
 
     architecture = "cnn-vae"
@@ -51,6 +70,11 @@ class CNNVAEConfig(ModelConfig):
     mid_block: bool = True
     mid_attn: bool = True
     latent_kernel: int = 3
+    norm_groups: int | None = None
+    attn_stages: tuple[int, ...] | None = None
+    quant_conv: bool = False
+    post_quant_conv: bool = False
+    channels_last: bool = True
 
     def __post_init__(self):
         if not self.ch_mult or any(m < 1 for m in self.ch_mult):
@@ -59,6 +83,20 @@ class CNNVAEConfig(ModelConfig):
             raise ConfigError("base_dim, num_res_blocks and decoder_num_res_blocks must be >= 1")
         if self.mid_attn and not self.mid_block:
             raise ConfigError("mid_attn=True needs mid_block=True (pass mid_attn=False to drop the MidBlock)")
+        if self.norm_groups is not None:
+            bad = sorted({d for d in self.stage_dims() if d % self.norm_groups})
+            if bad:
+                raise ConfigError(f"norm_groups={self.norm_groups} does not divide the stage width(s) {bad}")
+        if self.attn_stages is not None:
+            if not self.stage_attn:
+                raise ConfigError(
+                    "attn_stages replaces stage_attn: leave stage_attn at true (attn_stages=[] for no attention)"
+                )
+            n = len(self.ch_mult)
+            if len(set(self.attn_stages)) != len(self.attn_stages) or any(i >= n for i in self.attn_stages):
+                raise ConfigError(
+                    f"attn_stages must list distinct stage indices below {n} (len(ch_mult)), got {list(self.attn_stages)}"
+                )
 
     @property
     def compression(self) -> int:
@@ -67,13 +105,28 @@ class CNNVAEConfig(ModelConfig):
     def stage_dims(self) -> list[int]:
         return [self.base_dim * m for m in self.ch_mult]
 
+    def attention_stages(self) -> frozenset[int]:
+        """The stage indices with attention after every ResBlock (``attn_stages`` / ``stage_attn``)."""
+        if self.attn_stages is not None:
+            return frozenset(self.attn_stages)
+        return frozenset({len(self.ch_mult) - 1} if self.stage_attn else ())
+
+    def norm_layer(self) -> Callable[[int], nn.Module]:
+        """``norm_layer(channels)``: the GroupNorm of every norm in the model (``norm_groups``)."""
+        return partial(group_norm, groups=self.norm_groups)
+
 
 class AttnBlock(nn.Module):
-    """LDM's single-head spatial self-attention: GroupNorm, 1x1 q/k/v, SDPA, 1x1 out, residual."""
+    """LDM's single-head spatial self-attention: GroupNorm, 1x1 q/k/v, SDPA, 1x1 out, residual.
 
-    def __init__(self, dim: int):
+    Args:
+        dim: channels of the (B, C, H, W) input.
+        norm_layer: builds the norm (default ``group_norm``).
+    """
+
+    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module] = group_norm):
         super().__init__()
-        self.norm = nn.GroupNorm(num_groups(dim), dim, eps=1e-6)
+        self.norm = norm_layer(dim)
         self.q = nn.Conv2d(dim, dim, 1)
         self.k = nn.Conv2d(dim, dim, 1)
         self.v = nn.Conv2d(dim, dim, 1)
@@ -112,14 +165,21 @@ class ConvUp(nn.Module):
 class CNNStage(nn.Module):
     """ResBlocks (each optionally followed by attention) at one resolution, on (B, C, H, W)."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, attn: bool):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        attn: bool,
+        norm_layer: Callable[[int], nn.Module] = group_norm,
+    ):
         super().__init__()
         self.gradient_checkpointing = False
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers.append(ResBlock(in_dim if i == 0 else dim, dim))
+            layers.append(ResBlock(in_dim if i == 0 else dim, dim, norm_layer=norm_layer))
             if attn:
-                layers.append(AttnBlock(dim))
+                layers.append(AttnBlock(dim, norm_layer))
         self.blocks = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,11 +189,11 @@ class CNNStage(nn.Module):
 class MidBlock(nn.Module):
     """The "sandwich" next to the latent: ResBlock, [attention], ResBlock."""
 
-    def __init__(self, dim: int, attn: bool):
+    def __init__(self, dim: int, attn: bool, norm_layer: Callable[[int], nn.Module] = group_norm):
         super().__init__()
-        self.block_1 = ResBlock(dim)
-        self.attn_1 = AttnBlock(dim) if attn else nn.Identity()
-        self.block_2 = ResBlock(dim)
+        self.block_1 = ResBlock(dim, norm_layer=norm_layer)
+        self.attn_1 = AttnBlock(dim, norm_layer) if attn else nn.Identity()
+        self.block_2 = ResBlock(dim, norm_layer=norm_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -145,27 +205,32 @@ class CNNEncoder(nn.Module):
     def __init__(self, cfg: CNNVAEConfig):
         super().__init__()
         dims = cfg.stage_dims()
-        last = len(dims) - 1
+        attn, norm = cfg.attention_stages(), cfg.norm_layer()
         self.conv_in = nn.Conv2d(cfg.in_channels, dims[0], 3, padding=1)
         prev = [dims[0], *dims[:-1]]
         self.stages = nn.ModuleList(
-            CNNStage(p, d, cfg.num_res_blocks, cfg.stage_attn and i == last)
+            CNNStage(p, d, cfg.num_res_blocks, i in attn, norm)
             for i, (p, d) in enumerate(zip(prev, dims, strict=True))
         )
         self.downs = nn.ModuleList([ConvDown(d) for d in dims[:-1]] + [nn.Identity()])
-        self.mid = MidBlock(dims[-1], cfg.mid_attn) if cfg.mid_block else nn.Identity()
-        self.norm_out = nn.GroupNorm(num_groups(dims[-1]), dims[-1], eps=1e-6)
-        k = cfg.latent_kernel
-        self.conv_out = nn.Conv2d(dims[-1], 2 * cfg.latent_channels, k, padding=k // 2)
+        self.mid = MidBlock(dims[-1], cfg.mid_attn, norm) if cfg.mid_block else nn.Identity()
+        self.norm_out = norm(dims[-1])
+        k, c2 = cfg.latent_kernel, 2 * cfg.latent_channels
+        self.conv_out = nn.Conv2d(dims[-1], c2, k, padding=k // 2)
+        self.quant_conv = nn.Conv2d(c2, c2, 1) if cfg.quant_conv else nn.Identity()
+        self.layout = compute_layout if cfg.channels_last else _as_is
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(compute_layout(x))  # (B, d0, H, W)
+        x = self.conv_in(self.layout(x))  # (B, d0, H, W)
         for stage, down in zip(self.stages, self.downs, strict=True):
             x = down(stage(x))  # (B, d_i, H/2^(i+1), W/2^(i+1)); no down after the last stage
         x = self.mid(x)
-        return self.conv_out(
-            F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled())
-        ).contiguous()  # (B, 2*latent, H/f, W/f)
+        x = self.conv_out(F.silu(self.norm_out(x), inplace=not torch.is_grad_enabled()))
+        return self.quant_conv(x).contiguous()  # (B, 2*latent, H/f, W/f)
+
+
+def _as_is(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class CNNDecoder(nn.Module):
@@ -174,22 +239,25 @@ class CNNDecoder(nn.Module):
     def __init__(self, cfg: CNNVAEConfig):
         super().__init__()
         dims = cfg.stage_dims()
-        last = len(dims) - 1
-        k = cfg.latent_kernel
-        self.conv_in = nn.Conv2d(cfg.latent_channels, dims[-1], k, padding=k // 2)
-        self.mid = MidBlock(dims[-1], cfg.mid_attn) if cfg.mid_block else nn.Identity()
+        attn, norm = cfg.attention_stages(), cfg.norm_layer()
+        k, c = cfg.latent_kernel, cfg.latent_channels
+        self.post_quant_conv = nn.Conv2d(c, c, 1) if cfg.post_quant_conv else nn.Identity()
+        self.conv_in = nn.Conv2d(c, dims[-1], k, padding=k // 2)
+        self.mid = MidBlock(dims[-1], cfg.mid_attn, norm) if cfg.mid_block else nn.Identity()
         order = list(reversed(range(len(dims))))  # deepest stage first
         prev = [dims[-1]] + [dims[i] for i in order[:-1]]
         self.stages = nn.ModuleList(
-            CNNStage(p, dims[i], cfg.decoder_num_res_blocks, cfg.stage_attn and i == last)
+            CNNStage(p, dims[i], cfg.decoder_num_res_blocks, i in attn, norm)
             for p, i in zip(prev, order, strict=True)
         )
         self.ups = nn.ModuleList([ConvUp(dims[i]) for i in order[:-1]] + [nn.Identity()])
-        self.norm_out = nn.GroupNorm(num_groups(dims[0]), dims[0], eps=1e-6)
+        self.norm_out = norm(dims[0])
         self.conv_out = nn.Conv2d(dims[0], cfg.in_channels, 3, padding=1)
+        self.layout = compute_layout if cfg.channels_last else _as_is
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.mid(self.conv_in(compute_layout(z)))  # (B, d_last, h, w)
+        z = self.post_quant_conv(self.layout(z))  # (B, latent, h, w)
+        x = self.mid(self.conv_in(z))  # (B, d_last, h, w)
         for stage, up in zip(self.stages, self.ups, strict=True):
             x = up(stage(x))
         return self.conv_out(

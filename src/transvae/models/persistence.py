@@ -13,6 +13,12 @@ folder written by diffusers' ``save_pretrained`` of ``AutoencoderTransVAE`` (``c
 with ``_class_name`` + ``diffusion_pytorch_model.safetensors``): the plain model is rebuilt from
 its ``model_config`` and its ``scaling_factor`` / ``shift_factor`` / latent statistics become the
 model's ``metadata``, as ``save_pretrained(dir, **metadata)`` metadata does for a plain folder.
+
+Published autoencoders load through the converters of ``transvae.models.convert``, which plug
+into this loader (``register_converter``; this module never imports them): a diffusers
+``AutoencoderKL`` / ``AutoencoderDC`` folder (chosen by its ``config.json``'s ``_class_name``),
+or an LDM / SD / VA-VAE checkpoint file with a ``preset`` (or an LDM YAML). What a file says
+selects the converter that parses it, never what is fetched, imported or executed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,37 @@ _DIFFUSERS_METADATA = ("scaling_factor", "shift_factor", "latents_mean", "latent
 # Weight formats based on pickle: never read, only named in the error message.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_SAFETENSORS_DTYPE = {torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+@dataclass(frozen=True)
+class Converter:
+    """A reader of formats this module does not own (``transvae.models.convert`` registers one).
+
+    Attributes:
+        claims: ``claims(raw_config_json) -> bool``: whether a folder's parsed ``config.json`` is
+            one it converts.
+        read_config: ``read_config(raw, path) -> (class, config, name, metadata)``, without weights.
+        convert: ``convert(source, preset, ldm_config, subfolder=, revision=) -> model`` for a
+            folder it claims or a checkpoint file.
+    """
+
+    claims: Callable[[Any], bool]
+    read_config: Callable[[Any, Path], tuple[type, Any, str, dict[str, Any]]]
+    convert: Callable[..., nn.Module]
+
+
+_CONVERTERS: list[Converter] = []
+
+
+def register_converter(converter: Converter) -> None:
+    """Plug a converter into ``load_model`` / ``read_config`` (``transvae.models.convert`` does,
+    when ``transvae.models`` is imported)."""
+    _CONVERTERS.append(converter)
+
+
+def _converter_for(raw: Any) -> Converter | None:
+    return next((c for c in _CONVERTERS if c.claims(raw)), None)
 
 
 class PersistenceMixin:
@@ -121,8 +160,25 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def resolve_model_folder(path_or_repo: str | os.PathLike, revision: str | None = None) -> Path:
-    """Find the folder holding ``config.json``: a model folder, a run folder (``RUN/model``) or a Hub repo."""
+def resolve_model_folder(
+    path_or_repo: str | os.PathLike, revision: str | None = None, subfolder: str | None = None
+) -> Path:
+    """Find the folder holding ``config.json``: a model folder, a run folder (``RUN/model``) or a Hub repo.
+
+    Args:
+        path_or_repo: a local folder or an ``owner/name`` Hub repo id.
+        revision: Hub revision.
+        subfolder: the model's folder inside it (``"vae"`` in a diffusers pipeline repo); a
+            relative path without ``..``.
+    """
+    if subfolder:
+        parts = Path(subfolder).parts
+        if Path(subfolder).is_absolute() or ".." in parts or "\\" in subfolder:
+            raise FileNotFoundError(
+                f"subfolder must be a relative path inside the model folder, got {subfolder!r}"
+            )
+        if Path(path_or_repo).is_dir():
+            return resolve_model_folder(Path(path_or_repo) / subfolder)
     p = Path(path_or_repo)
     if p.is_dir():
         for cand in (p, p / "model"):
@@ -139,14 +195,18 @@ def resolve_model_folder(path_or_repo: str | os.PathLike, revision: str | None =
     try:
         from huggingface_hub import snapshot_download
 
+        prefix = f"{Path(subfolder).as_posix()}/" if subfolder else ""
         local = snapshot_download(
             repo_id=str(path_or_repo),
             revision=revision,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME],
+            allow_patterns=[prefix + n for n in (CONFIG_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME)],
         )
     except Exception as e:  # offline, missing repo, auth...
         raise FileNotFoundError(_hub_error(str(path_or_repo), e)) from e
-    return Path(local)
+    folder = Path(local) / subfolder if subfolder else Path(local)
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"the Hub repo '{path_or_repo}' has no {prefix}{CONFIG_NAME}")
+    return folder
 
 
 def _hub_error(repo: str, e: Exception) -> str:
@@ -180,13 +240,22 @@ def read_config_and_metadata(folder: Path) -> tuple[type, Any, str, dict[str, An
     diffusers config's ``scaling_factor`` / ``shift_factor`` / ``latents_mean`` / ``latents_std``)."""
     path = folder / CONFIG_NAME
     raw = read_json(path, what="model config")
+    converter = _converter_for(raw)
+    if converter is not None:
+        return converter.read_config(raw, path)
     if not isinstance(raw, dict) or "architecture" not in raw:
+        if isinstance(raw, dict) and "_class_name" in raw:
+            raise ConfigError(
+                f"{path} is a diffusers config of {raw['_class_name']!r}; transvae loads {DIFFUSERS_CLASS} "
+                f"folders and converts AutoencoderKL and AutoencoderDC ones"
+            )
         raise ConfigError(f"{path} must be a JSON object with an 'architecture' key")
     raw = dict(raw)
     if "_class_name" in raw:  # written by diffusers' save_pretrained of AutoencoderTransVAE
         if raw["_class_name"] != DIFFUSERS_CLASS:
             raise ConfigError(
-                f"{path} is a diffusers config of {raw['_class_name']!r}; only {DIFFUSERS_CLASS} folders load here"
+                f"{path} is a diffusers config of {raw['_class_name']!r}; transvae loads {DIFFUSERS_CLASS} "
+                f"folders and converts AutoencoderKL and AutoencoderDC ones"
             )
         meta = {k: raw[k] for k in _DIFFUSERS_METADATA if raw.get(k) is not None}
         model_config = raw.get("model_config") or {}
@@ -234,8 +303,12 @@ def check_weights(model: nn.Module, weights: Path) -> None:
         fshape, fdtype = found[k]
         if fshape != shape:
             problems.append(f"{k}: shape {list(fshape)} in file, {list(shape)} in the model")
-        elif fdtype not in _FLOAT_DTYPES:
-            problems.append(f"{k}: dtype {fdtype} in file is not a floating-point dtype")
+        elif fdtype not in _FLOAT_DTYPES and (
+            dtype.is_floating_point or fdtype != _SAFETENSORS_DTYPE.get(dtype)
+        ):
+            # integer buffers (BatchNorm's num_batches_tracked) must keep their exact dtype
+            need = "a floating-point dtype" if dtype.is_floating_point else f"{_SAFETENSORS_DTYPE.get(dtype)}"
+            problems.append(f"{k}: dtype {fdtype} in file is not {need}")
     if problems:
         more = f"; ... {len(problems) - 20} more" if len(problems) > 20 else ""
         raise ConfigError(f"{weights} does not match the config: " + "; ".join(problems[:20]) + more)
@@ -252,19 +325,31 @@ def load_model(
     dtype: torch.dtype | None = None,
     revision: str | None = None,
     expected_config: Any = None,
+    preset: str | None = None,
+    ldm_config: str | os.PathLike | None = None,
+    subfolder: str | None = None,
 ) -> nn.Module:
-    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id), or a
-    diffusers folder of ``AutoencoderTransVAE``.
+    """Load a model saved by ``save_pretrained`` (local folder, run folder, or Hub repo id), a
+    diffusers folder of ``AutoencoderTransVAE``, or a published autoencoder, converted on the fly
+    by a registered converter (``transvae.models.convert``): a diffusers ``AutoencoderKL`` /
+    ``AutoencoderDC`` folder or repo, or an LDM-family checkpoint file with ``preset`` (or
+    ``ldm_config``).
 
     Args:
-        path_or_repo: a folder, a training run folder (``RUN/model``) or an ``owner/name`` repo id
-            (a local folder of that name wins; nothing else is ever sent to the Hub).
+        path_or_repo: a folder, a training run folder (``RUN/model``), an ``owner/name`` repo id
+            (a local folder of that name wins; nothing else is ever sent to the Hub), or a
+            checkpoint file (``.ckpt`` / ``.pt`` / ``.pth`` / ``.safetensors``, with ``preset``).
         device: where the weights are loaded (default CPU).
         dtype: convert the weights to this dtype (default: the model's, float32).
         revision: Hub revision.
         expected_config: refuse a folder whose config differs.
+        preset: the architecture of a checkpoint file (``sd-vae``, ``sdxl-vae``, ``sd3-vae``,
+            ``flux-vae``, ``vavae-f16d32``).
+        ldm_config: an LDM YAML describing a checkpoint file's architecture instead.
+        subfolder: the model's folder inside ``path_or_repo`` (``"vae"`` of a diffusers pipeline).
     Returns:
-        the model in eval mode; ``model.metadata`` holds the folder's metadata (``{}`` if none).
+        the model in eval mode; ``model.metadata`` holds the folder's metadata (``{}`` if none;
+        a converted model's ``scaling_factor`` / ``shift_factor``).
     Raises:
         FileNotFoundError: no such folder / repo (one line that starts with what to do), or no
             weights (pickles are never read).
@@ -273,14 +358,30 @@ def load_model(
     Warns:
         RuntimeWarning: naming the tensors that hold NaN or Inf (the model would output NaN).
     """
-    from safetensors.torch import load_file
-
-    folder = resolve_model_folder(path_or_repo, revision)
+    if Path(path_or_repo).is_file() or preset is not None or ldm_config is not None:
+        if not _CONVERTERS:
+            raise ConfigError(f"{path_or_repo}: checkpoint files load through transvae.models.convert")
+        model = _CONVERTERS[0].convert(
+            path_or_repo, preset, ldm_config, subfolder=subfolder, revision=revision
+        )
+        return _placed(model, expected_config, device, dtype, str(path_or_repo))
+    folder = resolve_model_folder(path_or_repo, revision, subfolder)
+    converter = _converter_for(read_json(folder / CONFIG_NAME, what="model config"))
+    if converter is not None:
+        return _placed(converter.convert(folder), expected_config, device, dtype, str(folder))
     cls, config, name, metadata = read_config_and_metadata(folder)
     if expected_config is not None and expected_config != config:
         raise ConfigError(
             f"{folder} holds config {config}, which differs from the requested {expected_config}"
         )
+    model = _build_on_meta(cls, config, name, folder)
+    _assign_weights(model, _weights_file(folder), device, dtype)
+    model.metadata = dict(metadata)
+    return model.eval()
+
+
+def _weights_file(folder: Path) -> Path:
+    """The safetensors weights of a model folder; pickled weights are named, never read."""
     weights = folder / WEIGHTS_NAME
     if not weights.is_file() and (folder / DIFFUSERS_WEIGHTS_NAME).is_file():
         weights = folder / DIFFUSERS_WEIGHTS_NAME
@@ -293,14 +394,26 @@ def load_model(
             else ""
         )
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}{hint}")
+    return weights
+
+
+def _build_on_meta(cls: type, config: Any, name: str, folder: Path) -> nn.Module:
+    """The architecture on the meta device; a config that cannot be built is one ``ConfigError``."""
     try:
-        model = build_model(cls, config, name, device="meta")
+        return build_model(cls, config, name, device="meta")
     except ConfigError:
         raise
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
         raise ConfigError(
             f"{folder / CONFIG_NAME} describes a model that cannot be built ({type(e).__name__}: {e})"
         ) from e
+
+
+def _assign_weights(model: nn.Module, weights: Path, device, dtype: torch.dtype | None) -> None:
+    """Check the file against ``model`` (header only), then load and assign its tensors on
+    ``device`` (floating-point ones in ``dtype`` when given; integer buffers keep theirs)."""
+    from safetensors.torch import load_file
+
     check_weights(model, weights)
     target = torch.device(device) if device is not None else torch.device("cpu")
     state = load_file(str(weights), device=str(target))
@@ -310,12 +423,27 @@ def load_model(
         warnings.warn(
             f"{weights}: {len(bad)} tensor(s) hold NaN or Inf values ({listed}); the model will output NaN",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     ref = model.state_dict()
-    state = {k: v.to(dtype or ref[k].dtype) for k, v in state.items()}
+    state = {
+        k: v.to(dtype if dtype is not None and ref[k].is_floating_point() else ref[k].dtype)
+        for k, v in state.items()
+    }
     model.load_state_dict(state, strict=True, assign=True)
-    model.metadata = dict(metadata)
+
+
+def _placed(
+    model: nn.Module, expected_config: Any, device, dtype: torch.dtype | None, source: str
+) -> nn.Module:
+    """A converted model checked against ``expected_config``, on ``device`` in ``dtype`` (floats only)."""
+    if expected_config is not None and expected_config != model.config:
+        raise ConfigError(
+            f"{source} converts to config {model.config}, which differs from the requested {expected_config}"
+        )
+    model = model.to(device=device or "cpu")
+    if dtype is not None:
+        model = model.to(dtype)
     return model.eval()
 
 

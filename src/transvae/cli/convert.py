@@ -1,0 +1,120 @@
+"""``transvae convert``: import a published autoencoder as a transvae model folder.
+
+    transvae convert stabilityai/sd-vae-ft-mse --out sd-vae/
+    transvae convert black-forest-labs/FLUX.1-schnell --subfolder vae --out flux-vae/
+    transvae convert vae-ft-mse-840000-ema-pruned.safetensors --preset sd-vae --out sd-vae/
+    transvae convert vavae-imagenet256-f16d32-dinov2.pt --preset vavae-f16d32 --out vavae/
+    transvae convert model.ckpt --config autoencoder_kl_f16.yaml --out ldm-f16/
+    transvae convert mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers --out dc-ae/
+
+The work is ``transvae.models.convert``; this module parses arguments, checks ``--out`` and prints.
+The folder written (``config.json`` + ``model.safetensors``, the latent scaling as metadata) is
+what every other command takes as ``--model`` (and ``train --init``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import UserError, one_line_warnings, prepare_out
+
+
+def _presets_epilog() -> str:
+    from transvae.models.convert import PRESETS
+
+    rows = []
+    for p in PRESETS.values():
+        scale = ", ".join(f"{k}={v}" for k, v in p.metadata.items()) or "no scaling factor"
+        rows.append(f"  {p.name:<14} {p.description}; {scale}")
+    return "presets (--preset, for checkpoint files):\n" + "\n".join(rows)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="import an SD / SDXL / SD3 / FLUX / VA-VAE / DC-AE autoencoder as a transvae model folder",
+        description="Convert a diffusers AutoencoderKL folder or Hub repo (SD, SDXL, SD3, FLUX.1 VAEs) or an "
+        "LDM-family checkpoint (with --preset or --config) to the CNN-VAE, or wrap a diffusers AutoencoderDC "
+        "(DC-AE), and write a model folder that every transvae command loads. Files are read as data only "
+        "(JSON, safe YAML, safetensors, torch.load(weights_only=True)).",
+        epilog=_presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source",
+        metavar="SRC",
+        help="a diffusers AutoencoderKL / AutoencoderDC folder or Hub repo id, or a checkpoint file "
+        "(.ckpt .pt .pth .safetensors)",
+    )
+    p.add_argument("--out", required=True, help="new (or empty) output folder; never overwritten")
+    p.add_argument(
+        "--preset",
+        help="architecture of a checkpoint file: sd-vae, sdxl-vae, sd3-vae, flux-vae, vavae-f16d32",
+    )
+    p.add_argument(
+        "--config",
+        dest="ldm_config",
+        metavar="LDM_YAML",
+        help="an LDM YAML describing a checkpoint's architecture",
+    )
+    p.add_argument("--subfolder", help="the VAE's folder inside SRC, e.g. vae for a diffusers pipeline repo")
+    p.add_argument("--revision", help="Hub revision of SRC")
+    p.add_argument("--name", help="model_name to record (default: the preset or the source kind)")
+    p.set_defaults(func=run_convert)
+
+
+def _scaling_line(meta: dict) -> str:
+    if "scaling_factor" not in meta:
+        return (
+            "latent scaling: the source has no scaling factor; measure one with `transvae extract-latents` "
+            "(latents_stats) or pass --scaling-factor to `transvae encode`"
+        )
+    shift = meta.get("shift_factor")
+    rule = (
+        f"(z - {shift}) * {meta['scaling_factor']}" if shift is not None else f"z * {meta['scaling_factor']}"
+    )
+    return (
+        f"latent scaling: scaling_factor={meta['scaling_factor']}"
+        + (f", shift_factor={shift}" if shift is not None else "")
+        + f"; diffusion latents are {rule} (transvae encode uses them by default)"
+    )
+
+
+def run_convert(args) -> int:
+    from transvae.models.base import ConfigError
+    from transvae.models.convert import convert, detect
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"--out {out} already exists and is not an empty folder; convert never overwrites: choose a new folder"
+        )
+    if args.preset is not None and args.ldm_config is not None:
+        raise UserError("--preset and --config exclude each other: one describes the architecture")
+    prepare_out(args.out, [p for p in (args.source, args.ldm_config) if p and Path(p).exists()])
+    with one_line_warnings(args.command):
+        try:
+            print(
+                f"convert: reading {args.source}{f' ({args.subfolder})' if args.subfolder else ''}",
+                flush=True,
+            )
+            src = detect(args.source, args.subfolder, args.revision)
+            print(f"convert: {src.description}: {src.path}", flush=True)
+            model = convert(src.path, preset=args.preset, ldm_config=args.ldm_config, name=args.name)
+        except (ConfigError, OSError, KeyError) as e:
+            msg = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+            raise UserError(msg) from e
+    meta = dict(getattr(model, "metadata", {}) or {})
+    n = model.num_parameters()
+    print(
+        f"convert: {type(model).__name__} (architecture {model.config.architecture}, model_name {model.model_name}): "
+        f"f={model.spatial_compression_ratio}, {model.latent_channels} latent channels, {n / 1e6:.2f}M parameters"
+    )
+    ignored = meta.get("ignored_tensors") or {}
+    if ignored:
+        print("convert: left out " + ", ".join(f"{k} ({v} tensors)" for k, v in ignored.items()))
+    folder = model.save_pretrained(out, **meta)
+    print(f"convert: wrote {folder / 'config.json'} and {folder / 'model.safetensors'}")
+    print(_scaling_line(meta))
+    return 0
