@@ -81,7 +81,9 @@ class InferenceRunner:
             in tiles; ``"auto"`` derives it from the free memory (``limits.auto_max_pixels``);
             None never tiles unless the device runs out of memory; 0 always tiles.
         tile_size: tile side in pixels (rounded down to a multiple of the compression ratio).
-        tile_overlap: overlap of neighbouring tiles in pixels; default ``tile_size // 4``.
+        tile_overlap: overlap of neighbouring tiles in pixels; default (None): measured on the
+            model at the first tiled pass, twice the farther reach of the encoder and decoder
+            (``inference.reach``), at most half a tile.
         tile_batch: tiles passed through the network together.
         pad_mode: padding of non-multiple sizes (``"reflect"``, ``"replicate"``, ``"constant"``).
         compile: wrap encoder and decoder in ``torch.compile`` (``compile_kwargs`` passed on).
@@ -121,8 +123,7 @@ class InferenceRunner:
         self.max_pixels = max_pixels
         self.progress = progress
         self.tile_size = max(self.f, tile_size // self.f * self.f)
-        overlap = self.tile_size // 4 if tile_overlap is None else tile_overlap
-        self.tile_overlap = min(overlap // self.f * self.f, self.tile_size - self.f)
+        self._overlap = None if tile_overlap is None else min(tile_overlap // self.f * self.f, self.tile_size - self.f)
         self.tile_batch = tile_batch
         self.pad_mode = pad_mode
         self._encoder: Callable = model.encoder
@@ -132,6 +133,24 @@ class InferenceRunner:
             self._encoder = torch.compile(model.encoder, **kw)
             self._decoder = torch.compile(model.decoder, **kw)
         self._warned: set[str] = set()
+
+    @property
+    def tile_overlap(self) -> int:
+        """The tile overlap in pixels: the given one, or the one measured on the model (see
+        ``tile_overlap`` in the class docstring; measured once, at the first use)."""
+        if self._overlap is None:
+            from .reach import decoder_reach, encoder_reach, overlap_for
+
+            side = min(self.tile_size, 256)  # a tile fits by definition
+            try:
+                reach = max(decoder_reach(self.model, side), encoder_reach(self.model, side))
+                self._overlap = overlap_for(reach, self.tile_size, self.f)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                self._overlap = self.tile_size // 4 // self.f * self.f
+                self._warn_once("reach", f"out of memory measuring the tile overlap; using {self._overlap}px")
+        return self._overlap
 
     # -- precision ----------------------------------------------------------------------------
     def autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
