@@ -93,7 +93,9 @@ def measure_seams(runner: InferenceRunner, image: torch.Tensor, band: int = 8) -
     """
     tile, overlap = runner.tile_size, runner.tile_overlap
     z = runner.encode(image, tiled=False).latent
-    decode = compare_seams(runner.decode(z, tiled=True)[0], runner.decode(z, tiled=False)[0], tile, overlap, band)
+    decode = compare_seams(
+        runner.decode(z, tiled=True)[0], runner.decode(z, tiled=False)[0], tile, overlap, band
+    )
     full = runner.decode(z, tiled=False)[0]
     zt = runner.encode(image, tiled=True).latent
     rec = compare_seams(runner.decode(zt, tiled=True)[0], full, tile, overlap, band)

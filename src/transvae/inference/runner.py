@@ -123,7 +123,9 @@ class InferenceRunner:
         self.max_pixels = max_pixels
         self.progress = progress
         self.tile_size = max(self.f, tile_size // self.f * self.f)
-        self._overlap = None if tile_overlap is None else min(tile_overlap // self.f * self.f, self.tile_size - self.f)
+        self._overlap = (
+            None if tile_overlap is None else min(tile_overlap // self.f * self.f, self.tile_size - self.f)
+        )
         self.tile_batch = tile_batch
         self.pad_mode = pad_mode
         self._encoder: Callable = model.encoder

@@ -284,6 +284,9 @@ class AutoencoderTrainSection(TrainSection):
 
     stage: int = 1  # 1: encoder+decoder, no GAN; 2: frozen encoder, decoder + GAN
     max_latent_drift: float = 0.0  # a fine-tune stops when its latents drift further (rel. L2; 0 = off)
+    diffusability_steps: int = (
+        0  # at each validation, train a probe generator this long on the latents (0 = off)
+    )
 
 
 @dataclass

@@ -36,6 +36,7 @@ from ..state import is_sharded, module_state
 from ..task import Task, TrainingError, ignore_sigterm
 from ..validation import reconstruction_metrics, save_reconstruction_grid
 from .finetune import anchor_loss, latent_drift, load_matching, load_training_state, save_training_state
+from .probe import diffusability
 
 log = logging.getLogger("transvae.train")
 
@@ -418,6 +419,12 @@ class AutoencoderTask(Task):
             return {}
         e, m = self.engine, self.eval_model()
         metrics = reconstruction_metrics(m, self.val_dataset, e.micro_batch, e.dist, e.autocast, e.check_stop)
+        steps = self.cfg.train.diffusability_steps
+        if steps > 0:
+            probe = diffusability(
+                m.encoder, self.val_dataset, steps, e.micro_batch, e.dist, e.autocast, e.check_stop
+            )
+            metrics.update(probe, **({"val/diffusability_seed": self.cfg.train.seed} if probe else {}))
         if self.reference_encoder is not None:
             ref = self.reference_encoder
             metrics.update(
@@ -439,6 +446,8 @@ class AutoencoderTask(Task):
         text = f"PSNR {metrics['val/psnr']:.2f} dB, SSIM {metrics['val/ssim']:.4f} ({metrics['val/images']:.0f} images)"
         if "val/drift_rel_l2" in metrics:
             text += f", latent drift {metrics['val/drift_rel_l2']:.4f} (cos {metrics['val/drift_cos']:.4f})"
+        if "val/diffusability" in metrics:
+            text += f", diffusability {metrics['val/diffusability']:.4f}"
         return text
 
     def save_samples(self, path: Path) -> Path | None:
