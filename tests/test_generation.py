@@ -324,6 +324,36 @@ def test_cfg_interval():
     assert len(calls) == 10 and guided and min(guided) >= 0.35 and all(t < 0.35 for t, b in calls if b == 2)
 
 
+def test_guidance_of_the_first_channels_only_is_the_reference_formula():
+    # v(x, t, y) = a + y * b per channel: v_c and v_u differ in every channel
+    a, b = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0]), torch.tensor([0.5, 1.5, -1.0, 2.0, 0.25])
+
+    def model(x, t, y):
+        return (a + y.float()[:, None] * b)[:, :, None, None].expand(-1, -1, *x.shape[2:]) + 0 * x
+
+    x, y, null, w = torch.zeros(2, 5, 2, 3), torch.tensor([1, 2]), 4, 6.7
+    v_c = (a + y.float()[:, None] * b)[:, :, None, None].expand(-1, -1, 2, 3)
+    v_u = (a + null * b)[None, :, None, None].expand(2, -1, 2, 3)
+    # by hand: LightningDiT's forward_with_cfg guides eps = out[:, :3], keeps rest = out[:, 3:]
+    expect = v_c.clone()
+    expect[:, :3] = v_u[:, :3] + w * (v_c[:, :3] - v_u[:, :3])
+    v3 = guided_velocity(model, x, 0.5, y, null, w, 0.11, cfg_channels=3)
+    assert torch.allclose(v3, expect, rtol=0, atol=1e-6)
+    assert torch.equal(v3[:, 3:], v_c[:, 3:])
+    v_all = guided_velocity(model, x, 0.5, y, null, w, 0.11)  # the default: every channel
+    assert torch.allclose(v_all, v_u + w * (v_c - v_u), rtol=0, atol=1e-6)
+    assert torch.equal(guided_velocity(model, x, 0.5, y, null, w, 0.11, cfg_channels=5), v_all)
+    # before the interval: the conditional velocity, whatever the channels
+    assert torch.equal(guided_velocity(model, x, 0.05, y, null, w, 0.11, cfg_channels=3), v_c)
+    with pytest.raises(ValueError, match="more than the latents' 5 channels"):
+        guided_velocity(model, x, 0.5, y, null, w, 0.11, cfg_channels=6)
+    with pytest.raises(ValueError, match="more than"):  # refused before the first step
+        sample_ode(model, x, y, SamplerConfig(steps=2, cfg_scale=2.0, cfg_channels=6), null)
+    for bad in (0, -1, True, "first", 2.5):
+        with pytest.raises(ValueError, match="cfg_channels"):
+            SamplerConfig(cfg_channels=bad)
+
+
 def test_sampling_is_reproducible_under_a_seed():
     torch.manual_seed(0)
     m = create_model("lightningdit-nano-1", in_channels=4, num_classes=3).eval()

@@ -230,7 +230,7 @@ class GenerationTask(Task):
     # -- validation, samples, export ------------------------------------------------------------------
     def _sampler(self, steps: int) -> SamplerConfig:
         s = self.cfg.sample
-        return SamplerConfig(steps, s.solver, s.shift, s.cfg_scale, s.cfg_interval_start)
+        return SamplerConfig(steps, s.solver, s.shift, s.cfg_scale, s.cfg_interval_start, s.cfg_channels)
 
     @torch.no_grad()
     def generate(self, num: int, seed: int, steps: int) -> torch.Tensor:
