@@ -99,13 +99,60 @@ def test_rope_is_relative_and_tells_rows_from_columns_on_a_non_square_grid():
 
 
 def test_sincos_embedding_values():
-    e = sincos_pos_embed_2d(2, 3, 8)  # quarter = 2 frequencies: 1, 1e-2
+    e = sincos_pos_embed_2d(2, 3, 8, order="rows_first")  # quarter = 2 frequencies: 1, 1e-2
     assert e.shape == (6, 8)
     r, c = 1, 2
     row = e[r * 3 + c]
     expect = [math.sin(r), math.sin(r / 100), math.cos(r), math.cos(r / 100)]
     expect += [math.sin(c), math.sin(c / 100), math.cos(c), math.cos(c / 100)]
     assert row.tolist() == pytest.approx(expect, abs=1e-6)
+
+
+def _reference_sincos(embed_dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """DiT's / LightningDiT's ``get_2d_sincos_pos_embed``, written out from its formula (for a
+    square grid it is the reference line for line; the grid sizes are separate here):
+    ``grid = np.meshgrid(grid_w, grid_h)`` puts the column coordinate first, and that half is
+    encoded first, each half as [sin | cos] over ``omega = 1 / 10000 ** (arange(D/4) / (D/4))``."""
+    gh = np.arange(grid_h, dtype=np.float32)
+    gw = np.arange(grid_w, dtype=np.float32)
+    grid = np.stack(np.meshgrid(gw, gh), axis=0).reshape(2, 1, grid_h, grid_w)
+
+    def one_d(dim, pos):
+        omega = np.arange(dim // 2, dtype=np.float64) / (dim / 2.0)
+        omega = 1.0 / 10000**omega
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return np.concatenate([one_d(embed_dim // 2, grid[0]), one_d(embed_dim // 2, grid[1])], axis=1)
+
+
+@pytest.mark.parametrize(("h", "w", "dim"), [(16, 16, 1152), (4, 4, 64), (3, 5, 32)])
+def test_sincos_table_is_the_reference_one_in_cols_first_order(h, w, dim):
+    ref = torch.from_numpy(_reference_sincos(dim, h, w)).float()
+    assert torch.equal(sincos_pos_embed_2d(h, w, dim), ref)  # cols_first is the default
+    assert torch.equal(sincos_pos_embed_2d(h, w, dim, order="cols_first"), ref)
+    old = sincos_pos_embed_2d(h, w, dim, order="rows_first")  # the halves swapped
+    assert torch.equal(old, torch.cat([ref[:, dim // 2 :], ref[:, : dim // 2]], 1))
+    with pytest.raises(ValueError, match="order"):
+        sincos_pos_embed_2d(h, w, dim, order="rows")
+
+
+def test_new_generators_use_the_reference_order_and_saved_ones_keep_theirs(tmp_path):
+    assert LightningDiTConfig().pos_embed_order == "cols_first"
+    for name in list_models(kind="generator"):
+        assert create_model(name, device="meta").config.pos_embed_order == "cols_first", name
+    assert LightningDiTConfig.from_dict({}).pos_embed_order == "rows_first"  # a config.json of before
+    with pytest.raises(GeneratorConfigError, match="pos_embed_order"):
+        create_model("lightningdit-nano-1", pos_embed_order="diagonal")
+    m = create_model("lightningdit-nano-1", in_channels=4, num_classes=3)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    m.save_pretrained(tmp_path / "new")
+    assert transvae.from_pretrained(tmp_path / "new").config.pos_embed_order == "cols_first"
+    x, t, y = torch.randn(2, 4, 3, 5), torch.rand(2), torch.tensor([1, 2])
+    old = create_model("lightningdit-nano-1", in_channels=4, num_classes=3, pos_embed_order="rows_first")
+    old.load_state_dict(m.state_dict())
+    assert not torch.allclose(old(x, t, y), m(x, t, y), atol=1e-4)  # the order matters
 
 
 def test_label_dropout_only_in_training():
@@ -275,6 +322,36 @@ def test_cfg_interval():
     sample_ode(model, x, y, SamplerConfig(steps=10, cfg_scale=3.0, cfg_interval_start=0.35), null_label=7)
     guided = [t for t, b in calls if b == 4]
     assert len(calls) == 10 and guided and min(guided) >= 0.35 and all(t < 0.35 for t, b in calls if b == 2)
+
+
+def test_guidance_of_the_first_channels_only_is_the_reference_formula():
+    # v(x, t, y) = a + y * b per channel: v_c and v_u differ in every channel
+    a, b = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0]), torch.tensor([0.5, 1.5, -1.0, 2.0, 0.25])
+
+    def model(x, t, y):
+        return (a + y.float()[:, None] * b)[:, :, None, None].expand(-1, -1, *x.shape[2:]) + 0 * x
+
+    x, y, null, w = torch.zeros(2, 5, 2, 3), torch.tensor([1, 2]), 4, 6.7
+    v_c = (a + y.float()[:, None] * b)[:, :, None, None].expand(-1, -1, 2, 3)
+    v_u = (a + null * b)[None, :, None, None].expand(2, -1, 2, 3)
+    # by hand: LightningDiT's forward_with_cfg guides eps = out[:, :3], keeps rest = out[:, 3:]
+    expect = v_c.clone()
+    expect[:, :3] = v_u[:, :3] + w * (v_c[:, :3] - v_u[:, :3])
+    v3 = guided_velocity(model, x, 0.5, y, null, w, 0.11, cfg_channels=3)
+    assert torch.allclose(v3, expect, rtol=0, atol=1e-6)
+    assert torch.equal(v3[:, 3:], v_c[:, 3:])
+    v_all = guided_velocity(model, x, 0.5, y, null, w, 0.11)  # the default: every channel
+    assert torch.allclose(v_all, v_u + w * (v_c - v_u), rtol=0, atol=1e-6)
+    assert torch.equal(guided_velocity(model, x, 0.5, y, null, w, 0.11, cfg_channels=5), v_all)
+    # before the interval: the conditional velocity, whatever the channels
+    assert torch.equal(guided_velocity(model, x, 0.05, y, null, w, 0.11, cfg_channels=3), v_c)
+    with pytest.raises(ValueError, match="more than the latents' 5 channels"):
+        guided_velocity(model, x, 0.5, y, null, w, 0.11, cfg_channels=6)
+    with pytest.raises(ValueError, match="more than"):  # refused before the first step
+        sample_ode(model, x, y, SamplerConfig(steps=2, cfg_scale=2.0, cfg_channels=6), null)
+    for bad in (0, -1, True, "first", 2.5):
+        with pytest.raises(ValueError, match="cfg_channels"):
+            SamplerConfig(cfg_channels=bad)
 
 
 def test_sampling_is_reproducible_under_a_seed():

@@ -78,6 +78,33 @@ def test_gen_sample_writes_pngs_latents_npz_and_resumes(setup, tmp_path, capsys)
     assert "other settings" in capsys.readouterr().err
 
 
+def test_gen_sample_cfg_channels_from_the_flag_or_the_run_recipe(setup, tmp_path, capsys):
+    from transvae.inference.generate import sampler_config
+
+    assert sampler_config({}).cfg_channels == "all"  # a run exported before the option
+    assert sampler_config({"sample": {"cfg_channels": 3}}).cfg_channels == 3  # the recipe's
+    assert sampler_config({"sample": {"cfg_channels": 3}}, cfg_channels="all").cfg_channels == "all"
+    out = tmp_path / "c3"
+    assert _sample(setup, out, "--cfg-scale", "4.0", "--cfg-channels", "3") == 0
+    settings = json.loads((out / "sampling.json").read_text())["sampler"]
+    assert settings["cfg_channels"] == 3 and settings["cfg_scale"] == 4.0
+    full = tmp_path / "call"
+    assert _sample(setup, full, "--cfg-scale", "4.0") == 0
+    assert json.loads((full / "sampling.json").read_text())["sampler"]["cfg_channels"] == "all"
+    a = LatentFolder(out / "latents").iter_batches(6)
+    b = LatentFolder(full / "latents").iter_batches(6)
+    assert not torch.allclose(next(a), next(b))  # the setting reaches the sampler
+    capsys.readouterr()
+    assert _sample(setup, out, "--cfg-scale", "4.0") == 2  # other settings than the folder's samples
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse: usage and one error line
+        _sample(setup, tmp_path / "bad0", "--cfg-channels", "0")
+    assert e.value.code == 2 and "'all' or a channel count >= 1" in capsys.readouterr().err
+    assert _sample(setup, tmp_path / "bad33", "--cfg-channels", "33") == 2
+    err = capsys.readouterr().err
+    assert "more than the latents' 32 channels" in err and len(err.strip().splitlines()) == 1
+
+
 def test_gen_sample_errors_are_one_line(setup, tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("user data")

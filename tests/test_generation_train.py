@@ -146,8 +146,15 @@ def test_recipes_parse_and_hold_the_paper_numbers():
         assert cfg.train.batch_size == 1024 and cfg.optim.lr == 2e-4 and cfg.optim.betas == (0.9, 0.95)
         assert cfg.optim.warmup_steps == 0 and cfg.flow.logit_normal and cfg.flow.cosine_loss
         assert cfg.sample.shift == 0.3 and cfg.sample.cfg_interval_start == 0.11
+        assert cfg.sample.cfg_channels == 3  # guided sampling as LightningDiT's forward_with_cfg
     quick = GenConfig.build(CONFIGS / "lightningdit-cpu-quick.yaml")
     assert quick.model.name == "lightningdit-mini-1" and quick.train.device == "cpu"
+    assert quick.train.max_steps == 2000 and quick.train.batch_size == 16  # as docs/generation.md says
+    assert quick.sample.cfg_channels == "all"
+    assert GenConfig.build(extra=["--sample.cfg_channels=all"]).sample.cfg_channels == "all"
+    for bad in ("0", "first", "true", "2.5"):
+        with pytest.raises(ValueError, match="cfg_channels"):
+            GenConfig.build(extra=[f"--sample.cfg_channels={bad}"])
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ def test_a_generator_saved_by_0_1_0_loads_through_the_one_loader_and_gives_ident
     io = load_file(str(FIXTURES / "generator_io.safetensors"))
     assert type(model).__name__ == "LightningDiT" and model.kind == "generator"
     assert model.metadata["latent_shape"] == [8, 4, 4]
+    assert model.config.pos_embed_order == "rows_first"  # its config.json predates the field
     with torch.no_grad():
         v = model(io["z"], io["t"], io["y"])
     assert torch.equal(v, io["v"])
@@ -76,4 +77,6 @@ def test_a_gen_train_run_started_by_0_1_0_resumes_and_finishes(tmp_path):
     assert rc == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == 4
-    assert transvae.from_pretrained(run).metadata["step"] == 4
+    resumed = transvae.from_pretrained(run)
+    assert resumed.metadata["step"] == 4
+    assert resumed.config.pos_embed_order == "rows_first"  # the order it started with, not the new default

@@ -172,6 +172,13 @@ def _register_sample(sub) -> None:
         help="guidance only for t >= this (LightningDiT: 0.11)",
     )
     s.add_argument(
+        "--cfg-channels",
+        type=cfg_channels_arg,
+        default=None,
+        help="guide 'all' latent channels (the standard form) or only the first N; LightningDiT's "
+        "forward_with_cfg guides 3, and its guided FIDs (cfg 6.7 / 10) assume it",
+    )
+    s.add_argument(
         "--steps", type=bounded_int(1, MAX_STEPS), default=None, help="ODE steps (LightningDiT: 250)"
     )
     s.add_argument(
@@ -202,10 +209,24 @@ def _register_sample(sub) -> None:
     p.set_defaults(func=run_sample, num_workers=0)
 
 
+def cfg_channels_arg(text: str) -> int | str:
+    """``--cfg-channels``: ``all`` or a channel count >= 1."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a channel count >= 1, got {text!r}")
+    return value
+
+
 def run_sample(args) -> int:
     import torch
 
     from transvae.data.latents import LatentStats
+    from transvae.generation.sampling import check_cfg_channels
     from transvae.inference import generate as G
     from transvae.training.run_folder import RunFolderError
 
@@ -231,6 +252,7 @@ def run_sample(args) -> int:
         shape = G.latent_shape(model, meta)
         given = {k: getattr(args, k) for k in G.SAMPLER_DEFAULTS}
         sampler = G.sampler_config(meta, **given)
+        check_cfg_channels(sampler.cfg_channels, shape[0])
         labels = G.sample_labels(args.num, model.config.num_classes, args.class_labels)
     except (FileNotFoundError, RunFolderError, ValueError) as e:
         raise UserError(f"cannot sample from '{run}': {e}") from e

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from ..data.io import png_bytes, tensor_to_uint8
 from ..data.latents import LatentStats
-from ..generation.sampling import SamplerConfig, initial_noise, sample_ode
+from ..generation.sampling import SamplerConfig, check_cfg_channels, initial_noise, sample_ode
 from ..models.lightningdit import LightningDiT
 from ..models.persistence import load_model, model_fingerprint
 from ..training.run_folder import RunFolder
@@ -45,6 +45,7 @@ SAMPLER_DEFAULTS = {
     "shift": 0.3,
     "cfg_scale": 1.0,
     "cfg_interval_start": 0.11,
+    "cfg_channels": "all",  # runs exported before the option existed guided every channel
 }
 
 
@@ -276,6 +277,9 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             old = read_json(path, what="sampling settings")
         except (OSError, ValueError) as e:
             raise ValueError(f"{path} is unreadable ({e}); use a new --out folder") from e
+        if isinstance(old, dict) and isinstance(old.get("sampler"), dict):
+            # folders written before cfg_channels was recorded guided every channel
+            old["sampler"] = {"cfg_channels": "all", **old["sampler"]}
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(
@@ -316,14 +320,13 @@ def generate_to_folder(
     (out / "latents").mkdir(exist_ok=True)
     num = int(labels.numel())
     c, h, w = pipe.latent_shape
+    check_cfg_channels(config.cfg_channels, c)
     full = {
         **(settings or {}),
         "num": num,
         "seed": seed,
         "batch_size": batch_size,
-        "sampler": {
-            k: getattr(config, k) for k in ("steps", "solver", "shift", "cfg_scale", "cfg_interval_start")
-        },
+        "sampler": {k: getattr(config, k) for k in SAMPLER_DEFAULTS},
         "latent_shape": [c, h, w],
         "latent_stats": pipe.stats.to_dict(),
         "latent_multiplier": pipe.multiplier,

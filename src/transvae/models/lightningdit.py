@@ -6,7 +6,8 @@ its downstream experiments (Section 4.3, Appendix D): a DiT (Peebles & Xie) whos
 - RMSNorm instead of LayerNorm, a SwiGLU feed-forward (hidden width 2/3 x 4 x D),
 - 2D rotary position embedding on queries and keys, computed for the actual latent grid (any
   H x W, square or not; ``transvae.models.pos_embed``), plus DiT's fixed 2D sin-cos absolute
-  embedding, also computed per grid,
+  embedding, also computed per grid (in DiT's channel order; generators saved before
+  ``pos_embed_order`` existed keep the row-first order they were trained with),
 - optional QK-norm (RMSNorm over each head's queries and keys; off in LightningDiT's recipes,
   the usual cure when a large model's loss turns NaN),
 - adaLN-zero conditioning on the sum of a timestep embedding and a class embedding, with label
@@ -36,7 +37,7 @@ from ..utils.config import from_dict as config_from_dict
 from .attention import Attention, RMSNorm
 from .mlp import GeluMLP, SwiGLUFFN
 from .persistence import PersistenceMixin
-from .pos_embed import rope_2d, sincos_pos_embed_2d
+from .pos_embed import POS_EMBED_ORDERS, rope_2d, sincos_pos_embed_2d
 from .registry import register_architecture, register_model
 
 ARCHITECTURE = "lightningdit"
@@ -61,6 +62,10 @@ class LightningDiTConfig:
         class_dropout: probability that a training label is replaced by the null class (CFG).
         swiglu / rmsnorm / rope / qk_norm: the LightningDiT block options (see the module doc).
         abs_pos_embed: also add the fixed 2D sin-cos embedding (LightningDiT does).
+        pos_embed_order: channel order of that embedding: ``"cols_first"`` (DiT's and
+            LightningDiT's ``get_2d_sincos_pos_embed``, the default for new models) or
+            ``"rows_first"`` (generators saved before this field existed; ``from_dict`` reads a
+            stored config without the field as that).
         rope_theta: RoPE base frequency.
         gradient_checkpointing: recompute block activations in backward.
     """
@@ -79,6 +84,7 @@ class LightningDiTConfig:
     rope: bool = True
     qk_norm: bool = False
     abs_pos_embed: bool = True
+    pos_embed_order: str = "cols_first"
     rope_theta: float = 10000.0
     gradient_checkpointing: bool = False
 
@@ -94,6 +100,10 @@ class LightningDiTConfig:
         if self.hidden_size % self.num_heads:
             raise GeneratorConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.pos_embed_order not in POS_EMBED_ORDERS:
+            raise GeneratorConfigError(
+                f"'pos_embed_order' must be one of {list(POS_EMBED_ORDERS)}, got {self.pos_embed_order!r}"
             )
         head_dim = self.hidden_size // self.num_heads
         if (self.rope or self.abs_pos_embed) and head_dim % 4:
@@ -121,7 +131,14 @@ class LightningDiTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LightningDiTConfig:
         """Build from plain data with the project's one config parser: unknown keys and wrong
-        types are errors that list the valid keys."""
+        types are errors that list the valid keys.
+
+        A mapping without ``pos_embed_order`` is a ``config.json`` written before the field
+        existed, whose model was trained with the row-first table: it is read as ``"rows_first"``
+        (the registered variants pass ``"cols_first"`` explicitly, so new models get DiT's order).
+        """
+        if isinstance(d, dict) and "pos_embed_order" not in d:
+            d = {**d, "pos_embed_order": "rows_first"}
         try:
             return config_from_dict(cls, d, what="generator config")
         except GeneratorConfigError:
@@ -327,7 +344,9 @@ class LightningDiT(PersistenceMixin, nn.Module):
         key = (h, w, str(device))
         if key not in self._grid_cache:
             cfg = self.config
-            pos = sincos_pos_embed_2d(h, w, cfg.hidden_size, device)[None] if cfg.abs_pos_embed else None
+            pos = None
+            if cfg.abs_pos_embed:
+                pos = sincos_pos_embed_2d(h, w, cfg.hidden_size, device, cfg.pos_embed_order)[None]
             rope = rope_2d(h, w, cfg.head_dim, cfg.rope_theta, device) if cfg.rope else None
             if len(self._grid_cache) > 16:
                 self._grid_cache.clear()
@@ -371,7 +390,8 @@ class LightningDiT(PersistenceMixin, nn.Module):
 # B, L and XL are the widths and depths of DiT (Peebles & Xie, Table 1) that LightningDiT keeps;
 # ``paper_params`` is the count DiT publishes for the size (B ~130M, L ~458M, XL ~675M); the counts
 # of our models, measured on the meta device, are within 2% of them (``transvae list``). ``mini``
-# and ``nano`` are CPU-sized members for tests and small experiments.
+# and ``nano`` are CPU-sized members for tests and small experiments. Each names
+# ``pos_embed_order`` because ``from_dict`` reads a config without it as an old, row-first one.
 # size -> (depth, hidden_size, num_heads, published parameters in millions or None)
 _SIZES = {
     "b": (12, 768, 12, 130.0),
@@ -390,6 +410,7 @@ for _size, (_depth, _dim, _heads, _params) in _SIZES.items():
             hidden_size=_dim,
             num_heads=_heads,
             patch_size=_patch,
+            pos_embed_order="cols_first",
         )
 register_model(
     "lightningdit-mini-1",
@@ -400,6 +421,7 @@ register_model(
     hidden_size=256,
     num_heads=4,
     patch_size=1,
+    pos_embed_order="cols_first",
 )
 register_model(
     "lightningdit-nano-1",
@@ -410,4 +432,5 @@ register_model(
     hidden_size=64,
     num_heads=2,
     patch_size=1,
+    pos_embed_order="cols_first",
 )

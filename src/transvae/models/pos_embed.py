@@ -6,7 +6,8 @@ buffers), so any H x W and aspect ratio works.
 - ``rope_2d`` / ``apply_rope_2d``: rotary embedding of queries and keys; half of each head's
   rotary dimensions rotate with the token's row, the other half with its column, so a model
   trained at 256^2 runs at 1024^2 (TransVAE Section 3.2.1; LightningDiT).
-- ``sincos_pos_embed_2d``: DiT's fixed absolute embedding (LightningDiT adds it to its tokens).
+- ``sincos_pos_embed_2d``: DiT's fixed absolute embedding (LightningDiT adds it to its tokens),
+  in DiT's channel order (column half first) or the row-first order of older transvae generators.
 """
 
 from __future__ import annotations
@@ -69,15 +70,28 @@ def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return (x * cos).addcmul_(x_rot, sin_signed).to(dtype)
 
 
-def sincos_pos_embed_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
-    """DiT's fixed 2D sin-cos position embedding for a (height, width) grid, row-major.
+POS_EMBED_ORDERS = ("cols_first", "rows_first")
 
-    The first half of the channels encodes the row, the second half the column (each as
-    [sin | cos] over dim/4 frequencies ``10000^(-i / (dim/4))``).
+
+def sincos_pos_embed_2d(
+    height: int, width: int, dim: int, device=None, order: str = "cols_first"
+) -> torch.Tensor:
+    """DiT's fixed 2D sin-cos position embedding for a (height, width) grid, tokens row-major.
+
+    Each half of the channels encodes one coordinate as [sin | cos] over dim/4 frequencies
+    ``10000^(-i / (dim/4))``. ``order`` says which half comes first:
+
+    - ``"cols_first"``: the column (x) half first, then the row (y) half. This is DiT's and
+      LightningDiT's ``get_2d_sincos_pos_embed``: it builds ``np.meshgrid(grid_w, grid_h)``, whose
+      first array holds each token's column, and encodes that first (under the name ``emb_h``).
+    - ``"rows_first"``: the row half first: what transvae's generators used before the option
+      existed (kept so that those saved generators load with identical outputs).
 
     Returns:
         (height * width, dim) float32.
     """
+    if order not in POS_EMBED_ORDERS:
+        raise ValueError(f"order must be one of {POS_EMBED_ORDERS}, got {order!r}")
     quarter = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, device=device, dtype=torch.float64) / quarter)
     rows = torch.arange(height, device=device, dtype=torch.float64)
@@ -86,4 +100,5 @@ def sincos_pos_embed_2d(height: int, width: int, dim: int, device=None) -> torch
     ec = torch.outer(cols, omega)  # (W, d/4)
     er = torch.cat([er.sin(), er.cos()], -1)[:, None, :].expand(height, width, 2 * quarter)
     ec = torch.cat([ec.sin(), ec.cos()], -1)[None, :, :].expand(height, width, 2 * quarter)
-    return torch.cat([er, ec], -1).reshape(height * width, 4 * quarter).float()  # (N, dim)
+    halves = [ec, er] if order == "cols_first" else [er, ec]
+    return torch.cat(halves, -1).reshape(height * width, 4 * quarter).float()  # (N, dim)

@@ -73,7 +73,17 @@ class GenerationTask(Task):
             "class_dropout": m.class_dropout,
             "qk_norm": m.qk_norm,
             "gradient_checkpointing": m.gradient_checkpointing,
+            "pos_embed_order": self._pos_embed_order(),
         }
+
+    def _pos_embed_order(self) -> str:
+        """The sin-cos table order of the model being trained: DiT's for a new run; for a resumed
+        run the one its checkpoint records, or the row-first order of the runs started before the
+        checkpoints recorded it (the table is no weight: a silent change would pass ``strict``)."""
+        note = getattr(self, "_resumed_note", None)
+        if note is None:
+            return model_config(self.cfg.model.name).pos_embed_order
+        return note.get("pos_embed_order", "rows_first")
 
     def preflight(self) -> int:
         """Open the latents (headers only), size the generator on the meta device."""
@@ -220,7 +230,7 @@ class GenerationTask(Task):
     # -- validation, samples, export ------------------------------------------------------------------
     def _sampler(self, steps: int) -> SamplerConfig:
         s = self.cfg.sample
-        return SamplerConfig(steps, s.solver, s.shift, s.cfg_scale, s.cfg_interval_start)
+        return SamplerConfig(steps, s.solver, s.shift, s.cfg_scale, s.cfg_interval_start, s.cfg_channels)
 
     @torch.no_grad()
     def generate(self, num: int, seed: int, steps: int) -> torch.Tensor:
@@ -334,6 +344,7 @@ class GenerationTask(Task):
             "latent_shape": list(self.folder.shape),
             "num_classes": self.num_classes,
             "latents_fingerprint": self.folder.fingerprint(),
+            "pos_embed_order": self._pos_embed_order(),
         }
 
     def load_checkpoint_note(self, note: dict[str, Any]) -> None:
