@@ -361,18 +361,16 @@ def test_export_writes_what_the_reference_loads(tmp_path):
         export_lightningdit(tmp_path / "vae", tmp_path / "x.pt")
 
 
-def test_the_command_line_helpers_convert_and_export(tmp_path):
-    import argparse
+def test_transvae_convert_takes_a_released_checkpoint_in_and_back_out(tmp_path, capsys):
+    from transvae.cli import main
 
-    from transvae.models.convert import lightningdit as convert
-
-    parser = argparse.ArgumentParser()
-    convert.add_arguments(parser)
     ckpt = FIXTURES / "released.safetensors"
-    msg = convert.run(parser.parse_args([str(ckpt), str(tmp_path / "gen"), "--num-classes", "10"]))
-    assert "gen-sample --run" in msg and load_generator(tmp_path / "gen").config.num_classes == 10
-    msg = convert.run(parser.parse_args([str(tmp_path / "gen"), str(tmp_path / "back.pt"), "--export"]))
-    assert "LightningDiT(input_size=8, patch_size=2" in msg
+    argv = ["convert", str(ckpt), "--preset", "lightningdit", "--num-classes", "10", "--out", str(tmp_path / "gen")]
+    assert main(argv) == 0
+    assert "gen-sample --run" in capsys.readouterr().out
+    assert load_generator(tmp_path / "gen").config.num_classes == 10
+    assert main(["convert", str(tmp_path / "gen"), "--to", "lightningdit", "--out", str(tmp_path / "back.pt")]) == 0
+    assert "LightningDiT(input_size=8, patch_size=2" in capsys.readouterr().out
     back = read_reference_checkpoint(tmp_path / "back.pt")
     state = load_file(str(ckpt))
     assert all(torch.allclose(back[k], state[k], rtol=0, atol=1e-6) for k in state)

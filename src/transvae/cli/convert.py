@@ -6,6 +6,8 @@
     transvae convert vavae-imagenet256-f16d32-dinov2.pt --preset vavae-f16d32 --out vavae/
     transvae convert model.ckpt --config autoencoder_kl_f16.yaml --out ldm-f16/
     transvae convert mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers --out dc-ae/
+    transvae convert lightningdit-xl-800ep.pt --preset lightningdit --latents-stats latents_stats.pt --out dit/
+    transvae convert runs/dit --to lightningdit --out lightningdit.pt     # ours -> the reference code
 
 The work is ``transvae.models.convert``; this module parses arguments, checks ``--out`` and prints.
 The folder written (``config.json`` + ``model.safetensors``, the latent scaling as metadata) is
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import UserError, one_line_warnings, prepare_out
+from .common import UserError, finite_float, one_line_warnings, positive_int, prepare_out
 
 
 def _presets_epilog() -> str:
@@ -50,7 +52,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="new (or empty) output folder; never overwritten")
     p.add_argument(
         "--preset",
-        help="architecture of a checkpoint file: sd-vae, sdxl-vae, sd3-vae, flux-vae, vavae-f16d32",
+        help="architecture of a checkpoint file: sd-vae, sdxl-vae, sd3-vae, flux-vae, vavae-f16d32; "
+        "lightningdit for a hustvl/LightningDiT generator checkpoint",
     )
     p.add_argument(
         "--config",
@@ -61,6 +64,29 @@ def register(sub) -> None:
     p.add_argument("--subfolder", help="the VAE's folder inside SRC, e.g. vae for a diffusers pipeline repo")
     p.add_argument("--revision", help="Hub revision of SRC")
     p.add_argument("--name", help="model_name to record (default: the preset or the source kind)")
+    g = p.add_argument_group(
+        "generators (hustvl/LightningDiT checkpoints: --preset lightningdit; back: --to lightningdit)"
+    )
+    g.add_argument(
+        "--to",
+        choices=["lightningdit"],
+        help="write our generator as a reference checkpoint (.pt/.safetensors)",
+    )
+    g.add_argument(
+        "--latents-stats", help="the latents_stats.pt the generator was trained with (gen-sample needs it)"
+    )
+    g.add_argument(
+        "--latent-multiplier", type=finite_float, default=1.0, help="the reference's latent_multiplier"
+    )
+    g.add_argument("--cfg-scale", type=finite_float, default=1.0, help="gen-sample's default guidance weight")
+    g.add_argument(
+        "--cfg-interval-start", type=finite_float, default=0.11, help="gen-sample's default interval"
+    )
+    g.add_argument(
+        "--num-classes", type=positive_int, help="classes (default: the label table minus the null row)"
+    )
+    g.add_argument("--num-heads", type=positive_int, help="heads (checkpoints without RoPE buffers only)")
+    g.add_argument("--input-size", type=positive_int, help="with --to: the reference's latent side")
     p.set_defaults(func=run_convert)
 
 
@@ -81,6 +107,27 @@ def _scaling_line(meta: dict) -> str:
     )
 
 
+def _run_lightningdit(args) -> int:
+    """A hustvl/LightningDiT checkpoint -> our generator folder, or back (``--to lightningdit``)."""
+    from transvae.models.convert import lightningdit as L
+
+    try:
+        if args.to == "lightningdit":
+            path, ref = L.export_lightningdit(args.source, args.out, args.input_size)
+            shown = ", ".join(f"{k}={v}" for k, v in ref.items())
+            print(f"convert: wrote {path}: load it into the reference's LightningDiT({shown})")
+            return 0
+        given = {k: v for k, v in (("num_classes", args.num_classes), ("num_heads", args.num_heads)) if v}
+        folder = L.convert_lightningdit(
+            args.source, args.out, args.latents_stats, args.latent_multiplier, args.cfg_scale,
+            args.cfg_interval_start, **given,
+        )  # fmt: skip
+    except (ValueError, OSError, KeyError) as e:
+        raise UserError(" ".join(str(e).split())) from e
+    print(f"convert: wrote {folder} (transvae gen-sample --run {folder} --vae TOKENIZER ...)")
+    return 0
+
+
 def run_convert(args) -> int:
     from transvae.models.base import ConfigError
     from transvae.models.convert import convert, detect
@@ -92,6 +139,10 @@ def run_convert(args) -> int:
         )
     if args.preset is not None and args.ldm_config is not None:
         raise UserError("--preset and --config exclude each other: one describes the architecture")
+    if args.preset == "lightningdit" or args.to == "lightningdit":
+        if args.to != "lightningdit":
+            prepare_out(args.out, [args.source])
+        return _run_lightningdit(args)
     prepare_out(args.out, [p for p in (args.source, args.ldm_config) if p and Path(p).exists()])
     with one_line_warnings(args.command):
         try:
