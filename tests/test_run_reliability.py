@@ -520,3 +520,22 @@ def test_stage_2_without_lpips_runs_offline_without_looking_for_dinov2(base, tmp
     argv += ["--out", str(tmp_path / "s2"), "--resolution", "32", "--batch-size", "2", "--max-steps", "1"]
     argv += [*QUIET, "--loss.lpips_weight=0", "--loss.disc_ndf=8"]  # default VF weight 0.1, GAN 0.1
     assert main(argv) == 0 and time.time() - t0 < 60
+
+
+def test_extract_latents_records_the_tokenizer_in_every_shard_and_the_statistics(base):
+    import json as _json
+
+    from safetensors import safe_open
+
+    from transvae.models.persistence import model_identity
+
+    expected = model_identity(transvae.from_pretrained(base / "vae"))
+    assert len(expected["fingerprint"]) == 16 and expected["name"] == NANO
+    shards = sorted((base / "latents").glob("*.safetensors"))
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            assert _json.loads(f.metadata()["tokenizer"]) == expected
+    assert _json.loads((base / "latents" / "latents_stats.json").read_text())["tokenizer"] == expected
+    assert _json.loads((base / "latents" / "extraction.json").read_text())["tokenizer"] == expected
+    other = model_identity(transvae.from_pretrained(base / "other_vae"))
+    assert other["name"] == expected["name"] and other["fingerprint"] != expected["fingerprint"]

@@ -277,8 +277,9 @@ class _Extraction:
 def finalize(out: Path, shards: list[Path], settings: dict[str, Any]) -> dict[str, Any]:
     """Write ``latents_stats.pt`` / ``.json`` and ``manifest.json`` from the finished shards."""
     stats = latent_channel_stats(shards)
-    # LightningDiT's ImgLatentDataset torch.load()s latents_stats.pt: {'mean', 'std'}, each (1, C, 1, 1)
-    save_latent_stats(out, stats)
+    # LightningDiT's ImgLatentDataset torch.load()s latents_stats.pt: {'mean', 'std'}, each (1, C, 1, 1);
+    # latents_stats.json also names the tokenizer (name + fingerprint) the statistics belong to
+    save_latent_stats(out, {**stats, "tokenizer": settings.get("tokenizer")})
     entries, skipped, total = [], [], 0
     for p in shards:
         with safe_open(str(p), framework="pt") as f:
