@@ -8,8 +8,8 @@ holds that loop, for any autoencoder ``transvae.from_pretrained`` loads:
 - ``latents``: the shards of ``transvae extract-latents`` and their normalisation statistics;
 - ``flow``: the rectified-flow objective; ``sampling``: Euler / Heun ODE samplers with timestep
   shift and classifier-free guidance with an interval; ``pipeline``: latents -> images files;
-- ``latent_fd``: the download-free latent Frechet distance; ``evaluate`` / ``report``: FID, IS
-  and lFD of a sample set, ``results.json`` and ``report.html``; ``npz``: ADM sample batches.
+- scoring a sample set (``gen-eval``) lives in ``transvae.evaluation.generation``, its metrics
+  (FID, sFID, IS, precision / recall, the latent Frechet distance) in ``transvae.metrics``.
 
 See ``docs/generation.md``.
 """
@@ -17,12 +17,9 @@ See ``docs/generation.md``.
 from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalOptions": "evaluate",
     "GenerationPipeline": "pipeline",
-    "LatentFrechetDistance": "latent_fd",
     "RectifiedFlow": "flow",
     "SamplerConfig": "sampling",
-    "evaluate_generation": "evaluate",
     "generate_to_folder": "pipeline",
     "sample_ode": "sampling",
 }

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from ..data.datasets import BucketBatchSampler
 from ..data.latents import LatentDataError, LatentDataset, LatentFolder, LatentStats, collate_latents
+from ..metrics.latent_fd import DEFAULT_PATCH, LatentFrechetDistance
 from ..models.lightningdit import GeneratorConfigError, LightningDiT
 from ..models.persistence import unwrap_model
 from ..models.registry import create_model, model_config
@@ -38,7 +39,6 @@ from ..utils.config import read_json
 from ..utils.memory import available_bytes, estimate_module_memory, format_bytes
 from .config import GenConfig
 from .flow import RectifiedFlow
-from .latent_fd import DEFAULT_PATCH, LatentFrechetDistance
 from .sampling import SamplerConfig, initial_noise, sample_ode
 
 log = logging.getLogger("transvae.train")
@@ -278,7 +278,7 @@ class GenerationTask(Task):
             self._val_fd.reset_fake()
             self._val_fd.update_fake(self.generate(s.val_num, s.val_seed, s.val_steps))
             try:
-                metrics["val/latent_fd"] = self._val_fd.compute()
+                metrics["val/latent_fd"] = self._val_fd.compute()["latent_fd"]
             except ValueError as err:
                 if e.is_main:
                     log.warning("latent FD skipped: %s", err)
