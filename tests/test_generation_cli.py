@@ -244,6 +244,28 @@ def test_fid_and_is_from_npz_and_folder_with_stand_in_networks(setup, tmp_path):
     assert abs(same) < 1e-3 < res["fid"]
 
 
+def test_gen_eval_adm_suite_one_network_pass_per_batch(setup, tmp_path):
+    """fid, sfid, is, precision, recall from one stand-in pass per batch; a set against itself
+    is perfect (precision = recall = 1, FID = sFID = 0) and differs from another set."""
+    net = _StandIn()
+    names = ("fid", "sfid", "is", "precision", "recall")
+    opts = EvalOptions(metrics=names, feature_networks={"inception": net}, is_splits=2, batch_size=8)
+    res = evaluate_generation(setup / "held", setup / "photos", tmp_path / "e", opts)["results"]
+    assert net.calls == 2 + 2  # 16 samples and 16 reference images, batches of 8, all five metrics
+    assert 0.0 <= res["precision"] <= 1.0 and 0.0 <= res["recall"] <= 1.0 and res["sfid"] > 0
+    assert res["sfid_images"] == res["precision_images"] == {"samples": 16, "reference": 16}
+    same = evaluate_generation(setup / "photos", setup / "photos", tmp_path / "e2", opts)["results"]
+    assert same["precision"] == same["recall"] == 1.0
+    assert abs(same["fid"]) < 1e-6 and abs(same["sfid"]) < 1e-6
+    html = (tmp_path / "e" / "report.html").read_text()
+    assert all(label in html for label in ("sFID", "precision", "recall", "Inception Score"))
+    # without --metrics: every metric the inputs allow (images on both sides: the ADM suite)
+    default = EvalOptions(feature_networks={"inception": net}, is_splits=2)
+    assert evaluate_generation(setup / "held", setup / "photos", tmp_path / "e3", default)["metrics"] == [
+        "fid", "is", "precision", "recall", "sfid"
+    ]  # fmt: skip
+
+
 # -- issue 21: gen-eval checks everything before computing anything ---------------------------------
 def _gen_eval(*argv):
     return main(["gen-eval", *[str(a) for a in argv]])
