@@ -126,7 +126,7 @@ def register(regime_name: str, regime: Regime, s_: str) -> str:
 
 def vgg_weights(path: str | None) -> str | None:
     """The local VGG16 checkpoint LPIPS would use (``--lpips-weights`` or the torch hub cache), or None."""
-    from transvae.evaluation.weights import hub_checkpoint_dir
+    from transvae.models.pretrained import hub_checkpoint_dir
 
     if path:
         return path
@@ -194,7 +194,7 @@ def from_patches(patches: torch.Tensor, shape: torch.Size, p: int) -> torch.Tens
 
 
 def reference_lines(train: torch.Tensor, val: torch.Tensor, patch: int, components: int) -> dict[str, float]:
-    """PSNR (dB, mean over images, ``transvae.evaluation.metrics``) of two trivial codes of ``val``.
+    """PSNR (dB, mean over images, ``transvae.metrics``) of two trivial codes of ``val``.
 
     Args:
         train: (N, 3, R, R) uint8 images the PCA is fitted on.
@@ -206,7 +206,7 @@ def reference_lines(train: torch.Tensor, val: torch.Tensor, patch: int, componen
         ``patch_pca``: each patch projected on the first C principal components of the training
         patches (C numbers per patch: the latent's size, linearly).
     """
-    from transvae.evaluation.metrics import psnr_per_image
+    from transvae.metrics.psnr import psnr_per_image
 
     v = to_patches(val, patch)  # (P, 3 p^2), channel-major: channel c is v[:, c p^2 : (c+1) p^2]
     means = v.view(v.shape[0], 3, -1).mean(-1, keepdim=True).expand(-1, -1, patch * patch)

@@ -68,3 +68,40 @@ def model_dir(tmp_path_factory):
 
     transvae.create_model("transvae-nano-f16d32").save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def random_inception(tmp_path_factory):
+    """A random-weight InceptionV3 in the file format torch-fidelity, torchmetrics and transvae load."""
+    from transvae.metrics.features import save_random_inception
+
+    return save_random_inception(tmp_path_factory.mktemp("inception") / "random-inception.pth")
+
+
+class _FeatureTable:
+    """Prepared features for set metrics: ``images(lo, hi)`` makes uint8 images that carry their
+    index in their pixels, ``network(**table)`` a "feature network" that hands out row i of each
+    table for image i. Metrics can then be checked against a reference on chosen arrays."""
+
+    class _Network(torch.nn.Module):
+        def __init__(self, **table: torch.Tensor):
+            super().__init__()
+            self.table = table
+
+        def forward(self, x, features):
+            idx = x[:, 0, 0, 0].long() + 256 * x[:, 0, 0, 1].long()
+            return {k: self.table[k][idx] for k in features}
+
+    network = _Network
+
+    @staticmethod
+    def images(lo: int, hi: int) -> torch.Tensor:
+        x = torch.zeros(hi - lo, 3, 4, 4, dtype=torch.uint8)
+        i = torch.arange(lo, hi)
+        x[:, 0, 0, 0], x[:, 0, 0, 1] = (i % 256).to(torch.uint8), (i // 256).to(torch.uint8)
+        return x
+
+
+@pytest.fixture
+def feature_table():
+    return _FeatureTable

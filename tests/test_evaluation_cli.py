@@ -158,6 +158,29 @@ def test_cli_user_errors(image_dir, nano_model, tmp_path, capsys, monkeypatch):
     assert "--fid-weights" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_file_names_reach_the_terminal_with_control_characters_escaped(
+    image_dir, nano_model, tmp_path, capsys
+):
+    """Issue 21 #5: an escape sequence in a file name set the terminal's title / cleared the
+    screen, and a newline forged a separate "failed ..." line."""
+    data = tmp_path / "d"
+    shutil.copytree(image_dir / "cats", data)
+    (data / "\x1b]0;pwned\x07\x1b[2J\nfailed fake.png: all good.jpg").write_bytes(b"not a jpeg")
+    shutil.copy(next(data.glob("*.png")), data / "<b onmouseover=alert(1)>x.png")
+    rc = main(["evaluate", "--model", str(nano_model), "--data", str(data), "--out", str(tmp_path / "o"),
+               "--resolution", "32", "--metrics", "psnr", "--quiet", "--num-workers", "0"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 1 and "\x1b" not in captured.err + captured.out and "\x07" not in captured.err
+    page = (tmp_path / "o" / "report.html").read_text()  # and in the report: escaped, the markup intact
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</body></html>")
+    assert (
+        "<b onmouseover" not in page
+        and "<code>&lt;b onmouseover=alert(1)&gt;x.png</code><br>PSNR:" in page
+    )
+    failed = [ln for ln in captured.err.splitlines() if ln.startswith("failed ")]
+    assert len(failed) == 1 and "\\x1b]0;pwned\\x07\\x1b[2J\\x0afailed fake.png: all good.jpg" in failed[0]
+
+
 def test_identical_reconstruction_reports_infinite_psnr_sanely(image_dir, tmp_path):
     class _Identity(_Dimmer):
         def decode(self, z):

@@ -1,4 +1,5 @@
-"""Evaluation metrics against independent references (scikit-image, SciPy), offline."""
+"""Reconstruction metrics (``transvae.metrics``) against independent references (scikit-image,
+SciPy, torch-fidelity), offline."""
 
 from __future__ import annotations
 
@@ -13,14 +14,10 @@ import torch.nn as nn
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from transvae.evaluation import (
-    FIDMetric,
-    WeightsUnavailableError,
-    build_lpips,
-    psnr_per_image,
-    resize_center_crop,
-    ssim_per_image,
-)
+from transvae.evaluation import resize_center_crop
+from transvae.metrics import LPIPS, MetricCollection, ReconstructionFID, psnr_per_image, ssim_per_image
+from transvae.metrics.features import build_feature_extractor
+from transvae.models.pretrained import WeightsUnavailableError
 
 
 def _pairs(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +67,9 @@ def test_identical_images_psnr_inf_ssim_one_lpips_zero():
     x = _t(a)
     assert torch.isposinf(psnr_per_image(x, x.clone())).all()
     assert torch.allclose(ssim_per_image(x, x.clone()), torch.ones(len(x), dtype=torch.float64), atol=1e-12)
-    lp = build_lpips("alex", random_init=True)
-    d_same = lp(x[:3], x[:3].clone())
-    d_diff = lp(x[:3], x.flip(0)[:3])
+    lp = LPIPS(lpips_net="alex", random_feature_networks=True)
+    d_same = lp.score(x[:3], x[:3].clone())
+    d_diff = lp.score(x[:3], x.flip(0)[:3])
     assert torch.allclose(d_same, torch.zeros(3, dtype=torch.float64), atol=1e-7)
     assert (d_diff > 1e-4).all()
 
@@ -86,18 +83,21 @@ def test_metrics_refuse_float_and_mismatched_inputs():
 
 
 class _Features(nn.Module):
-    """Small fixed random feature network (uint8 -> (B, 8)) standing in for InceptionV3."""
-
-    num_features = 8
+    """Small fixed random feature network (uint8 -> {"2048": (B, 8)}) standing in for InceptionV3."""
 
     def __init__(self):
         super().__init__()
         g = torch.Generator().manual_seed(1)
         self.w = nn.Parameter(torch.randn(8, 3 * 4 * 4, generator=g) * 0.1, requires_grad=False)
+        self.calls = 0
 
-    def forward(self, x):
+    def pool(self, x):
         x = nn.functional.adaptive_avg_pool2d(x.float() / 255.0, 4).flatten(1)  # (B, 48)
         return torch.tanh(x @ self.w.T)  # (B, 8)
+
+    def forward(self, x, features=("2048",)):
+        self.calls += 1
+        return {"2048": self.pool(x)}
 
 
 def _scipy_fid(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -112,18 +112,18 @@ def test_frechet_distance_matches_scipy_accumulated_over_uneven_batches():
     real = torch.randint(0, 256, (60, 3, 16, 16), generator=g, dtype=torch.uint8)
     fake = (real.float() * 0.7 + 30 + torch.randn(real.shape, generator=g) * 20).clamp(0, 255).to(torch.uint8)
     net = _Features()
-    fid = FIDMetric(feature_net=net)
+    fid = MetricCollection([ReconstructionFID()], {"inception": net})
     for lo, hi in [(0, 7), (7, 32), (32, 33), (33, 60)]:
-        fid.update(real[lo:hi], fake[lo:hi])
+        fid.update_pairs(real[lo:hi], fake[lo:hi])
     with torch.no_grad():
-        ref = _scipy_fid(net(real).double().numpy(), net(fake).double().numpy())
-    got = fid.compute()
+        ref = _scipy_fid(net.pool(real).double().numpy(), net.pool(fake).double().numpy())
+    got = fid.compute()["rfid"]
     assert ref > 1e-3
-    assert got == pytest.approx(ref, rel=1e-4, abs=1e-6)
+    assert got == pytest.approx(ref, rel=1e-6, abs=1e-8)
     # identical sets: ~0; and reset() forgets both sides
     fid.reset()
-    fid.update(real, real.clone())
-    assert abs(fid.compute()) < 1e-4 * ref + 1e-6
+    fid.update_pairs(real, real.clone())
+    assert abs(fid.compute()["rfid"]) < 1e-4 * ref + 1e-6
 
 
 def test_lpips_backbone_loaded_from_torchvision_checkpoint(tmp_path):
@@ -132,13 +132,13 @@ def test_lpips_backbone_loaded_from_torchvision_checkpoint(tmp_path):
     tv = torchvision.models.alexnet(weights=None)
     path = tmp_path / "alexnet-owt-7be5be79.pth"
     torch.save(tv.state_dict(), path)
-    lp = build_lpips("alex", weights_path=path)
+    lp = LPIPS(lpips_net="alex", lpips_weights=path)
     net = lp.net.net
     assert torch.equal(net.slice1[0].weight, tv.features[0].weight)
     assert torch.equal(getattr(net.slice5, "10").weight, tv.features[10].weight)
     assert lp.weights_source == str(path)
     a, b = _pairs(32, 32)
-    d = lp(_t(a[:2]), _t(b[:2]))
+    d = lp.score(_t(a[:2]), _t(b[:2]))
     assert torch.isfinite(d).all() and (d > 0).all()
 
 
@@ -150,17 +150,17 @@ def test_missing_weights_offline_give_a_clear_error_naming_the_option(tmp_path, 
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(WeightsUnavailableError, match="--fid-weights"):
-        FIDMetric()
+        build_feature_extractor("inception")
     with pytest.raises(WeightsUnavailableError, match="--lpips-weights"):
-        build_lpips("vgg")
+        LPIPS(lpips_net="vgg")
     with pytest.raises(WeightsUnavailableError, match="no such file"):
-        FIDMetric(weights_path=tmp_path / "nope.pth")
+        build_feature_extractor("inception", weights=tmp_path / "nope.pth")
     with pytest.raises(WeightsUnavailableError, match="--lpips-weights"):
-        build_lpips("alex", weights_path=tmp_path / "nope.pth")
+        LPIPS(lpips_net="alex", lpips_weights=tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, bad)
     with pytest.raises(WeightsUnavailableError, match="not a torchvision checkpoint"):
-        build_lpips("alex", weights_path=bad)
+        LPIPS(lpips_net="alex", lpips_weights=bad)
     assert not list((tmp_path / "hub").rglob("*.partial"))
 
 
@@ -178,19 +178,45 @@ def test_resize_center_crop_protocol():
     assert big.size == (800, 800) and up
 
 
-@pytest.mark.slow
-def test_inception_fid_path_with_random_weights(tmp_path):
-    """The real InceptionV3 loading path (torch-fidelity architecture) with a random-weights file."""
-    import torchvision
+# -- FID = torch-fidelity's, at every size ---------------------------------------------------------
+class _Images(torch.utils.data.Dataset):
+    """uint8 (3, H, W) items, the input torch-fidelity's calculate_metrics takes."""
 
-    tv = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
-    path = tmp_path / "random-inception.pth"
-    torch.save(tv.state_dict(), path)
-    fid = FIDMetric(weights_path=path)
-    x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
-    fid.update(x, x.clone())
-    inc = fid.metric.inception
-    with torch.no_grad():
-        f = inc(x).double().numpy()
-    assert f.shape == (4, 2048)
-    assert fid.compute() == pytest.approx(0.0, abs=1e-3 * float(np.abs(f).mean()) ** 2 + 1e-6)
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+def test_fid_at_512_px_is_torch_fidelity_s(random_inception):
+    """Above 299 px the images are shrunk to 299 inside the network: torch-fidelity does it with
+    TF1's bilinear resize (no antialiasing), torchmetrics' default antialiases and gave 19.97
+    instead of 22.85 on 30 real 512 px images. Ours must be torch-fidelity's number."""
+    import torch_fidelity
+
+    g = torch.Generator().manual_seed(512)
+    base = nn.functional.interpolate(torch.rand(8, 3, 64, 64, generator=g), size=512, mode="bicubic")
+    real = (base * 255).clamp(0, 255).to(torch.uint8)
+    fake = (base * 230 + 10 + torch.randn(base.shape, generator=g) * 20).clamp(0, 255).to(torch.uint8)
+    fid = MetricCollection(
+        [ReconstructionFID()], {"inception": build_feature_extractor("inception", random_inception)}
+    )
+    fid.update_pairs(real[:5], fake[:5])  # uneven batches: the sums are over the whole set
+    fid.update_pairs(real[5:], fake[5:])
+    ours = fid.compute()["rfid"]
+    theirs = torch_fidelity.calculate_metrics(
+        input1=_Images(fake), input2=_Images(real), fid=True, feature_extractor_weights_path=str(random_inception),
+        cuda=False, verbose=False, cache=False, save_cpu_ram=True,
+    )["frechet_inception_distance"]  # fmt: skip
+    assert ours == pytest.approx(theirs, rel=1e-3)
+    # the antialiased resize (torchmetrics' default) gives another number: the test can tell them apart
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    tm = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(random_inception))
+    tm.update(real, real=True)
+    tm.update(fake, real=False)
+    assert abs(float(tm.compute()) - theirs) > 0.05 * theirs

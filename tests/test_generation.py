@@ -19,10 +19,10 @@ from transvae.data.latents import (
 )
 from transvae.data.npz import NpzFormatError, iter_npz_images, npz_info, read_npz_labels, write_npz
 from transvae.generation.flow import RectifiedFlow
-from transvae.generation.latent_fd import LatentFrechetDistance, latent_patches
 from transvae.generation.sampling import SamplerConfig, guided_velocity, initial_noise, sample_ode, time_grid
 from transvae.inference import InferenceRunner, extract_latents
 from transvae.inference.generate import load_generator
+from transvae.metrics.latent_fd import LatentFrechetDistance, latent_patches
 from transvae.models import GeneratorConfigError, LightningDiTConfig, create_model, list_models, model_table
 from transvae.models.pos_embed import apply_rope_2d, sincos_pos_embed_2d
 
@@ -387,20 +387,20 @@ def test_latent_fd_matches_scipy_and_ranks_distributions():
     real = torch.randn(24, 4, 5, 6, generator=g)
     near = torch.randn(30, 4, 5, 6, generator=g) * 1.1 + 0.05
     far = torch.randn(30, 4, 5, 6, generator=g) * 2.0 + 0.5
-    m = LatentFrechetDistance(4, patch=2)
+    m = LatentFrechetDistance(4, latent_fd_patch=2)
     for chunk in real.split(7):
         m.update_real(chunk)
     m.update_fake(near)
-    fd_near = m.compute()
+    fd_near = m.compute()["latent_fd"]
     assert fd_near == pytest.approx(
         _scipy_fd(latent_patches(real).numpy(), latent_patches(near).numpy()), rel=1e-8
     )
     m.reset_fake()
     m.update_fake(far)
-    assert m.compute() == pytest.approx(
+    assert m.compute()["latent_fd"] == pytest.approx(
         _scipy_fd(latent_patches(real).numpy(), latent_patches(far).numpy()), rel=1e-8
     )
-    assert m.compute() > 5 * fd_near
+    assert m.compute()["latent_fd"] > 5 * fd_near
     # patches: 2x2 windows of a 3x3 grid are 4 rows of C*4 values, in unfold order
     z = torch.arange(18.0).view(1, 2, 3, 3)
     rows = latent_patches(z)
@@ -408,7 +408,7 @@ def test_latent_fd_matches_scipy_and_ranks_distributions():
 
 
 def test_latent_fd_refuses_too_few_rows():
-    m = LatentFrechetDistance(8, patch=2)  # 32 dimensions
+    m = LatentFrechetDistance(8, latent_fd_patch=2)  # 32 dimensions
     m.update_real(torch.randn(2, 8, 3, 3))  # 8 rows
     m.update_fake(torch.randn(2, 8, 3, 3))
     with pytest.raises(ValueError, match="more than 32"):

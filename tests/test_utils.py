@@ -114,3 +114,24 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_printable_escapes_terminal_controls_and_keeps_unicode():
+    from transvae.utils.text import printable
+
+    assert printable("photo é 猫 🐱.png") == "photo é 猫 🐱.png"
+    assert (
+        printable("a\x1b]0;title\x07b\nfailed x\rc\x7f\x9b")
+        == "a\\x1b]0;title\\x07b\\x0afailed x\\x0dc\\x7f\\x9b"
+    )
+    assert printable("plain") == "plain"
+    assert "\n" not in printable("x\ny") and printable(3) == "3"
+
+
+def test_atomic_write_replaces_a_symlink_and_leaves_its_target(tmp_path):
+    target = tmp_path / "victim.txt"
+    target.write_text("precious")
+    link = tmp_path / "report.html"
+    link.symlink_to(target)
+    atomic_write_bytes(link, b"new")
+    assert not link.is_symlink() and link.read_bytes() == b"new" and target.read_text() == "precious"

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from ..utils.text import printable
 from .common import UserError
 
 # sub-command -> module (imported lazily, so `transvae list` does not import the trainer)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"transvae {args.command}: error: {e}", file=sys.stderr)
+        print(f"transvae {args.command}: error: {printable(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"transvae {args.command}: interrupted", file=sys.stderr)

@@ -28,10 +28,19 @@ from .common import (
     resolve_device,
 )
 
-DEFAULT_METRICS = ("psnr", "ssim", "lpips", "rfid")
+ORDER = ("psnr", "ssim", "lpips", "rfid")  # table order; other reconstruction metrics follow
+
+
+def reconstruction_metrics() -> list[str]:
+    """Every registered metric that measures reconstructions (needs ``pairs``), in table order."""
+    from transvae.metrics import list_metrics
+
+    names = list_metrics({"pairs"})
+    return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
 
 
 def register(sub) -> None:
+    metrics = reconstruction_metrics()
     p = sub.add_parser(
         "evaluate",
         help="PSNR / SSIM / LPIPS / rFID of a model on an image folder, with an HTML report",
@@ -56,8 +65,8 @@ def register(sub) -> None:
     p.add_argument(
         "--metrics",
         nargs="+",
-        choices=DEFAULT_METRICS,
-        default=list(DEFAULT_METRICS),
+        choices=metrics,
+        default=metrics,
         help="metrics to compute (default: all; psnr and ssim need no downloaded weights)",
     )
     p.add_argument(
@@ -73,7 +82,14 @@ def register(sub) -> None:
     p.add_argument(
         "--num-workers", type=int, default=None, help="image decoding workers (default: min(8, CPUs))"
     )
-    w = p.add_argument_group("feature-network weights")
+    _add_weights_args(p.add_argument_group("feature-network weights"))
+    _add_report_args(p.add_argument_group("report"))
+    _add_latent_args(p.add_argument_group("latent analysis"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _add_weights_args(w) -> None:
     w.add_argument("--lpips-net", choices=["vgg", "alex"], default="vgg", help="LPIPS backbone (default vgg)")
     w.add_argument(
         "--lpips-weights",
@@ -89,7 +105,9 @@ def register(sub) -> None:
         help="local FID InceptionV3 weights (weights-inception-2015-12-05-6726825d.pth or pytorch-fid's "
         "pt_inception-2015-12-05-6726825d.pth); default: torch hub cache, downloading if missing",
     )
-    r = p.add_argument_group("report")
+
+
+def _add_report_args(r) -> None:
     r.add_argument(
         "--report-images", type=int, default=8, help="lowest-PSNR examples per resolution in the report"
     )
@@ -98,7 +116,9 @@ def register(sub) -> None:
         action="store_true",
         help="also write the uint8 inputs and reconstructions the metrics saw to OUT/images/<R>/ (PNG)",
     )
-    la = p.add_argument_group("latent analysis")
+
+
+def _add_latent_args(la) -> None:
     la.add_argument(
         "--latent-stats", action="store_true", help="per-channel latent mean/std, scaling and shift factors"
     )
@@ -126,8 +146,6 @@ def register(sub) -> None:
     la.add_argument(
         "--seed", type=int, default=0, help="seed of posterior samples, t-SNE and the probe split"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -136,9 +154,11 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from transvae.evaluation import WeightsUnavailableError, run_evaluation
+    from transvae.evaluation import run_evaluation
     from transvae.evaluation.report import json_safe
+    from transvae.models.pretrained import WeightsUnavailableError
     from transvae.utils.device import choose_dtype
+    from transvae.utils.text import printable
 
     device = resolve_device(args.device)
     dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
@@ -158,36 +178,8 @@ def _run(args) -> int:
         raise UserError(
             f"--resolution {bad[0]} is not a multiple of the model's spatial compression ratio {f}"
         )
-    workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
     try:
-        payload = run_evaluation(
-            model,
-            data,
-            out_dir=args.out,
-            resolutions=args.resolution,
-            metrics=args.metrics,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            device=device,
-            dtype=dtype,
-            num_workers=workers,
-            lpips_net=args.lpips_net,
-            lpips_weights=args.lpips_weights,
-            fid_weights=args.fid_weights,
-            report_images=args.report_images,
-            latent_stats=args.latent_stats,
-            uniformity_samples=args.uniformity,
-            uniformity_repeats=args.uniformity_repeats,
-            probe=args.linear_probe,
-            latent_source=args.latent_source,
-            seed=args.seed,
-            model_path=str(args.model),
-            command="transvae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-            if sys.argv[1:2] == ["evaluate"]
-            else None,
-            progress=not args.quiet,
-            save_images=args.save_images,
-        )
+        payload = run_evaluation(model, data, out_dir=args.out, **_options(args, device, dtype))
     except WeightsUnavailableError as e:
         raise UserError(f"{e} (or leave the metric out, e.g. --metrics psnr ssim)") from e
     except MemoryError as e:  # check_memory: the sizes asked for cannot fit, found before any work
@@ -202,12 +194,18 @@ def _run(args) -> int:
         if where is None:  # not even the fallback folder could be written: the JSON goes to stdout
             print(json.dumps(json_safe(payload)))
         print(
-            f"transvae evaluate: error: {payload['output_error']}; "
-            + (f"the results were written to {where} instead" if where else "the results are printed above"),
+            printable(
+                f"transvae evaluate: error: {payload['output_error']}; "
+                + (
+                    f"the results were written to {where} instead"
+                    if where
+                    else "the results are printed above"
+                )
+            ),
             file=sys.stderr,
         )
         return 1
-    print(f"wrote {payload['output_dir']}/results.json, results.md, report.html")
+    print(printable(f"wrote {payload['output_dir']}/results.json, results.md, report.html"))
     if not any(r.get("num_images") for r in payload.get("results", [])):
         # every file was unreadable (or the folder had none): a run that measured nothing fails
         print(
@@ -218,8 +216,26 @@ def _run(args) -> int:
     return 1 if any(payload.get("skipped", {}).values()) else 0
 
 
+# run_evaluation's keyword arguments that have the name of their command-line option
+_SAME_NAME = (
+    "metrics", "batch_size", "limit", "lpips_net", "lpips_weights", "fid_weights", "report_images",
+    "latent_stats", "uniformity_repeats", "latent_source", "seed", "save_images",
+)  # fmt: skip
+
+
+def _options(args, device, dtype) -> dict:
+    """``run_evaluation``'s keyword arguments (``EvaluationOptions``) from the command line."""
+    workers = args.num_workers if args.num_workers is not None else min(8, os.cpu_count() or 1)
+    command = shlex.join(["transvae", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate"] else None
+    return {k: getattr(args, k) for k in _SAME_NAME} | dict(
+        resolutions=args.resolution, device=device, dtype=dtype, num_workers=workers, probe=args.linear_probe,
+        uniformity_samples=args.uniformity, model_path=str(args.model), command=command, progress=not args.quiet,
+    )  # fmt: skip
+
+
 def _print_summary(payload: dict, max_listed: int = 20) -> None:
     from transvae.evaluation.report import markdown_table
+    from transvae.utils.text import printable
 
     print(markdown_table(payload["results"], payload["metrics"]))
     for r in payload.get("latent") or []:
@@ -234,7 +250,7 @@ def _print_summary(payload: dict, max_listed: int = 20) -> None:
     # each failed file once (they fail at every resolution), one line each
     failed = {s["path"]: s["reason"] for v in payload.get("skipped", {}).values() for s in v}
     for path, reason in list(failed.items())[:max_listed]:
-        print(f"failed {path}: {reason}", file=sys.stderr)
+        print(f"failed {printable(path)}: {printable(reason)}", file=sys.stderr)
     if failed:
         more = f", the first {max_listed} listed above" if len(failed) > max_listed else " (listed above)"
         print(f"skipped {len(failed)} file(s) that failed{more}; all are in results.json", file=sys.stderr)

@@ -283,20 +283,35 @@ def run_sample(args) -> int:
     msg = f"{summary['num']} samples in {out / 'images'} ({summary['generated']} new"
     print(msg + (f", {summary['skipped']} already there)" if summary["skipped"] else ")"))
     if args.npz:
-        print(f"wrote {G.folder_to_npz(out, labels)}")
+        _write_npz(out, labels)
     return 0
+
+
+def _write_npz(out: Path, labels) -> None:
+    """``OUT/samples_NxHxWx3.npz``; stray images of another size are named and left out."""
+    from transvae.inference.generate import folder_to_npz
+    from transvae.utils.text import printable
+
+    path, left_out = folder_to_npz(out, labels)
+    for f, why in left_out:
+        print(
+            f"transvae gen-sample: warning: {printable(f)} left out of the .npz: {printable(why)}",
+            file=sys.stderr,
+        )
+    print(printable(f"wrote {path}" + (f" ({len(left_out)} stray image(s) left out)" if left_out else "")))
 
 
 # -- gen-eval -----------------------------------------------------------------------------------
 def _register_eval(sub) -> None:
-    from transvae.generation.evaluate import METRICS
+    from transvae.evaluation.generation import METRICS
 
     p = sub.add_parser(
         "gen-eval",
-        help="FID / IS / latent Frechet distance of generated samples, with an HTML report",
-        description="Score generated samples against reference data. fid and is need the standard "
-        "InceptionV3 weights (torch hub cache, a download, or --fid-weights PATH); latent-fd needs none: "
-        "it compares the samples' latents with held-out real latents (an extract-latents folder). "
+        help=f"{' / '.join(METRICS)} of generated samples, with an HTML report",
+        description="Score generated samples against reference data. The image metrics need the standard "
+        "InceptionV3 weights (torch hub cache, a download, or --fid-weights PATH), one pass for all of them; "
+        "latent-fd needs none: it compares the samples' latents with held-out real latents (an "
+        "extract-latents folder). Every metric's inputs are checked before any is computed. "
         "Writes OUT/results.json and OUT/report.html.",
     )
     p.add_argument("--samples", required=True, help="gen-sample output folder, image folder or .npz")
@@ -304,7 +319,13 @@ def _register_eval(sub) -> None:
         "--reference", default=None, help="real images (folder or .npz) and/or an extract-latents folder"
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), help="default: all three")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=METRICS,
+        default=None,
+        help="default: every metric the given --reference / --reference-latents allow",
+    )
     p.add_argument(
         "--reference-latents", default=None, help="extract-latents folder of held-out images (for latent-fd)"
     )
@@ -319,34 +340,58 @@ def _register_eval(sub) -> None:
         default=None,
         help="latents folder whose latents_stats.pt normalises both sets for lFD (default: the generator's)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="compute latent-fd against reference latents of another tokenizer or latent grid size",
+    )
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     p.set_defaults(func=run_eval)
+
+
+def _check_eval_paths(args) -> list[Path]:
+    """The inputs exist, and --out is a writable folder that is none of them, inside none and
+    contains none (else the grids would land in the reference data): before any work."""
+    from transvae.inference.files import InputError, check_output_folder
+
+    given = [("--samples", args.samples), ("--reference", args.reference)]
+    given += [("--reference-latents", args.reference_latents), ("--latent-stats", args.latent_stats)]
+    inputs = []
+    for opt, val in given:
+        if val is not None:
+            if not Path(val).exists():
+                raise UserError(f"{opt} {val}: no such file or folder")
+            inputs.append(Path(val))
+    try:
+        check_output_folder(args.out, inputs)
+    except (InputError, OSError) as e:
+        raise UserError(str(e)) from e
+    return inputs
 
 
 def run_eval(args) -> int:
     from transvae.data.latents import LatentDataError
     from transvae.data.npz import NpzFormatError
-    from transvae.evaluation.weights import WeightsUnavailableError
-    from transvae.generation.evaluate import EvalOptions, SourceError, evaluate_generation
+    from transvae.evaluation.generation import EvalOptions, SourceError, evaluate_generation
+    from transvae.evaluation.report import fmt, label
+    from transvae.metrics import MetricInputError
+    from transvae.models.pretrained import WeightsUnavailableError
+    from transvae.utils.text import printable
 
-    samples = Path(args.samples)
-    if not samples.exists():
-        raise UserError(f"--samples {samples}: no such file or folder")
-    for opt, val in (("--reference", args.reference), ("--reference-latents", args.reference_latents)):
-        if val is not None and not Path(val).exists():
-            raise UserError(f"{opt} {val}: no such file or folder")
+    _check_eval_paths(args)
     opts = EvalOptions(
-        metrics=tuple(dict.fromkeys(args.metrics)),
+        metrics=tuple(dict.fromkeys(args.metrics)) if args.metrics else None,
         fid_weights=args.fid_weights,
         num=args.num,
         batch_size=args.batch_size,
         device=str(resolve_device(args.device)),
         latent_fd_patch=args.latent_fd_patch,
         latent_stats=args.latent_stats,
+        force=args.force,
     )
     try:
         payload = evaluate_generation(
-            samples,
+            args.samples,
             args.reference,
             args.out,
             opts,
@@ -354,17 +399,22 @@ def run_eval(args) -> int:
             command=shlex.join(["transvae", *sys.argv[1:]]) if sys.argv[1:2] == ["gen-eval"] else "",
         )
     except WeightsUnavailableError as e:
-        raise UserError(f"{e} (or leave fid / is out: --metrics latent-fd)") from e
-    except (SourceError, LatentDataError, NpzFormatError, FileNotFoundError) as e:
+        raise UserError(f"{e} (or leave the Inception metrics out: --metrics latent-fd)") from e
+    except (MetricInputError, SourceError, LatentDataError, NpzFormatError, FileNotFoundError) as e:
         raise UserError(str(e)) from e
     r = payload["results"]
     parts = []
-    if "fid" in r:
-        parts.append(f"FID {r['fid']:.3f}")
-    if "is" in r:
-        parts.append(f"IS {r['is']:.3f} ± {r['is_std']:.3f}")
-    if "latent_fd" in r:
-        parts.append(f"lFD {r['latent_fd']:.4f}")
+    for name in payload["metrics"]:
+        key = name.replace("-", "_")
+        std = f" ± {fmt(name, r[key + '_std'])}" if r.get(key + "_std") is not None else ""
+        parts.append(f"{label(name).rstrip(' ↑↓')} {fmt(name, r[key])}{std}")
     print("; ".join(parts))
-    print(f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.html'}")
+    for x in payload["skipped"][:20]:
+        print(f"skipped {printable(x['path'])}: {printable(x['reason'])}", file=sys.stderr)
+    if payload["skipped"]:
+        print(
+            f"skipped {len(payload['skipped'])} unreadable file(s); all are in results.json", file=sys.stderr
+        )
+    out = Path(args.out)
+    print(printable(f"wrote {out / 'results.json'}, {out / 'report.html'}"))
     return 0

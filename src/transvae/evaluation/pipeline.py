@@ -13,7 +13,9 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -21,41 +23,48 @@ import torch.nn as nn
 from transvae.data.io import list_images
 
 from ..inference.limits import check_batch_fits
-from .fid import FIDMetric
+from ..metrics.base import build_metrics, metric_class
+from ..metrics.collection import MetricCollection
+from ..metrics.features import feature_networks
 from .latent_analysis import linear_probe, uniformity_metrics
-from .metrics import LPIPSMetric, build_lpips
 from .protocol import PROTOCOL, class_labels
 from .report import summary_for_json, write_outputs
-from .runner import METRICS, LatentOptions, ResolutionResult, evaluate_resolution
+from .runner import LatentOptions, ResolutionResult, evaluate_resolution
 
 
-def build_metric_networks(
+def build_metric_collection(
     metrics: Sequence[str],
-    device: torch.device,
+    device: torch.device | str = "cpu",
     lpips_net: str = "vgg",
     lpips_weights: str | os.PathLike | None = None,
     fid_weights: str | os.PathLike | None = None,
     random_feature_networks: bool = False,
-) -> tuple[LPIPSMetric | None, FIDMetric | None]:
-    """Load the feature networks that the requested metrics need (before any image is read).
+) -> MetricCollection:
+    """The reconstruction metrics by name, with their pretrained networks loaded (before any
+    image is read).
 
     Args:
-        random_feature_networks: random LPIPS backbone / FID features (tests only: not real metrics).
+        metrics: names of metrics that need ``pairs`` (``transvae.metrics.list_metrics({"pairs"})``).
+        device: where the networks run.
+        lpips_net, lpips_weights: LPIPS trunk and a local copy of its weights.
+        fid_weights: a local copy of the FID InceptionV3 weights.
+        random_feature_networks: random LPIPS / Inception stand-ins (tests only: not real metrics).
     Raises:
+        ValueError: a name that is unknown or not a reconstruction metric.
         WeightsUnavailableError: real weights needed but not available.
     """
-    lp = fid = None
-    if "lpips" in metrics:
-        lp = build_lpips(lpips_net, lpips_weights, random_init=random_feature_networks, device=device)
-    if "rfid" in metrics:
-        feature_net = _RandomFeatures().to(device) if random_feature_networks else None
-        fid = FIDMetric(feature_net=feature_net, weights_path=fid_weights, device=device)
-    return lp, fid
-
-
-# LPIPS keeps the features of five VGG / AlexNet stages for both images (~122 channels at full
-# resolution in fp32 for VGG): ~1 KB per pixel and image
-_LPIPS_BYTES_PER_PIXEL = 1024
+    wrong = [m for m in metrics if metric_class(m).needs != {"pairs"}]
+    if wrong:
+        raise ValueError(f"{wrong} do not measure reconstructions; choose from psnr, ssim, lpips, rfid")
+    built = build_metrics(
+        metrics,
+        device=device,
+        lpips_net=lpips_net,
+        lpips_weights=lpips_weights,
+        random_feature_networks=random_feature_networks,
+    )
+    nets = feature_networks(built, {"inception": fid_weights}, random_feature_networks, device=device)
+    return MetricCollection(built, nets, device)
 
 
 def check_memory(
@@ -66,72 +75,28 @@ def check_memory(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> None:
-    """``transvae.inference.limits.check_batch_fits`` for an evaluation pass (LPIPS features
-    counted when requested).
+    """``transvae.inference.limits.check_batch_fits`` for an evaluation pass (the metrics' own
+    per-pixel memory, e.g. LPIPS features, counted).
 
     Raises:
         MemoryError: naming the resolution, the batch size, both sizes and what to change.
     """
-    extra = _LPIPS_BYTES_PER_PIXEL if "lpips" in metrics else 0
+    extra = sum(metric_class(m).bytes_per_pixel for m in metrics)
     check_batch_fits(model, resolutions, batch_size, device, dtype, extra_bytes_per_pixel=extra)
 
 
-class _RandomFeatures(nn.Module):
-    """A small random conv net standing in for InceptionV3 (uint8 -> (B, 64)) in offline tests."""
+@dataclass
+class EvaluationOptions:
+    """The settings of ``run_evaluation`` (its keyword arguments).
 
-    num_features = 64
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 64, 4, stride=4)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.05)
-            self.conv.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, 64)
-
-
-def run_evaluation(
-    model: nn.Module,
-    data: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
-    resolutions: Sequence[int] = (256,),
-    metrics: Sequence[str] = ("psnr", "ssim"),
-    batch_size: int = 16,
-    limit: int | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    num_workers: int = 0,
-    lpips_net: str = "vgg",
-    lpips_weights: str | os.PathLike | None = None,
-    fid_weights: str | os.PathLike | None = None,
-    report_images: int = 8,
-    latent_stats: bool = False,
-    uniformity_samples: int = 0,
-    uniformity_repeats: int = 1,
-    probe: bool = False,
-    latent_source: str = "sample",
-    seed: int = 0,
-    model_path: str | None = None,
-    command: str | None = None,
-    progress: bool = True,
-    random_feature_networks: bool = False,
-    save_images: bool = False,
-) -> dict:
-    """Evaluate ``model`` on the images under ``data`` at each resolution; write the outputs.
-
-    Args:
-        model: an ``AutoencoderBase``, already on ``device``.
-        data: a folder (searched recursively) or one image file.
-        out_dir: where results.json / results.md / report.html go (None: write nothing).
+    Attributes:
         resolutions: square sizes R to evaluate (each a multiple of the compression ratio).
-        metrics: subset of ("psnr", "ssim", "lpips", "rfid"); unrequested ones are absent.
+        metrics: reconstruction metrics by name (``psnr``, ``ssim``, ``lpips``, ``rfid``: those of
+            ``transvae.metrics`` that need ``pairs``); unrequested ones are absent.
         batch_size, num_workers: batching of the pass.
         limit: only the first ``limit`` files (sorted by path).
         device, dtype: where the model runs and its autocast dtype (float32 = none).
-        lpips_net, lpips_weights, fid_weights: feature networks (see ``build_lpips`` / ``FIDMetric``).
+        lpips_net, lpips_weights, fid_weights: feature networks (``build_metric_collection``).
         report_images: lowest-PSNR examples shown per resolution in the HTML report.
         latent_stats: per-channel latent mean/std and scaling/shift factors.
         uniformity_samples: latent vectors for VA-VAE's t-SNE uniformity metrics (0 = skip).
@@ -144,68 +109,86 @@ def run_evaluation(
         random_feature_networks: random LPIPS/FID networks (tests only).
         save_images: also write the uint8 inputs and reconstructions the metrics saw to
             ``out_dir/images/<R>/{inputs,reconstructions}/`` (PNG), e.g. to check them with other tools.
+    """
+
+    resolutions: Sequence[int] = (256,)
+    metrics: Sequence[str] = ("psnr", "ssim")
+    batch_size: int = 16
+    limit: int | None = None
+    device: torch.device | str = "cpu"
+    dtype: torch.dtype = torch.float32
+    num_workers: int = 0
+    lpips_net: str = "vgg"
+    lpips_weights: str | os.PathLike | None = None
+    fid_weights: str | os.PathLike | None = None
+    report_images: int = 8
+    latent_stats: bool = False
+    uniformity_samples: int = 0
+    uniformity_repeats: int = 1
+    probe: bool = False
+    latent_source: str = "sample"
+    seed: int = 0
+    model_path: str | None = None
+    command: str | None = None
+    progress: bool = True
+    random_feature_networks: bool = False
+    save_images: bool = False
+
+    def latent_options(self, labelled: bool) -> LatentOptions:
+        return LatentOptions(
+            statistics=self.latent_stats or self.uniformity_samples > 0,
+            uniformity_samples=self.uniformity_samples,
+            pooled=self.probe and labelled,
+            source=self.latent_source,
+            seed=self.seed,
+        )
+
+
+def run_evaluation(
+    model: nn.Module, data: str | os.PathLike, out_dir: str | os.PathLike | None = None, **options: Any
+) -> dict:
+    """Evaluate ``model`` on the images under ``data`` at each resolution; write the outputs.
+
+    Args:
+        model: an ``AutoencoderBase``, already on ``options["device"]``.
+        data: a folder (searched recursively) or one image file.
+        out_dir: where results.json / results.md / report.html go (None: write nothing).
+        options: the fields of ``EvaluationOptions`` (an unknown name is a ``TypeError``).
     Returns:
         the results.json payload.
     """
-    device = torch.device(device)
-    metrics = [m for m in METRICS if m in metrics]  # canonical order, no duplicates
-    root = Path(data)
+    o = EvaluationOptions(**options)
+    device, metrics, root = torch.device(o.device), list(dict.fromkeys(o.metrics)), Path(data)
     files = list_images(root)
-    num_files = len(files)
-    if limit is not None:
-        files = files[:limit]
+    num_files, files = len(files), files[: o.limit] if o.limit is not None else files
     if not files:
         raise FileNotFoundError(f"no images found under {root}")
-    check_memory(model, resolutions, batch_size, metrics, device, dtype)
-    lp, fid = build_metric_networks(
-        metrics, device, lpips_net, lpips_weights, fid_weights, random_feature_networks
+    check_memory(model, o.resolutions, o.batch_size, metrics, device, o.dtype)
+    mc = build_metric_collection(
+        metrics, device, o.lpips_net, o.lpips_weights, o.fid_weights, o.random_feature_networks
     )
-    labels = None
-    if probe and root.is_dir():
-        found = class_labels(files, root)
-        if found is not None:  # per-image paths in the results are relative to root
-            labels = ({str(f.relative_to(root)): y for f, y in zip(files, found[0], strict=True)}, found[1])
-    latent_opts = LatentOptions(
-        statistics=latent_stats or uniformity_samples > 0,
-        uniformity_samples=uniformity_samples,
-        pooled=probe and labels is not None,
-        source=latent_source,
-        seed=seed,
-    )
+    labels = _probe_labels(files, root) if o.probe and root.is_dir() else None
+    latent = o.latent_options(labels is not None)
+    context = dict(model=model, o=o, root=root, num_files=num_files, files=files, metrics=metrics, mc=mc)
     results: list[ResolutionResult] = []
-    context = dict(
-        model=model, model_path=model_path, root=root, num_files=num_files, limit=limit, files=files,
-        metrics=metrics, lp=lp, fid=fid, device=device, dtype=dtype, batch_size=batch_size, command=command,
-        random_feature_networks=random_feature_networks,
-    )  # fmt: skip
-    for res in resolutions:
+    for res in o.resolutions:
+        save_dir = Path(out_dir) / "images" / str(res) if o.save_images and out_dir is not None else None
         results.append(
             evaluate_resolution(
-                model,
-                files,
-                res,
-                metrics=tuple(metrics),
-                batch_size=batch_size,
-                device=device,
-                dtype=dtype,
-                lpips_metric=lp,
-                fid_metric=fid,
-                num_workers=num_workers,
-                keep_worst=report_images,
-                latent=latent_opts,
-                root=root if root.is_dir() else root.parent,
-                progress=progress,
-                save_dir=Path(out_dir) / "images" / str(res) if save_images and out_dir is not None else None,
+                model, files, res, metrics=mc, batch_size=o.batch_size, device=device, dtype=o.dtype,
+                num_workers=o.num_workers, keep_worst=o.report_images, latent=latent,
+                root=root if root.is_dir() else root.parent, progress=o.progress, save_dir=save_dir,
             )
-        )
-        if out_dir is not None and len(results) < len(resolutions):
+        )  # fmt: skip
+        if out_dir is not None and len(results) < len(o.resolutions):
             # finished resolutions survive a crash or an interrupt in the next one
             _write_partial(Path(out_dir), _payload(results, complete=False, **context))
-
     payload = _payload(results, complete=True, **context)
-    if latent_opts.any:
-        payload["latent_source"] = latent_source
-        payload["latent"] = [_latent_analysis(r, labels, uniformity_repeats, seed, probe) for r in results]
+    if latent.any:
+        payload["latent_source"] = o.latent_source
+        payload["latent"] = [
+            _latent_analysis(r, labels, o.uniformity_repeats, o.seed, o.probe) for r in results
+        ]
     if out_dir is not None:
         written, error = _write_with_fallback(Path(out_dir), payload, results, metrics)
         payload["output_dir"] = None if written is None else str(written)
@@ -214,42 +197,45 @@ def run_evaluation(
     return payload
 
 
+def _probe_labels(files: list[Path], root: Path) -> tuple[dict[str, int], list[str]] | None:
+    """Class labels by path relative to ``root`` (per-image paths in the results are relative)."""
+    found = class_labels(files, root)
+    if found is None:
+        return None
+    return {str(f.relative_to(root)): y for f, y in zip(files, found[0], strict=True)}, found[1]
+
+
 def _payload(results: list[ResolutionResult], complete: bool, **c) -> dict:
     """The results.json payload of the resolutions done so far."""
-    model, metrics, lp, fid, root = c["model"], c["metrics"], c["lp"], c["fid"], c["root"]
-    protocol = {k: v for k, v in PROTOCOL.items() if k not in METRICS or k in metrics}
-    if lp is not None:
-        protocol["lpips"] += f"; backbone {lp.net_name}, weights {lp.weights_source}"
-    if fid is not None:
-        protocol["rfid"] += f"; weights {fid.source}"
+    model, o = c["model"], c["o"]
     return {
         "complete": complete,
         "results": [summary_for_json(r.summary) for r in results],
         "model": {
             "name": getattr(model, "model_name", type(model).__name__),
-            "path": c["model_path"],
+            "path": o.model_path,
             "parameters": sum(p.numel() for p in model.parameters()),
             "spatial_compression_ratio": getattr(model, "spatial_compression_ratio", None),
             "latent_channels": getattr(model, "latent_channels", None),
             "config": model.config_dict() if hasattr(model, "config_dict") else None,
         },
         "data": {
-            "path": str(root),
+            "path": str(c["root"]),
             "num_files": c["num_files"],
-            "limit": c["limit"],
+            "limit": o.limit,
             "num_evaluated": len(c["files"]),
         },
-        "metrics": metrics,
-        "protocol": protocol,
+        "metrics": c["metrics"],
+        "protocol": {**PROTOCOL, **c["mc"].protocols()},
         "run": {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": str(c["device"]),
-            "dtype": str(c["dtype"]).replace("torch.", ""),
-            "batch_size": c["batch_size"],
+            "device": str(torch.device(o.device)),
+            "dtype": str(o.dtype).replace("torch.", ""),
+            "batch_size": o.batch_size,
             "transvae_version": _version(),
             "torch_version": torch.__version__,
-            "command": c["command"],
-            "random_feature_networks": c["random_feature_networks"],
+            "command": o.command,
+            "random_feature_networks": o.random_feature_networks,
         },
         "per_image": {str(r.resolution): r.per_image for r in results},
         "skipped": {str(r.resolution): r.skipped for r in results if r.skipped},

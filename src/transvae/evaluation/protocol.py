@@ -21,17 +21,12 @@ from torch.utils.data import Dataset
 from transvae.data.io import ImageLoadError, load_image
 from transvae.data.transforms import ResizeTooLarge, resize_center_crop  # the one protocol
 
+# the preprocessing; each metric describes itself (``Metric.protocol``)
 PROTOCOL = {
     "resize": "shorter side to R, PIL bicubic (antialiased when downscaling); RxR images not resampled",
     "crop": "center crop RxR",
     "reconstruction": "decode(encode(x).mode()): the posterior mean, no sampling",
     "quantisation": "input and reconstruction rounded to uint8 (clamp to [-1, 1], (x + 1) * 127.5, round)",
-    "psnr": "mean over images of 10 log10(255^2 / MSE), MSE over all pixels and channels of the uint8 image",
-    "ssim": "mean over images of Gaussian-window SSIM (11x11, sigma 1.5, K1 0.01, K2 0.03, data range 255), "
-    "averaged over channels and the valid region (5-pixel border excluded), as scikit-image",
-    "lpips": "mean over images of LPIPS v0.1 (spatial average) on the uint8 images mapped to [-1, 1]",
-    "rfid": "Frechet distance between InceptionV3 pool features (2048-d, torch-fidelity FID Inception, "
-    "images resized to 299 inside the network) of all originals and all reconstructions",
 }
 
 

@@ -1,7 +1,14 @@
-"""Writing the evaluation outputs: results.json, results.md, report.html (and latent_stats.json).
+"""Writing evaluation outputs, for ``evaluate`` and ``gen-eval`` alike.
 
-The HTML report is a single self-contained file (CSS inline, images and plots embedded as
-base64 PNG), so it opens from disk in any browser with no server and can be mailed around.
+- ``results.json`` (``write_json``), ``results.md`` (``evaluate``), and one self-contained
+  ``report.html`` per run: CSS inline, images and plots embedded as base64 PNG, so it opens
+  from disk in any browser with no server and can be mailed around.
+- One HTML skeleton (``write_page``), one table writer (``html_table``), one grid writer
+  (``write_grid``). Every value that reaches the HTML goes through ``esc`` (file names, paths,
+  settings read from a samples folder's ``sampling.json``, error messages, numbers): only the
+  ``Markup`` this module builds itself is inserted as is.
+- Every file is written atomically (``transvae.utils.files``): a crash leaves the old file or
+  the new one, and a symbolic link planted at an output path is replaced, never followed.
 """
 
 from __future__ import annotations
@@ -11,23 +18,31 @@ import html
 import io
 import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from ..utils.files import atomic_write_text
-from .runner import ResolutionResult
+from ..data.io import png_bytes
+from ..metrics.base import metric_class
+from ..utils.files import atomic_write_bytes, atomic_write_text
+from . import plots
 
-ERROR_VMAX = 64.0  # heat maps show |error| (mean over RGB, in uint8 levels) on a fixed 0..64 scale
-METRIC_INFO = {  # name -> (label, higher is better, format)
-    "psnr": ("PSNR (dB) ↑", True, "{:.2f}"),
-    "ssim": ("SSIM ↑", True, "{:.4f}"),
-    "lpips": ("LPIPS ↓", False, "{:.4f}"),
-    "rfid": ("rFID ↓", False, "{:.2f}"),
-}
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:1.5em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left} .meta td{text-align:left}
+.ex img{width:var(--w);image-rendering:pixelated;display:block} .ex td{vertical-align:top}
+.small{color:#666;font-size:.85em} code{background:#f5f5f5;padding:0 3px}
+"""
+GRID_IMAGES = 36
 
 
+# -- values --------------------------------------------------------------------------------------
 def json_safe(obj):
     """Replace non-finite floats by None (JSON has no inf/nan) and numpy scalars by Python ones."""
     if isinstance(obj, dict):
@@ -49,48 +64,173 @@ def summary_for_json(summary: dict) -> dict:
     return json_safe(out)
 
 
-def fmt(name: str, value) -> str:
-    """Format a metric for tables: ``inf`` for identical-image PSNR, ``–`` for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞"
-    return METRIC_INFO[name][2].format(value)
-
-
-def metric_value(summary: dict, name: str):
-    """A summary's metric, mapping the JSON form of an infinite PSNR (null + flag) back to inf."""
-    if summary.get(f"{name}_infinite"):
-        return math.inf
-    return summary.get(name)
-
-
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON atomically (a crash leaves the previous file or the new one)."""
     atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
-# -- markdown --------------------------------------------------------------------------------
+def metric_value(summary: dict, key: str):
+    """A summary's metric, mapping the JSON form of an infinite PSNR (null + flag) back to inf."""
+    if summary.get(f"{key}_infinite"):
+        return math.inf
+    return summary.get(key)
+
+
+def label(name: str) -> str:
+    """The table heading of a registered metric (with ↑ / ↓)."""
+    return metric_class(name).label
+
+
+def fmt(name: str, value) -> str:
+    """Format a metric's value: ``∞`` for identical-image PSNR, ``–`` for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    if not isinstance(value, (int, float)):
+        return str(value)
+    return metric_class(name).fmt.format(value)
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+class Markup(str):
+    """Text that is already HTML (built by this module from escaped parts); adding plain text to
+    it escapes that text."""
+
+    def __add__(self, other: Any) -> Markup:
+        return Markup(str.__add__(self, esc(other)))
+
+    def __radd__(self, other: Any) -> Markup:
+        return Markup(str.__add__(esc(other), self))
+
+
+def esc(value: Any) -> Markup:
+    """``value`` as HTML text: escaped, unless it is ``Markup`` already."""
+    return value if isinstance(value, Markup) else Markup(html.escape(str(value), quote=True))
+
+
+def join(parts: Iterable[Any], sep: str = "") -> Markup:
+    """Concatenate, escaping every part that is not ``Markup``."""
+    return Markup(sep.join(esc(p) for p in parts))
+
+
+def tag(name: str, content: Any = "", cls: str | None = None, style: str | None = None) -> Markup:
+    """``<name class='cls' style='style'>content</name>``, content and attributes escaped."""
+    attrs = "".join(f" {k}='{esc(v)}'" for k, v in (("class", cls), ("style", style)) if v is not None)
+    return Markup(f"<{name}{attrs}>{esc(content)}</{name}>")
+
+
+def code(value: Any) -> Markup:
+    return tag("code", value)
+
+
+def img(uri: str, alt: str, style: str | None = None) -> Markup:
+    """An embedded image (``uri`` is a ``data:image/png;base64,...`` URI this module made)."""
+    return Markup(f"<img alt='{esc(alt)}' src='{esc(uri)}'" + (f" style='{esc(style)}'>" if style else ">"))
+
+
+def html_table(
+    rows: Sequence[Sequence[Any]],
+    header: Sequence[Any] | None = None,
+    row_headers: bool = False,
+    cls: str | None = None,
+    style: str | None = None,
+) -> Markup:
+    """One table; every cell is escaped unless it is ``Markup``.
+
+    Args:
+        rows: the cells of each row.
+        header: the header row (``<th>``), or None.
+        row_headers: the first cell of each row is a left-aligned ``<th>`` (a key / value table).
+        cls, style: the table's class and style attributes.
+    """
+    lines = [tag("tr", join(tag("th", h) for h in header))] if header else []
+    for row in rows:
+        cells = (
+            [tag("th", row[0], cls="l"), *(tag("td", c) for c in row[1:])]
+            if row_headers
+            else [tag("td", c) for c in row]
+        )
+        lines.append(tag("tr", join(cells)))
+    return tag("table", join(lines), cls=cls, style=style)
+
+
+def html_list(items: Iterable[Any]) -> Markup:
+    return tag("ul", join(tag("li", x) for x in items))
+
+
+def write_page(path: Path, title: str, parts: Iterable[Any]) -> None:
+    """The one report skeleton: a self-contained HTML page, written atomically.
+
+    Args:
+        path: the ``report.html`` to write.
+        title: the page's title and heading (escaped).
+        parts: its body, in order (escaped unless ``Markup``).
+    """
+    head = Markup(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>")
+    body = join([head, Markup(f"<style>{CSS}</style></head><body>"), tag("h1", title), *parts], "\n")
+    atomic_write_text(path, body + Markup("\n</body></html>\n"))
+
+
+# -- images --------------------------------------------------------------------------------------
+def png_data_uri(image: np.ndarray | Image.Image) -> str:
+    """uint8 (H, W, 3) array or PIL image -> ``data:image/png;base64,...``."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_grid(images: torch.Tensor, ncol: int = 6) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> one (rows*(H+2), ncol*(W+2), 3) uint8 grid (torchvision's make_grid)."""
+    import torchvision
+
+    grid = torchvision.utils.make_grid(images, nrow=min(ncol, len(images)), padding=2, pad_value=255)
+    return grid.permute(1, 2, 0).numpy()
+
+
+def write_grid(path: Path, images: torch.Tensor, ncol: int = 6) -> np.ndarray:
+    """Write ``image_grid(images)`` as a PNG (atomically) and return it."""
+    grid = image_grid(images, ncol)
+    atomic_write_bytes(path, png_bytes(grid))
+    return grid
+
+
+def small(text: Any) -> Markup:
+    return tag("p", text, cls="small")
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "_")  # a metric's results key (latent-fd -> latent_fd)
+
+
+# -- transvae evaluate ---------------------------------------------------------------------------
 def markdown_table(results: list[dict], metrics: list[str]) -> str:
     """| Resolution | Images | metric ... | rows for each resolution."""
-    head = "| Resolution | Images | " + " | ".join(METRIC_INFO[m][0] for m in metrics) + " |"
+    head = "| Resolution | Images | " + " | ".join(label(m) for m in metrics) + " |"
     sep = "|---:|---:|" + "---:|" * len(metrics)
     rows = [
         f"| {r['resolution']} | {r['num_images']} | "
-        + " | ".join(fmt(m, metric_value(r, m)) for m in metrics)
+        + " | ".join(fmt(m, metric_value(r, _key(m))) for m in metrics)
         + " |"
         for r in results
     ]
     return "\n".join([head, sep, *rows])
 
 
+def _f(v, digits: int) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
 def write_markdown(path: Path, payload: dict, metrics: list[str]) -> None:
+    """``results.md``: the metric table, the protocol and the latent analysis."""
+    m, d = payload["model"], payload["data"]
     lines = [
-        f"# Reconstruction evaluation: {payload['model']['name']}",
+        f"# Reconstruction evaluation: {m['name']}",
         "",
-        f"- Model: `{payload['model']['path']}` ({payload['model']['parameters'] / 1e6:.2f} M parameters)",
-        f"- Data: `{payload['data']['path']}` ({payload['data']['num_files']} files"
-        + (f", first {payload['data']['limit']}" if payload["data"].get("limit") else "")
+        f"- Model: `{m['path']}` ({m['parameters'] / 1e6:.2f} M parameters)",
+        f"- Data: `{d['path']}` ({d['num_files']} files"
+        + (f", first {d['limit']}" if d.get("limit") else "")
         + ")",
         f"- Device: {payload['run']['device']}, autocast dtype {payload['run']['dtype']}",
         "",
@@ -105,8 +245,7 @@ def write_markdown(path: Path, payload: dict, metrics: list[str]) -> None:
             "",
             "PSNR is ∞ when some reconstructions are identical to their input (see `psnr_finite_mean`).",
         ]
-    lat = payload.get("latent")
-    if lat:
+    if payload.get("latent"):
         lines += [
             "",
             "## Latent space",
@@ -114,173 +253,37 @@ def write_markdown(path: Path, payload: dict, metrics: list[str]) -> None:
             "| Resolution | scaling_factor | shift_factor | density CV | Gini | norm. entropy | probe top-1 |",
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in lat:
+        for r in payload["latent"]:
             s, u, p = r.get("statistics") or {}, r.get("uniformity") or {}, r.get("linear_probe") or {}
-            cells = [
-                _f(s.get("scaling_factor"), 4),
-                _f(s.get("shift_factor"), 4),
-                _f(u.get("density_cv"), 4),
-                _f(u.get("gini_coefficient"), 4),
-                _f(u.get("normalized_entropy"), 4),
-                _f(p.get("top1"), 4),
-            ]
-            lines.append(f"| {r['resolution']} | " + " | ".join(cells) + " |")
+            cells = [s.get("scaling_factor"), s.get("shift_factor"), u.get("density_cv")]
+            cells += [u.get("gini_coefficient"), u.get("normalized_entropy"), p.get("top1")]
+            lines.append(f"| {r['resolution']} | " + " | ".join(_f(c, 4) for c in cells) + " |")
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _f(v, digits: int) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-# -- images and plots ------------------------------------------------------------------------
-def png_data_uri(img: np.ndarray | Image.Image) -> str:
-    """uint8 (H, W, 3) array or PIL image -> ``data:image/png;base64,...``."""
-    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, dtype=np.uint8))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def error_heatmap(original: np.ndarray, reconstruction: np.ndarray, vmax: float = ERROR_VMAX) -> np.ndarray:
-    """Per-pixel |error| averaged over RGB, coloured with 'inferno' on [0, vmax]: (H, W, 3) uint8."""
-    import matplotlib
-
-    err = np.abs(original.astype(np.float32) - reconstruction.astype(np.float32)).mean(-1)  # (H, W)
-    rgba = matplotlib.colormaps["inferno"](np.clip(err / vmax, 0.0, 1.0))
-    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
-
-
-def _fig_uri(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def plot_psnr_distributions(results: list[ResolutionResult]) -> str | None:
-    """Histogram of per-image PSNR per resolution (identical images, PSNR inf, are left out)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    series = [
-        (r.resolution, [p["psnr"] for p in r.per_image if "psnr" in p and math.isfinite(p["psnr"])])
-        for r in results
-    ]
-    series = [(res, v) for res, v in series if v]
-    if not series:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    lo = min(min(v) for _, v in series)
-    hi = max(max(v) for _, v in series)
-    bins = np.linspace(math.floor(lo), math.ceil(hi) + 1e-9, 30)
-    for res, v in series:
-        ax.hist(v, bins=bins, alpha=0.55, label=f"{res}px (mean {np.mean(v):.2f} dB, n={len(v)})")
-    ax.set_xlabel("per-image PSNR (dB)")
-    ax.set_ylabel("images")
-    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_title("Per-image PSNR distribution")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _fig_uri(fig)
-
-
-def plot_metric_vs_resolution(summaries: list[dict], metrics: list[str]) -> str | None:
-    """One panel per metric, value against resolution (log2 x axis); None with one resolution."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if len(summaries) < 2:
-        return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), squeeze=False)
-    res = [s["resolution"] for s in summaries]
-    for ax, m in zip(axes[0], metrics, strict=True):
-        key = "psnr_finite_mean" if m == "psnr" else m
-        vals = [s.get(key) if s.get(key) is not None else np.nan for s in summaries]
-        ax.plot(res, vals, "o-")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(res, [str(r) for r in res])
-        ax.set_xlabel("resolution (px)")
-        ax.set_title(METRIC_INFO[m][0])
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _fig_uri(fig)
-
-
-def plot_tsne(embedding: list[list[float]], resolution: int) -> str:
-    """The first t-SNE run's points coloured by KDE density (as VA-VAE's visualisation)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import gaussian_kde
-
-    pts = np.asarray(embedding)
-    dens = gaussian_kde(pts.T)(pts.T)
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    sc = ax.scatter(pts[:, 0], pts[:, 1], c=dens, s=4, cmap="viridis", alpha=0.7)
-    fig.colorbar(sc, ax=ax, label="KDE density")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"t-SNE of latent vectors ({resolution}px)")
-    return _fig_uri(fig)
-
-
-def colorbar_uri(vmax: float = ERROR_VMAX) -> str:
-    ramp = np.linspace(0.0, 1.0, 256)[None, :].repeat(12, 0)
-    import matplotlib
-
-    rgb = (matplotlib.colormaps["inferno"](ramp)[..., :3] * 255 + 0.5).astype(np.uint8)
-    return png_data_uri(rgb)
-
-
-# -- html ------------------------------------------------------------------------------------
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:1.5em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3} td.l,th.l{text-align:left} .meta td{text-align:left}
-.ex img{width:var(--w);image-rendering:pixelated;display:block} .ex td{vertical-align:top}
-.small{color:#666;font-size:.85em} code{background:#f5f5f5;padding:0 3px}
-"""
-
-
-def _table(summaries: list[dict], metrics: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(METRIC_INFO[m][0])}</th>" for m in metrics)
-    rows = []
-    for s in summaries:
-        cells = "".join(f"<td>{fmt(m, metric_value(s, m))}</td>" for m in metrics)
-        rows.append(f"<tr><td>{s['resolution']}</td><td>{s['num_images']}</td>{cells}</tr>")
-    return f"<table><tr><th>Resolution</th><th>Images</th>{head}</tr>{''.join(rows)}</table>"
-
-
-def _examples_html(res: ResolutionResult, metrics: list[str]) -> str:
+def _examples_html(res, metrics: list[str]) -> Markup:
+    """The lowest-PSNR reconstructions of one resolution: input | reconstruction | error heat map."""
     if not res.worst:
-        return ""
+        return Markup("")
     width = max(160, min(res.resolution, 320))  # upscale tiny crops so they can be inspected
     rows = []
     for e in res.worst:
-        scores = "<br>".join(
-            f"{html.escape(METRIC_INFO[k][0].split(' ')[0])}: {fmt(k, v)}"
-            for k, v in e.scores.items()
-            if k in metrics
-        )
+        scores = [f"{label(k).split(' ')[0]}: {fmt(k, v)}" for k, v in e.scores.items() if k in metrics]
+        heat = plots.error_heatmap(e.original, e.reconstruction)
         rows.append(
-            f"<tr><td class='l'><code>{html.escape(e.path)}</code><br>{scores}</td>"
-            f"<td><img alt='input' src='{png_data_uri(e.original)}'></td>"
-            f"<td><img alt='reconstruction' src='{png_data_uri(e.reconstruction)}'></td>"
-            f"<td><img alt='error' src='{png_data_uri(error_heatmap(e.original, e.reconstruction))}'></td></tr>"
+            [
+                join([code(e.path), *(Markup("<br>") + x for x in scores)]),
+                img(png_data_uri(e.original), "input"),
+                img(png_data_uri(e.reconstruction), "reconstruction"),
+                img(png_data_uri(heat), "error"),
+            ]
         )
-    return (
-        f"<h3>{res.resolution}px: the {len(res.worst)} lowest-PSNR images</h3>"
-        f"<table class='ex' style='--w:{width}px'><tr><th class='l'>image</th><th>input</th>"
-        f"<th>reconstruction</th><th>|error| heat map</th></tr>{''.join(rows)}</table>"
+    header = ["image", "input", "reconstruction", "|error| heat map"]
+    return join(
+        [
+            tag("h3", f"{res.resolution}px: the {len(res.worst)} lowest-PSNR images"),
+            html_table(rows, header, cls="ex", style=f"--w:{width}px"),
+        ]
     )
 
 
@@ -302,77 +305,94 @@ _LATENT_ROWS = {
 }
 
 
-def write_html(path: Path, payload: dict, results: list[ResolutionResult], metrics: list[str]) -> None:
-    """The self-contained HTML report (see the module docstring)."""
+def _latent_html(payload: dict, results: list) -> list[Markup]:
+    parts = [tag("h2", "Latent space")]
+    for r, res in zip(payload["latent"], results, strict=True):
+        rows = [
+            (name, form.format(**r[section]))
+            for section, section_rows in _LATENT_ROWS.items()
+            if r.get(section)
+            for name, form in section_rows
+        ]
+        if r.get("linear_probe_skipped"):
+            rows.append(("linear probe", r["linear_probe_skipped"]))
+        parts += [tag("h3", f"{r['resolution']}px"), html_table(rows, row_headers=True)]
+        if res.extras.get("tsne_embedding"):
+            parts.append(img(plots.tsne(res.extras["tsne_embedding"], r["resolution"]), "t-SNE"))
+    return parts
+
+
+def write_html(path: Path, payload: dict, results: list, metrics: list[str]) -> None:
+    """``evaluate``'s report (see the module docstring); ``results`` are the ``ResolutionResult``s."""
     m, d, run = payload["model"], payload["data"], payload["run"]
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>transvae evaluate: {html.escape(m['name'])}</title><style>{CSS}</style></head><body>",
-        f"<h1>Reconstruction evaluation: {html.escape(m['name'])}</h1>",
-        "<table class='meta'>",
-        f"<tr><th class='l'>model</th><td><code>{html.escape(str(m['path']))}</code> "
-        f"({m['parameters'] / 1e6:.2f} M parameters, f{m['spatial_compression_ratio']}, {m['latent_channels']} latent channels)</td></tr>",
-        f"<tr><th class='l'>data</th><td><code>{html.escape(str(d['path']))}</code>, {d['num_files']} files"
-        + (f" (first {d['limit']})" if d.get("limit") else "")
-        + "</td></tr>",
-        f"<tr><th class='l'>run</th><td>{html.escape(run['date'])}, {html.escape(run['device'])}, "
-        f"autocast {html.escape(run['dtype'])}, transvae {html.escape(run['transvae_version'])}</td></tr>",
-        "</table>",
-        "<h2>Metrics</h2>",
-        _table(payload["results"], metrics),
-        "<p class='small'>Means of per-image values (PSNR, SSIM, LPIPS) and one set-level rFID, on uint8 images.</p>",
+    meta = [
+        (
+            "model",
+            join(
+                [
+                    code(m["path"]),
+                    f" ({m['parameters'] / 1e6:.2f} M parameters, f{m['spatial_compression_ratio']}, {m['latent_channels']} latent channels)",
+                ]
+            ),
+        ),
+        (
+            "data",
+            join(
+                [
+                    code(d["path"]),
+                    f", {d['num_files']} files" + (f" (first {d['limit']})" if d.get("limit") else ""),
+                ]
+            ),
+        ),
+        (
+            "run",
+            f"{run['date']}, {run['device']}, autocast {run['dtype']}, transvae {run['transvae_version']}",
+        ),
     ]
-    curve = plot_metric_vs_resolution(payload["results"], metrics)
+    rows = [
+        [r["resolution"], r["num_images"], *(fmt(x, metric_value(r, _key(x))) for x in metrics)]
+        for r in payload["results"]
+    ]
+    parts = [
+        html_table(meta, row_headers=True, cls="meta"),
+        tag("h2", "Metrics"),
+        html_table(rows, ["Resolution", "Images", *(label(x) for x in metrics)]),
+        small("Means of per-image values (PSNR, SSIM, LPIPS) and set-level values (rFID), on uint8 images."),
+    ]
+    curve = plots.metric_vs_resolution(payload["results"], metrics, [label(x) for x in metrics])
     if curve:
-        parts.append(f"<h2>Metrics against resolution</h2><img alt='metrics vs resolution' src='{curve}'>")
-    hist = plot_psnr_distributions(results)
+        parts += [tag("h2", "Metrics against resolution"), img(curve, "metrics vs resolution")]
+    series = [
+        (r.resolution, [p["psnr"] for p in r.per_image if math.isfinite(p.get("psnr", math.nan))])
+        for r in results
+    ]
+    hist = plots.psnr_distributions(series)
     if hist:
-        parts.append(f"<h2>Per-image PSNR</h2><img alt='PSNR distribution' src='{hist}'>")
-    parts.append(
-        "<h2>Worst reconstructions</h2><p class='small'>Sorted by PSNR, lowest first. Heat map: |input − reconstruction| "
-        f"averaged over RGB, 0 <img alt='colour bar' src='{colorbar_uri()}' style='width:160px;height:10px'> "
-        f"{ERROR_VMAX:.0f}+ grey levels (of 255).</p>"
-    )
-    parts += [_examples_html(r, metrics) for r in results]
-    lat = payload.get("latent")
-    if lat:
-        parts.append("<h2>Latent space</h2>")
-        for r, res in zip(lat, results, strict=True):
-            rows = [
-                (label, fmt.format(**r[section]))
-                for section, section_rows in _LATENT_ROWS.items()
-                if r.get(section)
-                for label, fmt in section_rows
-            ]
-            if r.get("linear_probe_skipped"):
-                rows += [("linear probe", html.escape(r["linear_probe_skipped"]))]
-            body = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
-            parts.append(f"<h3>{r['resolution']}px</h3><table>{body}</table>")
-            if res.extras.get("tsne_embedding"):
-                parts.append(
-                    f"<img alt='t-SNE' src='{plot_tsne(res.extras['tsne_embedding'], r['resolution'])}'>"
-                )
-    skipped = [(r.resolution, s) for r in results for s in r.skipped]
+        parts += [tag("h2", "Per-image PSNR"), img(hist, "PSNR distribution")]
+    bar = img(png_data_uri(plots.colorbar()), "colour bar", "width:160px;height:10px")
+    parts += [
+        tag("h2", "Worst reconstructions"),
+        tag("p", join(["Sorted by PSNR, lowest first. Heat map: |input − reconstruction| averaged over RGB, 0 ",
+                       bar, f" {plots.ERROR_VMAX:.0f}+ grey levels (of 255)."]), cls="small"),
+        *(_examples_html(r, metrics) for r in results),
+    ]  # fmt: skip
+    if payload.get("latent"):
+        parts += _latent_html(payload, results)
+    skipped = [
+        join([f"{r.resolution}px ", code(s["path"]), f": {s['reason']}"]) for r in results for s in r.skipped
+    ]
     if skipped:
-        items = "".join(
-            f"<li>{res}px <code>{html.escape(s['path'])}</code>: {html.escape(s['reason'])}</li>"
-            for res, s in skipped
-        )
-        parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")
-    proto = "".join(
-        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in payload["protocol"].items()
-    )
-    parts.append(f"<h2>Protocol</h2><ul>{proto}</ul>")
-    cmd = payload["run"].get("command")
-    if cmd:
-        parts.append(f"<p class='small'>Command: <code>{html.escape(cmd)}</code></p>")
-    parts.append("</body></html>")
-    atomic_write_text(path, "\n".join(parts))
+        parts += [tag("h2", "Skipped files"), html_list(skipped)]
+    parts += [
+        tag("h2", "Protocol"),
+        html_list(join([tag("b", k), f": {v}"]) for k, v in payload["protocol"].items()),
+    ]
+    if run.get("command"):
+        parts.append(tag("p", join(["Command: ", code(run["command"])]), cls="small"))
+    write_page(path, f"Reconstruction evaluation: {m['name']}", parts)
 
 
-def write_outputs(
-    out_dir: Path, payload: dict, results: list[ResolutionResult], metrics: list[str]
-) -> dict[str, Path]:
+def write_outputs(out_dir: Path, payload: dict, results: list, metrics: list[str]) -> dict[str, Path]:
     """Write results.json, results.md and report.html (+ latent_stats.json when present) to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -390,4 +410,78 @@ def write_outputs(
             {k: payload[k] for k in ("model", "data", "run")}
             | {"latent_source": payload["latent_source"], "results": payload["latent"]},
         )
+    return paths
+
+
+# -- transvae gen-eval ---------------------------------------------------------------------------
+def _generation_rows(payload: dict) -> list[list[Any]]:
+    """Metric | value | computed on | weights or settings, for each metric of a gen-eval run."""
+    r = json_safe(payload["results"])
+    rows = []
+    for name in payload["metrics"]:
+        k = _key(name)
+        if r.get(k) is None:
+            continue
+        value = fmt(name, r[k]) + (f" ± {fmt(name, r[k + '_std'])}" if r.get(k + "_std") is not None else "")
+        counts = r.get(f"{k}_images", r.get(f"{k}_latents"))
+        if isinstance(counts, dict):
+            counts = ", ".join(f"{v} {side}" for side, v in counts.items())
+        elif counts is not None:
+            counts = f"{counts} samples"
+        notes = [str(r[x]) for x in (f"{k}_weights", f"{k}_stats", f"{k}_reference") if r.get(x) is not None]
+        if r.get(f"{k}_patch") is not None:
+            notes.insert(0, f"{r[k + '_patch']}x{r[k + '_patch']} latent patches")
+        rows.append([label(name), value, "" if counts is None else counts, "; ".join(notes)])
+    return rows
+
+
+def write_generation_report(
+    out: Path,
+    payload: dict[str, Any],
+    samples: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+) -> dict[str, Path]:
+    """Write ``out/results.json``, ``out/report.html`` and the grids of a ``gen-eval`` run.
+
+    Args:
+        out: output folder (created).
+        payload: the results of ``evaluate_generation``.
+        samples, reference: uint8 (N, 3, H, W) first images of each set for the grids (or None).
+    Returns:
+        {"json": path, "html": path} and the grids written ("samples", "reference").
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "html": out / "report.html"}
+    write_json(paths["json"], payload)
+    meta = [
+        (k, code(payload.get(k))) for k in ("samples", "reference", "reference_latents") if payload.get(k)
+    ]
+    parts = [
+        html_table(meta, row_headers=True, cls="meta"),
+        tag("h2", "Metrics"),
+        html_table(_generation_rows(payload), ["metric", "value", "computed on", "weights / settings"]),
+        small("FID, sFID and lFD fall with more samples: compare values computed on equal counts."),
+    ]
+    sampling = payload.get("sampling")
+    if isinstance(sampling, dict):  # read from the samples folder: every value is escaped
+        rows = [
+            (k, json.dumps(v) if not isinstance(v, str) else v)
+            for k, v in sampling.items()
+            if k != "latent_stats"
+        ]
+        parts += [
+            tag("h2", "Sampling settings (sampling.json)"),
+            html_table(rows, row_headers=True, cls="meta"),
+        ]
+    for title, images in (("Samples", samples), ("Reference", reference)):
+        if images is not None and len(images):
+            paths[title.lower()] = out / f"{title.lower()}_grid.png"
+            grid = write_grid(paths[title.lower()], images)
+            parts += [tag("h2", f"{title} (first {len(images)})"), img(png_data_uri(grid), title)]
+    if payload.get("skipped"):
+        items = [join([code(x["path"]), f": {x['reason']}"]) for x in payload["skipped"]]
+        parts += [tag("h2", "Skipped files"), html_list(items)]
+    if payload.get("command"):
+        parts.append(tag("p", join(["Command: ", code(payload["command"])]), cls="small"))
+    write_page(paths["html"], "Generation evaluation", parts)
     return paths

@@ -1,17 +1,19 @@
 """One evaluation pass: a folder of images at one resolution through one autoencoder.
 
 ``evaluate_resolution`` reads and preprocesses the images (``protocol``), reconstructs them in
-batches (bf16/fp16 autocast on GPU), quantises both sides to uint8, and accumulates per-image
-PSNR / SSIM / LPIPS and the set-level rFID, plus optional latent statistics, latent vectors for
-the uniformity metrics and pooled latents for the linear probe. Unreadable files, and images whose
-reconstruction fails on its own (a batch that fails, e.g. out of memory, is retried image by
-image), are skipped with their reason in ``skipped``; the pass goes on.
+batches (bf16/fp16 autocast on GPU), quantises both sides to uint8, and feeds the pairs to the
+metrics (``transvae.metrics``: per-image PSNR / SSIM / LPIPS, the set-level rFID), plus optional
+latent statistics, latent vectors for the uniformity metrics and pooled latents for the linear
+probe. Unreadable files, and images whose reconstruction fails on its own (a batch that fails,
+e.g. out of memory, is retried image by image), are skipped with their reason in ``skipped``;
+the pass goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,23 +24,23 @@ from tqdm.auto import tqdm
 
 from transvae.data.io import tensor_to_uint8
 
+from ..metrics.base import build_metrics, uint8_to_unit
+from ..metrics.collection import MetricCollection
+from ..metrics.psnr import psnr_per_image
 from ..utils.failures import run_isolated
-from .fid import FIDMetric
 from .latent_analysis import LatentStatistics, LatentVectorSampler, pooled_latents
-from .metrics import LPIPSMetric, psnr_per_image, ssim_per_image, uint8_to_unit
 from .protocol import EvalImageDataset, collate_items
-
-METRICS = ("psnr", "ssim", "lpips", "rfid")
 
 
 @dataclass
 class Example:
-    """A reconstruction kept for the report: uint8 (H, W, 3) arrays and its scores."""
+    """A reconstruction kept for the report: uint8 (H, W, 3) arrays, its scores and its PSNR (rank)."""
 
     path: str
     scores: dict[str, float]
     original: np.ndarray
     reconstruction: np.ndarray
+    rank: float = math.inf
 
 
 @dataclass
@@ -79,24 +81,32 @@ class ResolutionResult:
     extras: dict = field(default_factory=dict)
 
 
-def summarise(values: dict[str, list[float]], num_images: int) -> dict:
-    """Set-level numbers from per-image values: the mean of each (VA-VAE convention).
+class _Latents:
+    """The latent analyses' accumulators for one pass (statistics, sampled vectors, pooled latents)."""
 
-    PSNR of an identical pair is +inf; the mean is then +inf too, so we also report how many
-    images were identical and the mean over the others (``psnr_finite_mean``).
-    """
-    out: dict = {"num_images": num_images}
-    for name, vals in values.items():
-        a = np.asarray(vals, dtype=np.float64)
-        out[name] = float(a.mean()) if len(a) else math.nan
-        if name == "psnr":
-            finite = a[np.isfinite(a)]
-            out["psnr_num_identical"] = int(np.isposinf(a).sum())
-            out["psnr_finite_mean"] = float(finite.mean()) if len(finite) else None
-            out["psnr_std"] = float(finite.std()) if len(finite) else None
-        elif len(a):
-            out[f"{name}_std"] = float(a.std())
-    return out
+    def __init__(self, opts: LatentOptions, num_files: int):
+        self.stats = LatentStatistics() if opts.statistics else None
+        n = opts.uniformity_samples
+        self.sampler = LatentVectorSampler(n, num_files, opts.seed) if n else None
+        self.pooled: list[torch.Tensor] | None = [] if opts.pooled else None
+
+    def update(self, z: torch.Tensor) -> None:
+        """Add (B, C, h, w) latents."""
+        if self.stats is not None:
+            self.stats.update(z)
+        if self.sampler is not None:
+            self.sampler.update(z)
+        if self.pooled is not None:
+            self.pooled.append(pooled_latents(z).cpu())
+
+    def results(self) -> dict:
+        return dict(
+            latent_stats=self.stats.compute() if self.stats is not None and self.stats.count else None,
+            latent_vectors=self.sampler.result()
+            if self.sampler is not None and self.sampler.vectors
+            else None,
+            pooled=torch.cat(self.pooled).numpy() if self.pooled else None,
+        )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -105,17 +115,50 @@ def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _reconstructor(model, device: torch.device, dtype: torch.dtype, latent: LatentOptions):
+    """``forward(batch) -> [(uint8 reconstruction, latent or None)]`` for [(index, uint8 image)]."""
+    gen = (
+        torch.Generator(device=device).manual_seed(latent.seed)
+        if latent.any and latent.source == "sample"
+        else None
+    )
+
+    def forward(batch: list[tuple[int, torch.Tensor]]) -> list:
+        x = torch.stack([t for _, t in batch])  # (B, 3, R, R) uint8
+        with _autocast(device, dtype):
+            posterior = model.encode(uint8_to_unit(x))
+            rec = model.decode(posterior.mode())
+        z = None
+        if latent.any:
+            z = (posterior.sample(gen) if latent.source == "sample" else posterior.mode()).float()
+        rec_u8 = tensor_to_uint8(rec)  # (B, 3, R, R) uint8, rounding as a saved PNG
+        return [(rec_u8[k], None if z is None else z[k]) for k in range(len(batch))]
+
+    return forward
+
+
+def _collection(metrics: MetricCollection | Sequence[str], device: torch.device) -> MetricCollection:
+    """The pass's metrics: a ready collection, or names of network-free metrics (PSNR, SSIM)."""
+    mc = (
+        metrics
+        if isinstance(metrics, MetricCollection)
+        else MetricCollection(build_metrics(metrics), device=device)
+    )
+    wrong = [m.name for m in mc.metrics if m.needs != {"pairs"}]
+    if wrong:
+        raise ValueError(f"{wrong} do not measure reconstructions; choose metrics that need pairs")
+    return mc
+
+
 @torch.no_grad()
 def evaluate_resolution(
     model: torch.nn.Module,
     files: list[Path],
     resolution: int,
-    metrics: tuple[str, ...] = ("psnr", "ssim"),
+    metrics: MetricCollection | Sequence[str] = ("psnr", "ssim"),
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    lpips_metric: LPIPSMetric | None = None,
-    fid_metric: FIDMetric | None = None,
     num_workers: int = 0,
     keep_worst: int = 8,
     latent: LatentOptions | None = None,
@@ -129,12 +172,11 @@ def evaluate_resolution(
         model: an ``AutoencoderBase`` (eval mode is set here).
         files: image paths; unreadable ones are skipped and listed in ``skipped``.
         resolution: R; must be a multiple of the model's spatial compression ratio.
-        metrics: subset of ("psnr", "ssim", "lpips", "rfid").
+        metrics: a ``MetricCollection`` of reconstruction metrics (it is reset here), or names
+            of metrics that need no pretrained network (``("psnr", "ssim")``).
         batch_size: images per forward pass.
         device: where the model and metrics run.
         dtype: autocast dtype for the model (torch.float32 = no autocast); metrics stay float32/64.
-        lpips_metric: required if "lpips" is requested.
-        fid_metric: required if "rfid" is requested; it is reset here.
         num_workers: DataLoader workers for reading/resizing.
         keep_worst: how many lowest-PSNR reconstructions to keep for the report.
         latent: what to collect from the latents (None = nothing).
@@ -146,21 +188,13 @@ def evaluate_resolution(
         ResolutionResult.
     """
     device = torch.device(device)
-    unknown = set(metrics) - set(METRICS)
-    if unknown:
-        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {METRICS}")
-    if "lpips" in metrics and lpips_metric is None:
-        raise ValueError("lpips requested but no lpips_metric given")
-    if "rfid" in metrics and fid_metric is None:
-        raise ValueError("rfid requested but no fid_metric given")
+    mc = _collection(metrics, device)
     f = getattr(model, "spatial_compression_ratio", 1)
     if resolution % f:
         raise ValueError(f"resolution {resolution} is not a multiple of the model's compression ratio {f}")
     latent = latent or LatentOptions()
     model.eval()
-    if fid_metric is not None and "rfid" in metrics:
-        fid_metric.reset()
-
+    mc.reset()
     loader = DataLoader(
         EvalImageDataset(files, resolution),
         batch_size=batch_size,
@@ -169,121 +203,87 @@ def evaluate_resolution(
         collate_fn=collate_items,
         pin_memory=device.type == "cuda",
     )
-    per_metric: dict[str, list[float]] = {m: [] for m in metrics if m != "rfid"}
-    per_image: list[dict] = []
-    skipped: list[dict] = []
-    worst: list[Example] = []
-    num_upsampled = 0
-    stats = LatentStatistics() if latent.statistics else None
-    sampler = (
-        LatentVectorSampler(latent.uniformity_samples, len(files), latent.seed)
-        if latent.uniformity_samples
-        else None
-    )
-    pooled: list[torch.Tensor] = []
-    gen = (
-        torch.Generator(device=device).manual_seed(latent.seed)
-        if latent.any and latent.source == "sample"
-        else None
-    )
-
-    def rel(p: Path) -> str:
-        try:
-            return str(Path(p).relative_to(root)) if root is not None else str(p)
-        except ValueError:
-            return str(p)
-
+    acc = _Pass(files, root, mc, keep_worst, _Latents(latent, len(files)) if latent.any else None, save_dir)
+    forward = _reconstructor(model, device, dtype, latent)
     bar = tqdm(
         loader, desc=f"evaluate {resolution}px", unit="batch", disable=not progress, dynamic_ncols=True
     )
-
-    def forward(batch: list[tuple[int, torch.Tensor]]) -> list:
-        """Reconstruct a batch: per image (uint8 reconstruction, latent or None)."""
-        x = torch.stack([t for _, t in batch])  # (B, 3, R, R) uint8
-        with _autocast(device, dtype):
-            posterior = model.encode(uint8_to_unit(x))
-            rec = model.decode(posterior.mode())
-        z = None
-        if latent.any:
-            z = (posterior.sample(gen) if latent.source == "sample" else posterior.mode()).float()
-        rec_u8 = tensor_to_uint8(rec)  # (B, 3, R, R) uint8, rounding as a saved PNG
-        return [(rec_u8[k], None if z is None else z[k]) for k in range(len(batch))]
-
-    def skip(i: int, reason: str) -> None:
-        skipped.append({"path": rel(files[i]), "reason": reason})
-
     for x_all, idx_all, up_all, bad in bar:
-        skipped += [{"path": rel(files[it.index]), "reason": it.error} for it in bad]
+        acc.skipped += [{"path": acc.rel(files[it.index]), "reason": it.error} for it in bad]
         if len(idx_all) == 0:
             continue
         x_all = x_all.to(device, non_blocking=True)
-        upsampled_of = dict(zip(idx_all, up_all, strict=True))
         # a batch that fails (out of memory, ...) is retried image by image; failures are skipped
-        done = run_isolated(forward, list(idx_all), list(zip(idx_all, x_all, strict=True)), skip)
-        if not done:
-            continue
-        idx = [i for i, _ in done]
-        keep = [idx_all.index(i) for i in idx]
-        x_u8 = x_all[keep]
-        rec_u8 = torch.stack([r for _, (r, _) in done])
-        num_upsampled += sum(upsampled_of[i] for i in idx)
-        scores: dict[str, torch.Tensor] = {}
-        if "psnr" in metrics or keep_worst:
-            scores["psnr"] = psnr_per_image(x_u8, rec_u8).cpu()
-        if "ssim" in metrics:
-            scores["ssim"] = ssim_per_image(x_u8, rec_u8).cpu()
-        if "lpips" in metrics:
-            scores["lpips"] = lpips_metric(x_u8, rec_u8).cpu()
-        if "rfid" in metrics:
-            fid_metric.update(x_u8, rec_u8)
-        for name in per_metric:
-            per_metric[name] += scores[name].tolist()
-        for j, i in enumerate(idx):
-            per_image.append(
-                {"path": rel(files[i]), **{k: float(v[j]) for k, v in scores.items() if k in per_metric}}
-            )
-        if save_dir is not None:
-            _save_pngs(save_dir, [rel(files[i]) for i in idx], x_u8, rec_u8)
-        if keep_worst:
-            worst = _keep_worst(worst, files, idx, scores, x_u8, rec_u8, keep_worst, rel)
-        if latent.any:
-            z = torch.stack([zk for _, (_, zk) in done])  # (B, C, h, w)
-            if stats is not None:
-                stats.update(z)
-            if sampler is not None:
-                sampler.update(z)
-            if latent.pooled:
-                pooled.append(pooled_latents(z).cpu())
-        if "psnr" in per_metric:
-            bar.set_postfix(psnr=f"{np.mean(per_metric['psnr']):.2f}")
+        done = run_isolated(forward, list(idx_all), list(zip(idx_all, x_all, strict=True)), acc.skip)
+        if done:
+            acc.add(done, x_all, idx_all, up_all)
+            if "psnr" in acc.values:
+                bar.set_postfix(psnr=f"{np.mean(acc.values['psnr']):.2f}")
+    return acc.result(resolution)
 
-    n = len(per_image)
-    summary = {"resolution": resolution, **summarise(per_metric, n)}
-    if "rfid" in metrics:
-        summary["rfid"] = fid_metric.compute() if n >= 2 else None
-    summary["num_upsampled"] = num_upsampled
-    summary["num_skipped"] = len(skipped)
-    if "psnr" not in metrics:  # psnr was only computed to rank the report's examples
-        for e in worst:
-            e.scores.pop("psnr", None)
-    return ResolutionResult(
-        resolution=resolution,
-        summary=summary,
-        per_image=per_image,
-        worst=worst,
-        skipped=skipped,
-        latent_stats=stats.compute() if stats is not None and stats.count else None,
-        latent_vectors=sampler.result() if sampler is not None and sampler.vectors else None,
-        pooled=torch.cat(pooled).numpy() if pooled else None,
-    )
+
+class _Pass:
+    """What one pass accumulates besides the metrics' own states: per-image rows, the worst
+    examples, skipped files, latents."""
+
+    def __init__(
+        self, files, root, mc: MetricCollection, keep_worst: int, latents: _Latents | None, save_dir
+    ):
+        self.files, self.root, self.mc, self.keep_worst = files, root, mc, keep_worst
+        self.latents, self.save_dir = latents, save_dir
+        self.per_image: list[dict] = []
+        self.skipped: list[dict] = []
+        self.worst: list[Example] = []
+        self.values: dict[str, list[float]] = {m.name: [] for m in mc.pairs()}
+        self.num_upsampled = 0
+
+    def rel(self, p: Path) -> str:
+        try:
+            return str(Path(p).relative_to(self.root)) if self.root is not None else str(p)
+        except ValueError:
+            return str(p)
+
+    def skip(self, i: int, reason: str) -> None:
+        self.skipped.append({"path": self.rel(self.files[i]), "reason": reason})
+
+    def add(self, done: list, x_all: torch.Tensor, idx_all: list[int], up_all: list[bool]) -> None:
+        """Measure the reconstructed images of a batch (``done``: [(index, (uint8 rec, latent))])."""
+        idx = [i for i, _ in done]
+        x_u8 = x_all[[idx_all.index(i) for i in idx]]
+        rec_u8 = torch.stack([r for _, (r, _) in done])
+        self.num_upsampled += sum(dict(zip(idx_all, up_all, strict=True))[i] for i in idx)
+        scores = {k: v.cpu() for k, v in self.mc.update_pairs(x_u8, rec_u8).items()}
+        names = [self.rel(self.files[i]) for i in idx]
+        for name, v in scores.items():
+            self.values[name] += v.tolist()
+        self.per_image += [
+            {"path": n, **{k: float(v[j]) for k, v in scores.items()}} for j, n in enumerate(names)
+        ]
+        if self.save_dir is not None:
+            _save_pngs(self.save_dir, names, x_u8, rec_u8)
+        if self.keep_worst:
+            rank = scores["psnr"] if "psnr" in scores else psnr_per_image(x_u8, rec_u8).cpu()
+            self.worst = _keep_worst(self.worst, names, scores, rank, x_u8, rec_u8, self.keep_worst)
+        if self.latents is not None:
+            self.latents.update(torch.stack([zk for _, (_, zk) in done]))  # (B, C, h, w)
+
+    def result(self, resolution: int) -> ResolutionResult:
+        summary = {"resolution": resolution, "num_images": len(self.per_image)}
+        summary.update(self.mc.compute(strict=False))
+        summary.update(num_upsampled=self.num_upsampled, num_skipped=len(self.skipped))
+        return ResolutionResult(
+            resolution=resolution,
+            summary=summary,
+            per_image=self.per_image,
+            worst=self.worst,
+            skipped=self.skipped,
+            **(self.latents.results() if self.latents is not None else {}),
+        )
 
 
 def _save_pngs(save_dir: Path, names: list[str], x_u8: torch.Tensor, rec_u8: torch.Tensor) -> None:
     """Write the exact uint8 inputs and reconstructions of a batch (lossless PNG)."""
-    import io
-
-    from PIL import Image
-
+    from transvae.data.io import png_bytes
     from transvae.utils.files import atomic_write_bytes
 
     for kind, batch in (("inputs", x_u8), ("reconstructions", rec_u8)):
@@ -291,26 +291,26 @@ def _save_pngs(save_dir: Path, names: list[str], x_u8: torch.Tensor, rec_u8: tor
         for name, a in zip(names, arr, strict=True):
             path = Path(save_dir) / kind / Path(name).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, format="PNG")
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_write_bytes(path, png_bytes(a))
 
 
-def _keep_worst(worst, files, idx, scores, x_u8, rec_u8, k, rel) -> list[Example]:
-    """Merge this batch into the k lowest-PSNR examples (identical images, PSNR inf, rank last)."""
-    psnr = scores["psnr"]
-    order = torch.argsort(psnr)[:k].tolist()
-    threshold = worst[-1].scores["psnr"] if len(worst) >= k else math.inf
-    for j in order:
-        if len(worst) >= k and float(psnr[j]) >= threshold:
+def _keep_worst(worst, names, scores, rank, x_u8, rec_u8, k) -> list[Example]:
+    """Merge this batch into the k lowest-PSNR examples (identical images, PSNR inf, rank last).
+
+    ``rank`` is the batch's per-image PSNR; ``scores`` the requested metrics' values.
+    """
+    threshold = worst[-1].rank if len(worst) >= k else math.inf
+    for j in torch.argsort(rank)[:k].tolist():
+        if len(worst) >= k and float(rank[j]) >= threshold:
             break
         worst.append(
             Example(
-                path=rel(files[idx[j]]),
+                path=names[j],
                 scores={name: float(v[j]) for name, v in scores.items()},
                 original=x_u8[j].permute(1, 2, 0).cpu().numpy(),
                 reconstruction=rec_u8[j].permute(1, 2, 0).cpu().numpy(),
+                rank=float(rank[j]),
             )
         )
-    worst.sort(key=lambda e: e.scores["psnr"])
+    worst.sort(key=lambda e: e.rank)
     return worst[:k]

@@ -1,31 +1,15 @@
-"""Downstream generation: LightningDiT trained on tokenizer latents (paper Section 4.3, Figure 6).
+"""What is truly generation-only in the downstream loop (paper Section 4.3, Figure 6): the
+rectified-flow objective (``flow``) and the ODE samplers (``sampling``: Euler / Heun, timestep
+shift, classifier-free guidance with an interval and LightningDiT's channel subset).
 
-The paper judges a tokenizer by how fast a diffusion model learns on its latents. This package
-holds that loop, for any autoencoder ``transvae.from_pretrained`` loads:
-
-- ``lightningdit`` / ``registry``: the LightningDiT family (``lightningdit-{b,l,xl}-{1,2}``,
-  ``-mini-1``, ``-nano-1``); ``hub``: saving / loading trained generators;
-- ``latents``: the shards of ``transvae extract-latents`` and their normalisation statistics;
-- ``flow``: the rectified-flow objective; ``sampling``: Euler / Heun ODE samplers with timestep
-  shift and classifier-free guidance with an interval; ``pipeline``: latents -> images files;
-- ``latent_fd``: the download-free latent Frechet distance; ``evaluate`` / ``report``: FID, IS
-  and lFD of a sample set, ``results.json`` and ``report.html``; ``npz``: ADM sample batches.
-
-See ``docs/generation.md``.
+Everything else has its one home elsewhere: the LightningDiT network in ``transvae.models``
+(``create_model("lightningdit-b-1")``), the latent data sets in ``transvae.data.latents``, its
+training task in ``transvae.training.tasks.generator`` (``transvae gen-train``), sampling to files
+in ``transvae.inference.generate`` (``gen-sample``), scoring in ``transvae.evaluation.generation``
+(``gen-eval``) with the metrics of ``transvae.metrics``. See ``docs/generation.md``.
 """
 
-from ..utils.lazy import lazy_exports
+from .flow import RectifiedFlow
+from .sampling import SamplerConfig, sample_ode
 
-_EXPORTS = {
-    "EvalOptions": "evaluate",
-    "GenerationPipeline": "pipeline",
-    "LatentFrechetDistance": "latent_fd",
-    "RectifiedFlow": "flow",
-    "SamplerConfig": "sampling",
-    "evaluate_generation": "evaluate",
-    "generate_to_folder": "pipeline",
-    "sample_ode": "sampling",
-}
-
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["RectifiedFlow", "SamplerConfig", "sample_ode"]

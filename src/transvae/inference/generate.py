@@ -369,26 +369,54 @@ def sample_images(out: str | os.PathLike) -> list[Path]:
     return sorted((Path(out) / "images").glob("[0-9]*.png"))
 
 
-def folder_to_npz(out: str | os.PathLike, labels: torch.Tensor | None = None) -> Path:
-    """Stream the PNGs of ``out/images`` into ``out/samples_{N}x{H}x{W}x3.npz`` (ADM's naming)."""
-    from PIL import Image
+def folder_to_npz(
+    out: str | os.PathLike, labels: torch.Tensor | None = None
+) -> tuple[Path, list[tuple[Path, str]]]:
+    """Stream the PNGs of ``out/images`` into ``out/samples_{N}x{H}x{W}x3.npz`` (ADM's naming).
+
+    The samples all have one size; an image of another size or an unreadable one (a stray file
+    that ``gen-sample`` did not write) is left out of the ``.npz`` and returned with the reason,
+    so the caller can name it. Labels (``arr_1``) follow each kept sample's index, read from its
+    file name (``000123.png`` is sample 123), when every kept file has one.
+
+    Args:
+        out: a ``generate_to_folder`` output folder.
+        labels: (N,) labels of samples 0..N-1, or None.
+    Returns:
+        (the ``.npz`` written, [(file left out, why)]).
+    Raises:
+        FileNotFoundError: no sample images.
+    """
+    from collections import Counter
+
+    from PIL import Image, UnidentifiedImageError
 
     from ..data.npz import write_npz
 
-    files = sample_images(out)
-    if not files:
+    files, sizes, left_out = sample_images(out), {}, []
+    for f in files:
+        try:
+            with Image.open(f) as im:  # the header only
+                sizes[f] = (im.size[1], im.size[0])
+        except (OSError, UnidentifiedImageError) as e:
+            left_out.append((f, f"unreadable ({e})"))
+    if not sizes:
         raise FileNotFoundError(f"no samples in {Path(out) / 'images'}")
-    with Image.open(files[0]) as im:
-        w, h = im.size
-    name = Path(out) / f"samples_{len(files)}x{h}x{w}x3.npz"
+    (h, w), _ = Counter(sizes.values()).most_common(1)[0]
+    left_out += [(f, f"{s[0]}x{s[1]}, the samples are {h}x{w}") for f, s in sizes.items() if s != (h, w)]
+    keep = [f for f in files if sizes.get(f) == (h, w)]
 
     def blocks():
-        for i in range(0, len(files), 64):
+        for i in range(0, len(keep), 64):
             arrs = []
-            for f in files[i : i + 64]:
+            for f in keep[i : i + 64]:
                 with Image.open(f) as im:
                     arrs.append(np.asarray(im.convert("RGB")))
             yield np.stack(arrs)
 
-    lab = labels.numpy() if labels is not None and labels.numel() == len(files) else None
-    return write_npz(name, blocks(), len(files), lab)
+    index = [int(f.stem) if f.stem.isdigit() else -1 for f in keep]
+    lab = None
+    if labels is not None and all(0 <= i < labels.numel() for i in index):
+        lab = labels.numpy()[index]
+    name = Path(out) / f"samples_{len(keep)}x{h}x{w}x3.npz"
+    return write_npz(name, blocks(), len(keep), lab), sorted(left_out)

@@ -172,9 +172,9 @@ def reconstruct_files(
         progress: a progress bar over files.
     Returns:
         JobReport with the PSNR of every reconstruction against its input
-        (``transvae.evaluation.metrics.psnr_per_image`` on the uint8 images).
+        (``transvae.metrics.psnr.psnr_per_image`` on the uint8 images).
     """
-    from ..evaluation.metrics import psnr_per_image
+    from ..metrics.psnr import psnr_per_image
 
     gen = torch.Generator(device=runner.device).manual_seed(seed) if sample else None
     names = dict(enumerate(dst for _, dst in items))

@@ -22,13 +22,12 @@ is bicubic with antialiasing instead of bilinear.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import FrozenNetwork, MissingWeightsError
+from ..models.pretrained import load_dinov2
+from .common import FrozenNetwork
 
 
 def vf_terms(
@@ -62,8 +61,8 @@ class DinoFeatures(FrozenNetwork):
 
     Args:
         model_name: timm model name (``vit_large_patch14_dinov2``; tests use a small variant).
-        pretrained: load pretrained weights (from ``weights`` or timm's Hugging Face source);
-            False gives a randomly initialised stand-in (tests only).
+        pretrained: load pretrained weights (``transvae.models.pretrained.load_dinov2``: from
+            ``weights`` or timm's Hugging Face source); False gives a random stand-in (tests only).
         weights: optional local weights file (``loss.dino_weights``): timm's ``model.safetensors``
             or Meta's original ``dinov2_vitl14_pretrain.pth`` (timm converts it).
         image_scale: DINOv2 input size relative to the image (VA-VAE: 224 / 256 = 0.875).
@@ -76,26 +75,13 @@ class DinoFeatures(FrozenNetwork):
         weights: str | None = None,
         image_scale: float = 0.875,
     ):
-        import timm
-
-        if not timm.is_model(model_name):
-            raise ValueError(f"loss.dino_model={model_name!r} is not a timm model name")
-        kwargs: dict = {"pretrained": pretrained, "dynamic_img_size": True}
-        if pretrained and weights:
-            if not Path(weights).expanduser().is_file():
-                raise MissingWeightsError(f"loss.dino_weights={weights!r}: no such file")
-            kwargs["pretrained_cfg_overlay"] = {"file": str(Path(weights).expanduser())}
-        try:
-            model = timm.create_model(model_name, **kwargs)
-        except Exception as e:
-            if not pretrained:
-                raise
-            source = f"file {weights}" if weights else "the Hugging Face Hub / its local cache"
-            raise MissingWeightsError(
-                f"cannot load DINOv2 weights for {model_name} from {source} ({type(e).__name__}: "
-                f"{str(e)[:200]}). Set loss.dino_weights=/path/to/model.safetensors (timm's "
-                f"timm/{model_name}.lvd142m) or disable the VF loss with --loss.vf_weight=0"
-            ) from e
+        model = load_dinov2(
+            model_name,
+            weights,
+            pretrained,
+            option="loss.dino_weights",
+            hint="or disable the VF loss with --loss.vf_weight=0",
+        )
         super().__init__(model)
         cfg = model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
+from ..models.pretrained import WeightsUnavailableError
 
-class MissingWeightsError(RuntimeError):
-    """Pretrained weights a loss term needs are neither on disk nor downloadable.
-
-    The message names the config option that points to a local file and the option that
-    disables the term; the trainer's CLI turns it into a one-line error.
-    """
+# One error for every pretrained network, losses and metrics alike (``transvae.models.pretrained``);
+# the message names the config key that points at a local file and the option that disables the term.
+MissingWeightsError = WeightsUnavailableError
 
 
 class FrozenNetwork(nn.Module):
@@ -37,28 +33,3 @@ class FrozenNetwork(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> FrozenNetwork:
         self.net._apply(fn, recurse)
         return super()._apply(fn, recurse)
-
-
-def load_state_dict_file(path: str | Path, option: str) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or ``torch.save`` state dict from ``path``.
-
-    Args:
-        path: the file.
-        option: the config key that gave the path, for the error message.
-    Returns:
-        The tensors by name (a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped).
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise MissingWeightsError(f"{option}={str(path)!r}: no such file")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(p))
-    sd = torch.load(p, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise MissingWeightsError(f"{option}={str(path)!r} does not hold a state dict")
-    return sd

@@ -1,13 +1,15 @@
-"""Validation of an autoencoder during training: PSNR / SSIM over a held-out set, and sample grids.
+"""Validation of an autoencoder during training: reconstruction metrics over a held-out set, and sample grids.
 
-The metrics are ``transvae.evaluation.metrics``' (the ones ``transvae evaluate`` reports): on
-uint8-quantised images, per image, averaged over the set; the reconstruction is the posterior
-mode. Every rank evaluates a disjoint share of the images and the sums are all-reduced, so the
-figure is the same on every rank and FSDP-sharded models (whose forward needs every rank) work.
+The metrics are ``transvae.metrics``' plugins (the ones ``transvae evaluate`` reports), built
+from names (``VALIDATION_METRICS``): on uint8-quantised images, per image, averaged over the
+set; the reconstruction is the posterior mode. Every rank evaluates a disjoint share of the
+images and the metrics' sums are all-reduced, so the figure is the same on every rank and
+FSDP-sharded models (whose forward needs every rank) work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,8 +17,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.datasets import collate
 from ..data.io import save_image_grid, tensor_to_uint8
-from ..evaluation.metrics import SSIM_RADIUS, psnr_per_image, ssim_per_image
+from ..metrics.base import build_metrics
 from ..utils.distributed import DistInfo
+
+VALIDATION_METRICS = ("psnr", "ssim")
 
 
 @torch.no_grad()
@@ -27,8 +31,9 @@ def reconstruction_metrics(
     dist: DistInfo,
     autocast,
     check_stop=None,
+    metrics: Sequence[str] = VALIDATION_METRICS,
 ) -> dict[str, float]:
-    """``{"val/psnr", "val/ssim", "val/images"}`` of ``model`` on ``dataset`` (every rank calls it).
+    """``{"val/<metric>" ..., "val/images"}`` of ``model`` on ``dataset`` (every rank calls it).
 
     Args:
         model: the autoencoder (plain or FSDP-sharded); run in eval mode, posterior mode.
@@ -37,13 +42,15 @@ def reconstruction_metrics(
         dist: the process layout (rank r evaluates images r, r + world, ...).
         autocast: a callable returning the autocast context of the run.
         check_stop: called before every batch (``Engine.check_stop``: raises once a signal came).
+        metrics: names of per-image reconstruction metrics that need no pretrained network.
     Returns:
         Means over all images; SSIM is NaN for images of 10 px or less (no valid SSIM window).
     """
+    built = build_metrics(metrics)
     was_training = model.training
     model.eval()
     share = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
-    sums = torch.zeros(3, dtype=torch.float64)  # psnr, ssim, images
+    images = 0
     for batch in DataLoader(share, batch_size=batch_size, collate_fn=collate):
         if check_stop is not None:
             check_stop()
@@ -53,19 +60,20 @@ def reconstruction_metrics(
         with autocast():
             rec = model(x, sample_posterior=False).sample
         a, b = tensor_to_uint8(x).cpu(), tensor_to_uint8(rec).cpu()  # (B, 3, H, W) uint8
-        sums[0] += psnr_per_image(a, b).sum()
-        if min(a.shape[-2:]) > 2 * SSIM_RADIUS:
-            sums[1] += ssim_per_image(a, b).sum()
-        else:
-            sums[1] = float("nan")
-        sums[2] += a.shape[0]
+        for m in built:
+            m.update(a, b)
+        images += a.shape[0]
     model.train(was_training)
+    out = {}
+    for m in built:
+        if dist.enabled:
+            m.sync(dist.device)
+        out[f"val/{m.name}"] = m.compute()[m.key]
+    n = torch.tensor(float(images), dtype=torch.float64)
     if dist.enabled:
-        sums = sums.to(dist.device)
-        torch.distributed.all_reduce(sums)
-        sums = sums.cpu()
-    n = max(float(sums[2]), 1.0)
-    return {"val/psnr": float(sums[0]) / n, "val/ssim": float(sums[1]) / n, "val/images": float(sums[2])}
+        n = n.to(dist.device)
+        torch.distributed.all_reduce(n)
+    return {**out, "val/images": float(n)}
 
 
 @torch.no_grad()

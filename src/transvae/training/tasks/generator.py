@@ -30,8 +30,8 @@ from ...data.datasets import BucketBatchSampler
 from ...data.io import save_image_grid, tensor_to_uint8
 from ...data.latents import LatentDataError, LatentDataset, LatentFolder, LatentStats, collate_latents
 from ...generation.flow import RectifiedFlow
-from ...generation.latent_fd import DEFAULT_PATCH, LatentFrechetDistance
 from ...generation.sampling import SamplerConfig, initial_noise, sample_ode
+from ...metrics.latent_fd import DEFAULT_PATCH, LatentFrechetDistance
 from ...models.lightningdit import GeneratorConfigError, LightningDiT
 from ...models.persistence import load_model, model_fingerprint, unwrap_model
 from ...models.registry import create_model, model_config
@@ -300,7 +300,7 @@ class GenerationTask(Task):
             self._val_fd.reset_fake()
             self._val_fd.update_fake(self.generate(s.val_num, s.val_seed, s.val_steps))
             try:
-                metrics["val/latent_fd"] = self._val_fd.compute()
+                metrics["val/latent_fd"] = self._val_fd.compute()["latent_fd"]
             except ValueError as err:
                 if e.is_main:
                     log.warning("latent FD skipped: %s", err)
