@@ -3,18 +3,22 @@
     transvae evaluate --model runs/x/model --data imagenet/val --out eval/ --resolution 256 512 1024
     transvae evaluate --model runs/x --data photos/ --out eval/ --metrics psnr ssim --limit 100  # offline
     transvae evaluate --model runs/x/model --data imagenet/val --out eval/ --latent-stats --uniformity 10000 --linear-probe
+    transvae evaluate --model runs/x/model --data imagenet/val --out eval/ --protocol va-vae  # LightningDiT's rFID
+    transvae evaluate --model runs/x/model --model stabilityai/sd-vae-ft-mse --data val/ --out cmp/  # compare
 
-Writes OUT/results.json, OUT/results.md, OUT/report.html (and OUT/latent_stats.json). See
-docs/evaluation.md for the protocol.
+Writes OUT/results.json, OUT/results.md, OUT/report.html (and OUT/latent_stats.json); with several
+--model, each model's outputs go to OUT/<name>/ and the comparison to OUT/comparison.{json,md,html}.
+See docs/evaluation.md for the protocols.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
+
+import torch
 
 from .common import (
     DTYPES,
@@ -39,6 +43,12 @@ def reconstruction_metrics() -> list[str]:
     return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
 
 
+def protocol_names() -> list[str]:
+    from transvae.evaluation.protocol import ALIASES, PROTOCOLS
+
+    return [*PROTOCOLS, *ALIASES]
+
+
 def register(sub) -> None:
     metrics = reconstruction_metrics()
     p = sub.add_parser(
@@ -47,10 +57,14 @@ def register(sub) -> None:
         description="Evaluate reconstructions on a folder of images (recursive): shorter side resized to R "
         "(bicubic), center crop RxR, reconstruct from the posterior mean, metrics on uint8 images, averaged "
         "over the whole set. Several --resolution values give a resolution-extrapolation table. Writes "
-        "OUT/results.json, OUT/results.md and OUT/report.html.",
+        "OUT/results.json, OUT/results.md and OUT/report.html; several --model options compare tokenizers "
+        "(OUT/<name>/ each, OUT/comparison.html with a row per model).",
     )
     p.add_argument(
-        "--model", required=True, help="save_pretrained folder, training run folder or Hub repo id"
+        "--model",
+        required=True,
+        action="append",
+        help="save_pretrained folder, training run folder or Hub repo id; repeat to compare models",
     )
     p.add_argument("--data", required=True, help="image folder (searched recursively) or one image")
     p.add_argument("--out", required=True, help="output folder")
@@ -75,6 +89,14 @@ def register(sub) -> None:
         default=None,
         metavar="N",
         help="only the first N images (sorted by path)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=protocol_names(),
+        default="transvae",
+        help="whose pipeline to reproduce: transvae (default), adm (ADM/DiT center_crop_arr), va-vae "
+        "(= lightningdit: torchvision resize, posterior sample, pytorch-fid), torch-fidelity (also rFID by "
+        "torch-fidelity from PNG folders); docs/evaluation.md lists what each does",
     )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
@@ -155,40 +177,91 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from transvae.evaluation import run_evaluation
-    from transvae.evaluation.report import json_safe
     from transvae.models.pretrained import WeightsUnavailableError
-    from transvae.utils.device import choose_dtype
-    from transvae.utils.text import printable
 
-    device = resolve_device(args.device)
-    dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    dtype, warning = choose_dtype(dtype_name, device, forced(args, dtype_name))
-    if warning:
-        print(f"transvae evaluate: warning: {warning}", file=sys.stderr)
+    device, dtype = _device_and_dtype(args)
     data = Path(args.data)
     if not data.exists():
         raise UserError(f"--data {data}: no such file or folder")
     prepare_out(args.out, [args.data])  # refuses an --out inside the data, probes it for writing
     if args.uniformity and args.uniformity < 4:
         raise UserError("--uniformity needs at least 4 latent vectors (VA-VAE uses 10000)")
-    model = load_model_or_exit(args.model, device=device)
-    f = model.spatial_compression_ratio
-    bad = [r for r in args.resolution if r % f]
-    if bad:
-        raise UserError(
-            f"--resolution {bad[0]} is not a multiple of the model's spatial compression ratio {f}"
-        )
+    # every model is loaded (on the CPU when several) and checked before the first is evaluated
+    models = [
+        _load(path, device if len(args.model) == 1 else torch.device("cpu"), args) for path in args.model
+    ]
     try:
-        payload = run_evaluation(model, data, out_dir=args.out, **_options(args, device, dtype))
+        if len(models) > 1:
+            return _compare(args, models, data, device, dtype)
+        payload = run_evaluation(models[0], data, out_dir=args.out, **_options(args, device, dtype))
     except WeightsUnavailableError as e:
         raise UserError(f"{e} (or leave the metric out, e.g. --metrics psnr ssim)") from e
-    except MemoryError as e:  # check_memory: the sizes asked for cannot fit, found before any work
-        raise UserError(str(e)) from e
-    except FileNotFoundError as e:
+    except (
+        MemoryError,
+        FileNotFoundError,
+    ) as e:  # check_memory: sizes that cannot fit, found before any work
         raise UserError(str(e)) from e
     except OSError as e:  # e.g. a disk that filled up while --save-images wrote
         raise UserError(e.strerror or str(e)) from e
     _print_summary(payload)
+    return _exit_status(payload)
+
+
+def _device_and_dtype(args):
+    from transvae.utils.device import choose_dtype
+
+    device = resolve_device(args.device)
+    dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    dtype, warning = choose_dtype(dtype_name, device, forced(args, dtype_name))
+    if warning:
+        print(f"transvae evaluate: warning: {warning}", file=sys.stderr)
+    return device, dtype
+
+
+def _load(path: str, device, args):
+    model = load_model_or_exit(path, device=device)
+    f = model.spatial_compression_ratio
+    bad = [r for r in args.resolution if r % f]
+    if bad:
+        raise UserError(
+            f"--resolution {bad[0]} is not a multiple of the model's spatial compression ratio {f} ('{path}')"
+        )
+    return model
+
+
+def _compare(args, models, data: Path, device, dtype) -> int:
+    from transvae.evaluation.compare import compare_models, comparison_markdown, model_labels
+    from transvae.utils.text import printable
+
+    names = model_labels(args.model)
+    comparison = compare_models(
+        dict(zip(names, models, strict=True)), data, args.out, paths=dict(zip(names, args.model, strict=True)),
+        **_options(args, device, dtype),
+    )  # fmt: skip
+    print(comparison_markdown(comparison))
+    print(
+        printable(
+            f"wrote {args.out}/comparison.json, comparison.md, comparison.html and one folder per model"
+        )
+    )
+    failed = [n for n, m in comparison["models"].items() if m.get("output_error")]
+    for n in failed:
+        print(
+            printable(f"transvae evaluate: error: {n}: {comparison['models'][n]['output_error']}"),
+            file=sys.stderr,
+        )
+    if not any(r.get("num_images") for r in comparison["rows"]):
+        print("transvae evaluate: error: no image could be evaluated", file=sys.stderr)
+        return 1
+    return 1 if failed or any(m.get("skipped") for m in comparison["models"].values()) else 0
+
+
+def _exit_status(payload: dict) -> int:
+    import json
+
+    from transvae.evaluation.report import json_safe
+    from transvae.utils.text import printable
+
     if payload.get("output_error"):
         where = payload.get("output_dir")
         if where is None:  # not even the fallback folder could be written: the JSON goes to stdout
@@ -219,7 +292,7 @@ def _run(args) -> int:
 # run_evaluation's keyword arguments that have the name of their command-line option
 _SAME_NAME = (
     "metrics", "batch_size", "limit", "lpips_net", "lpips_weights", "fid_weights", "report_images",
-    "latent_stats", "uniformity_repeats", "latent_source", "seed", "save_images",
+    "latent_stats", "uniformity_repeats", "latent_source", "seed", "save_images", "protocol",
 )  # fmt: skip
 
 
@@ -229,7 +302,7 @@ def _options(args, device, dtype) -> dict:
     command = shlex.join(["transvae", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate"] else None
     return {k: getattr(args, k) for k in _SAME_NAME} | dict(
         resolutions=args.resolution, device=device, dtype=dtype, num_workers=workers, probe=args.linear_probe,
-        uniformity_samples=args.uniformity, model_path=str(args.model), command=command, progress=not args.quiet,
+        uniformity_samples=args.uniformity, model_path=str(args.model[0]), command=command, progress=not args.quiet,
     )  # fmt: skip
 
 

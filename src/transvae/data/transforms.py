@@ -41,7 +41,7 @@ class ResizeTooLarge(ValueError):
     the sizes. Data sets skip and count such a file like an unreadable one."""
 
 
-def _check_resized(old: tuple[int, int], new: tuple[int, int]) -> None:
+def check_resized(old: tuple[int, int], new: tuple[int, int]) -> None:
     """Refuse a resize of ``old`` = (w, h) to ``new`` = (w, h) above ``MAX_IMAGE_PIXELS``, before it runs."""
     if new[0] * new[1] > MAX_IMAGE_PIXELS:
         raise ResizeTooLarge(
@@ -57,7 +57,7 @@ def resize_to_cover(im: Image.Image, height: int, width: int, scale: float = 1.0
     nw, nh = max(width, math.ceil(w * s - 1e-6)), max(height, math.ceil(h * s - 1e-6))
     if (nw, nh) == (w, h):
         return im
-    _check_resized((w, h), (nw, nh))
+    check_resized((w, h), (nw, nh))
     return im.resize((nw, nh), Image.BICUBIC)
 
 
@@ -77,7 +77,7 @@ def resize_center_crop(im: Image.Image, size: int | tuple[int, int]) -> tuple[Im
     if s != 1:
         # round() rather than int(): the long side of a 481x321 photo at 256 is 384, not 383
         new_w, new_h = max(width, round(w * s)), max(height, round(h * s))
-        _check_resized((w, h), (new_w, new_h))
+        check_resized((w, h), (new_w, new_h))
         im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
         w, h = new_w, new_h
     if (w, h) != (width, height):
@@ -89,12 +89,12 @@ def resize_center_crop(im: Image.Image, size: int | tuple[int, int]) -> tuple[Im
 def adm_center_crop(im: Image.Image, size: int) -> Image.Image:
     """ADM / DiT preprocessing: halve with a box filter while large, bicubic-resize the short
     side to ``size``, then crop the centre ``size`` x ``size`` (see the module docstring)."""
-    _check_resized(im.size, tuple(max(size, round(s * size / min(im.size))) for s in im.size))
+    check_resized(im.size, tuple(max(size, round(s * size / min(im.size))) for s in im.size))
     while min(im.size) >= 2 * size:
         im = im.resize(tuple(s // 2 for s in im.size), resample=Image.BOX)
     scale = size / min(im.size)
     new = tuple(max(size, round(s * scale)) for s in im.size)
-    _check_resized(im.size, new)
+    check_resized(im.size, new)
     im = im.resize(new, resample=Image.BICUBIC)
     left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
     return im.crop((left, top, left + size, top + size))

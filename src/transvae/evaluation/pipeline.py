@@ -27,7 +27,7 @@ from ..metrics.base import build_metrics, metric_class
 from ..metrics.collection import MetricCollection
 from ..metrics.features import feature_networks
 from .latent_analysis import linear_probe, uniformity_metrics
-from .protocol import PROTOCOL, class_labels
+from .protocol import class_labels, get_protocol
 from .report import summary_for_json, write_outputs
 from .runner import LatentOptions, ResolutionResult, evaluate_resolution
 
@@ -39,6 +39,7 @@ def build_metric_collection(
     lpips_weights: str | os.PathLike | None = None,
     fid_weights: str | os.PathLike | None = None,
     random_feature_networks: bool = False,
+    inception: str = "torch-fidelity",
 ) -> MetricCollection:
     """The reconstruction metrics by name, with their pretrained networks loaded (before any
     image is read).
@@ -49,6 +50,7 @@ def build_metric_collection(
         lpips_net, lpips_weights: LPIPS trunk and a local copy of its weights.
         fid_weights: a local copy of the FID InceptionV3 weights.
         random_feature_networks: random LPIPS / Inception stand-ins (tests only: not real metrics).
+        inception: the FID feature pipeline, "torch-fidelity" or "pytorch-fid" (its resize).
     Raises:
         ValueError: a name that is unknown or not a reconstruction metric.
         WeightsUnavailableError: real weights needed but not available.
@@ -63,7 +65,10 @@ def build_metric_collection(
         lpips_weights=lpips_weights,
         random_feature_networks=random_feature_networks,
     )
-    nets = feature_networks(built, {"inception": fid_weights}, random_feature_networks, device=device)
+    variants = {"inception": "inception-pytorch-fid"} if inception == "pytorch-fid" else None
+    nets = feature_networks(
+        built, {"inception": fid_weights}, random_feature_networks, device=device, variants=variants
+    )
     return MetricCollection(built, nets, device)
 
 
@@ -109,6 +114,8 @@ class EvaluationOptions:
         random_feature_networks: random LPIPS/FID networks (tests only).
         save_images: also write the uint8 inputs and reconstructions the metrics saw to
             ``out_dir/images/<R>/{inputs,reconstructions}/`` (PNG), e.g. to check them with other tools.
+        protocol: the evaluation protocol by name (``transvae.evaluation.protocol.PROTOCOLS``:
+            transvae, adm, va-vae, torch-fidelity).
     """
 
     resolutions: Sequence[int] = (256,)
@@ -133,6 +140,7 @@ class EvaluationOptions:
     progress: bool = True
     random_feature_networks: bool = False
     save_images: bool = False
+    protocol: str = "transvae"
 
     def latent_options(self, labelled: bool) -> LatentOptions:
         return LatentOptions(
@@ -158,28 +166,37 @@ def run_evaluation(
         the results.json payload.
     """
     o = EvaluationOptions(**options)
+    protocol = get_protocol(o.protocol)
     device, metrics, root = torch.device(o.device), list(dict.fromkeys(o.metrics)), Path(data)
+    folder_fid = protocol.folder_fid and "rfid" in metrics and out_dir is not None
     files = list_images(root)
     num_files, files = len(files), files[: o.limit] if o.limit is not None else files
     if not files:
         raise FileNotFoundError(f"no images found under {root}")
     check_memory(model, o.resolutions, o.batch_size, metrics, device, o.dtype)
     mc = build_metric_collection(
-        metrics, device, o.lpips_net, o.lpips_weights, o.fid_weights, o.random_feature_networks
-    )
+        metrics, device, o.lpips_net, o.lpips_weights, o.fid_weights, o.random_feature_networks,
+        inception=protocol.inception,
+    )  # fmt: skip
     labels = _probe_labels(files, root) if o.probe and root.is_dir() else None
     latent = o.latent_options(labels is not None)
-    context = dict(model=model, o=o, root=root, num_files=num_files, files=files, metrics=metrics, mc=mc)
+    context = dict(
+        model=model, o=o, root=root, num_files=num_files, files=files, metrics=metrics, mc=mc, protocol=protocol
+    )  # fmt: skip
     results: list[ResolutionResult] = []
     for res in o.resolutions:
-        save_dir = Path(out_dir) / "images" / str(res) if o.save_images and out_dir is not None else None
+        saving = (o.save_images or folder_fid) and out_dir is not None
+        save_dir = Path(out_dir) / "images" / str(res) if saving else None
         results.append(
             evaluate_resolution(
                 model, files, res, metrics=mc, batch_size=o.batch_size, device=device, dtype=o.dtype,
                 num_workers=o.num_workers, keep_worst=o.report_images, latent=latent,
                 root=root if root.is_dir() else root.parent, progress=o.progress, save_dir=save_dir,
+                protocol=protocol,
             )
         )  # fmt: skip
+        if folder_fid:
+            results[-1].summary.update(_folder_rfid(save_dir, o, device))
         if out_dir is not None and len(results) < len(o.resolutions):
             # finished resolutions survive a crash or an interrupt in the next one
             _write_partial(Path(out_dir), _payload(results, complete=False, **context))
@@ -226,7 +243,7 @@ def _payload(results: list[ResolutionResult], complete: bool, **c) -> dict:
             "num_evaluated": len(c["files"]),
         },
         "metrics": c["metrics"],
-        "protocol": {**PROTOCOL, **c["mc"].protocols()},
+        "protocol": {**c["protocol"].describe(), **c["mc"].protocols()},
         "run": {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "device": str(torch.device(o.device)),
@@ -240,6 +257,16 @@ def _payload(results: list[ResolutionResult], complete: bool, **c) -> dict:
         "per_image": {str(r.resolution): r.per_image for r in results},
         "skipped": {str(r.resolution): r.skipped for r in results if r.skipped},
     }
+
+
+def _folder_rfid(save_dir: Path, o: EvaluationOptions, device: torch.device) -> dict:
+    """rFID computed by torch-fidelity itself from the saved PNG folders (``torch-fidelity`` protocol)."""
+    from ..metrics.fid import folder_fid
+
+    if o.random_feature_networks:
+        return {"rfid_torch_fidelity_skipped": "random feature networks (tests): no torch-fidelity network"}
+    value = folder_fid(save_dir / "reconstructions", save_dir / "inputs", o.fid_weights, device)
+    return {"rfid_torch_fidelity": value}
 
 
 def _write_partial(out_dir: Path, payload: dict) -> None:

@@ -207,12 +207,14 @@ def _key(name: str) -> str:
 # -- transvae evaluate ---------------------------------------------------------------------------
 def markdown_table(results: list[dict], metrics: list[str]) -> str:
     """| Resolution | Images | metric ... | rows for each resolution."""
-    head = "| Resolution | Images | " + " | ".join(label(m) for m in metrics) + " |"
-    sep = "|---:|---:|" + "---:|" * len(metrics)
+    head = "| Resolution | Images | " + " | ".join(label(m) for m in metrics)
+    folder = any("rfid_torch_fidelity" in r for r in results)  # the torch-fidelity protocol's second rFID
+    head += " | rFID by torch-fidelity ↓ |" if folder else " |"
+    sep = "|---:|---:|" + "---:|" * (len(metrics) + folder)
     rows = [
         f"| {r['resolution']} | {r['num_images']} | "
         + " | ".join(fmt(m, metric_value(r, _key(m))) for m in metrics)
-        + " |"
+        + (f" | {fmt('rfid', r.get('rfid_torch_fidelity'))} |" if folder else " |")
         for r in results
     ]
     return "\n".join([head, sep, *rows])

@@ -1,7 +1,8 @@
 """One evaluation pass: a folder of images at one resolution through one autoencoder.
 
-``evaluate_resolution`` reads and preprocesses the images (``protocol``), reconstructs them in
-batches (bf16/fp16 autocast on GPU), quantises both sides to uint8, and feeds the pairs to the
+``evaluate_resolution`` reads and preprocesses the images (``protocol``: one of the published
+pipelines), reconstructs them in batches (bf16/fp16 autocast on GPU), quantises both sides to
+uint8 as the protocol does, and feeds the pairs to the
 metrics (``transvae.metrics``: per-image PSNR / SSIM / LPIPS, the set-level rFID), plus optional
 latent statistics, latent vectors for the uniformity metrics and pooled latents for the linear
 probe. Unreadable files, and images whose reconstruction fails on its own (a batch that fails,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transvae.data.io import tensor_to_uint8
-
 from ..metrics.base import build_metrics, uint8_to_unit
 from ..metrics.collection import MetricCollection
 from ..metrics.psnr import psnr_per_image
 from ..utils.failures import run_isolated
 from .latent_analysis import LatentStatistics, LatentVectorSampler, pooled_latents
-from .protocol import EvalImageDataset, collate_items
+from .protocol import EvalBatch, EvalImageDataset, Protocol, collate_items, get_protocol
 
 
 @dataclass
@@ -115,26 +115,66 @@ def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _reconstructor(model, device: torch.device, dtype: torch.dtype, latent: LatentOptions):
-    """``forward(batch) -> [(uint8 reconstruction, latent or None)]`` for [(index, uint8 image)]."""
+def _reconstructor(
+    model, device: torch.device, dtype: torch.dtype, latent: LatentOptions, protocol: Protocol
+):
+    """``forward(batch) -> [(uint8 reconstruction, latent or None)]`` for [(index, (uint8 image,
+    float model input or None))]: the protocol's encoder input, posterior mean or sample, rounding."""
+    sampled = latent.any and latent.source == "sample"
     gen = (
         torch.Generator(device=device).manual_seed(latent.seed)
-        if latent.any and latent.source == "sample"
+        if sampled or protocol.sample_posterior
         else None
     )
 
-    def forward(batch: list[tuple[int, torch.Tensor]]) -> list:
-        x = torch.stack([t for _, t in batch])  # (B, 3, R, R) uint8
+    def forward(batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor | None]]]) -> list:
+        x = torch.stack([t if xin is None else xin for _, (t, xin) in batch])  # (B, 3, R, R)
+        x = uint8_to_unit(x) if x.dtype == torch.uint8 else x
         with _autocast(device, dtype):
-            posterior = model.encode(uint8_to_unit(x))
-            rec = model.decode(posterior.mode())
+            posterior = model.encode(x)
+            sample = posterior.sample(gen) if sampled or protocol.sample_posterior else None
+            rec = model.decode(sample if protocol.sample_posterior else posterior.mode())
         z = None
-        if latent.any:
-            z = (posterior.sample(gen) if latent.source == "sample" else posterior.mode()).float()
-        rec_u8 = tensor_to_uint8(rec)  # (B, 3, R, R) uint8, rounding as a saved PNG
+        if latent.any:  # the analysed latent is the decoded sample when the protocol decodes one
+            z = (sample if latent.source == "sample" else posterior.mode()).float()
+        rec_u8 = protocol.quantise(rec)  # (B, 3, R, R) uint8, rounding as the protocol's PNGs
         return [(rec_u8[k], None if z is None else z[k]) for k in range(len(batch))]
 
     return forward
+
+
+class _Speed:
+    """The reconstruction throughput of a pass (encode + decode + rounding; the first batch, a
+    warm-up, is left out unless it is the only one) and, on CUDA, the peak memory of the model's
+    forward: its weights plus what the forward allocated above what was there before it."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.device, self.cuda = device, device.type == "cuda"
+        self.weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.timed: list[tuple[float, int]] = []  # (seconds, images) per batch
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def measure(self, images: int):
+        base = 0
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+        t = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device) - base)
+        self.timed.append((time.perf_counter() - t, images))
+
+    def summary(self) -> dict:
+        timed = self.timed[1:] or self.timed
+        seconds, images = sum(t for t, _ in timed), sum(n for _, n in timed)
+        out = {"images_per_second": images / seconds if seconds > 0 else None}
+        if self.cuda:
+            out["peak_memory_mb"] = (self.weights + self.peak) / 2**20
+        return out
 
 
 def _collection(metrics: MetricCollection | Sequence[str], device: torch.device) -> MetricCollection:
@@ -165,6 +205,7 @@ def evaluate_resolution(
     root: Path | None = None,
     progress: bool = True,
     save_dir: Path | None = None,
+    protocol: str | Protocol = "transvae",
 ) -> ResolutionResult:
     """Reconstruct ``files`` at ``resolution`` and measure them (see the module docstring).
 
@@ -184,6 +225,7 @@ def evaluate_resolution(
         progress: show a tqdm bar.
         save_dir: if set, write the uint8 images the metrics saw as PNGs:
             ``save_dir/inputs/<relative path>.png`` and ``save_dir/reconstructions/<relative path>.png``.
+        protocol: the evaluation protocol (``transvae.evaluation.protocol.PROTOCOLS``) or its name.
     Returns:
         ResolutionResult.
     """
@@ -192,11 +234,11 @@ def evaluate_resolution(
     f = getattr(model, "spatial_compression_ratio", 1)
     if resolution % f:
         raise ValueError(f"resolution {resolution} is not a multiple of the model's compression ratio {f}")
-    latent = latent or LatentOptions()
+    latent, protocol = latent or LatentOptions(), get_protocol(protocol)
     model.eval()
     mc.reset()
     loader = DataLoader(
-        EvalImageDataset(files, resolution),
+        EvalImageDataset(files, resolution, protocol),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -204,22 +246,29 @@ def evaluate_resolution(
         pin_memory=device.type == "cuda",
     )
     acc = _Pass(files, root, mc, keep_worst, _Latents(latent, len(files)) if latent.any else None, save_dir)
-    forward = _reconstructor(model, device, dtype, latent)
+    speed = _Speed(model, device)
+    forward = _reconstructor(model, device, dtype, latent, protocol)
     bar = tqdm(
         loader, desc=f"evaluate {resolution}px", unit="batch", disable=not progress, dynamic_ncols=True
     )
-    for x_all, idx_all, up_all, bad in bar:
-        acc.skipped += [{"path": acc.rel(files[it.index]), "reason": it.error} for it in bad]
-        if len(idx_all) == 0:
+    b: EvalBatch
+    for b in bar:
+        acc.skipped += [{"path": acc.rel(files[it.index]), "reason": it.error} for it in b.failed]
+        if not b.indices:
             continue
-        x_all = x_all.to(device, non_blocking=True)
+        x_all = b.images.to(device, non_blocking=True)
+        xin = [None] * len(x_all) if b.model_inputs is None else b.model_inputs.to(device, non_blocking=True)
+        items = list(zip(b.indices, zip(x_all, xin, strict=True), strict=True))
         # a batch that fails (out of memory, ...) is retried image by image; failures are skipped
-        done = run_isolated(forward, list(idx_all), list(zip(idx_all, x_all, strict=True)), acc.skip)
+        with speed.measure(len(items)):
+            done = run_isolated(forward, list(b.indices), items, acc.skip)
         if done:
-            acc.add(done, x_all, idx_all, up_all)
+            acc.add(done, x_all, b.indices, b.upsampled)
             if "psnr" in acc.values:
                 bar.set_postfix(psnr=f"{np.mean(acc.values['psnr']):.2f}")
-    return acc.result(resolution)
+    result = acc.result(resolution)
+    result.summary.update(speed.summary())
+    return result
 
 
 class _Pass:
@@ -314,3 +363,39 @@ def _keep_worst(worst, names, scores, rank, x_u8, rec_u8, k) -> list[Example]:
         )
     worst.sort(key=lambda e: e.rank)
     return worst[:k]
+
+
+@torch.no_grad()
+def reconstruct_files(
+    model: torch.nn.Module,
+    files: list[Path],
+    resolution: int,
+    protocol: str | Protocol = "transvae",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    count: int = 4,
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The first ``count`` readable ``files`` reconstructed as ``evaluate_resolution`` does (same
+    protocol, rounding and autocast), e.g. to show several models on the same images.
+
+    Returns:
+        (file names, inputs (N, 3, R, R) uint8, reconstructions (N, 3, R, R) uint8), on the CPU.
+    """
+    device, protocol = torch.device(device), get_protocol(protocol)
+    ds = EvalImageDataset(files, resolution, protocol)
+    names, items = [], []
+    for i in range(len(ds)):
+        it = ds[i]
+        if it.image is not None:
+            xin = None if it.model_input is None else it.model_input.to(device)
+            items.append((i, (it.image.to(device), xin)))
+            names.append(Path(files[i]).name)
+        if len(items) == count:
+            break
+    if not items:
+        empty = torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
+        return [], empty, empty
+    model.eval()
+    recs = _reconstructor(model, device, dtype, LatentOptions(seed=seed), protocol)(items)
+    return names, torch.stack([x for _, (x, _) in items]).cpu(), torch.stack([r for r, _ in recs]).cpu()

@@ -130,8 +130,10 @@ class MetricCollection:
         out = {}
         for m in self.metrics:
             net = self.networks.get(m.network) if m.network else None
-            source = getattr(net, "source", None)
-            out[m.name] = m.protocol + (f"; weights {source}" if source else "")
+            source, pipeline = getattr(net, "source", None), getattr(net, "pipeline", None)
+            out[m.name] = (
+                m.protocol + (f"; {pipeline}" if pipeline else "") + (f"; weights {source}" if source else "")
+            )
         return out
 
     def weights_sources(self) -> dict[str, str]:

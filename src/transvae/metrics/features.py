@@ -14,6 +14,12 @@ as torch-fidelity and the TF / ADM evaluators), with three outputs:
 - ``"spatial"``: ADM's sFID feature, TF's ``mixed_6/conv`` (torch-fidelity's
   ``Mixed_6d.branch1x1`` output, after its ReLU, 17 x 17 x 192), first 7 channels, flattened in
   TF's channels-last order: 17 * 17 * 7 = 2023 numbers per image.
+
+``inception-pytorch-fid`` is the same network and weights with pytorch-fid's input stage
+(``x / 255`` resized to 299 by ``F.interpolate(bilinear, align_corners=False)``, then ``2x - 1``),
+the pipeline of pytorch-fid and of the evaluation scripts copied from it (e.g. LightningDiT's
+``tools/calculate_fid.py``): its numbers are pytorch-fid's, which differ from torch-fidelity's in
+the resize.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..models.pretrained import load_inception
 
@@ -68,6 +75,7 @@ def feature_networks(
     random_init: bool = False,
     given: dict[str, nn.Module] | None = None,
     device: torch.device | str = "cpu",
+    variants: dict[str, str] | None = None,
 ) -> dict[str, nn.Module]:
     """Every registered extractor that ``metrics`` read, each built once.
 
@@ -77,11 +85,14 @@ def feature_networks(
         random_init: random stand-ins (tests only).
         given: ready networks by name, used instead of building (e.g. test stand-ins).
         device: where the networks go.
+        variants: the registered extractor to build for a network name, e.g.
+            ``{"inception": "inception-pytorch-fid"}`` (pytorch-fid's resize for FID).
     """
     nets = dict(given or {})
     for name in dict.fromkeys(m.network for m in metrics):
         if name in _EXTRACTORS and name not in nets:
-            nets[name] = build_feature_extractor(name, (weights or {}).get(name), random_init)
+            builder = (variants or {}).get(name, name)
+            nets[name] = build_feature_extractor(builder, (weights or {}).get(name), random_init)
     return {k: v.to(device) for k, v in nets.items()}
 
 
@@ -110,7 +121,7 @@ class InceptionFeatures(nn.Module):
 
         hook = self.net.Mixed_6d.branch1x1.register_forward_hook(grab) if "spatial" in features else None
         try:
-            pool, logits = self.net(x)
+            pool, logits = self.trunk(x)
         finally:
             if hook is not None:
                 hook.remove()
@@ -118,6 +129,35 @@ class InceptionFeatures(nn.Module):
         if grabbed:
             out["spatial"] = grabbed[0]
         return {k: out[k] for k in features}
+
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images -> (pool features, unbiased logits): torch-fidelity's own forward."""
+        return self.net(x)
+
+
+# torch-fidelity's InceptionV3 modules in the order of its forward (and of pytorch-fid's blocks)
+_LAYERS = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+    "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+    "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool",
+)  # fmt: skip
+
+
+class PytorchFIDInceptionFeatures(InceptionFeatures):
+    """``InceptionFeatures`` with pytorch-fid's input stage (module docstring)."""
+
+    pipeline = (
+        "pytorch-fid's input stage instead of torch-fidelity's: x / 255 resized to 299 by torch bilinear "
+        "interpolation (align_corners=False, no antialiasing), then 2x - 1"
+    )
+
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.interpolate(x.float() / 255.0, size=(299, 299), mode="bilinear", align_corners=False)
+        h = 2.0 * h - 1.0
+        for name in _LAYERS:
+            h = getattr(self.net, name)(h)
+        pool = h.flatten(1)  # (B, 2048)
+        return pool, pool @ self.net.fc.weight.T  # the logits without the bias, as torch-fidelity's
 
 
 class RandomFeatures(nn.Module):
@@ -153,6 +193,14 @@ def inception(weights: str | os.PathLike | None = None, random_init: bool = Fals
     if random_init:
         return RandomFeatures()
     return InceptionFeatures(*load_inception(weights))
+
+
+@register_feature_extractor("inception-pytorch-fid")
+def inception_pytorch_fid(weights: str | os.PathLike | None = None, random_init: bool = False) -> nn.Module:
+    """The FID InceptionV3 with pytorch-fid's resize (``--fid-weights``), or ``RandomFeatures``."""
+    if random_init:
+        return RandomFeatures()
+    return PytorchFIDInceptionFeatures(*load_inception(weights))
 
 
 def save_random_inception(path: str | os.PathLike, seed: int = 0) -> Path:

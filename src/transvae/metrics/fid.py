@@ -8,8 +8,13 @@ of torch-fidelity's FID InceptionV3 (``transvae.metrics.features``: TF-compatibl
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from .base import MetricInputError, register_metric
 from .frechet import FrechetDistance
@@ -46,3 +51,34 @@ class ReconstructionFID(FID):
         "Frechet distance between InceptionV3 pool features (2048-d, torch-fidelity FID Inception, images "
         "resized to 299 inside the network as torch-fidelity does) of all originals and all reconstructions"
     )
+
+
+def folder_fid(
+    samples: str | os.PathLike,
+    reference: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+) -> float:
+    """FID between two folders of images (searched recursively), computed by torch-fidelity itself:
+    its file loader, its feature extractor, its statistics, as ``fidelity --fid --input1 samples
+    --input2 reference`` does. The weights are read as tensors only before torch-fidelity sees them.
+
+    Args:
+        samples, reference: image folders (PNG / JPEG; all images of one size).
+        weights: a local copy of the FID InceptionV3 weights (``--fid-weights``).
+        device: "cuda" runs torch-fidelity on the GPU.
+    """
+    import torch_fidelity
+
+    from ..models.pretrained import inception_weights_buffer
+
+    buf, _ = inception_weights_buffer(weights)
+    cuda = torch.device(device).type == "cuda"
+    with tempfile.TemporaryDirectory(prefix="transvae-fid-") as tmp:
+        path = Path(tmp) / "inception.pth"
+        path.write_bytes(buf.getvalue())
+        out = torch_fidelity.calculate_metrics(
+            input1=str(samples), input2=str(reference), fid=True, cuda=cuda, save_cpu_ram=not cuda,
+            feature_extractor_weights_path=str(path), samples_find_deep=True, cache=False, verbose=False,
+        )  # fmt: skip
+    return float(out["frechet_inception_distance"])

@@ -165,6 +165,19 @@ def weights_file(
 
 
 # -- FID InceptionV3 ----------------------------------------------------------------------------
+def inception_weights_buffer(
+    weights: str | os.PathLike | None = None, option: str = "--fid-weights"
+) -> tuple[io.BytesIO, Path]:
+    """The FID InceptionV3 weights (local file, torch hub cache or download), read as tensors only
+    and written back into a buffer: torch-fidelity reads its file with a full unpickler, so it is
+    handed these tensors instead of the user's file. Returns (the buffer, the file read)."""
+    path = weights_file(weights, INCEPTION_URL, option, "FID InceptionV3", INCEPTION_FILENAMES)
+    buf = io.BytesIO()
+    torch.save(load_state_dict_file(path, option), buf)
+    buf.seek(0)
+    return buf, Path(path)
+
+
 def load_inception(
     weights: str | os.PathLike | None = None,
     option: str = "--fid-weights",
@@ -188,12 +201,7 @@ def load_inception(
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    path = weights_file(weights, INCEPTION_URL, option, "FID InceptionV3", INCEPTION_FILENAMES)
-    state = load_state_dict_file(path, option)
-    # torch-fidelity reads its file with a full unpickler; hand it the tensors we read safely instead
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
+    buf, path = inception_weights_buffer(weights, option)
     try:
         return FeatureExtractorInceptionV3("inception-v3-compat", list(features), buf), str(path)
     except (RuntimeError, KeyError, ValueError) as e:
