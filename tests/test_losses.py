@@ -465,3 +465,25 @@ def test_dino_local_weights_and_offline_error(full_loss, tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as e:  # timm's tiny test ViT: the same loading path, fast
         VAELoss(LossConfig(lpips_weight=0, gan_weight=0, dino_model="test_vit"), tiny())
     assert "loss.dino_weights" in str(e.value) and "--loss.vf_weight=0" in str(e.value)
+
+
+def test_dino_offline_fails_in_seconds_without_the_hub_s_retries(monkeypatch):
+    """Issue 21 #20: not cached and the Hub unreachable -> one-line error at once; timm (whose Hub
+    download retries for about a minute offline) is never asked to download."""
+    import socket
+
+    import huggingface_hub
+    import timm
+
+    def unreachable(*a, **k):
+        raise OSError("network is unreachable")
+
+    def no_download(*a, **k):
+        raise AssertionError("timm.create_model was asked to download")
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(timm, "create_model", no_download)
+    with pytest.raises(MissingWeightsError, match="cannot be reached") as e:
+        DinoFeatures(SMALL_DINO, pretrained=True)
+    assert "loss.dino_weights" in str(e.value)

@@ -321,6 +321,54 @@ def load_lpips(
 
 
 # -- DINOv2 -------------------------------------------------------------------------------------
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout`` seconds
+    (False at once when ``HF_HUB_OFFLINE`` is set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout
+        ).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_reachable_or_cached(model_name: str, option: str, hint: str) -> None:
+    """Raise ``WeightsUnavailableError`` at once when timm's weights for ``model_name`` are neither
+    in the local Hugging Face cache nor downloadable (the Hub's own retries take about a minute)."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        return  # not a Hub model: timm downloads from its URL (urllib fails fast offline)
+    names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+    names += ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+    if any(isinstance(try_to_load_from_cache(repo, n), str) for n in names) or hub_reachable():
+        return
+    message = (
+        f"cannot load DINOv2 weights for {model_name}: not in the local Hugging Face cache and "
+        f"{_hub_endpoint()} cannot be reached (offline?); {_point_at(option, 'model.safetensors')} "
+        f"(timm's {repo})"
+    )
+    raise WeightsUnavailableError(_with_hint(message, hint))
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 def load_dinov2(
     model_name: str,
     weights: str | os.PathLike | None = None,
@@ -350,6 +398,8 @@ def load_dinov2(
         if not p.is_file():
             raise WeightsUnavailableError(f"{_given(option, weights)}: no such file")
         kwargs["pretrained_cfg_overlay"] = {"file": str(p)}
+    if pretrained and not weights:
+        _hub_reachable_or_cached(model_name, option, hint)  # offline fails in seconds, not after retries
     try:
         model = timm.create_model(model_name, **kwargs)
     except Exception as e:
