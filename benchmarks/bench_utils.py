@@ -29,19 +29,54 @@ def add_data_arg(p: argparse.ArgumentParser, what: str = "BSDS500 root with trai
     p.add_argument("--data", type=Path, default=None, help=f"{what} (default: ${DATA_ENV})")
 
 
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose description is the script's first docstring paragraph."""
+    raw = argparse.RawDescriptionHelpFormatter
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=raw)
+
+
+def experiment_args(p: argparse.ArgumentParser, runs: str, quick: str, train: bool = True) -> None:
+    """The options every experiment shares: data, seeds, run folders, output, the quick mode,
+    and for those that train: parallel single-threaded runs and resuming."""
+    add_data_arg(p)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
+    p.add_argument("--runs-dir", type=Path, default=None, help=f"run folders (default {runs})")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
+    p.add_argument("--quick", action="store_true", help=quick)
+    if train:
+        p.add_argument(
+            "--workers", type=int, default=os.cpu_count() or 1, help="single-threaded runs at once"
+        )
+        p.add_argument(
+            "--resume", action="store_true", help="continue interrupted runs, extend finished ones"
+        )
+
+
 def data_root(args: argparse.Namespace, needs: Sequence[str] = ("train", "test", "val")) -> Path:
     """``--data`` or ``$TRANSVAE_BENCH_DATA``, with the sub-folders ``needs``; exits in one line."""
     root = args.data or (Path(os.environ[DATA_ENV]) if os.environ.get(DATA_ENV) else None)
+    folders = "/ ".join(needs) + "/"
     if root is None:
-        sys.exit(
-            f"error: no data: pass --data BSDS500_ROOT or set {DATA_ENV} (a folder with {'/ '.join(needs)}/)"
-        )
-    missing = [n for n in needs if not (root / n).is_dir()]
-    if missing:
-        sys.exit(
-            f"error: --data {root} has no {'/, '.join(missing)}/ folder (expected BSDS500: {'/ '.join(needs)}/)"
-        )
+        sys.exit(f"error: no data: pass --data BSDS500_ROOT or set {DATA_ENV} (a folder with {folders})")
+    if missing := [n for n in needs if not (root / n).is_dir()]:
+        sys.exit(f"error: --data {root} has no {'/, '.join(missing)}/ folder (BSDS500 has {folders})")
     return root
+
+
+def cpu_recipe(name: str, data: Path, crop: int, seed: int, steps: int, batch: int, lr: float, warmup: int,
+               eval_every: int, val_images: int, **more: Any) -> dict[str, Any]:  # fmt: skip
+    """The Trainer settings the CPU experiments share: BSDS500 train + test, validation on val/,
+    LDM's crops, L1 + KL (``more`` may add LPIPS), no EMA, one process with no loader workers,
+    a checkpoint at every validation, no image grids, TensorBoard or progress bar."""
+    return {
+        "model.name": name, "data.train": [str(data / "train"), str(data / "test")], "data.val": [str(data / "val")],
+        "data.resolution": crop, "data.scale": [1.0, 1.0], "data.num_workers": 0, "data.val_images": val_images,
+        "optim.lr": lr, "optim.warmup_steps": warmup, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0,
+        "loss.gan_weight": 0.0, "train.batch_size": batch, "train.max_steps": steps, "train.seed": seed,
+        "train.ema": False, "train.device": "cpu", "train.checkpoint_every": eval_every,
+        "log.every": 10 if eval_every % 10 == 0 else 1, "log.val_every": eval_every, "log.image_every": 10**9,
+        "log.tensorboard": False, "log.progress": False, **more,
+    }  # fmt: skip
 
 
 def slug(label: str) -> str:
@@ -55,6 +90,22 @@ def spread(values: list[float]) -> dict[str, float]:
     return dict(mean=statistics.fmean(values), std=sd, min=min(values), max=max(values), n=len(values))
 
 
+def env(threads: int | None = None) -> dict[str, str]:
+    """The environment of a ``transvae`` subprocess: this source tree first, ``threads`` OpenMP threads."""
+    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, PYTHONPATH=path, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+
+
+def transvae_cli(args: Sequence[str], log: Path, threads: int = 1) -> None:
+    """Run ``transvae ARGS`` (this interpreter, this tree), appending its output to ``log``; exit on failure."""
+    with open(log, "a") as f:
+        f.write(f"$ transvae {' '.join(args)}\n")
+        f.flush()
+        cmd = [sys.executable, "-m", "transvae.cli", *args]
+        if subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(threads)):
+            sys.exit(f"error: transvae {args[0]} failed; see {log}")
+
+
 def evaluate_cli(
     model_dir: Path, data: Path, out_dir: Path, resolutions: Sequence[int], limit: int | None = None,
     batch_size: int = 8, extra: Sequence[str] = (),
@@ -66,8 +117,7 @@ def evaluate_cli(
         "--batch-size", str(batch_size), "--num-workers", "0", "--quiet", *extra,
         *(["--limit", str(limit)] if limit else []),
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env())
     if r.returncode != 0:
         raise RuntimeError(f"transvae evaluate failed ({r.returncode}):\n{r.stderr[-2000:]}")
     payload = json.loads((out_dir / "results.json").read_text())
@@ -75,7 +125,9 @@ def evaluate_cli(
     return payload
 
 
-def evaluate_cached(model_dir: Path, data: Path, out_dir: Path, resolutions: Sequence[int], key: Any, **kw) -> dict:
+def evaluate_cached(
+    model_dir: Path, data: Path, out_dir: Path, resolutions: Sequence[int], key: Any, **kw
+) -> dict:
     """``evaluate_cli``, reused from ``out_dir/results.json`` when that was made for the same ``key``
     (e.g. the model's step): reruns of a report re-evaluate only what changed."""
     cached = out_dir / "results.json"

@@ -15,14 +15,12 @@ largest size.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import bench_utils as bu
 from learning_efficiency import regimes, runs_dir
 
-from transvae.utils.markdown import markdown_table
 from transvae.utils.provenance import Provenance, write_result
 
 SIZES = {"f8-64": [64, 128, 256, 320], "f16-128": [128, 256, 320]}
@@ -91,7 +89,7 @@ def plot(payload: dict, path: Path) -> None:
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set(
         xlabel=f"native centre crop (px; trained at {payload['crop']})",
-        ylabel="PSNR (dB, mean; bars: min-max over seeds)",
+        ylabel="PSNR (dB; bars: seeds' min-max)",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -110,30 +108,15 @@ def model_row(s_: str, label: str, per_seed: dict[int, dict], sizes: list[int]) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = bu.parser(__doc__)
     p.add_argument("--regime", choices=list(SIZES), default="f16-128")
-    bu.add_data_arg(p)
-    p.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=None,
-        help="learning_efficiency.py's run folders (default: its default, _quick with --quick)",
+    bu.experiment_args(
+        p, "learning_efficiency.py's", "2 val photos, the two smallest sizes, seed 0", train=False
     )
     p.add_argument("--models", nargs="+", default=None, help="slugs (default: every trained model)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
-    p.add_argument(
-        "--sizes", nargs="+", type=int, default=None, help="crop sizes (default: the regime's, see above)"
-    )
-    p.add_argument(
-        "--limit", type=int, default=0, help="val photos, the same at every size (default 0 = all 100)"
-    )
-    p.add_argument(
-        "--grid-image", type=int, default=0, help="index (sorted by name) of the photo in the grid"
-    )
-    p.add_argument("--quick", action="store_true", help="2 val photos, the two smallest sizes, seed 0")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
+    p.add_argument("--sizes", nargs="+", type=int, default=None, help="crop sizes (default: see above)")
+    p.add_argument("--limit", type=int, default=0, help="val photos, the same at every size (0 = all)")
+    p.add_argument("--grid-image", type=int, default=0, help="index of the photo in the grid")
     args = p.parse_args(argv)
     data = bu.data_root(args, needs=("val",))
     runs = args.runs_dir or runs_dir(args.quick)
@@ -143,9 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     prov = Provenance.start(seeds=seeds)
     slugs = args.models or discover(runs, args.regime)
     if not slugs:
-        sys.exit(
-            f"error: no trained model under {runs / args.regime}; run learning_efficiency.py first (same --quick)"
-        )
+        sys.exit(f"error: no trained model under {runs / args.regime}: run learning_efficiency.py first")
     crops = {z: native_crops(data / "val", z, limit, runs / "crops") for z in sizes}
     labels = {bu.slug(label): label for label, _, _ in regimes()[args.regime].specs}
     results, grid = [], []
@@ -155,11 +136,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"note: {s_} has no trained model for seeds {seeds}; skipped", file=sys.stderr)
             continue
         results.append(model_row(s_, labels.get(s_, s_), per_seed, sizes))
-        recs = sorted(
-            (runs / args.regime / s_ / f"seed{min(per_seed)}" / "eval_native" / str(max(sizes))).rglob(
-                "reconstructions/**/*.png"
-            )
-        )
+        evals = runs / args.regime / s_ / f"seed{min(per_seed)}" / "eval_native" / str(max(sizes))
+        recs = sorted(evals.rglob("reconstructions/**/*.png"))
         if args.grid_image < len(recs):
             grid += [] if grid else [("original", sorted(crops[max(sizes)].glob("*.png"))[args.grid_image])]
             grid.append((labels.get(s_, s_), recs[args.grid_image]))
@@ -170,11 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     plot(payload, out.with_suffix(".png"))
     if grid:
         save_grid(grid, out.with_name(out.stem + f"_grid_{max(sizes)}.png"), tile=min(max(sizes), 256))
-    rows = [
-        dict(model=r["label"], **{f"psnr@{z}": r["psnr"][str(z)]["mean"] for z in sizes}) for r in results
-    ]
-    print("\n" + markdown_table(rows, ["model", *(f"psnr@{z}" for z in sizes)]))
-    print(f"\nwrote {out} and its PNGs")
+    for r in results:
+        print(f"{r['label']:40s} " + "  ".join(f"{z}px {r['psnr'][str(z)]['mean']:.2f}" for z in sizes))
+    print(f"wrote {out} and its PNGs")
 
 
 if __name__ == "__main__":

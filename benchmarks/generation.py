@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,56 +33,35 @@ import bench_utils as bu
 import torch
 from learning_efficiency import regimes, runs_dir
 
-from transvae.utils.markdown import markdown_table
 from transvae.utils.provenance import Provenance, write_result
 
 TOKENIZERS = ("cnn-vae-no-attention", "vit-vae-learned-abs-pe", "dc-shortcut-transvae")
 
 
-def transvae(args: list[str], log: Path, threads: int = 1) -> None:
-    """A ``transvae`` command (this interpreter, this source tree), its output appended to ``log``."""
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS=str(threads),
-        PYTHONPATH=os.pathsep.join([str(bu.REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-    )
-    with open(log, "a") as f:
-        f.write(f"$ transvae {' '.join(args)}\n")
-        f.flush()
-        if subprocess.call(
-            [sys.executable, "-m", "transvae.cli", *args], stdout=f, stderr=subprocess.STDOUT, env=env
-        ):
-            sys.exit(f"error: transvae {args[0]} failed; see {log}")
-
-
 def finished(run: Path, steps: int) -> bool:
-    s = run / "summary.json"
-    return (
-        s.is_file()
-        and (d := json.loads(s.read_text())).get("status") == "finished"
-        and d.get("step", 0) >= steps
-    )
+    d = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return d.get("status") == "finished" and d.get("step", 0) >= steps
 
 
 def pipeline(a: argparse.Namespace, tok: Path, work: Path, seed: int) -> None:
     """Latents, generator and samples of one (tokenizer, seed), each stage skipped when done."""
     work.mkdir(parents=True, exist_ok=True)
-    log = work / "commands.log"
+    log, lat, gen, cpu = work / "commands.log", work / "latents", work / "gen", ["--device", "cpu"]
     for split, folder in (("train", a.data / "train"), ("held", a.data / "val")):
-        if not (work / "latents" / split / "manifest.json").is_file():
-            transvae(["extract-latents", str(folder), "--model", str(tok), "--out", str(work / "latents" / split),
-                      "--resolution", str(a.crop), "--batch-size", "16", "--num-workers", "0", "--device", "cpu"], log)  # fmt: skip
-    gen = work / "gen"
+        if not (lat / split / "manifest.json").is_file():
+            bu.transvae_cli(["extract-latents", str(folder), "--model", str(tok), "--out", str(lat / split),
+                             "--resolution", str(a.crop), "--batch-size", "16", "--num-workers", "0", *cpu], log)  # fmt: skip
     if not finished(gen, a.gen_steps):
-        transvae(["gen-train", "--config", str(bu.REPO / "configs" / "lightningdit-cpu-quick.yaml"), "--latents",
-                  str(work / "latents" / "train"), "--val-latents", str(work / "latents" / "held"), "--out", str(gen),
-                  "--vae", str(tok), "--model", a.generator, "--max-steps", str(a.gen_steps), "--batch-size", str(a.gen_batch),
-                  "--workers", "0", "--device", "cpu", f"--train.seed={seed}", f"--log.val_every={a.eval_every}",
-                  f"--train.checkpoint_every={a.eval_every}", f"--sample.val_num={a.val_num}", f"--sample.val_steps={a.val_steps}",
-                  "--log.tensorboard=false", "--log.progress=false", *(["--resume"] if (gen / "checkpoints" / "last.pt").is_file() else [])], log)  # fmt: skip
+        resume = ["--resume"] if (gen / "checkpoints" / "last.pt").is_file() else []
+        keys = {"train.seed": seed, "log.val_every": a.eval_every, "train.checkpoint_every": a.eval_every,
+                "sample.val_num": a.val_num, "sample.val_steps": a.val_steps, "log.tensorboard": "false", "log.progress": "false"}  # fmt: skip
+        bu.transvae_cli(["gen-train", "--config", str(bu.REPO / "configs" / "lightningdit-cpu-quick.yaml"), "--latents",
+                         str(lat / "train"), "--val-latents", str(lat / "held"), "--out", str(gen), "--vae", str(tok),
+                         "--model", a.generator, "--max-steps", str(a.gen_steps), "--batch-size", str(a.gen_batch),
+                         "--workers", "0", *cpu, *(f"--{k}={v}" for k, v in keys.items()), *resume], log)  # fmt: skip
     if len(list((work / "samples" / "images").glob("*.png"))) < a.num:
-        transvae(["gen-sample", "--run", str(gen), "--vae", str(tok), "--num", str(a.num), "--out", str(work / "samples"),
-                  "--seed", str(seed), "--device", "cpu"], log)  # fmt: skip
+        bu.transvae_cli(["gen-sample", "--run", str(gen), "--vae", str(tok), "--num", str(a.num), "--out",
+                         str(work / "samples"), "--seed", str(seed), *cpu], log)  # fmt: skip
 
 
 def score(a: argparse.Namespace, tok: Path, work: Path, held: torch.Tensor, basis) -> dict:
@@ -92,7 +69,7 @@ def score(a: argparse.Namespace, tok: Path, work: Path, held: torch.Tensor, basi
     import transvae
     from transvae.data.transforms import load_crops
     from transvae.inference import InferenceRunner
-    from transvae.metrics.image_fd import image_frechet_distance
+    from transvae.metrics.image_fd import image_frechet_distance as fd
 
     samples = load_crops(sorted((work / "samples" / "images").glob("*.png"))[: a.num], a.crop)
     with torch.no_grad():
@@ -103,9 +80,9 @@ def score(a: argparse.Namespace, tok: Path, work: Path, held: torch.Tensor, basi
         {"step": h["step"], "latent_fd": h.get("val/latent_fd"), "flow_loss": h.get("val/flow_loss")}
         for h in hist
     ]
-    return dict(image_fd=image_frechet_distance(held, samples, basis), image_fd_floor=image_frechet_distance(held, rec, basis),
-                samples=len(samples), held_out=len(held), latent_fd=curve[-1]["latent_fd"], flow_loss=curve[-1]["flow_loss"],
-                curve=curve, gen_step=hist[-1]["step"] if hist else None)  # fmt: skip
+    return dict(image_fd=fd(held, samples, basis), image_fd_floor=fd(held, rec, basis), samples=len(samples),
+                held_out=len(held), latent_fd=curve[-1]["latent_fd"], flow_loss=curve[-1]["flow_loss"], curve=curve,
+                gen_step=hist[-1]["step"])  # fmt: skip
 
 
 def plot(payload: dict, path: Path) -> None:
@@ -113,22 +90,14 @@ def plot(payload: dict, path: Path) -> None:
     labels = [r["label"] for r in payload["results"]]
     for i, r in enumerate(payload["results"]):
         st = bu.line_style(r["label"], labels)
-        for k in ("image_fd", "image_fd_floor"):
-            ys = [x[k] for x in r["seeds"]]
+        for k, dx, mark in (("image_fd", 0, "o"), ("image_fd_floor", 0.15, "x")):
             axes[0].scatter(
-                [i + (0.15 if k.endswith("floor") else 0)] * len(ys),
-                ys,
-                color=st["color"],
-                marker="x" if k.endswith("floor") else "o",
+                [i + dx] * len(r["seeds"]), [x[k] for x in r["seeds"]], color=st["color"], marker=mark
             )
         for x in r["seeds"]:
             c = [p for p in x["curve"] if p["latent_fd"] is not None]
-            axes[1].plot(
-                [p["step"] for p in c],
-                [p["latent_fd"] for p in c],
-                label=r["label"] if x is r["seeds"][0] else None,
-                **st,
-            )
+            label = r["label"] if x is r["seeds"][0] else None
+            axes[1].plot([p["step"] for p in c], [p["latent_fd"] for p in c], label=label, **st)
             axes[2].plot([p["step"] for p in c], [p["flow_loss"] for p in c], **st)
     axes[0].set_xticks(range(len(labels)), labels, rotation=15, fontsize=7)
     axes[0].set_ylabel("image FD vs held-out photos (o: generated, x: reconstructions)")
@@ -140,44 +109,36 @@ def plot(payload: dict, path: Path) -> None:
     bu.save_figure(fig, path)
 
 
+DEFAULTS = (("gen_steps", 1000, 20), ("gen_batch", 16, 16), ("eval_every", 250, 10), ("val_num", 200, 150),
+            ("val_steps", 16, 4), ("num", 200, 24), ("fd_components", 32, 8))  # fmt: skip
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    p = bu.parser(__doc__)
+    bu.experiment_args(
+        p, "runs/bench/generation[_quick]", "seed 0, a nano generator, tiny budgets", train=False
     )
-    bu.add_data_arg(p)
     p.add_argument(
         "--tokenizers", nargs="+", default=list(TOKENIZERS), help="learning_efficiency f16-128 slugs"
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
-    p.add_argument(
-        "--le-runs",
-        type=Path,
-        default=None,
-        help="learning_efficiency.py's run folders (default: its default)",
-    )
-    p.add_argument(
-        "--generator", default=None, help="default lightningdit-mini-1 (--quick: lightningdit-nano-1)"
-    )
-    for k, full, quick in (("gen-steps", 1000, 20), ("gen-batch", 16, 16), ("eval-every", 250, 10), ("val-num", 200, 150),
-                           ("val-steps", 16, 4), ("num", 200, 24), ("fd-components", 32, 8)):  # fmt: skip
-        p.add_argument(f"--{k}", type=int, default=None, help=f"default {full} (--quick: {quick})")
-    p.add_argument(
-        "--runs", type=Path, default=None, help="work folders (default runs/bench/generation[_quick])"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="seed 0, a nano generator, tiny budgets (a smoke test)"
-    )
-    p.add_argument("--out", type=Path, default=None, help="JSON path (PNG next to it)")
+    p.add_argument("--le-runs", type=Path, default=None, help="learning_efficiency.py's runs (its default)")
+    p.add_argument("--generator", default=None, help="default lightningdit-mini-1 (--quick: -nano-1)")
+    for k, full, quick in DEFAULTS:
+        p.add_argument(
+            f"--{k.replace('_', '-')}", type=int, default=None, help=f"default {full} (quick {quick})"
+        )
     a = p.parse_args(argv)
-    a.data = bu.data_root(a)
-    for k, full, quick in (("gen_steps", 1000, 20), ("gen_batch", 16, 16), ("eval_every", 250, 10), ("val_num", 200, 150),
-                           ("val_steps", 16, 4), ("num", 200, 24), ("fd_components", 32, 8)):  # fmt: skip
+    a.data, a.crop = bu.data_root(a), regimes()["f16-128"].crop
+    for k, full, quick in DEFAULTS:
         setattr(a, k, getattr(a, k) or (quick if a.quick else full))
     a.generator = a.generator or ("lightningdit-nano-1" if a.quick else "lightningdit-mini-1")
     a.seeds, a.le_runs = a.seeds or ([0] if a.quick else [0, 1, 2]), a.le_runs or runs_dir(a.quick)
-    a.runs = a.runs or bu.RUNS / ("generation_quick" if a.quick else "generation")
-    a.crop = regimes()["f16-128"].crop
+    a.runs_dir = a.runs_dir or bu.RUNS / ("generation_quick" if a.quick else "generation")
     return a
+
+
+METRICS = ("image_fd", "image_fd_floor", "latent_fd", "flow_loss")
+SETTINGS = ("generator", "gen_steps", "gen_batch", "eval_every", "val_num", "val_steps", "num", "crop")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,47 +152,32 @@ def main(argv: list[str] | None = None) -> None:
         (s_, k): a.le_runs / "f16-128" / s_ / f"seed{k}" / "model" for s_ in a.tokenizers for k in a.seeds
     }
     if missing := [str(p) for p in toks.values() if not (p / "config.json").is_file()]:
-        sys.exit(
-            f"error: no trained tokenizer at {missing[0]} ({len(missing)} missing): run learning_efficiency.py --regime f16-128 first"
-        )
-    basis = fit_thumbnail_basis(
-        load_crops(list_images(a.data / "train") + list_images(a.data / "test"), a.crop), 8, a.fd_components
-    )
+        sys.exit(f"error: no tokenizer at {missing[0]} ({len(missing)} missing): run learning_efficiency.py")
+    photos = list_images(a.data / "train") + list_images(a.data / "test")
+    basis = fit_thumbnail_basis(load_crops(photos, a.crop), 8, a.fd_components)
     held = load_crops(list_images(a.data / "val"), a.crop)
-    labels = {bu.slug(label): label for label, _, _ in regimes()["f16-128"].specs}
-    results = []
+    labels, results = {bu.slug(x[0]): x[0] for x in regimes()["f16-128"].specs}, []
     for s_ in a.tokenizers:
         seeds = []
-        for k in a.seeds:
+        for k, tok, work in ((k, toks[(s_, k)], a.runs_dir / s_ / f"seed{k}") for k in a.seeds):
             print(f"{s_} seed {k} ...", flush=True)
-            pipeline(a, toks[(s_, k)], a.runs / s_ / f"seed{k}", k)
-            seeds.append(
-                dict(
-                    seed=k,
-                    tokenizer=str(toks[(s_, k)]),
-                    **score(a, toks[(s_, k)], a.runs / s_ / f"seed{k}", held, basis),
-                )
-            )
-        results.append(dict(label=labels.get(s_, s_), slug=s_, seeds=seeds,
-                            **{m: bu.spread([x[m] for x in seeds]) for m in ("image_fd", "image_fd_floor", "latent_fd", "flow_loss")}))  # fmt: skip
-    settings = {
-        k: getattr(a, k)
-        for k in ("generator", "gen_steps", "gen_batch", "eval_every", "val_num", "val_steps", "num", "crop")
-    }
-    payload = dict(benchmark="generation", settings=settings, image_fd=dict(basis.describe(), held_out="BSDS500 val/", fitted_on_photos="train/ + test/"),
-                   results=results)  # fmt: skip
+            pipeline(a, tok, work, k)
+            seeds.append(dict(seed=k, tokenizer=str(tok), **score(a, tok, work, held, basis)))
+        r = dict(
+            label=labels.get(s_, s_),
+            slug=s_,
+            seeds=seeds,
+            **{m: bu.spread([x[m] for x in seeds]) for m in METRICS},
+        )
+        results.append(r)
+        print("  " + ", ".join(f"{m} {r[m]['mean']:.3g} ± {r[m]['std']:.2g}" for m in METRICS))
+    fd_space = dict(basis.describe(), held_out="BSDS500 val/", fitted_on_photos="train/ + test/")
+    payload = dict(benchmark="generation", settings={k: getattr(a, k) for k in SETTINGS}, image_fd=fd_space)
     out = a.out or bu.DOCS_DIR / f"generation{'_quick' if a.quick else ''}.json"
-    write_result(
-        out,
-        payload,
-        prov,
-        steps={f"{r['slug']}/seed{x['seed']}": x["gen_step"] for r in results for x in r["seeds"]},
-    )
-    plot(payload, out.with_suffix(".png"))
-    rows = [dict(tokenizer=r["label"], **{m: f"{r[m]['mean']:.3g} ± {r[m]['std']:.2g}" for m in ("image_fd", "image_fd_floor", "latent_fd", "flow_loss")})
-            for r in results]  # fmt: skip
-    print("\n" + markdown_table(rows, ["tokenizer", "image_fd", "image_fd_floor", "latent_fd", "flow_loss"]))
-    print(f"\nwrote {out} and {out.with_suffix('.png')} in {time.time() - t0:.0f} s")
+    steps = {f"{r['slug']}/seed{x['seed']}": x["gen_step"] for r in results for x in r["seeds"]}
+    write_result(out, dict(payload, results=results), prov, steps=steps)
+    plot({"results": results}, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

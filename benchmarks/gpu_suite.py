@@ -29,12 +29,11 @@ sizes on whatever device there is (it proves that the suite works, not how fast 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ log = logging.getLogger("gpu_suite")
 GIB = 2**30
 # "Infer. GPU Mem" of the paper (Tables 3-6): an H20, inference at 256 x 256, batch 16, bf16
 PAPER_MEM_SOURCE = (
-    "paper Tables 3-6, 'Infer. GPU Mem': H20 GPU, 256x256, batch 16, BFloat16; what was counted is not stated"
+    "paper Tables 3-6, Infer. GPU Mem: an H20, 256x256, batch 16, bf16; what it counts is not stated"
 )
 PAPER_MEM_GIB = {
     "transvae-l-f8d16": 6.3, "transvae-t-f16d32": 7.4, "transvae-b-f16d32": 7.6, "transvae-l-f16d32": 12.0,
@@ -104,11 +103,8 @@ def paper_variants() -> list[str]:
     """The registered variants of the paper's Tables 3-6, smallest first (a budget cut drops the largest)."""
     from transvae.models import create_model, get_model_entry, list_models
 
-    names = [
-        n
-        for n in list_models()
-        if get_model_entry(n).paper_params is not None and get_model_entry(n).family in PAPER_FAMILIES
-    ]
+    entries = {n: get_model_entry(n) for n in list_models()}
+    names = [n for n, e in entries.items() if e.paper_params is not None and e.family in PAPER_FAMILIES]
     return sorted(names, key=lambda n: create_model(n, device="meta").num_parameters("total"))
 
 
@@ -116,17 +112,16 @@ def dname(dtype: torch.dtype) -> str:
     return {v: k for k, v in B.DTYPES.items()}[dtype]
 
 
-def gflop(name: str, res: int, tiny: bool = False) -> float:
-    return sum(autoencoder_handle_flops(name, res, tiny))
+def gflop(name: str, res: int, tiny: bool = False, part: slice = slice(None)) -> float:
+    return sum(autoencoder_handle_flops(name, res, tiny)[part])
 
 
 def Suite(out: Path, budget_s: float, device: torch.device, parts: tuple[str, ...] = PARTS) -> BudgetedRun:  # noqa: N802
-    """The suite's budget (``PART_SHARES``), writing ``OUT/gpu_suite.json`` (with provenance) after every item."""
+    """The suite's budget (``PART_SHARES``), writing ``OUT/gpu_suite.json`` with provenance after every item."""
     prov = Provenance.start(device=device)
-    run = BudgetedRun(
-        budget_s, PART_SHARES, lambda r: write_result(out / "gpu_suite.json", r, prov), parts, log
-    )
-    run.device = device
+    write = lambda r: write_result(out / "gpu_suite.json", r, prov)  # noqa: E731
+    run = BudgetedRun(budget_s, PART_SHARES, write, parts, log)
+    run.device, run.gpu = device, device.type == "cuda"
     return run
 
 
@@ -139,7 +134,7 @@ def model_memory(name: str, res: int, batch: int, dtype: torch.dtype, device: to
 
     model = create_model(name, device=device).eval()
     x = torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
-    row: dict = {"params_M": model.num_parameters("total") / 1e6}
+    row = {"params_M": model.num_parameters("total") / 1e6}
     row["fp32_weights"] = B.inference_memory(model, x, dtype)
     if dtype != torch.float32:
         row["bf16_weights"] = B.inference_memory(model.to(dtype), x, dtype)
@@ -147,28 +142,23 @@ def model_memory(name: str, res: int, batch: int, dtype: torch.dtype, device: to
 
 
 def part_memory(suite: BudgetedRun, sz, dtype: torch.dtype, rate: float) -> None:
+    from transvae.models import create_model
+
     suite.begin_part("memory", method=B.MEMORY_METHOD, paper_source=PAPER_MEM_SOURCE, resolution=sz.memory_res,
                      batch_size=sz.memory_batch, dtype=dname(dtype))  # fmt: skip
     for name in sz.memory_models:
-        from transvae.models import create_model
-
         params, g = create_model(name, device="meta").num_parameters("total"), gflop(name, sz.memory_res)
-        build = (1.0 + params / 1e9) if suite.device.type == "cuda" else (0.2 + 20 * params / 1e9)
-        est = build + 4 * g * sz.memory_batch / rate + (2.0 if suite.device.type == "cuda" else 0.1)
-        row = suite.run(
-            "memory",
-            {"model": name},
-            est,
-            lambda n=name: model_memory(n, sz.memory_res, sz.memory_batch, dtype, suite.device),
-        )
+        build = 1.0 + params / 1e9 if suite.gpu else 0.2 + 20 * params / 1e9
+        est = build + 4 * g * sz.memory_batch / rate + (2.0 if suite.gpu else 0.1)
+        go = lambda n=name: model_memory(n, sz.memory_res, sz.memory_batch, dtype, suite.device)  # noqa: E731
+        row = suite.run("memory", {"model": name}, est, go)
         row.update(paper_infer_mem_gib=PAPER_MEM_GIB.get(name), gflop_per_img=g)
     suite.end_part("memory")
 
 
 def part_speed(suite: BudgetedRun, sz, peaks: dict, rates: dict) -> list:
-    part = suite.begin_part("speed", method="inference.benchmarking.measure_inference (models interleaved, medians); "
-                            f"{sz.speed_warmup} untimed + {sz.speed_iters} timed passes; FLOPs on the meta device; "
-                            "fraction_of_matmul_peak against the better of two matmuls (start, end)", models=list(sz.speed_models))  # fmt: skip
+    method = "inference.benchmarking.speed_records (models interleaved pass by pass, medians; FLOPs on meta)"
+    part = suite.begin_part("speed", method=method, warmup=sz.speed_warmup, iters=sz.speed_iters)
     handles = []
     for name in sz.speed_models:
         try:
@@ -176,23 +166,19 @@ def part_speed(suite: BudgetedRun, sz, peaks: dict, rates: dict) -> list:
         except Exception as e:  # noqa: BLE001 -- e.g. a diffusers without AutoencoderDC
             part.setdefault("build_errors", {})[name] = one_line(e)
     for res, dtype, batch in sz.speed_settings:
-        flops = {h.name: gflop(h.name, res, sz.tiny_peers) for h in handles}
-        est = (sz.speed_warmup + sz.speed_iters) * sum(flops.values()) * batch / rates[dtype] + (
-            3.0 * len(handles) if suite.device.type == "cuda" else 0.5
-        )
+        g = sum(gflop(h.name, res, sz.tiny_peers) for h in handles)
+        passes, overhead = sz.speed_warmup + sz.speed_iters, 3.0 * len(handles) if suite.gpu else 0.5
+        est = passes * g * batch / rates[dtype] + overhead
 
-        def go(res=res, dtype=dtype, batch=batch, flops=flops):
-            m = B.measure_inference(handles, res, dtype, suite.device, batch, sz.speed_iters, sz.speed_warmup)
-            models = {
-                h.name: dict(params_M=h.params / 1e6, **m[h.name], gflop_per_img=flops[h.name])
-                for h in handles
-            }
-            ref = models.get("flux-vae-config")
-            for r in models.values():
-                r["achieved_tflops"] = r["gflop_per_img"] * r["reconstruct_img_s"] / 1e3
-                r["fraction_of_matmul_peak"] = r["achieved_tflops"] * 1e3 / peaks[dtype]
+        def go(res=res, dtype=dtype, batch=batch):
+            it, warm = sz.speed_iters, sz.speed_warmup
+            m = B.speed_records(handles, res, dtype, suite.device, batch, it, warm, tiny=sz.tiny_peers)
+            ref = m.get("flux-vae-config")
+            for r in m.values():
+                gf = r.pop("achieved_gflops")
+                r.update(achieved_tflops=gf / 1e3, fraction_of_matmul_peak=gf / peaks[dtype])
                 r["reconstruct_vs_flux"] = r["reconstruct_img_s"] / ref["reconstruct_img_s"] if ref else None
-            return {"models": models}
+            return {"models": m}
 
         suite.run("speed", {"resolution": res, "dtype": dname(dtype), "batch_size": batch}, est, go)
     suite.end_part("speed")
@@ -201,132 +187,96 @@ def part_speed(suite: BudgetedRun, sz, peaks: dict, rates: dict) -> list:
 
 def part_sdpa(suite: BudgetedRun, sz, handles: list, dtype: torch.dtype, rates: dict) -> None:
     res, _, batch = sz.speed_settings[0]
-    suite.begin_part("sdpa", method="inference.benchmarking.sdpa_backends: profiler op names over one pass, then "
-                     "the pass without the MATH backend", resolution=res, batch_size=batch, dtype=dname(dtype))  # fmt: skip
+    method = "inference.benchmarking.sdpa_backends (profiler op names; the pass again without MATH)"
+    suite.begin_part("sdpa", method=method, resolution=res, batch_size=batch, dtype=dname(dtype))
     x = torch.rand(batch, 3, res, res, device=suite.device) * 2 - 1
     for h in handles:
-        est = 4 * gflop(h.name, res, sz.tiny_peers) * batch / rates[dtype] + (
-            2.0 if suite.device.type == "cuda" else 0.3
-        )
+        est = 4 * gflop(h.name, res, sz.tiny_peers) * batch / rates[dtype] + (2.0 if suite.gpu else 0.3)
         suite.run("sdpa", {"model": h.name}, est, lambda h=h: B.sdpa_backends(h, x, suite.device, dtype))
     suite.end_part("sdpa")
 
 
 def part_compile(suite: BudgetedRun, sz, dtype: torch.dtype, rates: dict) -> None:
-    suite.begin_part("compile", method="inference.benchmarking.measure_compile", backend=sz.compile_backend,
-                     resolution=sz.compile_res, batch_size=sz.compile_batch, dtype=dname(dtype))  # fmt: skip
+    res, batch, backend = sz.compile_res, sz.compile_batch, sz.compile_backend
+    method = "inference.benchmarking.measure_compile"
+    suite.begin_part("compile", method=method, backend=backend, resolution=res, batch_size=batch)
     for name in sz.compile_models:
-        est = (60.0 if sz.compile_backend == "inductor" else 5.0) + 12 * gflop(
-            name, sz.compile_res, sz.tiny_peers
-        ) * sz.compile_batch / rates[dtype]
-        go = lambda n=name: B.measure_compile(build_autoencoder(n, suite.device, sz.tiny_peers), sz.compile_res, dtype,  # noqa: E731
-                                              suite.device, sz.compile_batch, sz.speed_iters, backend=sz.compile_backend)  # fmt: skip
+        g = gflop(name, res, sz.tiny_peers)
+        est = (60.0 if backend == "inductor" else 5.0) + 12 * g * batch / rates[dtype]
+
+        def go(n=name):
+            h = build_autoencoder(n, suite.device, sz.tiny_peers)
+            return B.measure_compile(h, res, dtype, suite.device, batch, sz.speed_iters, backend=backend)
+
         suite.run("compile", {"model": name}, est, go)
     suite.end_part("compile")
 
 
-def loss_overrides(sz) -> tuple[dict, str]:
-    """The paper's stage-1 terms with randomly initialised LPIPS / DINOv2 stand-ins (same FLOPs,
-    nothing downloaded; LPIPS dropped without its package); a dry run uses L1 + KL."""
-    if not sz.paper_loss:
-        return {"loss.gan_weight": 0.0, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0}, "L1 + KL (dry run)"
-    o = {"loss.gan_weight": 0.0, "loss.pretrained": False}
-    try:
-        import lpips  # noqa: F401
-    except ImportError:
-        return {
-            **o,
-            "loss.lpips_weight": 0.0,
-        }, "L1 + KL + VF (lpips missing; DINOv2 stand-in with random weights)"
-    return o, "L1 + LPIPS + KL + VF (LPIPS-VGG16 and DINOv2 stand-ins with random weights)"
-
-
 def train_once(suite: BudgetedRun, sz, name: str, data: Path, run: Path, steps: int, batch: int, every: int,
                precision: str, ckpt: bool, lr: float = 1e-4, warmup: int = 1000) -> dict:  # fmt: skip
+    """``measure_training`` (stage 1) with the paper's loss terms, LPIPS-VGG16 and DINOv2 as randomly
+    initialised stand-ins (the same FLOPs, nothing downloaded); a dry run uses L1 + KL only."""
     from transvae.training.benchmark import measure_training
 
-    loss_o, terms = loss_overrides(sz)
+    loss = {"loss.gan_weight": 0.0, "loss.pretrained": False}
+    terms = "L1 + LPIPS + KL + VF (LPIPS-VGG16 and DINOv2 stand-ins with random weights)"
+    if not sz.paper_loss:
+        loss, terms = {**loss, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0}, "L1 + KL (dry run)"
+    elif importlib.util.find_spec("lpips") is None:
+        loss, terms = {**loss, "loss.lpips_weight": 0.0}, "L1 + KL + VF (lpips missing; DINOv2 stand-in)"
     workers = 0 if sz.dry else min(8, max(1, (os.cpu_count() or 2) // 2))
     over = {"model.name": name, "model.gradient_checkpointing": ckpt, "data.train": [str(data)], "data.resolution": sz.train_res,
             "data.num_workers": workers, "train.batch_size": batch, "train.max_steps": steps, "train.precision": precision,
-            "optim.lr": lr, "optim.warmup_steps": warmup, "log.every": every, **loss_o}  # fmt: skip
+            "optim.lr": lr, "optim.warmup_steps": warmup, "log.every": every, **loss}  # fmt: skip
     return {**measure_training(over, run, suite.device, keep=True), "loss_terms": terms}
 
 
-def part_train(
-    suite: BudgetedRun, sz, data: Path, work: Path, dtype: torch.dtype, rate: float
-) -> Path | None:
+def part_train(suite: BudgetedRun, sz, data: Path, work: Path, dtype, rate: float) -> Path | None:
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
-    suite.begin_part("train", method="training.benchmark.measure_training: Trainer.fit; img_per_s = median of the "
-                     "Trainer's windows after the first; peak memory over construction and fit; loss_falls compares "
-                     "the first three logged windows with the last three", data=str(data), resolution=sz.train_res, precision=precision)  # fmt: skip
-    for name in sz.train_models:
-        est = (
-            2.5
-            + 15 * (suite.device.type == "cuda")
-            + sz.train_steps * 3 * gflop(name, sz.train_res) * sz.train_batch / rate
-        )
-        for ckpt in (False, True):
-            run = work / f"train_{name}_{int(ckpt)}"
-            suite.run("train", {"model": name, "kind": "steps", "gradient_checkpointing": ckpt, "batch_size": sz.train_batch},
-                      est * (1.3 if ckpt else 1.0), lambda n=name, c=ckpt, r=run: train_once(suite, sz, n, data, r, sz.train_steps,
-                      sz.train_batch, sz.train_log_every, precision, c))  # fmt: skip
-            shutil.rmtree(run, ignore_errors=True)
+    method = "training.benchmark.measure_training (the Trainer's own img/s and loss windows; peak memory of the fit)"
+    suite.begin_part("train", method=method, data=str(data), resolution=sz.train_res, precision=precision)
 
-    def long_run() -> dict:
-        r = train_once(suite, sz, sz.run_model, data, work / "train_run", sz.run_steps, sz.run_batch, sz.run_log_every,
-                       precision, False, lr=sz.run_lr, warmup=sz.run_warmup)  # fmt: skip
-        totals = [c["total"] for c in r["curve"]]
-        finite, k = all(v is not None and math.isfinite(v) for v in totals), max(1, min(3, len(totals) // 2))
-        first, last = statistics.fmean(totals[:k]), statistics.fmean(totals[-k:])
-        return dict(r, loss_first=first, loss_last=last, loss_falls=bool(finite and last < first),
-                    all_logged_losses_finite=finite, lr=sz.run_lr, warmup_steps=sz.run_warmup)  # fmt: skip
+    def est(name: str, steps: int, batch: int) -> float:
+        return 2.5 + 15 * suite.gpu + steps * 3 * gflop(name, sz.train_res) * batch / rate
 
-    est = (
-        2.5
-        + 15 * (suite.device.type == "cuda")
-        + sz.run_steps * 3 * gflop(sz.run_model, sz.train_res) * sz.run_batch / rate
-    )
-    row = suite.run(
-        "train",
-        {"model": sz.run_model, "kind": "run", "steps": sz.run_steps, "batch_size": sz.run_batch},
-        est,
-        long_run,
-    )
+    for name, ckpt in ((n, c) for n in sz.train_models for c in (False, True)):
+        run = work / f"train_{name}_{int(ckpt)}"
+        label = {"model": name, "kind": "steps", "gradient_checkpointing": ckpt}
+        args = (sz.train_steps, sz.train_batch, sz.train_log_every, precision, ckpt)
+        go = lambda n=name, r=run, a=args: train_once(suite, sz, n, data, r, *a)  # noqa: E731
+        cost = est(name, sz.train_steps, sz.train_batch) * (1.3 if ckpt else 1)
+        suite.run("train", {**label, "batch_size": sz.train_batch}, cost, go)
+        shutil.rmtree(run, ignore_errors=True)
+    args = (sz.run_steps, sz.run_batch, sz.run_log_every, precision, False, sz.run_lr, sz.run_warmup)
+    go = lambda: dict(train_once(suite, sz, sz.run_model, data, work / "train_run", *args), lr=sz.run_lr)  # noqa: E731
+    label = {"model": sz.run_model, "kind": "run", "steps": sz.run_steps, "batch_size": sz.run_batch}
+    row = suite.run("train", label, est(sz.run_model, sz.run_steps, sz.run_batch), go)
     suite.end_part("train")
     return work / "train_run" / "model" if row["status"] == "ok" else None
 
 
-def extract_cli(
-    folder: Path, model: Path, out: Path, sz, device: torch.device, dtype, timeout: float
-) -> dict:
+def extract_cli(folder: Path, model: Path, out: Path, sz, device, dtype, timeout: float) -> dict:
     """``python -m transvae.cli extract-latents`` in a subprocess: wall-clock seconds and counts."""
     workers = 0 if sz.dry else min(8, max(1, (os.cpu_count() or 2) // 2))
     cmd = [sys.executable, "-m", "transvae.cli", "extract-latents", str(folder), "--model", str(model), "--out", str(out),
            "--resolution", str(sz.extract_res), "--dtype", dname(dtype), "--batch-size", str(sz.extract_batch),
            "--num-workers", str(workers), "--device", str(device)]  # fmt: skip
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(bu.REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    )
-    env.update({"OMP_NUM_THREADS": str(torch.get_num_threads())} if device.type == "cpu" else {})
+    env = bu.env(torch.get_num_threads() if device.type == "cpu" else None)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(timeout, 1.0))
     if p.returncode != 0:
-        raise RuntimeError(
-            f"extract-latents exited with {p.returncode}: {' | '.join((p.stderr or p.stdout).strip().splitlines()[-3:])}"
-        )
+        tail = " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"extract-latents exited with {p.returncode}: {tail}")
     n = json.loads((out / "manifest.json").read_text())["num_latents"]
     return {"seconds": time.perf_counter() - t0, "num_latents": n, "command": " ".join(cmd[1:])}
 
 
-def part_extract(
-    suite: BudgetedRun, sz, data: Path, model_dir: Path | None, work: Path, dtype, rate: float
-) -> None:
+def part_extract(suite: BudgetedRun, sz, data: Path, model_dir: Path | None, work: Path, dtype, rate) -> None:
     from transvae.data import list_images
 
-    suite.begin_part("extract", method="the real CLI (extract-latents, default flip: two encodes per image) on n copies "
-                     "of the photos, small and large n; end_to_end_img_s = n / wall-clock of the process; marginal_img_s = "
-                     "(n_large - n_small) / (t_large - t_small)", resolution=sz.extract_res, dtype=dname(dtype), batch_size=sz.extract_batch)  # fmt: skip
+    method = ("the real CLI (extract-latents, flips: two encodes per image) on n copies of the photos, small and large n; "
+              "end_to_end_img_s = n / wall-clock; marginal_img_s = (n_large - n_small) / (t_large - t_small)")  # fmt: skip
+    suite.begin_part("extract", method=method, resolution=sz.extract_res, dtype=dname(dtype))
 
     def go() -> dict:
         model, note = model_dir, "the 300-step training run's exported model"
@@ -337,30 +287,20 @@ def part_extract(
             create_model(sz.run_model).save_pretrained(model)
         src, runs = list_images(data), []
         for n in sz.extract_images:
-            folder = work / f"extract_src_{n}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                shutil.copyfile(src[i % len(src)], folder / f"img_{i:05d}{src[i % len(src)].suffix.lower()}")
+            (folder := work / f"extract_src_{n}").mkdir(parents=True, exist_ok=True)
+            for i, f in enumerate(src[i % len(src)] for i in range(n)):
+                shutil.copyfile(f, folder / f"img_{i:05d}{f.suffix.lower()}")
             r = extract_cli(folder, model, work / f"extract_out_{n}", sz, suite.device, dtype, suite.left())
             if r["num_latents"] != n:
                 raise RuntimeError(f"extract-latents wrote {r['num_latents']} latents for {n} images")
             runs.append(dict(r, images=n, end_to_end_img_s=n / r["seconds"]))
-        dt = runs[-1]["seconds"] - runs[0]["seconds"]
-        marginal = (runs[-1]["images"] - runs[0]["images"]) / dt if dt > 0 else None
-        return dict(
-            model=sz.run_model,
-            model_weights=note,
-            runs=runs,
-            end_to_end_img_s=runs[-1]["end_to_end_img_s"],
-            marginal_img_s=marginal,
-        )
+        dt, dn = runs[-1]["seconds"] - runs[0]["seconds"], runs[-1]["images"] - runs[0]["images"]
+        return dict(model=sz.run_model, model_weights=note, runs=runs, end_to_end_img_s=runs[-1]["end_to_end_img_s"],
+                    marginal_img_s=dn / dt if dt > 0 else None)  # fmt: skip
 
     n = sum(sz.extract_images)
-    est = (
-        2 * (12.0 if suite.device.type == "cuda" else 3.0)
-        + 2 * n * autoencoder_handle_flops(sz.run_model, sz.extract_res)[0] / rate
-        + 0.01 * n
-    )
+    encode = gflop(sz.run_model, sz.extract_res, part=slice(0, 1))
+    est = 2 * (12.0 if suite.gpu else 3.0) + 2 * n * encode / rate + 0.01 * n
     suite.run("extract", {"model": sz.run_model}, est, go)
     suite.end_part("extract")
 
@@ -371,65 +311,43 @@ def part_extract(
 def checks(results: dict) -> dict:
     """The issue's performance targets, evaluated on what was measured (``met: None``: not measured)."""
     parts, out = results["parts"], {}
-    first = next((r for r in parts.get("speed", {}).get("rows", []) if r["status"] == "ok"), None)
-    t = (
-        None
-        if first is None
-        else first["models"].get("transvae-t-f16d32") or next(iter(first["models"].values()))
-    )
-    ratio = None if t is None else t.get("reconstruct_vs_flux")
-    out["transvae_t_reconstruct_vs_flux"] = {"setting": None if first is None else {k: first[k] for k in ("resolution", "dtype", "batch_size")},
-                                             "value": ratio, "target": ">= 2", "met": None if ratio is None else ratio >= 2}  # fmt: skip
+    rows = lambda part: [r for r in parts.get(part, {}).get("rows", []) if r["status"] == "ok"]  # noqa: E731
+    first = next(iter(rows("speed")), None)
+    t = first and (first["models"].get("transvae-t-f16d32") or next(iter(first["models"].values())))
+    ratio = t.get("reconstruct_vs_flux") if t else None
+    setting = first and {k: first[k] for k in ("resolution", "dtype", "batch_size")}
+    met = None if ratio is None else ratio >= 2
+    out["transvae_t_reconstruct_vs_flux"] = dict(setting=setting, value=ratio, target=">= 2", met=met)
     mem: dict = {}
-    for r in parts.get("memory", {}).get("rows", []):
-        if (
-            r["status"] == "ok"
-            and r.get("paper_infer_mem_gib") is not None
-            and r["model"].startswith("transvae")
-        ):
-            for variant in ("fp32_weights", "bf16_weights"):
-                if (total := r.get(variant, {}).get("process_total_gib")) is not None:
-                    mem.setdefault(variant, {})[r["model"]] = {
-                        "measured": total,
-                        "paper": r["paper_infer_mem_gib"],
-                        "met": total <= r["paper_infer_mem_gib"],
-                    }
+    for r in rows("memory"):
+        judged = r["model"].startswith("transvae") and r["paper_infer_mem_gib"]
+        for v in ("fp32_weights", "bf16_weights") if judged else ():
+            if (total := r.get(v, {}).get("process_total_gib")) is not None:
+                paper = r["paper_infer_mem_gib"]
+                mem.setdefault(v, {})[r["model"]] = {"measured": total, "paper": paper, "met": total <= paper}
     out["transvae_memory_within_paper"] = {
         "measure": "process_total_gib (allocator peak reserved + context) <= the paper's column",
-        **{v: {"rows": rows, "met": all(x["met"] for x in rows.values())} for v, rows in mem.items()},
+        **{v: {"rows": x, "met": all(y["met"] for y in x.values())} for v, x in mem.items()},
         "met": None if "fp32_weights" not in mem else all(x["met"] for x in mem["fp32_weights"].values()),
     }
-    attn = {
-        r["model"]: r["backends"]
-        for r in parts.get("sdpa", {}).get("rows", [])
-        if r["status"] == "ok" and r["model"].startswith("transvae")
-    }
-    out["transvae_attention_fused"] = {
-        "backends": attn,
-        "met": None if not attn else all(b and "math" not in b for b in attn.values()),
-    }
-    run = next((r for r in parts.get("train", {}).get("rows", []) if r.get("kind") == "run"), None)
-    ok = run is not None and run["status"] == "ok"
-    out["train_run_loss_falls_no_nonfinite"] = {
-        "met": None if not ok else bool(run["loss_falls"] and run["nonfinite_steps"] == 0)
-    }
+    attn = {r["model"]: r["backends"] for r in rows("sdpa") if r["model"].startswith("transvae")}
+    fused = all(b and "math" not in b for b in attn.values())
+    out["transvae_attention_fused"] = {"backends": attn, "met": fused if attn else None}
+    run = next((r for r in rows("train") if r.get("kind") == "run"), None)
+    ok = None if run is None else bool(run["loss_falls"] and run["nonfinite_steps"] == 0)
+    out["train_run_loss_falls_no_nonfinite"] = {"met": ok}
     return out
 
 
 def photo_folder(data: Path | None, work: Path) -> tuple[Path, str]:
     """``--data`` if it holds images, else scikit-image's photos (the quick start's; nothing downloaded)."""
+    from transvae.cli.quickstart import prepare_data
     from transvae.data import list_images
 
-    try:
-        if data is not None and list_images(data):
-            return data, f"--data {data}"
-    except OSError:  # FileNotFoundError included
-        pass
-    from transvae.cli.quickstart import prepare_data
-
-    return prepare_data(work / "photos", 256)[
-        0
-    ], "scikit-image's bundled photos (transvae quickstart's prepare_data at 256 px)"
+    if data is not None and data.is_dir() and list_images(data):
+        return data, f"--data {data}"
+    note = "scikit-image's photos (transvae quickstart's prepare_data, 256 px)"
+    return prepare_data(work / "photos", 256)[0], note
 
 
 def prepare(dest: Path, data: Path | None) -> None:
@@ -447,42 +365,31 @@ def prepare(dest: Path, data: Path | None) -> None:
 
 
 def run_suite(args: argparse.Namespace, device: torch.device, work: Path) -> dict:
-    suite = Suite(args.out, args.budget_s, device, tuple(p for p in PARTS if p in args.parts))
     from transvae.utils.device import cpu_dtype_is_fast
 
+    parts = args.parts
+    suite = Suite(args.out, args.budget_s, device, tuple(p for p in PARTS if p in parts))
     bf16 = torch.bfloat16 if device.type == "cuda" or cpu_dtype_is_fast(torch.bfloat16) else torch.float32
-    sz = sizes(args.dry_run, bf16)
-    dtypes = list(dict.fromkeys([bf16, torch.float32]))
+    sz, dtypes = sizes(args.dry_run, bf16), list(dict.fromkeys([bf16, torch.float32]))
     peaks = {d: B.matmul_peak_gflops(device, d, sz.matmul_n, sz.matmul_reps) for d in dtypes}
     # estimates assume a quarter of the matmul rate (a CPU's bf16 convolutions: the fp32 rate)
     rates = {d: 0.25 * peaks[d if device.type == "cuda" else torch.float32] for d in dtypes}
     data, suite.results["data"] = photo_folder(args.data, work)
-    suite.results.update(suite="gpu_suite", dry_run=args.dry_run, budget_s=args.budget_s, device=str(device),
-                         dtype_substituted=None if bf16 == torch.bfloat16 else "bf16 -> fp32 (no native bf16 on this CPU)")  # fmt: skip
-    log.info(
-        "device %s, matmul peak %s, budget %.0f s",
-        device,
-        {dname(d): round(v) for d, v in peaks.items()},
-        args.budget_s,
-    )
-    if "memory" in args.parts:
+    sub = None if bf16 == torch.bfloat16 else "bf16 -> fp32 (no native bf16 on this CPU)"
+    suite.results.update(suite="gpu_suite", dry_run=args.dry_run, budget_s=args.budget_s, device=str(device))
+    suite.results["dtype_substituted"] = sub
+    log.info("device %s, matmul peak %s GFLOP/s", device, {dname(d): round(v) for d, v in peaks.items()})
+    if "memory" in parts:
         part_memory(suite, sz, bf16, rates[bf16])
-    handles = part_speed(suite, sz, peaks, rates) if "speed" in args.parts else []
-    if "sdpa" in args.parts:
-        part_sdpa(
-            suite,
-            sz,
-            handles or [build_autoencoder(n, device, sz.tiny_peers) for n in sz.speed_models],
-            bf16,
-            rates,
-        )
+    handles = part_speed(suite, sz, peaks, rates) if "speed" in parts else []
+    if "sdpa" in parts:
+        handles = handles or [build_autoencoder(n, device, sz.tiny_peers) for n in sz.speed_models]
+        part_sdpa(suite, sz, handles, bf16, rates)
     handles.clear()
-    model_dir = (
-        part_train(suite, sz, data, work, bf16, rates[bf16] * 2 / 3) if "train" in args.parts else None
-    )
-    if "extract" in args.parts:
+    model_dir = part_train(suite, sz, data, work, bf16, rates[bf16] * 2 / 3) if "train" in parts else None
+    if "extract" in parts:
         part_extract(suite, sz, data, model_dir, work, bf16, rates[bf16])
-    if "compile" in args.parts:
+    if "compile" in parts:
         part_compile(suite, sz, bf16, rates)
     peaks = {d: max(peaks[d], B.matmul_peak_gflops(device, d, sz.matmul_n, sz.matmul_reps)) for d in dtypes}
     suite.results["matmul_peak_gflops"] = {dname(d): v for d, v in peaks.items()}
@@ -491,50 +398,38 @@ def run_suite(args: argparse.Namespace, device: torch.device, work: Path) -> dic
             r["fraction_of_matmul_peak"] = r["achieved_tflops"] * 1e3 / peaks[B.DTYPES[row["dtype"]]]
     suite.results["checks"] = checks(suite.results)
     suite.write()
-    log.info(
-        "checks: %s; wrote %s", json.dumps(suite.results["checks"], default=str), args.out / "gpu_suite.json"
-    )
+    log.info("checks: %s", json.dumps(suite.results["checks"], default=str))
     return suite.results
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--out", type=Path, help="output folder: gpu_suite.json and gpu_suite.log")
-    p.add_argument("--data", type=Path, default=None, help="photo folder for training and extraction")
-    p.add_argument(
-        "--budget-s", type=float, default=None, help="seconds for the whole run (default 420; dry run 1800)"
-    )
-    p.add_argument(
-        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default all)"
-    )
-    p.add_argument("--dry-run", action="store_true", help="every part at tiny sizes (CI; a CPU is enough)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cuda | cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (dry run on a CPU: 1)")
-    p.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
-    p.add_argument(
-        "--prepare", type=Path, default=None, help="download wheels + copy --data into this folder, exit"
-    )
+    from transvae.utils.device import resolve_device
+
+    p = bu.parser(__doc__)
+    add = p.add_argument
+    add("--out", type=Path, help="output folder: gpu_suite.json and gpu_suite.log")
+    add("--data", type=Path, default=None, help="photo folder for training and extraction")
+    add("--budget-s", type=float, default=None, help="seconds for the whole run (default 420; dry run 1800)")
+    add("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default all)")
+    add("--dry-run", action="store_true", help="every part at tiny sizes (CI; a CPU is enough)")
+    add("--device", default="auto", help="auto (CUDA when available) | cuda | cpu")
+    add("--threads", type=int, default=None, help="torch CPU threads (dry run on a CPU: 1)")
+    add("--work-dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    add("--keep-work", action="store_true", help="keep the scratch folder")
+    add("--prepare", type=Path, default=None, help="download wheels + copy --data into this folder, exit")
     args = p.parse_args(argv)
     if args.prepare is not None:
         return prepare(args.prepare, args.data) or 0
     if args.out is None:
         p.error("--out is required")
-    from transvae.utils.device import resolve_device
-
     args.budget_s = args.budget_s or (1800.0 if args.dry_run else 420.0)
     args.out.mkdir(parents=True, exist_ok=True)
-    log.setLevel(logging.DEBUG)
-    log.handlers[:] = [
-        logging.FileHandler(args.out / "gpu_suite.log", mode="w"),
-        logging.StreamHandler(sys.stdout),
-    ]
-    log.handlers[1].setLevel(logging.INFO)
-    for h in log.handlers:
+    handlers = [logging.FileHandler(args.out / "gpu_suite.log", mode="w"), logging.StreamHandler(sys.stdout)]
+    for h, level in zip(handlers, (logging.DEBUG, logging.INFO), strict=True):
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.propagate = False
+        h.setLevel(level)
+    log.handlers[:], log.propagate = handlers, False
+    log.setLevel(logging.DEBUG)
     device = resolve_device(args.device)
     if args.threads or (args.dry_run and device.type == "cpu"):
         torch.set_num_threads(args.threads or 1)  # a shared CPU: no OpenMP spin-waiting on busy cores

@@ -14,7 +14,6 @@ interrupted runs and a larger ``--steps`` extends finished ones.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -24,40 +23,31 @@ import bench_utils as bu
 from transvae.utils.markdown import markdown_table
 from transvae.utils.provenance import Provenance, write_result
 
-SIZES: list[tuple[str, str, dict]] = [
+WIDE = {"dims": [32, 32, 128, 128, 256]}  # mini with 2x wider Transformer stages
+SIZES = [
     ("nano", "transvae-nano-f16d32", {}),
     ("mini", "transvae-mini-f16d32", {}),
-    ("wide", "transvae-mini-f16d32", {"dims": [32, 32, 128, 128, 256]}),
+    ("wide", "transvae-mini-f16d32", WIDE),
 ]
 RUNS_DIR = bu.RUNS / "scaling"
 
 
 def overrides(name: str, data: Path, a: argparse.Namespace, seed: int) -> dict:
-    return {
-        "model.name": name, "data.train": [str(data / "train"), str(data / "test")], "data.val": [str(data / "val")],
-        "data.resolution": a.resolution, "data.num_workers": 0, "data.val_images": a.val_limit, "optim.lr": a.lr,
-        "optim.warmup_steps": max(1, a.steps // 10), "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0,
-        "loss.gan_weight": 0.0, "train.batch_size": a.batch_size, "train.max_steps": a.steps, "train.seed": seed,
-        "train.ema": False, "train.device": "cpu", "train.checkpoint_every": a.eval_every,
-        "log.every": 1 if a.eval_every < 10 else 10, "log.val_every": a.eval_every, "log.image_every": 10**9,
-        "log.tensorboard": False, "log.progress": False,
-    }  # fmt: skip
+    steps = dict(
+        steps=a.steps, batch=a.batch_size, lr=a.lr, warmup=max(1, a.steps // 10), eval_every=a.eval_every
+    )
+    return bu.cpu_recipe(name, data, a.resolution, seed, **steps, val_images=a.val_limit)
 
 
 def plot(payload: dict, path: Path) -> None:
     fig, (a, b) = bu.subplots(1, 2, figsize=(10, 3.8), dpi=80)
     res = payload["results"]
     params = [r["params"] / 1e6 for r in res]
-    a.errorbar(
-        params, [r["psnr"]["mean"] for r in res], yerr=[r["psnr"]["std"] for r in res], marker="o", capsize=3
-    )
+    mean, std = [r["psnr"]["mean"] for r in res], [r["psnr"]["std"] for r in res]
+    a.errorbar(params, mean, yerr=std, marker="o", capsize=3)
     for r, x in zip(res, params, strict=True):
         a.annotate(r["label"], (x, r["psnr"]["mean"]), fontsize=8)
-    a.set(
-        xscale="log",
-        xlabel="parameters (M)",
-        ylabel="final PSNR (dB, transvae evaluate; bars: std over seeds)",
-    )
+    a.set(xscale="log", xlabel="parameters (M)", ylabel="final PSNR (dB, transvae evaluate; bars: std)")
     for i, r in enumerate(res):
         for k, s in enumerate(r["seeds"]):
             c = s["curve"]
@@ -71,12 +61,9 @@ def plot(payload: dict, path: Path) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    bu.add_data_arg(p)
+    p = bu.parser(__doc__)
+    bu.experiment_args(p, "runs/bench/scaling[_quick]", "4 steps, batch 2, 4 val photos, seed 0")
     p.add_argument("--sizes", nargs="+", choices=[s for s, _, _ in SIZES], default=[s for s, _, _ in SIZES])
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     defaults = (
         ("steps", 250, 4),
         ("batch-size", 16, 2),
@@ -87,13 +74,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for k, full, quick in defaults:
         p.add_argument(f"--{k}", type=int, default=None, help=f"default {full} (--quick: {quick})")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel single-threaded runs")
-    p.add_argument("--resume", action="store_true", help="continue / extend existing runs")
-    p.add_argument(
-        "--runs-dir", type=Path, default=None, help=f"default {RUNS_DIR.relative_to(bu.REPO)}[_quick]"
-    )
-    p.add_argument("--quick", action="store_true", help="4 steps, batch 2, 4 val photos, seed 0")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (PNG written next to it)")
     a = p.parse_args(argv)
     a.data = bu.data_root(a)
     for k, full, quick in defaults:
@@ -106,17 +86,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def train(a: argparse.Namespace, sizes: list) -> None:
     """Every (size, seed) not yet at ``--steps``, seed by seed (an interrupted budget leaves whole seeds)."""
-    from transvae.training.benchmark import exported_step
-    from transvae.training.sweep import SweepJob, run_sweep
+    from transvae.training.sweep import SweepJob, pending, run_sweep
 
     jobs = [(k, SweepJob(a.runs_dir / lab / f"seed{k}", overrides(f"bench-scaling-{lab}", a.data, a, k), (f"bench-scaling-{lab}", base, o)))
             for lab, base, o in sizes for k in a.seeds]  # fmt: skip
-    if (started := [j.run_dir for _, j in jobs if (j.run_dir / "config.yaml").exists()]) and not a.resume:
-        sys.exit(f"error: {started[0]} exists; pass --resume to continue or extend it, or --runs-dir")
-    run_sweep(
-        [j for _, j in sorted(jobs, key=lambda j: j[0]) if (exported_step(j.run_dir) or 0) < a.steps],
-        a.workers,
-    )
+    try:  # seed by seed: an interrupted budget leaves whole seeds
+        run_sweep(pending([j for _, j in sorted(jobs, key=lambda j: j[0])], a.resume), a.workers)
+    except FileExistsError as e:
+        sys.exit(f"error: {e}")
 
 
 def collect(a: argparse.Namespace, lab: str, base: str, o: dict) -> dict:
@@ -128,14 +105,8 @@ def collect(a: argparse.Namespace, lab: str, base: str, o: dict) -> dict:
     per = []
     for k in a.seeds:
         run = a.runs_dir / lab / f"seed{k}"
-        ev = bu.evaluate_cached(
-            run / "model",
-            a.data / "val",
-            run / "eval",
-            [a.resolution],
-            exported_step(run),
-            limit=a.val_limit or None,
-        )
+        key, limit = exported_step(run), a.val_limit or None
+        ev = bu.evaluate_cached(run / "model", a.data / "val", run / "eval", [a.resolution], key, limit=limit)
         h, res = run_history(run), ev["results"][0]
         keep = {x: h[x] for x in ("step", "curve", "cpu_s_per_step", "sessions")}
         per.append(

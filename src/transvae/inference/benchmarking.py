@@ -32,7 +32,7 @@ from .runner import InferenceRunner
 
 __all__ = [
     "DTYPES", "benchmark", "bf16_conv_slowdown", "clock", "inference_memory", "matmul_peak_gflops",
-    "measure_compile", "measure_inference", "profile_table", "sdpa_backends", "stage_breakdown", "timed_pass",
+    "measure_compile", "measure_inference", "profile_table", "sdpa_backends", "speed_records", "stage_breakdown", "timed_pass",
 ]  # fmt: skip
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -107,6 +107,23 @@ def measure_inference(
         )
         for name, ts in times.items()
     }
+
+
+def speed_records(
+    handles: list[AutoencoderHandle], res: int, dtype: torch.dtype, device: torch.device, batch: int, iters: int,
+    warmup: int = 1, channels_last: bool = False, tick: Clock = time.perf_counter, tiny: bool = False,
+) -> dict[str, dict]:  # fmt: skip
+    """``measure_inference`` plus what explains it: parameters, GFLOP per image (encode, decode;
+    meta device, ``tiny`` as for ``build_autoencoder``) and the achieved GFLOP/s of the whole pass."""
+    from .peers import autoencoder_handle_flops
+
+    m = measure_inference(handles, res, dtype, device, batch, iters, warmup, channels_last, tick)
+    out = {}
+    for h in handles:
+        enc, dec = autoencoder_handle_flops(h.name, res, tiny)
+        r = dict(params_M=h.params / 1e6, **m[h.name], encode_gflop_per_img=enc, decode_gflop_per_img=dec)
+        out[h.name] = dict(r, gflop_per_img=enc + dec, achieved_gflops=(enc + dec) * r["reconstruct_img_s"])
+    return out
 
 
 def measure_compile(

@@ -256,4 +256,3 @@ class InferenceRunner:
         """Encode and decode: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W), any H and W."""
         enc = self.encode(x, sample=sample, generator=generator, tiled=tiled)
         return self.decode(enc.latent, enc.pad, tiled=tiled)
-

@@ -12,6 +12,7 @@ first window, with warm-up, left out), so what is measured is the loop users run
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -70,8 +71,9 @@ def measure_training(
         the logged windows after the first), ``img_per_s_windows``, ``s_per_img``,
         ``peak_mem_gib`` (allocator peak on CUDA over construction and fit: weights, optimizer
         state, EMA, loss networks, activations; the peak RSS growth on a CPU),
-        ``activation_peak_gib``, ``curve`` (per logged window: ``step``, ``total``, ``l1``,
-        ``img_per_s``).
+        ``activation_peak_gib``, ``loss_first`` / ``loss_last`` (mean total loss of the first and
+        the last three logged windows), ``loss_falls``, ``all_logged_losses_finite``, ``curve``
+        (per logged window: ``step``, ``total``, ``l1``, ``img_per_s``).
     """
     run_dir = Path(run_dir)
     cfg = build_config(overrides={**QUIET, "train.device": str(device), **overrides})
@@ -90,6 +92,10 @@ def measure_training(
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
     logged = [r for r in map(json.loads, lines) if "train/img_per_s" in r]
+    totals = [r.get("loss/total") for r in logged]
+    finite = all(v is not None and math.isfinite(v) for v in totals)
+    k = max(1, min(3, len(totals) // 2))  # the first and the last (up to) three windows
+    first, last = (statistics.fmean(v) if finite and v else None for v in (totals[:k], totals[-k:]))
     rates = [r["train/img_per_s"] for r in logged[1:]] or [r["train/img_per_s"] for r in logged]
     summary = holder["summary"]
     img_per_s = statistics.median(rates) if rates else None
@@ -103,6 +109,10 @@ def measure_training(
         "s_per_img": None if not img_per_s else 1.0 / img_per_s,
         "peak_mem_gib": mem.get("peak_allocated_gib", mem["activation_peak_gib"]),
         "activation_peak_gib": mem["activation_peak_gib"],
+        "loss_first": first,
+        "loss_last": last,
+        "loss_falls": bool(finite and totals and last < first),
+        "all_logged_losses_finite": finite,
         "curve": [
             {
                 "step": r["step"],

@@ -93,7 +93,9 @@ def run_history(run_dir: str | os.PathLike) -> dict[str, Any]:
     n = last.get("step", 0)
     wall_per_step = wall / n if wall is not None and n else _legacy_s_per_step(logs, cfg)
     sessions = run / "sessions.jsonl"  # written by training.sweep
-    sessions = [json.loads(x) for x in sessions.read_text().splitlines() if x.strip()] if sessions.is_file() else []
+    sessions = (
+        [json.loads(x) for x in sessions.read_text().splitlines() if x.strip()] if sessions.is_file() else []
+    )
     return dict(
         sessions=[_session(x) for x in sessions],
         step=step,

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..utils.provenance import Provenance
 
-__all__ = ["SESSIONS", "SweepJob", "run_job", "run_sweep"]
+__all__ = ["SESSIONS", "SweepJob", "pending", "run_job", "run_sweep"]
 
 SESSIONS = "sessions.jsonl"
 JOB_FILE = "sweep_job.json"
@@ -75,6 +75,23 @@ def run_job(job: SweepJob) -> dict[str, Any]:
     with open(run / SESSIONS, "a") as f:
         f.write(json.dumps(line) + "\n")
     return summary
+
+
+def pending(jobs: list[SweepJob], resume: bool) -> list[SweepJob]:
+    """The jobs whose exported model is short of their ``train.max_steps``, in the given order.
+
+    Raises:
+        FileExistsError: a job's run folder was started before and ``resume`` is False (the
+            message names it and says to pass --resume or choose other folders).
+    """
+    from .benchmark import exported_step
+
+    started = [j.run_dir for j in jobs if (Path(j.run_dir) / "config.yaml").exists()]
+    if started and not resume:
+        raise FileExistsError(
+            f"{len(started)} run folder(s) exist (e.g. {started[0]}): pass --resume to continue or extend them, or use other folders"
+        )
+    return [j for j in jobs if (exported_step(j.run_dir) or 0) < j.overrides.get("train.max_steps", 0)]
 
 
 def run_sweep(jobs: list[SweepJob], workers: int = 1, quiet: bool = False) -> list[int]:

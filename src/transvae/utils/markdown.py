@@ -14,11 +14,13 @@ can check that a document still says what its sources say.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["BLOCK", "find_blocks", "fmt_number", "markdown_table", "replace_blocks"]
+__all__ = ["BLOCK", "find_blocks", "fmt_number", "markdown_table", "render_files", "replace_blocks"]
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
@@ -78,3 +80,30 @@ def replace_blocks(text: str, blocks: Mapping[str, str]) -> tuple[str, list[str]
         return f"{m[1]}{body}{m[4]}"
 
     return BLOCK.sub(sub, text), missing
+
+
+def render_files(
+    paths: Sequence[str | os.PathLike], renderers: Mapping[str, Callable[[], str]], check: bool = False
+) -> list[str]:
+    """Rewrite every marked block of every file with ``renderers[name]()``.
+
+    Args:
+        paths: the documents.
+        renderers: block name -> a function returning its body.
+        check: change nothing, only compare.
+    Returns:
+        ``"path: name"`` of every block whose body differed (was stale).
+    Raises:
+        KeyError: a document has a block no renderer is known for.
+    """
+    stale = []
+    for path in map(Path, paths):
+        text = path.read_text()
+        old = find_blocks(text)
+        if unknown := sorted(set(old) - set(renderers)):
+            raise KeyError(f"{path}: unknown results block(s) {unknown}; known: {sorted(renderers)}")
+        new, _ = replace_blocks(text, {n: renderers[n]() for n in old})
+        stale += [f"{path}: {n}" for n, body in find_blocks(new).items() if body != old[n]]
+        if not check and new != text:
+            path.write_text(new)
+    return stale

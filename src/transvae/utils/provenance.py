@@ -34,7 +34,15 @@ from typing import Any
 
 from .files import atomic_write_text
 
-__all__ = ["Provenance", "cpu_model", "git_state", "machine_info", "package_versions", "write_result"]
+__all__ = [
+    "Provenance",
+    "cpu_model",
+    "describe",
+    "git_state",
+    "machine_info",
+    "package_versions",
+    "write_result",
+]
 
 PACKAGES = ("torch", "torchvision", "transvae", "diffusers", "timm")
 SOURCE_ROOT = Path(__file__).resolve().parents[3]  # <checkout>/src/transvae/utils -> <checkout>
@@ -217,3 +225,13 @@ def write_result(
     body = {**payload, "provenance": provenance.finish(steps, **extra)}
     atomic_write_text(path, json.dumps(_finite(body), indent=2) + "\n")
     return path
+
+
+def describe(provenance: dict[str, Any] | None) -> str:
+    """A provenance block in a few words, for a report: ``"commit 0123abc, **dirty tree**"``,
+    ``"commit unknown"``, ``"..., provenance recorded after the run"``."""
+    p = provenance or {}
+    git = p.get("git") or {}
+    text = f"commit {git['commit'][:7]}" if git.get("commit") else "commit unknown"
+    text += ", **dirty tree**" if git.get("dirty") else ""
+    return text + (", provenance recorded after the run" if p.get("recorded_after") or not p else "")

@@ -23,7 +23,9 @@ def find_chromium() -> str | None:
     return os.environ.get("CHROMIUM") or next((p for n in CANDIDATES if (p := shutil.which(n))), None)
 
 
-def screenshot(report: Path, out: Path, width: int = 1280, height: int = 2000, timeout: float = 120.0) -> Path:
+def screenshot(
+    report: Path, out: Path, width: int = 1280, height: int = 2000, timeout: float = 120.0
+) -> Path:
     """A full-window screenshot of ``report`` (no network, no GPU) written to ``out``.
 
     Raises:
@@ -33,7 +35,9 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 2000, t
     """
     exe = find_chromium()
     if exe is None:
-        raise FileNotFoundError("no chromium executable found (apt-get install chromium, or set CHROMIUM=...)")
+        raise FileNotFoundError(
+            "no chromium executable found (apt-get install chromium, or set CHROMIUM=...)"
+        )
     out = out.resolve()
     out.unlink(missing_ok=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -41,7 +45,9 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 2000, t
     cmd = [exe, *flags, f"--screenshot={out}", f"--window-size={width},{height}", report.resolve().as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if not out.is_file():
-        raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
     return out
 
 
