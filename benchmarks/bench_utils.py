@@ -9,6 +9,7 @@ The scripts import this module as ``bench_utils`` (Python puts the script's fold
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -25,10 +26,6 @@ RUNS = REPO / "runs" / "bench"  # gitignored: trained weights never go into git
 DATA_ENV = "TRANSVAE_BENCH_DATA"
 
 
-def add_data_arg(p: argparse.ArgumentParser, what: str = "BSDS500 root with train/ test/ val/") -> None:
-    p.add_argument("--data", type=Path, default=None, help=f"{what} (default: ${DATA_ENV})")
-
-
 def parser(doc: str) -> argparse.ArgumentParser:
     """An argument parser whose description is the script's first docstring paragraph."""
     raw = argparse.RawDescriptionHelpFormatter
@@ -38,7 +35,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def experiment_args(p: argparse.ArgumentParser, runs: str, quick: str, train: bool = True) -> None:
     """The options every experiment shares: data, seeds, run folders, output, the quick mode,
     and for those that train: parallel single-threaded runs and resuming."""
-    add_data_arg(p)
+    p.add_argument(
+        "--data", type=Path, default=None, help=f"BSDS500 root with train/ test/ val/ (default: ${DATA_ENV})"
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     p.add_argument("--runs-dir", type=Path, default=None, help=f"run folders (default {runs})")
     p.add_argument("--out", type=Path, default=None, help="JSON path (PNGs written next to it)")
@@ -143,9 +142,7 @@ def subplots(*args, **kwargs):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(*args, **kwargs)
+    return importlib.import_module("matplotlib.pyplot").subplots(*args, **kwargs)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -162,9 +159,7 @@ def line_style(label: str, labels: list[str]) -> dict:
     in between coloured from ViT-VAE (dark blue) to the last rung (yellow)."""
     import matplotlib.pyplot as plt
 
-    def is_transvae(x: str) -> bool:
-        return x == "TransVAE" or "(= TransVAE)" in x
-
+    is_transvae = lambda x: x == "TransVAE" or "(= TransVAE)" in x  # noqa: E731
     if is_transvae(label):
         return dict(color="black", lw=2.2)
     if "TransVAE" in label:

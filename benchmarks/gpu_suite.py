@@ -1,25 +1,15 @@
 """The GPU check in one command: memory, speed, training and extraction, side by side (issue 14).
 
-This script holds the order of the parts and the time budget; every measurement is the
-library's (``transvae.inference.benchmarking``, ``transvae.training.benchmark``,
-``transvae.models.flops``). Parts, in this order (each result goes into ``OUT/gpu_suite.json``
-as soon as it exists; everything printed goes to ``OUT/gpu_suite.log`` too):
-
-1. ``memory``  inference memory of every registered paper variant (Tables 3-6), 256 x 256, batch
-               16, bf16, through ``InferenceRunner`` (``inference_memory``), beside the paper's column;
-2. ``speed``   encode / decode / reconstruct img/s of TransVAE-T/B/L, the FLUX / SD VAE configs and
-               DC-AE f32c32 at 256-1024 px (``measure_inference``), achieved TFLOP/s vs a matmul;
-   ``sdpa``    which attention kernel each model ran (``sdpa_backends``);
-3. ``train``   ``Trainer`` steps of TransVAE-T and CNN-VAE-T with / without gradient checkpointing,
-               and a 300-step run on photos: does the loss fall? (``measure_training``);
-4. ``extract`` ``transvae extract-latents`` throughput (the CLI in a subprocess);
-5. ``compile`` ``torch.compile`` speed-ups (``measure_compile``), last: the slowest part.
-
-Every item degrades on its own (an error is recorded with its message and the suite goes on).
-``--budget-s`` bounds the whole run: each item is estimated (FLOPs at a fraction of the measured
-matmul rate plus overheads) and skipped, with the reason, when it does not fit into what is left
-of its part's share; an item that overruns is interrupted. ``--dry-run`` runs every part at tiny
-sizes on whatever device there is (it proves that the suite works, not how fast anything is).
+This script holds the order of the parts and the time budget; every measurement is the library's
+(``transvae.inference.benchmarking``, ``transvae.training.benchmark``, ``transvae.models.flops``).
+Parts, in order: ``memory`` (inference memory of the paper's 21 variants, Tables 3-6), ``speed``
+(TransVAE-T/B/L vs the FLUX / SD VAE configs and DC-AE at 256-1024 px) and ``sdpa`` (which attention
+kernel ran), ``train`` (Trainer steps with / without gradient checkpointing, and a 300-step run:
+does the loss fall?), ``extract`` (``transvae extract-latents`` throughput), ``compile`` (last: the
+slowest). Each result goes into ``OUT/gpu_suite.json`` as soon as it exists (``gpu_suite.log``
+too); an error is recorded and the suite goes on. ``--budget-s`` bounds the whole run: an item
+whose estimate does not fit its part's share is skipped with the reason, one that overruns is
+interrupted. ``--dry-run`` runs every part at tiny sizes anywhere (it proves the suite works).
 
     python benchmarks/gpu_suite.py --out runs/gpu --data /path/to/bsds500/train      # on a GPU
     python benchmarks/gpu_suite.py --dry-run --out /tmp/g                             # anywhere

@@ -108,9 +108,8 @@ def job(args: argparse.Namespace, s_: str, seed: int, s: Settings):
         **({"loss.lpips_weight": 1.0, "loss.lpips_weights": lp} if lp else {}),
     }
     steps = dict(steps=s.steps, batch=s.batch_size, lr=s.lr, warmup=s.warmup, eval_every=s.eval_every)
-    over = bu.cpu_recipe(
-        name, args.data, regimes()[args.regime].crop, seed, **steps, val_images=s.val_limit, **more
-    )
+    crop = regimes()[args.regime].crop
+    over = bu.cpu_recipe(name, args.data, crop, seed, **steps, val_images=s.val_limit, **more)
     return SweepJob(run_dir_of(args, s_, seed), over, variant=variant(args.regime, s_))
 
 
@@ -125,15 +124,14 @@ def train_missing(args: argparse.Namespace, wanted: list[str], settings: Setting
     cost = {
         s_: training_step_flops(create_model(register(args.regime, s_), device="meta"), crop) for s_ in wanted
     }
-    order = sorted(
-        ((s_, k) for k in args.seeds for s_ in wanted), key=lambda j: (args.seeds.index(j[1]), -cost[j[0]])
-    )
+    jobs = [(s_, k) for k in args.seeds for s_ in wanted]
+    order = sorted(jobs, key=lambda j: (args.seeds.index(j[1]), -cost[j[0]]))
     try:
         todo = pending([job(args, *j, settings) for j in order], args.resume)
     except FileExistsError as e:
         sys.exit(f"error: {e}")
     print(
-        f"training {len(todo)} runs, {args.workers} single-threaded processes at a time; logs: <run>/sweep.log"
+        f"training {len(todo)} runs, {args.workers} single-threaded processes at once; logs: <run>/sweep.log"
     )
     run_sweep(todo, workers=args.workers)
 
@@ -161,19 +159,12 @@ def seed_record(args: argparse.Namespace, s_: str, seed: int, crop: int, val_lim
     run = run_dir_of(args, s_, seed)
     if (step := exported_step(run)) is None:
         return None
-    ev = bu.evaluate_cached(
-        run / "model", args.data / "val", run / "eval", [crop], step, limit=val_limit or None
-    )
+    limit = val_limit or None
+    ev = bu.evaluate_cached(run / "model", args.data / "val", run / "eval", [crop], step, limit=limit)
     h, res = run_history(run), ev["results"][0]
     keep = {k: h[k] for k in ("step", "curve", "cpu_s_per_step", "wall_s_per_step", "sessions")}
-    return dict(
-        seed=seed,
-        run_dir=str(run),
-        **keep,
-        psnr=res["psnr"],
-        ssim=res["ssim"],
-        eval_command=ev["run"]["command"],
-    )
+    more = dict(psnr=res["psnr"], ssim=res["ssim"], eval_command=ev["run"]["command"])
+    return dict(seed=seed, run_dir=str(run), **keep, **more)
 
 
 def collect(args: argparse.Namespace, wanted: list[str], s: Settings) -> dict:
@@ -185,9 +176,8 @@ def collect(args: argparse.Namespace, wanted: list[str], s: Settings) -> dict:
     labels = {bu.slug(label): (label, b, o) for label, b, o in regime.specs}
     jobs = [(s_, k) for s_ in wanted for k in args.seeds]
     with ThreadPoolExecutor(args.workers) as pool:
-        recs = dict(
-            zip(jobs, pool.map(lambda j: seed_record(args, *j, regime.crop, s.val_limit), jobs), strict=True)
-        )
+        found = pool.map(lambda j: seed_record(args, *j, regime.crop, s.val_limit), jobs)
+    recs = dict(zip(jobs, found, strict=True))
     models = []
     for s_ in wanted:
         if not (seeds := [recs[(s_, k)] for k in args.seeds if recs[(s_, k)]]):
@@ -223,11 +213,7 @@ def plot(payload: dict, path: Path) -> None:
         axes[0].fill_between(steps, lo, hi, color=style["color"], alpha=0.15)
         axes[1].plot(cpu, mean, **style)
         axes[2].plot([st * m["train_gflop_per_step"] / 1e3 for st in steps], mean, **style)
-    xlabels = (
-        "training step",
-        "CPU minutes in training steps (one thread)",
-        "training TFLOP (forward + backward)",
-    )
+    xlabels = ("training step", "CPU minutes in training steps (one thread)", "training TFLOP (fwd + bwd)")
     for ax, xlabel in zip(axes, xlabels, strict=True):
         for key, ls in (("patch_mean_colour", ":"), ("patch_pca", "--")):
             ax.axhline(payload["reference"][key], color="grey", ls=ls, lw=1)
@@ -252,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lpips-weights", default=None, help="local VGG16 checkpoint: adds LPIPS (weight 1)")
     p.add_argument("--minutes", type=float, default=0.0, help="stop each run after this many minutes")
     p.add_argument(
-        "--report-only", action="store_true", help="no training: evaluate existing runs, write JSON/PNG"
+        "--report-only", action="store_true", help="no training: evaluate the runs, write JSON/PNG"
     )
     p.add_argument("--list", action="store_true", help="print the model slugs of the regime and exit")
     args = p.parse_args(argv)
@@ -272,20 +258,15 @@ def main(argv: list[str] | None = None) -> None:
         train_missing(args, wanted, settings)
     payload = collect(args, wanted, settings)
     out = args.out or bu.DOCS_DIR / f"learning_efficiency_{args.regime}{'_quick' if args.quick else ''}.json"
-    write_result(
-        out,
-        payload,
-        prov,
-        steps={f"{m['slug']}/seed{x['seed']}": x["step"] for m in payload["models"] for x in m["seeds"]},
-    )
+    steps = {f"{m['slug']}/seed{x['seed']}": x["step"] for m in payload["models"] for x in m["seeds"]}
+    write_result(out, payload, prov, steps=steps)
     plot(payload, out.with_suffix(".png"))
     for m in payload["models"]:
         print(f"{m['label']:40s} {m['psnr']['mean']:.2f} ± {m['psnr']['std']:.2f} dB at {m['steps']} steps, "
               f"{m['cpu_s_per_step'] or math.nan:.3f} CPU s/step, {m['train_gflop_per_step']:.3g} GFLOP/step")  # fmt: skip
     r = payload["reference"]
-    print(
-        f"references: patch mean colour {r['patch_mean_colour']:.2f}, patch PCA {r['patch_pca']:.2f}\nwrote {out}"
-    )
+    print(f"references: patch mean colour {r['patch_mean_colour']:.2f}, patch PCA {r['patch_pca']:.2f}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

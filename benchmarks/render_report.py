@@ -130,6 +130,8 @@ def learning_efficiency(root: Path, name: str) -> str:
 
 
 def extrapolation(root: Path, name: str) -> str:
+    if not (root / "docs" / "benchmarks" / f"{name}.json").is_file():  # the rerun writes it
+        return f"*Not measured yet: `benchmarks/rerun_all.sh` writes `{name}.json`.*"
     d = load(root, name)
     sizes = [str(s) for s in d.get("sizes") or d["resolutions"]]
     rows = [
@@ -208,6 +210,8 @@ BLOCKS = {
     "learning-efficiency-f8-64": lambda r: learning_efficiency(r, "learning_efficiency_f8-64"),
     "extrapolation-f16-128": lambda r: extrapolation(r, "extrapolation_f16-128"),
     "extrapolation-64px": lambda r: extrapolation(r, "extrapolation"), "extrapolation-tiled": lambda r: extrapolation(r, "extrapolation_tiled"),
+    "extrapolation-native-f16-128": lambda r: extrapolation(r, "extrapolation_native_f16-128"),
+    "extrapolation-native-f8-64": lambda r: extrapolation(r, "extrapolation_native_f8-64"),
     "scaling": scaling, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
 }  # fmt: skip
 

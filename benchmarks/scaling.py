@@ -74,6 +74,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for k, full, quick in defaults:
         p.add_argument(f"--{k}", type=int, default=None, help=f"default {full} (--quick: {quick})")
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads of each training process (default 1)"
+    )
     a = p.parse_args(argv)
     a.data = bu.data_root(a)
     for k, full, quick in defaults:
@@ -88,10 +91,14 @@ def train(a: argparse.Namespace, sizes: list) -> None:
     """Every (size, seed) not yet at ``--steps``, seed by seed (an interrupted budget leaves whole seeds)."""
     from transvae.training.sweep import SweepJob, pending, run_sweep
 
-    jobs = [(k, SweepJob(a.runs_dir / lab / f"seed{k}", overrides(f"bench-scaling-{lab}", a.data, a, k), (f"bench-scaling-{lab}", base, o)))
-            for lab, base, o in sizes for k in a.seeds]  # fmt: skip
-    try:  # seed by seed: an interrupted budget leaves whole seeds
-        run_sweep(pending([j for _, j in sorted(jobs, key=lambda j: j[0])], a.resume), a.workers)
+    def job(lab: str, base: str, o: dict, k: int) -> SweepJob:
+        name = f"bench-scaling-{lab}"
+        return SweepJob(
+            a.runs_dir / lab / f"seed{k}", overrides(name, a.data, a, k), (name, base, o), a.threads
+        )
+
+    try:
+        run_sweep(pending([job(*s, k) for k in a.seeds for s in sizes], a.resume), a.workers)
     except FileExistsError as e:
         sys.exit(f"error: {e}")
 
