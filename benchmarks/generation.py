@@ -1,262 +1,183 @@
-"""Figure 6 as one command: the same LightningDiT trained on the latents of several tokenizers.
+"""Figure 6 at CPU scale: the same LightningDiT on the latents of several tokenizers, scored in one space.
 
-For each tokenizer (default: TransVAE, CNN-VAE and ViT-VAE, the ``mini`` f16d32 members), with
-the project's own commands and nothing written by hand:
+The tokenizers are ``learning_efficiency.py``'s f16-128 runs (trained with the current code: 128
+px crops, 8 x 8 x 32 latents), by default the attention-free CNN-VAE, the ViT-VAE and TransVAE,
+every seed. Per (tokenizer, seed), with the project's own commands:
 
-1. ``transvae train``: the tokenizer on the training photos (stage 1 of the recipe);
-2. ``transvae extract-latents``: latents of the training photos and of held-out photos;
-3. ``transvae gen-train`` with ``configs/lightningdit-cpu-quick.yaml``: the same LightningDiT on
-   those latents, validated every
-   ``--eval-every`` steps: flow loss on the held-out latents and the latent Frechet distance
-   (lFD) of ``--val-num`` generated latents (EMA weights, fixed noise) against them.
+1. ``transvae extract-latents`` of BSDS500 ``train/`` (the generator's data) and ``val/`` (held out);
+2. ``transvae gen-train --config configs/lightningdit-cpu-quick.yaml``: the same LightningDiT
+   (seed = the tokenizer's seed), validated every ``--eval-every`` steps (held-out flow loss,
+   latent FD in the tokenizer's own latent space);
+3. ``transvae gen-sample``: ``--num`` images decoded by the tokenizer;
+4. the score, in a space shared by all tokenizers: ``transvae.metrics.image_fd`` (a weight-free
+   Frechet distance over 8 x 8 thumbnails projected on a PCA basis fitted on the train + test
+   photos) between the generated images and the held-out ``val/`` photos, beside the
+   tokenizer's floor: the same distance for its reconstructions of those photos.
 
-The figure is lFD against generator steps, one curve per tokenizer, plus each curve divided by
-its own value at step 0 (lFD lives in each tokenizer's own normalised latent space, so curves of
-different tokenizers are compared by their shape, not their absolute level). On a GPU with the
-Inception weights, the paper's FID-10k curve is ``transvae gen-sample`` + ``transvae gen-eval
---metrics fid`` on each ``step_*.pt`` snapshot (``--keep-checkpoints``).
+Latent FD and flow loss are kept as secondary columns (they live in each tokenizer's own
+space). Every stage whose output exists is skipped, so an interrupted run continues.
 
-    python benchmarks/generation.py --quick            # minutes: tiny budgets, nano models
-    python benchmarks/generation.py                    # the CPU run of docs/benchmarks.md
-
-Runs go to ``runs/gen_bench/`` (gitignored); a stage whose outputs exist is skipped, so an
-interrupted run continues where it stopped. LPIPS and the VF loss are off in tokenizer training
-(their pretrained VGG / DINOv2 weights cannot be downloaded here): L1 + KL, as the other CPU
-benchmarks.
+    python benchmarks/generation.py --data BSDS500 --quick   # after learning_efficiency.py --quick
+    python benchmarks/generation.py --data BSDS500 --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_utils import DEFAULT_DATA, DOCS_DIR, REPO, machine_info, save_figure, subplots, write_json
+import bench_utils as bu
+import torch
+from learning_efficiency import regimes, runs_dir
 
-TOKENIZERS = {
-    "transvae-mini-f16d32": "TransVAE",
-    "cnn-vae-mini-f16d32": "CNN-VAE",
-    "vit-vae-mini-f16d32": "ViT-VAE",
-}
-QUICK_TOKENIZERS = {"transvae-nano-f16d32": "TransVAE", "cnn-vae-nano-f16d32": "CNN-VAE"}
+from transvae.utils.provenance import Provenance, write_result
 
-
-def run(cmd: list[str], log: Path, threads: int) -> float:
-    """Run a ``transvae`` command (this interpreter, this source tree) writing ``log``; seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO / "src")}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    with open(log, "a") as f:
-        f.write(f"$ transvae {shlex.join(cmd)}\n")
-        f.flush()
-        rc = subprocess.call(
-            [sys.executable, "-m", "transvae.cli", *cmd], stdout=f, stderr=subprocess.STDOUT, env=env
-        )
-    if rc != 0:
-        raise RuntimeError(f"transvae {cmd[0]} failed (exit {rc}); see {log}")
-    return time.time() - t0
+TOKENIZERS = ("cnn-vae-no-attention", "vit-vae-learned-abs-pe", "dc-shortcut-transvae")
 
 
-def finished(run_dir: Path, steps: int) -> bool:
-    """Whether a training run folder holds a finished run of at least ``steps`` steps."""
-    try:
-        s = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return s.get("status") == "finished" and s.get("step", 0) >= steps
+def finished(run: Path, steps: int) -> bool:
+    d = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return d.get("status") == "finished" and d.get("step", 0) >= steps
 
 
-def pipeline(name: str, args, runs: Path) -> dict:
-    """Tokenizer -> latents -> generator for one tokenizer; returns its timings."""
-    d, tag = args.data, name
-    vae, lat, gen = runs / f"vae-{tag}", runs / f"latents-{tag}", runs / f"gen-{tag}"
-    log = runs / f"{tag}.log"
-    times = {}
-    if not finished(vae, args.vae_steps):
-        resume = ["--resume"] if (vae / "checkpoints" / "last.pt").exists() else []
-        times["tokenizer_s"] = run(
-            [
-                "train",
-                "--model",
-                name,
-                "--data",
-                str(d / "train"),
-                "--val-data",
-                str(d / "val"),
-                "--out",
-                str(vae),
-            ]
-            + ["--resolution", str(args.resolution), "--batch-size", str(args.vae_batch)]
-            + ["--max-steps", str(args.vae_steps), "--workers", "0", "--device", "cpu", *resume]
-            + [
-                "--loss.lpips_weight=0",
-                "--loss.vf_weight=0",
-                f"--optim.warmup_steps={min(100, args.vae_steps)}",
-            ]
-            + [
-                f"--log.val_every={max(args.vae_steps // 4, 1)}",
-                "--log.tensorboard=false",
-                "--log.progress=false",
-            ]
-            + [f"--train.checkpoint_every={max(args.vae_steps // 4, 1)}"],
-            log,
-            args.threads,
-        )
-    for split, folder in (("train", d / "train"), ("held", d / "test")):
+def pipeline(a: argparse.Namespace, tok: Path, work: Path, seed: int) -> None:
+    """Latents, generator and samples of one (tokenizer, seed), each stage skipped when done."""
+    work.mkdir(parents=True, exist_ok=True)
+    log, lat, gen, cpu = work / "commands.log", work / "latents", work / "gen", ["--device", "cpu"]
+    for split, folder in (("train", a.data / "train"), ("held", a.data / "val")):
         if not (lat / split / "manifest.json").is_file():
-            times[f"extract_{split}_s"] = run(
-                ["extract-latents", str(folder), "--model", str(vae / "model"), "--out", str(lat / split)]
-                + [
-                    "--resolution",
-                    str(args.resolution),
-                    "--batch-size",
-                    "16",
-                    "--num-workers",
-                    "0",
-                    "--device",
-                    "cpu",
-                ],
-                log,
-                args.threads,
-            )
-    if args.until == "latents":
-        return times
-    if not finished(gen, args.gen_steps):
-        resume = ["--resume"] if (gen / "checkpoints" / "last.pt").exists() else []
-        times["generator_s"] = run(
-            ["gen-train", "--config", str(args.gen_config), "--latents", str(lat / "train")]
-            + ["--val-latents", str(lat / "held"), "--out", str(gen), "--vae", str(vae / "model")]
-            + [
-                "--model",
-                args.generator,
-                "--max-steps",
-                str(args.gen_steps),
-                "--batch-size",
-                str(args.gen_batch),
-            ]
-            + ["--workers", "0", "--device", "cpu", *resume]
-            + [f"--log.val_every={args.eval_every}", f"--train.checkpoint_every={args.eval_every}"]
-            + [f"--sample.val_num={args.val_num}", f"--sample.val_steps={args.val_steps}"]
-            + ["--log.tensorboard=false", "--log.progress=false"],
-            log,
-            args.threads,
-        )
-    return times
+            bu.transvae_cli(["extract-latents", str(folder), "--model", str(tok), "--out", str(lat / split),
+                             "--resolution", str(a.crop), "--batch-size", "16", "--num-workers", "0", *cpu], log)  # fmt: skip
+    if not finished(gen, a.gen_steps):
+        resume = ["--resume"] if (gen / "checkpoints" / "last.pt").is_file() else []
+        keys = {"train.seed": seed, "log.val_every": a.eval_every, "train.checkpoint_every": a.eval_every,
+                "sample.val_num": a.val_num, "sample.val_steps": a.val_steps, "log.tensorboard": "false", "log.progress": "false"}  # fmt: skip
+        bu.transvae_cli(["gen-train", "--config", str(bu.REPO / "configs" / "lightningdit-cpu-quick.yaml"), "--latents",
+                         str(lat / "train"), "--val-latents", str(lat / "held"), "--out", str(gen), "--vae", str(tok),
+                         "--model", a.generator, "--max-steps", str(a.gen_steps), "--batch-size", str(a.gen_batch),
+                         "--workers", "0", *cpu, *(f"--{k}={v}" for k, v in keys.items()), *resume], log)  # fmt: skip
+    if len(list((work / "samples" / "images").glob("*.png"))) < a.num:
+        bu.transvae_cli(["gen-sample", "--run", str(gen), "--vae", str(tok), "--num", str(a.num), "--out",
+                         str(work / "samples"), "--seed", str(seed), *cpu], log)  # fmt: skip
 
 
-def curve(gen: Path) -> list[dict]:
-    """The validation history of a gen-train run: step, lFD, held-out flow loss."""
-    s = json.loads((gen / "summary.json").read_text())
-    return [
+def score(a: argparse.Namespace, tok: Path, work: Path, held: torch.Tensor, basis) -> dict:
+    """Image FD of the samples and of the tokenizer's reconstructions against the held-out photos."""
+    import transvae
+    from transvae.data.transforms import load_crops
+    from transvae.inference import InferenceRunner
+    from transvae.metrics.image_fd import image_frechet_distance as fd
+
+    samples = load_crops(sorted((work / "samples" / "images").glob("*.png"))[: a.num], a.crop)
+    with torch.no_grad():
+        rec = InferenceRunner(transvae.from_pretrained(tok).eval()).reconstruct(held.float() / 127.5 - 1)
+    rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    hist = json.loads((work / "gen" / "summary.json").read_text())["history"]
+    curve = [
         {"step": h["step"], "latent_fd": h.get("val/latent_fd"), "flow_loss": h.get("val/flow_loss")}
-        for h in s["history"]
+        for h in hist
     ]
+    return dict(image_fd=fd(held, samples, basis), image_fd_floor=fd(held, rec, basis), samples=len(samples),
+                held_out=len(held), latent_fd=curve[-1]["latent_fd"], flow_loss=curve[-1]["flow_loss"], curve=curve,
+                gen_step=hist[-1]["step"])  # fmt: skip
 
 
-def plot(results: list[dict], path: Path, title: str) -> None:
-    fig, axes = subplots(1, 3, figsize=(14, 3.8), dpi=80)
-    styles = {"TransVAE": dict(color="black", lw=2.2), "CNN-VAE": dict(color="tab:red", lw=2.0)}
-    for r in results:
-        c = [p for p in r["curve"] if p["latent_fd"] is not None]
-        st = styles.get(r["label"], dict(color="tab:blue", lw=1.6))
-        steps = [p["step"] for p in c]
-        axes[0].plot(steps, [p["latent_fd"] for p in c], marker="o", ms=3, label=r["label"], **st)
-        axes[1].plot(
-            steps, [p["latent_fd"] / c[0]["latent_fd"] for p in c], marker="o", ms=3, label=r["label"], **st
+def plot(payload: dict, path: Path) -> None:
+    fig, axes = bu.subplots(1, 3, figsize=(14, 3.8), dpi=80)
+    labels = [r["label"] for r in payload["results"]]
+    for i, r in enumerate(payload["results"]):
+        st = bu.line_style(r["label"], labels)
+        for k, dx, mark in (("image_fd", 0, "o"), ("image_fd_floor", 0.15, "x")):
+            axes[0].scatter(
+                [i + dx] * len(r["seeds"]), [x[k] for x in r["seeds"]], color=st["color"], marker=mark
+            )
+        for x in r["seeds"]:
+            c = [p for p in x["curve"] if p["latent_fd"] is not None]
+            label = r["label"] if x is r["seeds"][0] else None
+            axes[1].plot([p["step"] for p in c], [p["latent_fd"] for p in c], label=label, **st)
+            axes[2].plot([p["step"] for p in c], [p["flow_loss"] for p in c], **st)
+    axes[0].set_xticks(range(len(labels)), labels, rotation=15, fontsize=7)
+    axes[0].set_ylabel("image FD vs held-out photos (o: generated, x: reconstructions)")
+    axes[1].set(xlabel="generator step", ylabel="latent FD (own latent space)", yscale="log")
+    axes[2].set(xlabel="generator step", ylabel="held-out flow loss")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    bu.save_figure(fig, path)
+
+
+DEFAULTS = (("gen_steps", 1000, 20), ("gen_batch", 16, 16), ("eval_every", 250, 10), ("val_num", 200, 150),
+            ("val_steps", 16, 4), ("num", 200, 24), ("fd_components", 32, 8))  # fmt: skip
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = bu.parser(__doc__)
+    bu.experiment_args(
+        p, "runs/bench/generation[_quick]", "seed 0, a nano generator, tiny budgets", train=False
+    )
+    p.add_argument(
+        "--tokenizers", nargs="+", default=list(TOKENIZERS), help="learning_efficiency f16-128 slugs"
+    )
+    p.add_argument("--le-runs", type=Path, default=None, help="learning_efficiency.py's runs (its default)")
+    p.add_argument("--generator", default=None, help="default lightningdit-mini-1 (--quick: -nano-1)")
+    for k, full, quick in DEFAULTS:
+        p.add_argument(
+            f"--{k.replace('_', '-')}", type=int, default=None, help=f"default {full} (quick {quick})"
         )
-        axes[2].plot(steps, [p["flow_loss"] for p in c], marker="o", ms=3, label=r["label"], **st)
-    axes[0].set_ylabel("latent FD (own latent space) ↓")
-    axes[1].set_ylabel("latent FD / latent FD at step 0 ↓")
-    axes[2].set_ylabel("held-out flow loss ↓")
-    for a in axes:
-        a.set_xlabel("generator step")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    axes[0].set_yscale("log")
-    fig.suptitle(title, fontsize=10)
-    save_figure(fig, path)
+    a = p.parse_args(argv)
+    a.data, a.crop = bu.data_root(a), regimes()["f16-128"].crop
+    for k, full, quick in DEFAULTS:
+        setattr(a, k, getattr(a, k) or (quick if a.quick else full))
+    a.generator = a.generator or ("lightningdit-nano-1" if a.quick else "lightningdit-mini-1")
+    a.seeds, a.le_runs = a.seeds or ([0] if a.quick else [0, 1, 2]), a.le_runs or runs_dir(a.quick)
+    a.runs_dir = a.runs_dir or bu.RUNS / ("generation_quick" if a.quick else "generation")
+    return a
+
+
+METRICS = ("image_fd", "image_fd_floor", "latent_fd", "flow_loss")
+SETTINGS = ("generator", "gen_steps", "gen_batch", "eval_every", "val_num", "val_steps", "num", "crop")
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BSDS500 folder with train/ val/ test/")
-    p.add_argument("--tokenizers", nargs="+", default=None, help=f"default: {list(TOKENIZERS)}")
-    p.add_argument("--resolution", type=int, default=64, help="crop size of tokenizer training and latents")
-    p.add_argument("--vae-steps", type=int, default=450)
-    p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument(
-        "--gen-config",
-        type=Path,
-        default=REPO / "configs" / "lightningdit-cpu-quick.yaml",
-        help="gen-train recipe",
-    )
-    p.add_argument("--generator", default="lightningdit-mini-1")
-    p.add_argument("--gen-steps", type=int, default=2000)
-    p.add_argument("--gen-batch", type=int, default=16)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--val-num", type=int, default=200, help="generated latents per lFD evaluation")
-    p.add_argument("--val-steps", type=int, default=16, help="Euler steps of those samples")
-    p.add_argument("--parallel", type=int, default=3, help="tokenizers processed at once")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--runs", type=Path, default=REPO / "runs" / "gen_bench")
-    p.add_argument(
-        "--out", type=Path, default=None, help="JSON path (the PNG goes next to it); default docs/benchmarks/"
-    )
-    p.add_argument("--replot", type=Path, default=None, help="redraw the figure of this JSON and exit")
-    p.add_argument("--quick", action="store_true", help="nano models, tiny budgets (a smoke test)")
-    p.add_argument("--until", choices=["latents", "all"], default="all", help="stop after the latents")
-    args = p.parse_args(argv)
-    if args.replot is not None:
-        payload = json.loads(args.replot.read_text())
-        plot(payload["results"], args.replot.with_suffix(".png"), payload.get("title", ""))
-        print(f"wrote {args.replot.with_suffix('.png')}")
-        return
-    names = args.tokenizers or list(QUICK_TOKENIZERS if args.quick else TOKENIZERS)
-    suffix = ""
-    if args.quick:
-        args.vae_steps, args.gen_steps, args.eval_every = 20, 60, 30
-        args.val_num, args.val_steps, args.gen_batch = 150, 4, 16
-        args.generator = "lightningdit-nano-1" if args.generator == "lightningdit-mini-1" else args.generator
-        args.runs, suffix = args.runs.parent / (args.runs.name + "_quick"), "_quick"
-    labels = {**TOKENIZERS, **QUICK_TOKENIZERS}
-    t0 = time.time()
-    info = machine_info(__import__("torch").device("cpu"))
-    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        timings = dict(zip(names, pool.map(lambda n: pipeline(n, args, args.runs), names), strict=True))
-    if args.until == "latents":
-        print(f"tokenizers and latents in {args.runs}: {timings}")
-        return
-    results = []
-    for n in names:
-        c = curve(args.runs / f"gen-{n}")
-        results.append({"tokenizer": n, "label": labels.get(n, n), "curve": c, "timings_s": timings[n]})
-        fd = [x["latent_fd"] for x in c if x["latent_fd"] is not None]
-        if fd:
-            print(
-                f"{n:<24} lFD {fd[0]:.4f} -> {fd[-1]:.4f} ({fd[-1] / fd[0]:.2f}x) over {c[-1]['step']} steps"
-            )
-    command = "python benchmarks/generation.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    payload = {
-        "command": command.strip(),
-        "wall_seconds": round(time.time() - t0, 1),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": info,
-        "results": results,
+    from transvae.data import list_images
+    from transvae.data.transforms import load_crops
+    from transvae.metrics.image_fd import fit_thumbnail_basis
+
+    a = parse(argv)
+    prov, t0 = Provenance.start(seeds=a.seeds), time.time()
+    toks = {
+        (s_, k): a.le_runs / "f16-128" / s_ / f"seed{k}" / "model" for s_ in a.tokenizers for k in a.seeds
     }
-    out = args.out or DOCS_DIR / f"generation{suffix}.json"
-    payload["title"] = (
-        f"{args.generator} on the latents of each tokenizer ({args.resolution} px BSDS500 crops, "
-        f"batch {args.gen_batch})"
-    )
-    write_json(out, payload)
-    plot(results, out.with_suffix(".png"), payload["title"])
-    print(f"wrote {out} and {out.with_suffix('.png').name} in {payload['wall_seconds']:.0f}s")
+    if missing := [str(p) for p in toks.values() if not (p / "config.json").is_file()]:
+        sys.exit(f"error: no tokenizer at {missing[0]} ({len(missing)} missing): run learning_efficiency.py")
+    photos = list_images(a.data / "train") + list_images(a.data / "test")
+    basis = fit_thumbnail_basis(load_crops(photos, a.crop), 8, a.fd_components)
+    held = load_crops(list_images(a.data / "val"), a.crop)
+    labels, results = {bu.slug(x[0]): x[0] for x in regimes()["f16-128"].specs}, []
+    for s_ in a.tokenizers:
+        seeds = []
+        for k, tok, work in ((k, toks[(s_, k)], a.runs_dir / s_ / f"seed{k}") for k in a.seeds):
+            print(f"{s_} seed {k} ...", flush=True)
+            pipeline(a, tok, work, k)
+            seeds.append(dict(seed=k, tokenizer=str(tok), **score(a, tok, work, held, basis)))
+        r = dict(
+            label=labels.get(s_, s_),
+            slug=s_,
+            seeds=seeds,
+            **{m: bu.spread([x[m] for x in seeds]) for m in METRICS},
+        )
+        results.append(r)
+        print("  " + ", ".join(f"{m} {r[m]['mean']:.3g} ± {r[m]['std']:.2g}" for m in METRICS))
+    fd_space = dict(basis.describe(), held_out="BSDS500 val/", fitted_on_photos="train/ + test/")
+    payload = dict(benchmark="generation", settings={k: getattr(a, k) for k in SETTINGS}, image_fd=fd_space)
+    out = a.out or bu.DOCS_DIR / f"generation{'_quick' if a.quick else ''}.json"
+    steps = {f"{r['slug']}/seed{x['seed']}": x["gen_step"] for r in results for x in r["seeds"]}
+    write_result(out, dict(payload, results=results), prov, steps=steps)
+    plot({"results": results}, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

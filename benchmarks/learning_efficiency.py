@@ -1,98 +1,50 @@
 """Learning efficiency at small scale (paper Figures 1, 3b/c and 4), trained by the product's Trainer.
 
-Two regimes, both with an 8 x 8 latent grid (at 64 px an f16 latent is 4 x 4, where a ViT with
-16 px patches is nearly a per-patch linear autoencoder and position cannot matter):
+Two regimes, both with an 8 x 8 latent grid (``transvae.models.ladder.cpu_regimes``): ``f16-128``
+(the attention-free CNN-VAE, the design-ladder rungs ViT-VAE ... TransVAE, the side branches, at
+128 px) and ``f8-64`` (the f8 CPU members at 64 px). Every (model, seed) is one
+``transvae.training.Trainer`` run folder under ``--runs-dir`` (L1 + 1e-8 KL, plus LPIPS when the
+VGG16 weights are found; AdamW betas (0.5, 0.9), LR 1e-4 after a linear warm-up; LDM's crops; no
+EMA), trained by ``transvae.training.sweep`` in its own single-threaded process (``--workers`` at
+a time); ``--resume`` continues interrupted runs and a larger ``--steps`` extends finished ones.
+Validation PSNR is recorded against training steps, against the CPU seconds spent in training
+steps (the Trainer's ``train/cpu_seconds``) and against training FLOPs (forward + backward per
+step, ``transvae.models.flops``); the final figures come from ``transvae evaluate`` at the
+training size, beside two reference codes (``transvae.metrics.reference``: patch mean colour,
+patch PCA with the latent's size).
 
-- ``f16-128``: the f16 CPU members on 128 px images: the attention-free CNN-VAE (Appendix E,
-  Figure 7), the design-ladder rungs from ViT-VAE (learned absolute PE) to TransVAE, and the side
-  branches (``transvae.models.ladder``).
-- ``f8-64``: the f8 CPU members on 64 px images: attention-free CNN-VAE, ViT-VAE (8 x 8
-  patches, learned absolute PE), TransVAE.
-
-Every run is ``transvae.training.Trainer`` with the paper's Section 3 objective as far as this
-machine allows: L1 + 1e-8 KL, plus LPIPS (weight 1) when the VGG16 weights are found (they are
-not on the development machine); AdamW with the recipe's betas (0.5, 0.9), LR 1e-4, constant after
-a linear warm-up; LDM's crop protocol (shorter side resized to the crop size, random crop,
-flips); no EMA (the curve is the trained weights). Seeds change the initialisation and the data
-order. Each (model, seed) is a Trainer run folder under ``--runs-dir``: interrupted runs continue
-with ``--resume``, and a larger ``--steps`` extends finished ones (cumulative budgets).
-
-The Trainer validates on BSDS500 ``val/`` every ``--eval-every`` steps (the curves); the final
-figures come from ``transvae evaluate`` at the training size on the same photos, next to two
-reference lines computed on the same images: every f x f patch replaced by its mean colour, and
-by its projection on the first C principal components of the training patches (C = latent
-channels, i.e. the best linear per-patch code of the latent's size).
-
-    python benchmarks/learning_efficiency.py --quick                                  # minutes
-    python benchmarks/learning_efficiency.py --regime f16-128 --seeds 0 1 2 --steps 300 --resume
-    python benchmarks/learning_efficiency.py --regime f16-128 --report-only          # table + plot
-    python benchmarks/learning_efficiency.py --list
+    python benchmarks/learning_efficiency.py --data BSDS500 --quick                       # minutes
+    python benchmarks/learning_efficiency.py --data BSDS500 --regime f16-128 --seeds 0 1 2 --steps 300 --resume
+    python benchmarks/learning_efficiency.py --data BSDS500 --regime f16-128 --report-only
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from bench_utils import (
-    DEFAULT_DATA,
-    DOCS_DIR,
-    REPO,
-    evaluate_cli,
-    has_checkpoint,
-    line_style,
-    machine_info,
-    markdown_table,
-    read_run,
-    register_variant,
-    save_figure,
-    slug,
-    subplots,
-    train_run,
-    write_json,
-)
+import bench_utils as bu
 
-RUNS = REPO / "runs" / "bench" / "learning_efficiency"  # gitignored
+from transvae.utils.provenance import Provenance, write_result
+
+RUNS_DIR = bu.RUNS / "learning_efficiency"
 
 
-@dataclass(frozen=True)
-class Regime:
-    """Crop size and the models compared at it (labels, registered bases, overrides)."""
-
-    crop: int
-    specs: tuple[tuple[str, str, dict], ...]
-    default: tuple[str, ...]  # slugs run when --models is not given
+def runs_dir(quick: bool) -> Path:
+    """The default run folder (``--quick`` runs apart): ``extrapolation.py`` reads the same."""
+    return RUNS_DIR.with_name(RUNS_DIR.name + "_quick") if quick else RUNS_DIR
 
 
-def regimes() -> dict[str, Regime]:
-    from transvae.models.ladder import branches, ladder
+def regimes() -> dict:
+    """``transvae.models.ladder.cpu_regimes()`` with the default models as slugs."""
+    from transvae.models.ladder import cpu_regimes
 
-    no_attn = dict(stage_attn=False, mid_attn=False)
-    f16 = (("CNN-VAE (no attention)", "cnn-vae-mini-f16d32", no_attn), *ladder("mini"))
-    f16 += tuple(b for b in branches("mini") if not b[1].startswith("cnn-vae"))
-    f8 = (
-        ("CNN-VAE (no attention)", "cnn-vae-mini-f8d16", no_attn),
-        ("ViT-VAE (learned abs. PE)", "vit-vae-mini-f8d16", {}),
-        ("TransVAE", "transvae-mini-f8d16", {}),
-        ("TransVAE without RMSNorm", "transvae-mini-f8d16", dict(qkv_norm="none")),
-        ("TransVAE with QK-norm instead", "transvae-mini-f8d16", dict(qkv_norm="qk")),
-    )
-    core = ("cnn-vae-no-attention", "vit-vae-learned-abs-pe", "dc-shortcut-transvae")
-    return {
-        "f16-128": Regime(128, f16, core),
-        "f8-64": Regime(64, f8, ("cnn-vae-no-attention", "vit-vae-learned-abs-pe", "transvae")),
-    }
+    return {k: replace(r, default=tuple(map(bu.slug, r.default))) for k, r in cpu_regimes().items()}
 
 
 @dataclass
@@ -108,441 +60,214 @@ class Settings:
     lpips: bool = False
 
 
-def model_name(regime: str, s_: str) -> str:
-    return f"bench-{regime}-{s_}"
-
-
-def register(regime_name: str, regime: Regime, s_: str) -> str:
-    """Register the (label, base, overrides) of slug ``s_`` for this regime's crop size."""
-    by_slug = {slug(label): (base, o) for label, base, o in regime.specs}
-    base, o = by_slug[s_]
+def variant(regime_name: str, s_: str) -> tuple[str, str, dict]:
+    """(``bench-<regime>-<slug>``, registered base, overrides sized for the crop) of slug ``s_``."""
     from transvae.models import get_model_entry
 
+    regime = regimes()[regime_name]
+    base, o = {bu.slug(label): (b, o) for label, b, o in regime.specs}[s_]
     if "sample_size" in get_model_entry(base).cls.config_class.field_names():
-        # sizes the ViT's learned position embedding (and Swin windows) for the crop
-        o = {**o, "sample_size": regime.crop}
-    return register_variant(model_name(regime_name, s_), base, o)
+        o = {**o, "sample_size": regime.crop}  # sizes the ViT's learned position embedding
+    return f"bench-{regime_name}-{s_}", base, o
+
+
+def register(regime_name: str, s_: str) -> str:
+    from transvae.models.registry import register_variant
+
+    name, base, o = variant(regime_name, s_)
+    return register_variant(name, base, **o)
 
 
 def vgg_weights(path: str | None) -> str | None:
-    """The local VGG16 checkpoint LPIPS would use (``--lpips-weights`` or the torch hub cache), or None."""
+    """``--lpips-weights``, else VGG16 in the torch hub cache, else None (no LPIPS)."""
     from transvae.models.pretrained import hub_checkpoint_dir
 
-    if path:
-        return path
     cached = hub_checkpoint_dir() / "vgg16-397923af.pth"
-    return str(cached) if cached.is_file() else None
-
-
-def trainer_overrides(
-    name: str, data: Path, crop: int, s: Settings, seed: int, minutes: float, lpips_weights: str | None
-) -> dict:
-    """The Trainer configuration of one run (dotted keys for ``build_config``)."""
-    return {
-        "model.name": name,
-        "data.train": [str(data / "train"), str(data / "test")],
-        "data.val": [str(data / "val")],
-        "data.resolution": crop,
-        "data.scale": [1.0, 1.0],
-        "data.num_workers": 0,
-        "data.val_images": s.val_limit,
-        "optim.lr": s.lr,
-        "optim.warmup_steps": s.warmup,
-        "loss.lpips_weight": 1.0 if lpips_weights else 0.0,
-        **({"loss.lpips_weights": lpips_weights} if lpips_weights else {}),
-        "loss.vf_weight": 0.0,
-        "loss.gan_weight": 0.0,
-        "train.batch_size": s.batch_size,
-        "train.max_steps": s.steps,
-        "train.max_minutes": minutes,
-        "train.seed": seed,
-        "train.ema": False,
-        "train.device": "cpu" if not torch.cuda.is_available() else "auto",
-        "train.checkpoint_every": s.eval_every,
-        "log.every": 10 if s.eval_every % 10 == 0 else 1,
-        "log.val_every": s.eval_every,
-        "log.image_every": 10**9,
-        "log.tensorboard": False,
-        "log.progress": False,
-    }
-
-
-# --- reference lines ---------------------------------------------------------------------------
-
-
-def load_protocol_images(folders: list[Path], resolution: int, limit: int = 0) -> torch.Tensor:
-    """Images as ``transvae evaluate`` sees them (shorter side to R, centre crop): (N, 3, R, R) uint8."""
-    from transvae.data.io import list_images
-    from transvae.evaluation.protocol import EvalImageDataset
-
-    files = [f for d in folders for f in list_images(d)]
-    files = files[:limit] if limit else files
-    ds = EvalImageDataset(files, resolution)
-    return torch.stack([ds[i].image for i in range(len(ds)) if ds[i].image is not None])
-
-
-def to_patches(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(N, 3, H, W) -> (N * H/p * W/p, 3 p^2) float."""
-    return F.unfold(x.float(), kernel_size=p, stride=p).transpose(1, 2).reshape(-1, x.shape[1] * p * p)
-
-
-def from_patches(patches: torch.Tensor, shape: torch.Size, p: int) -> torch.Tensor:
-    """Inverse of ``to_patches``, rounded to uint8 as the metrics' quantisation does."""
-    n, c, h, w = shape
-    cols = patches.reshape(n, (h // p) * (w // p), c * p * p).transpose(1, 2)
-    return F.fold(cols, (h, w), kernel_size=p, stride=p).round().clamp(0, 255).to(torch.uint8)
-
-
-def reference_lines(train: torch.Tensor, val: torch.Tensor, patch: int, components: int) -> dict[str, float]:
-    """PSNR (dB, mean over images, ``transvae.metrics``) of two trivial codes of ``val``.
-
-    Args:
-        train: (N, 3, R, R) uint8 images the PCA is fitted on.
-        val: (M, 3, R, R) uint8 images to reconstruct.
-        patch: the autoencoder's spatial compression f (one latent vector per f x f patch).
-        components: the latent's channels C.
-    Returns:
-        ``patch_mean_colour``: each patch replaced by its mean colour (3 numbers per patch);
-        ``patch_pca``: each patch projected on the first C principal components of the training
-        patches (C numbers per patch: the latent's size, linearly).
-    """
-    from transvae.metrics.psnr import psnr_per_image
-
-    v = to_patches(val, patch)  # (P, 3 p^2), channel-major: channel c is v[:, c p^2 : (c+1) p^2]
-    means = v.view(v.shape[0], 3, -1).mean(-1, keepdim=True).expand(-1, -1, patch * patch)
-    mean_rec = from_patches(means.reshape(v.shape), val.shape, patch)
-    t = to_patches(train, patch).double()
-    mu = t.mean(0)
-    _, _, vh = torch.linalg.svd(t - mu, full_matrices=False)
-    basis = vh[:components].T  # (3 p^2, C)
-    pca_rec = from_patches(((v.double() - mu) @ basis @ basis.T + mu).float(), val.shape, patch)
-    return {
-        "patch_mean_colour": psnr_per_image(val, mean_rec).mean().item(),
-        "patch_pca": psnr_per_image(val, pca_rec).mean().item(),
-    }
-
-
-# --- running ---------------------------------------------------------------------------------
-
-
-def run_one(args: argparse.Namespace) -> None:
-    """Child process: one (model, seed) run through the Trainer."""
-    regime = regimes()[args.regime]
-    s_, seed = args._run[0], int(args._run[1])
-    name = register(args.regime, regime, s_)
-    run_dir = args.runs_dir / args.regime / s_ / f"seed{seed}"
-    over = trainer_overrides(
-        name, args.data, regime.crop, settings_from(args), seed, args.minutes, vgg_weights(args.lpips_weights)
-    )
-    summary = train_run(run_dir, over, resume=has_checkpoint(run_dir))
-    print(f"{s_} seed {seed}: {summary['status']} at step {summary['step']}", flush=True)
+    return path or (str(cached) if cached.is_file() else None)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    base = Settings(steps=4, batch_size=2, warmup=1, eval_every=2, val_limit=4) if args.quick else Settings()
+    s = Settings(steps=4, batch_size=2, warmup=1, eval_every=2, val_limit=4) if args.quick else Settings()
     for k in ("steps", "batch_size", "lr", "warmup", "eval_every", "val_limit"):
         if getattr(args, k) is not None:
-            setattr(base, k, getattr(args, k))
-    base.lpips = vgg_weights(args.lpips_weights) is not None
-    return base
+            setattr(s, k, getattr(args, k))
+    s.lpips = vgg_weights(args.lpips_weights) is not None
+    return s
 
 
-def child_args(args: argparse.Namespace) -> list[str]:
-    out = ["--regime", args.regime, "--data", str(args.data), "--runs-dir", str(args.runs_dir)]
-    out += ["--minutes", str(args.minutes)]
-    for k in ("steps", "batch_size", "lr", "warmup", "eval_every", "val_limit", "lpips_weights"):
-        v = getattr(args, k)
-        if v is not None:
-            out += [f"--{k.replace('_', '-')}", str(v)]
-    return out + (["--quick"] if args.quick else [])
+def run_dir_of(args: argparse.Namespace, s_: str, seed: int) -> Path:
+    return args.runs_dir / args.regime / s_ / f"seed{seed}"
 
 
-def train_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:
-    """Each (slug, seed) in its own single-threaded process, ``--workers`` at a time."""
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-    )
-    script = str(Path(__file__).resolve())
+def job(args: argparse.Namespace, s_: str, seed: int, s: Settings):
+    """The sweep job of one (model, seed): a Trainer run of the registered variant."""
+    from transvae.training.sweep import SweepJob
 
-    def one(job: tuple[str, int]) -> None:
-        s_, seed = job
-        run_dir = args.runs_dir / args.regime / s_ / f"seed{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        t = time.time()
-        with open(run_dir / "bench.log", "a") as log:
-            cmd = [sys.executable, script, *child_args(args), "--_run", s_, str(seed)]
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-        tail = "".join((run_dir / "bench.log").read_text().splitlines(True)[-3:]).strip()
-        print(
-            f"  {s_} seed {seed}: exit {rc} after {time.time() - t:.0f} s; {tail.splitlines()[-1] if tail else ''}",
-            flush=True,
-        )
-
-    print(
-        f"training {len(jobs)} runs in {args.workers} single-threaded processes; logs in <run>/bench.log",
-        flush=True,
-    )
-    with ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(one, jobs))
+    name, lp = register(args.regime, s_), vgg_weights(args.lpips_weights)
+    more = {
+        "train.max_minutes": args.minutes,
+        **({"loss.lpips_weight": 1.0, "loss.lpips_weights": lp} if lp else {}),
+    }
+    steps = dict(steps=s.steps, batch=s.batch_size, lr=s.lr, warmup=s.warmup, eval_every=s.eval_every)
+    crop = regimes()[args.regime].crop
+    over = bu.cpu_recipe(name, args.data, crop, seed, **steps, val_images=s.val_limit, **more)
+    return SweepJob(run_dir_of(args, s_, seed), over, variant=variant(args.regime, s_))
 
 
-def evaluate_run(run_dir: Path, data: Path, crop: int, val_limit: int) -> dict | None:
-    """``transvae evaluate`` of the run's exported model at the training size (cached per step)."""
-    model = run_dir / "model"
-    if not (model / "config.json").is_file():
-        return None
-    step = json.loads((model / "config.json").read_text()).get("metadata", {}).get("step")
-    out = run_dir / "eval"
-    cached = out / "results.json"
-    if cached.is_file():
-        payload = json.loads(cached.read_text())
-        if payload.get("bench_step") == step:
-            return payload
-    payload = evaluate_cli(model, data / "val", out, [crop], limit=val_limit or None)
-    payload["bench_step"] = step
-    write_json(cached, payload)
-    return payload
-
-
-def spread(values: list[float]) -> dict:
-    return dict(
-        mean=statistics.fmean(values),
-        std=statistics.stdev(values) if len(values) > 1 else 0.0,
-        min=min(values),
-        max=max(values),
-        n=len(values),
-    )
-
-
-def collect(args: argparse.Namespace, regime: Regime, wanted: list[str], settings: Settings) -> dict:
-    """Read every run, evaluate it, add the reference lines; the payload of the JSON."""
-    by_slug = {slug(label): (label, base, o) for label, base, o in regime.specs}
-    runs = [(s_, seed) for s_ in wanted for seed in args.seeds]
-
-    def ev(job):
-        s_, seed = job
-        return evaluate_run(
-            args.runs_dir / args.regime / s_ / f"seed{seed}", args.data, regime.crop, settings.val_limit
-        )
-
-    with ThreadPoolExecutor(args.workers) as pool:
-        evals = dict(zip(runs, pool.map(ev, runs), strict=True))
+def train_missing(args: argparse.Namespace, wanted: list[str], settings: Settings) -> None:
+    """Train every (model, seed) short of ``settings.steps``: seed by seed (an interrupted budget leaves
+    whole seeds), the costliest model first."""
     from transvae.models import create_model
+    from transvae.models.flops import training_step_flops
+    from transvae.training.sweep import pending, run_sweep
 
+    crop = regimes()[args.regime].crop
+    cost = {
+        s_: training_step_flops(create_model(register(args.regime, s_), device="meta"), crop) for s_ in wanted
+    }
+    jobs = [(s_, k) for k in args.seeds for s_ in wanted]
+    order = sorted(jobs, key=lambda j: (args.seeds.index(j[1]), -cost[j[0]]))
+    try:
+        todo = pending([job(args, *j, settings) for j in order], args.resume)
+    except FileExistsError as e:
+        sys.exit(f"error: {e}")
+    print(
+        f"training {len(todo)} runs, {args.workers} single-threaded processes at once; logs: <run>/sweep.log"
+    )
+    run_sweep(todo, workers=args.workers)
+
+
+def reference_lines(data: Path, crop: int, f: int, c: int, val_limit: int) -> dict:
+    """PSNR of the two reference codes on the val photos exactly as ``transvae evaluate`` sees them."""
+    from transvae.data import list_images
+    from transvae.data.transforms import load_crops
+    from transvae.metrics.psnr import psnr_per_image
+    from transvae.metrics.reference import patch_mean_reconstruction, patch_pca_reconstruction
+
+    train = load_crops(list_images(data / "train") + list_images(data / "test"), crop)
+    val = load_crops(list_images(data / "val")[: val_limit or None], crop)
+    mean = psnr_per_image(val, patch_mean_reconstruction(val, f)).mean().item()
+    pca = psnr_per_image(val, patch_pca_reconstruction(train, val, f, c)).mean().item()
+    return dict(patch_mean_colour=mean, patch_pca=pca, fitted_on="train+test at the same protocol", patch=f,
+                components=c, val_images=len(val))  # fmt: skip
+
+
+def seed_record(args: argparse.Namespace, s_: str, seed: int, crop: int, val_limit: int) -> dict | None:
+    """One run: its history (``transvae.training.history``) and ``transvae evaluate`` (cached per step)."""
+    from transvae.training.benchmark import exported_step
+    from transvae.training.history import run_history
+
+    run = run_dir_of(args, s_, seed)
+    if (step := exported_step(run)) is None:
+        return None
+    limit = val_limit or None
+    ev = bu.evaluate_cached(run / "model", args.data / "val", run / "eval", [crop], step, limit=limit)
+    h, res = run_history(run), ev["results"][0]
+    keep = {k: h[k] for k in ("step", "curve", "cpu_s_per_step", "wall_s_per_step", "sessions")}
+    more = dict(psnr=res["psnr"], ssim=res["ssim"], eval_command=ev["run"]["command"])
+    return dict(seed=seed, run_dir=str(run), **keep, **more)
+
+
+def collect(args: argparse.Namespace, wanted: list[str], s: Settings) -> dict:
+    """Evaluate every run and gather the JSON's payload (curves, costs, final PSNR, references)."""
+    from transvae.models import create_model
+    from transvae.models.flops import training_step_flops
+
+    regime = regimes()[args.regime]
+    labels = {bu.slug(label): (label, b, o) for label, b, o in regime.specs}
+    jobs = [(s_, k) for s_ in wanted for k in args.seeds]
+    with ThreadPoolExecutor(args.workers) as pool:
+        found = pool.map(lambda j: seed_record(args, *j, regime.crop, s.val_limit), jobs)
+    recs = dict(zip(jobs, found, strict=True))
     models = []
     for s_ in wanted:
-        label, base, o = by_slug[s_]
-        seeds = []
-        for seed in args.seeds:
-            run_dir = args.runs_dir / args.regime / s_ / f"seed{seed}"
-            if evals[(s_, seed)] is None:
-                continue
-            r = read_run(run_dir)
-            res = evals[(s_, seed)]["results"][0]
-            seeds.append(
-                dict(
-                    seed=seed,
-                    run_dir=str(run_dir),
-                    step=r["step"],
-                    curve=r["curve"],
-                    s_per_step=r["s_per_step"],
-                    psnr=res["psnr"],
-                    ssim=res["ssim"],
-                    eval_command=evals[(s_, seed)]["run"]["command"],
-                )
-            )
-        if not seeds:
+        if not (seeds := [recs[(s_, k)] for k in args.seeds if recs[(s_, k)]]):
             continue
-        m = create_model(model_name(args.regime, s_), device="meta")
+        meta = create_model(register(args.regime, s_), device="meta")
+        cpu = [x["cpu_s_per_step"] for x in seeds if x["cpu_s_per_step"]]
         models.append(dict(
-            label=label, slug=s_, base=base, overrides=o, params=m.num_parameters(), seeds=seeds,
-            steps=sorted({x["step"] for x in seeds}),
-            psnr=spread([x["psnr"] for x in seeds]), ssim=spread([x["ssim"] for x in seeds]),
-            s_per_step=statistics.median([x["s_per_step"] for x in seeds if x["s_per_step"]] or [math.nan]),
+            label=labels[s_][0], slug=s_, base=labels[s_][1], overrides=labels[s_][2], params=meta.num_parameters(),
+            train_gflop_per_step=training_step_flops(meta, regime.crop, s.batch_size), seeds=seeds,
+            steps=sorted({x["step"] for x in seeds}), psnr=bu.spread([x["psnr"] for x in seeds]),
+            ssim=bu.spread([x["ssim"] for x in seeds]), cpu_s_per_step=statistics.median(cpu) if cpu else None,
         ))  # fmt: skip
-    m0 = create_model(model_name(args.regime, wanted[0]), device="meta")
+    m0 = create_model(register(args.regime, wanted[0]), device="meta")
     f, c = m0.spatial_compression_ratio, m0.latent_channels
-    t0 = time.time()
-    train = load_protocol_images([args.data / "train", args.data / "test"], regime.crop)
-    val = load_protocol_images([args.data / "val"], regime.crop, settings.val_limit)
-    refs = reference_lines(train, val, f, c)
-    print(f"reference lines on {len(val)} val images ({time.time() - t0:.0f} s): {refs}")
-    return dict(
-        benchmark="learning_efficiency",
-        regime=args.regime,
-        crop=regime.crop,
-        latent=dict(compression=f, channels=c, grid=regime.crop // f),
-        settings=asdict(settings),
-        seeds=args.seeds,
-        data=dict(root=str(args.data), val_images=len(val), train_images=len(train)),
-        reference=dict(refs, fitted_on="train+test at the same protocol", patch=f, components=c),
-        machine=machine_info(torch.device("cpu")),
-        models=models,
-    )
+    ref = reference_lines(args.data, regime.crop, f, c, s.val_limit)
+    latent = dict(compression=f, channels=c, grid=regime.crop // f)
+    return dict(benchmark="learning_efficiency", regime=args.regime, crop=regime.crop, latent=latent,
+                settings=asdict(s), seeds=args.seeds, data=str(args.data), reference=ref, models=models)  # fmt: skip
 
 
 def plot(payload: dict, path: Path) -> None:
-    fig, axes = subplots(1, 2, figsize=(12, 4.6), dpi=80)
+    """Validation PSNR (mean over seeds, band min-max) against steps, CPU seconds and training FLOPs."""
+    fig, axes = bu.subplots(1, 3, figsize=(16, 4.6), dpi=80)
     labels = [m["label"] for m in payload["models"]]
     for m in payload["models"]:
-        style = line_style(m["label"], labels)
+        style = bu.line_style(m["label"], labels)
         steps = sorted({p["step"] for x in m["seeds"] for p in x["curve"]})
-        per = [[p["psnr"] for x in m["seeds"] for p in x["curve"] if p["step"] == st] for st in steps]
-        mean = [statistics.fmean(v) for v in per]
+        per = [[p for x in m["seeds"] for p in x["curve"] if p["step"] == st] for st in steps]
+        mean = [statistics.fmean(p["psnr"] for p in v) for v in per]
+        cpu = [statistics.fmean(p.get("cpu_seconds") or math.nan for p in v) / 60 for v in per]
+        lo, hi = ([f(p["psnr"] for p in v) for v in per] for f in (min, max))
         axes[0].plot(steps, mean, label=f"{m['label']} (n={len(m['seeds'])})", **style)
-        axes[0].fill_between(
-            steps, [min(v) for v in per], [max(v) for v in per], color=style["color"], alpha=0.15
-        )
-        sps = m["s_per_step"]
-        if sps and math.isfinite(sps):
-            axes[1].plot([st * sps / 60 for st in steps], mean, **style)
-    for ax in axes:
+        axes[0].fill_between(steps, lo, hi, color=style["color"], alpha=0.15)
+        axes[1].plot(cpu, mean, **style)
+        axes[2].plot([st * m["train_gflop_per_step"] / 1e3 for st in steps], mean, **style)
+    xlabels = ("training step", "CPU minutes in training steps (one thread)", "training TFLOP (fwd + bwd)")
+    for ax, xlabel in zip(axes, xlabels, strict=True):
         for key, ls in (("patch_mean_colour", ":"), ("patch_pca", "--")):
             ax.axhline(payload["reference"][key], color="grey", ls=ls, lw=1)
+        ax.set(xlabel=xlabel, ylabel="validation PSNR (dB)")
         ax.grid(alpha=0.3)
-        ax.set_ylabel("validation PSNR (dB)")
-    r = payload["reference"]
-    axes[0].text(0, r["patch_mean_colour"], " patch mean colour", va="bottom", fontsize=7, color="grey")
-    axes[0].text(
-        0, r["patch_pca"], f" patch PCA ({r['components']} comp.)", va="bottom", fontsize=7, color="grey"
-    )
-    axes[0].set_xlabel("training step (mean over seeds; band: min-max)")
-    axes[1].set_xlabel("training time (min, one thread; median s/step x steps)")
     axes[0].legend(fontsize=7, loc="lower right")
-    s = payload["settings"]
-    fig.suptitle(
-        f"BSDS500 val, {payload['crop']} px, latent {payload['latent']['grid']}x{payload['latent']['grid']}x"
-        f"{payload['latent']['channels']}; batch {s['batch_size']}, lr {s['lr']:g}; Trainer validation",
-        fontsize=10,
-    )
-    save_figure(fig, path)
-
-
-def print_table(payload: dict) -> None:
-    ref = next((m for m in payload["models"] if "TransVAE" in m["label"] and "=" in m["label"]), None)
-    ref = ref or next((m for m in payload["models"] if m["label"] == "TransVAE"), None)
-    rows = []
-    for m in payload["models"]:
-        p = m["psnr"]
-        rows.append(dict(
-            model=m["label"], params_M=m["params"] / 1e6, seeds=p["n"], steps="/".join(map(str, m["steps"])),
-            psnr=f"{p['mean']:.2f} ± {p['std']:.2f} ({p['min']:.2f}-{p['max']:.2f})",
-            vs_transvae=None if ref is None else p["mean"] - ref["psnr"]["mean"],
-            ssim=m["ssim"]["mean"], s_per_step=m["s_per_step"],
-        ))  # fmt: skip
-    r = payload["reference"]
-    rows.append(dict(model="reference: patch mean colour", psnr=f"{r['patch_mean_colour']:.2f}"))
-    rows.append(dict(model=f"reference: patch PCA, {r['components']} comp.", psnr=f"{r['patch_pca']:.2f}"))
-    cols = ["model", "params_M", "seeds", "steps", "psnr", "vs_transvae", "ssim", "s_per_step"]
-    print("\n" + markdown_table(rows, cols))
+    s, lat = payload["settings"], payload["latent"]
+    fig.suptitle(f"BSDS500 val, {payload['crop']} px, latent {lat['grid']}x{lat['grid']}x{lat['channels']}; batch "
+                 f"{s['batch_size']}, lr {s['lr']:g}; grey: patch mean colour (dotted), patch PCA (dashed)", fontsize=10)  # fmt: skip
+    bu.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = bu.parser(__doc__)
     p.add_argument("--regime", choices=["f16-128", "f8-64"], default="f16-128")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BSDS500 root with train/ test/ val/")
+    bu.experiment_args(p, "runs/bench/learning_efficiency[_quick]", "4 steps x batch 2, 4 val photos, seed 0")
     p.add_argument("--models", nargs="+", default=None, help="slugs (default: the regime's core; see --list)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
-    p.add_argument("--steps", type=int, default=None, help="target steps per run (default 300)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 8")
-    p.add_argument("--lr", type=float, default=None, help="default 1e-4 (the recipes')")
-    p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 50)")
-    p.add_argument("--eval-every", type=int, default=None, help="Trainer validation interval (default 50)")
-    p.add_argument("--val-limit", type=int, default=None, help="val photos (default 0 = all 100)")
+    for k, h in (("steps", "per run (default 300)"), ("batch-size", "default 8"), ("warmup", "LR warm-up (default 50)"),
+                 ("eval-every", "validation interval (default 50)"), ("val-limit", "val photos (default 0 = all)")):  # fmt: skip
+        p.add_argument(f"--{k}", type=int, default=None, help=h)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-4")
     p.add_argument("--lpips-weights", default=None, help="local VGG16 checkpoint: adds LPIPS (weight 1)")
+    p.add_argument("--minutes", type=float, default=0.0, help="stop each run after this many minutes")
     p.add_argument(
-        "--minutes", type=float, default=0.0, help="stop each run after this many minutes (resumable)"
-    )
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel 1-thread runs")
-    p.add_argument("--resume", action="store_true", help="continue / extend existing runs")
-    p.add_argument(
-        "--report-only", action="store_true", help="no training: evaluate existing runs, write JSON/PNG"
-    )
-    p.add_argument(
-        "--runs-dir", type=Path, default=None, help=f"run folders (default {RUNS.relative_to(REPO)})"
-    )
-    p.add_argument("--out", type=Path, default=None, help="JSON path (PNG next to it)")
-    p.add_argument(
-        "--quick", action="store_true", help="4 steps x batch 2, 4 val photos, seed 0: a smoke run"
+        "--report-only", action="store_true", help="no training: evaluate the runs, write JSON/PNG"
     )
     p.add_argument("--list", action="store_true", help="print the model slugs of the regime and exit")
-    p.add_argument("--_run", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.runs_dir = args.runs_dir or (RUNS.with_name(RUNS.name + "_quick") if args.quick else RUNS)
-    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    if args._run:
-        run_one(args)
-        return
     regime = regimes()[args.regime]
-    by_slug = {slug(label): (label, base, o) for label, base, o in regime.specs}
+    by_slug = {bu.slug(label): (b, o) for label, b, o in regime.specs}
     if args.list:
-        for s_, (_label, base, o) in by_slug.items():
+        for s_, (base, o) in by_slug.items():
             print(f"{s_:40s} {base:24s} {o}{'  (default)' if s_ in regime.default else ''}")
         return
-    wanted = args.models or list(regime.default)
-    unknown = [m for m in wanted if m not in by_slug]
-    if unknown:
+    args.data, args.runs_dir = bu.data_root(args), args.runs_dir or runs_dir(args.quick)
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    prov, wanted = Provenance.start(seeds=args.seeds), args.models or list(regime.default)
+    if unknown := [m for m in wanted if m not in by_slug]:
         sys.exit(f"error: unknown model(s) {unknown}; valid: {list(by_slug)}")
-    if not (args.data / "val").is_dir():
-        sys.exit(f"error: {args.data} has no val/ folder (BSDS500 root with train/ test/ val/)")
     settings = settings_from(args)
     if not args.report_only:
-        jobs = [(s_, seed) for s_ in wanted for seed in args.seeds]
-        existing = [
-            j
-            for j in jobs
-            if any(
-                (args.runs_dir / args.regime / j[0] / f"seed{j[1]}" / f).exists()
-                for f in ("config.yaml", "config.json")
-            )
-        ]
-        if existing and not args.resume:
-            sys.exit(
-                f"error: {len(existing)} run folder(s) exist under {args.runs_dir / args.regime} "
-                f"(e.g. {existing[0]}); pass --resume to continue or extend them, or --runs-dir for new ones"
-            )
-        todo = [
-            j
-            for j in jobs
-            if not _finished(args.runs_dir / args.regime / j[0] / f"seed{j[1]}", settings.steps)
-        ]
-        # seed by seed (an interrupted budget leaves whole seeds), the costliest model first
-        cost = {s_: training_gflop(*by_slug[s_][1:], regime.crop) for s_ in wanted}
-        todo.sort(key=lambda j: (args.seeds.index(j[1]), -cost[j[0]]))
-        if todo:
-            train_all(args, todo)
-    for s_ in wanted:
-        register(args.regime, regime, s_)
-    payload = collect(args, regime, wanted, settings)
-    payload["command"] = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    out = args.out or DOCS_DIR / f"learning_efficiency_{args.regime}{'_quick' if args.quick else ''}.json"
-    write_json(out, payload)
+        train_missing(args, wanted, settings)
+    payload = collect(args, wanted, settings)
+    out = args.out or bu.DOCS_DIR / f"learning_efficiency_{args.regime}{'_quick' if args.quick else ''}.json"
+    steps = {f"{m['slug']}/seed{x['seed']}": x["step"] for m in payload["models"] for x in m["seeds"]}
+    write_result(out, payload, prov, steps=steps)
     plot(payload, out.with_suffix(".png"))
-    print_table(payload)
-    print(f"\nwrote {out} and {out.with_suffix('.png')}")
-
-
-def _finished(run_dir: Path, steps: int) -> bool:
-    meta = run_dir / "model" / "config.json"
-    if not meta.is_file():
-        return False
-    return json.loads(meta.read_text()).get("metadata", {}).get("step", 0) >= steps
-
-
-def training_gflop(base: str, overrides: dict, crop: int) -> float:
-    """Forward GFLOP of one crop, counted on the meta device (orders the work of parallel runs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from transvae.models import create_model
-
-    model = create_model(base, device="meta", **overrides).requires_grad_(False)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.empty(1, 3, crop, crop, device="meta"))
-    return fc.get_total_flops() / 1e9
+    for m in payload["models"]:
+        print(f"{m['label']:40s} {m['psnr']['mean']:.2f} ± {m['psnr']['std']:.2f} dB at {m['steps']} steps, "
+              f"{m['cpu_s_per_step'] or math.nan:.3f} CPU s/step, {m['train_gflop_per_step']:.3g} GFLOP/step")  # fmt: skip
+    r = payload["reference"]
+    print(f"references: patch mean colour {r['patch_mean_colour']:.2f}, patch PCA {r['patch_pca']:.2f}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,324 @@
-"""Smoke tests of the small helpers behind benchmarks/ (no data set, no timing asserts)."""
+"""The measuring API the benchmarks are built on (models.flops, inference.benchmarking / peers,
+training.benchmark / history / sweep, utils.provenance / peak_memory / budget / markdown,
+metrics.image_fd / reference, data.transforms' native crops), and the benchmark scripts' own
+contract (no second training loop, a one-line error without data). No timing asserts."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
 
 
 @pytest.fixture
 def bench(monkeypatch):
-    """The benchmarks' modules, imported the way the scripts import each other."""
+    """The benchmark scripts, imported the way they import each other."""
     monkeypatch.syspath_prepend(str(BENCH))
-    return lambda name: importlib.import_module(name)
+    return importlib.import_module
 
 
-def test_slug_and_table(bench):
-    bu = bench("bench_utils")
-    assert bu.slug("+ DC shortcut (= TransVAE)") == "dc-shortcut-transvae"
-    assert bu.slug("ViT-VAE (learned abs. PE)") == "vit-vae-learned-abs-pe"
-    table = bu.markdown_table([{"a": 1.23456, "b": None}], ["a", "b"])
-    assert table.splitlines()[2] == "| 1.23 | - |"
+# --- provenance ---------------------------------------------------------------------------------
+
+
+def test_write_result_records_provenance_atomically(tmp_path):
+    from transvae.utils.provenance import Provenance, write_result
+
+    prov = Provenance.start(seeds=[0, 1], command=["python", "benchmarks/x.py", "--data", "a b"])
+    path = write_result(
+        tmp_path / "sub" / "r.json", {"value": float("nan"), "ok": 1.5}, prov, steps=7, extra="x"
+    )
+    d = json.loads(path.read_text())  # strict JSON: NaN became null
+    assert d["value"] is None and d["ok"] == 1.5
+    p = d["provenance"]
+    assert p["recorded_after"] is False and p["command"] == "python benchmarks/x.py --data 'a b'"
+    assert p["seeds"] == [0, 1] and p["steps"] == 7 and p["extra"] == "x" and p["wall_seconds"] >= 0
+    assert set(p["versions"]) >= {"torch", "torchvision", "transvae", "diffusers", "timm", "python"}
+    assert p["versions"]["torch"] and p["machine"]["cpu"] and p["machine"]["torch_threads"] >= 1
+    assert len(p["machine"]["load_average_at_start"]) == 3 and p["started_at"].endswith("+00:00")
+    assert len(p["git"]["commit"]) == 40 and isinstance(p["git"]["dirty"], bool)
+    assert [f.name for f in path.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_git_state_says_why_the_commit_is_unknown(tmp_path, monkeypatch):
+    from transvae.utils.provenance import git_state
+
+    s = git_state(tmp_path)  # not a checkout
+    assert s["commit"] is None and s["dirty"] is None and "not a git checkout" in s["note"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    s = git_state()
+    assert s["commit"] is None and "git is not installed" in s["note"]
+
+
+def test_git_state_sees_a_dirty_tree(tmp_path):
+    from transvae.utils.provenance import git_state
+
+    run = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    run("add", "f.txt")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "f.txt").write_text("b")
+    s = git_state(tmp_path)
+    assert s["dirty"] is True and s["changed"] == [" M f.txt"]
+
+
+# --- FLOPs, speed, memory ------------------------------------------------------------------------
+
+
+def test_flops_counted_on_meta():
+    from transvae.inference.peers import autoencoder_handle_flops
+    from transvae.models import create_model
+    from transvae.models.flops import autoencoder_flops, training_step_flops
+
+    m = create_model("transvae-nano-f16d32", device="meta")
+    enc, dec = autoencoder_flops(m, 64)
+    enc2, dec2 = autoencoder_flops(m, 128)
+    assert enc > 0 and dec > 0 and (enc, dec) == autoencoder_handle_flops("transvae-nano-f16d32", 64)
+    assert (
+        4.0 <= enc2 / enc <= 16.0 and 4.0 <= dec2 / dec <= 16.0
+    )  # convs scale with pixels, attention faster
+    step = training_step_flops(m, 64, batch_size=2)
+    assert 2 * 2.5 * (enc + dec) < step < 2 * 3.5 * (enc + dec)  # forward + backward ~ 3x forward, per image
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_measure_inference_interleaves_models_and_refuses_the_thread_clock_with_threads():
+    from transvae.inference.benchmarking import clock, measure_inference
+    from transvae.inference.peers import build_autoencoder
+
+    hs = [build_autoencoder("transvae-nano-f16d32"), build_autoencoder("flux-vae-config", tiny=True)]
+    out = measure_inference(hs, 32, torch.float32, torch.device("cpu"), batch=1, iters=2, warmup=1)
+    for r in out.values():
+        assert 0 < r["reconstruct_img_s"] < min(r["encode_img_s"], r["decode_img_s"])
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="one thread"):
+            clock("thread")
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_peak_memory_sees_a_large_allocation():
+    from transvae.utils.peak_memory import PeakMemory
+
+    with PeakMemory("cpu") as pm:
+        x = torch.ones(16 * 2**20)  # 64 MiB, touched
+        del x
+    if pm.mb is None:
+        pytest.skip("peak RSS not measurable on this platform")
+    assert pm.mb >= 50
+
+
+def test_stage_breakdown_covers_the_whole_model():
+    from transvae.inference.benchmarking import stage_breakdown
+    from transvae.inference.peers import autoencoder_handle_flops, build_autoencoder
+
+    rows = stage_breakdown(build_autoencoder("transvae-nano-f16d32"), 64, torch.device("cpu"), iters=1)
+    parts = [r["part"] for r in rows]
+    assert "encoder.stages.0" in parts and "decoder.conv_out" in parts
+    assert all(r["seconds"] > 0 for r in rows) and math.isclose(sum(r["share"] for r in rows), 1.0)
+    assert math.isclose(
+        sum(r["gflop"] for r in rows), sum(autoencoder_handle_flops("transvae-nano-f16d32", 64)), rel_tol=1e-6
+    )
+
+
+# --- training: variants, sweeps, history ------------------------------------------------------------
+
+
+def test_register_variant_is_idempotent_and_refuses_conflicts():
+    from transvae.models import create_model
+    from transvae.models.registry import register_variant
+
+    name = register_variant("test-bench-nano-mlp", "transvae-nano-f16d32", ffn_type="mlp", mlp_ratio=4.0)
+    assert (
+        register_variant("test-bench-nano-mlp", "transvae-nano-f16d32", ffn_type="mlp", mlp_ratio=4.0) == name
+    )
+    m = create_model(name, device="meta")
+    assert m.config.ffn_type == "mlp" and m.config.dims == (16, 16, 32, 32, 64)
+    with pytest.raises(ValueError, match="other settings"):
+        register_variant("test-bench-nano-mlp", "transvae-nano-f16d32", ffn_type="dwconv")
+
+
+def _job(tmp_path: Path, run: Path, steps: int):
+    from transvae.training.benchmark import synthetic_images
+    from transvae.training.sweep import SweepJob
+
+    data, val = (
+        synthetic_images(tmp_path / "train", 6, (40, 48)),
+        synthetic_images(tmp_path / "val", 2, 32, seed=1),
+    )
+    over = {
+        "model.name": "test-bench-nano-variant", "data.train": [str(data)], "data.val": [str(val)], "data.resolution": 32,
+        "data.num_workers": 0, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0, "loss.gan_weight": 0.0, "optim.lr": 1e-3,
+        "optim.warmup_steps": 1, "train.batch_size": 2, "train.max_steps": steps, "train.ema": False, "train.device": "cpu",
+        "train.checkpoint_every": 2, "log.every": 1, "log.val_every": 2, "log.tensorboard": False, "log.progress": False,
+    }  # fmt: skip
+    return SweepJob(
+        run, over, variant=("test-bench-nano-variant", "transvae-nano-f16d32", {"mlp_ratio": 2.0})
+    )
+
+
+def test_sweep_jobs_resume_extend_and_record_their_history(tmp_path):
+    from transvae.training.history import run_history
+    from transvae.training.sweep import run_job
+
+    curves = []
+    for k in range(2):  # the same seed twice: the same curve
+        run_job(_job(tmp_path, tmp_path / f"run{k}", 2))
+        curves.append(run_history(tmp_path / f"run{k}"))
+    h = curves[0]
+    assert [c["step"] for c in h["curve"]] == [0, 2] and h["step"] == 2
+    assert [c["psnr"] for c in h["curve"]] == [c["psnr"] for c in curves[1]["curve"]]
+    assert h["curve"][1]["psnr"] != h["curve"][0]["psnr"]  # the weights did change
+    assert h["curve"][0]["cpu_seconds"] == 0.0 < h["curve"][1]["cpu_seconds"] and h["cpu_s_per_step"] > 0
+    run_job(_job(tmp_path, tmp_path / "run0", 4))  # a larger max_steps continues the same run
+    h2 = run_history(tmp_path / "run0")
+    assert [c["step"] for c in h2["curve"]] == [0, 2, 4] and h2["step"] == 4
+    assert h2["curve"][1]["cpu_seconds"] == h["curve"][1]["cpu_seconds"] < h2["curve"][2]["cpu_seconds"]
+    assert [s["steps"] for s in h2["sessions"]] == [{"from": 0, "to": 2}, {"from": 2, "to": 4}]
+    assert h2["sessions"][0]["git"]["commit"] and len(h2["sessions"][1]["load_average"]) == 2
+
+
+def test_run_sweep_runs_each_job_in_its_own_single_threaded_process(tmp_path):
+    from transvae.training.history import run_history
+    from transvae.training.sweep import run_sweep
+
+    assert run_sweep([_job(tmp_path, tmp_path / "run", 2)], workers=1, quiet=True) == [0]
+    assert "finished at step 2" in (tmp_path / "run" / "sweep.log").read_text()
+    assert run_history(tmp_path / "run")["sessions"][0]["status"] == "finished"
+
+
+def test_measure_training_reports_the_trainers_own_numbers(tmp_path):
+    from transvae.training.benchmark import measure_training, synthetic_images
+
+    data = synthetic_images(tmp_path / "img", 4, 32)
+    over = {"model.name": "transvae-nano-f16d32", "data.train": [str(data)], "data.resolution": 32, "data.num_workers": 0,
+            "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0, "loss.gan_weight": 0.0, "train.batch_size": 2,
+            "train.max_steps": 4, "train.ema": False, "log.every": 1}  # fmt: skip
+    r = measure_training(over, tmp_path / "run")
+    assert r["status_of_fit"] == "finished" and r["steps"] == 4 and len(r["curve"]) == 4
+    assert len(r["img_per_s_windows"]) == 3 and r["s_per_img"] == pytest.approx(1 / r["img_per_s"])
+    assert not (tmp_path / "run").exists()
+
+
+# --- data, metrics -------------------------------------------------------------------------------------
+
+
+def test_native_centre_crops_are_never_resized(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from transvae.data.transforms import center_crop, load_crops
+
+    a = np.random.default_rng(0).integers(0, 256, (321, 481, 3), dtype=np.uint8)  # a BSDS500 photo's shape
+    Image.fromarray(a).save(tmp_path / "p.png")
+    x = load_crops([tmp_path / "p.png"], 320, native=True)
+    assert torch.equal(
+        x[0].permute(1, 2, 0), torch.from_numpy(a[0:320, 80:400])
+    )  # round((481 - 320) / 2) = 80
+    assert np.array_equal(np.asarray(center_crop(Image.fromarray(a), 64)), a[128:192, 208:272])
+    with pytest.raises(ValueError, match="no upsampling"):
+        center_crop(Image.fromarray(a), 322)
+
+
+def test_image_fd_is_zero_for_a_set_itself_and_grows_with_a_colour_shift():
+    from transvae.metrics.image_fd import fit_thumbnail_basis, image_frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+
+    def low(n: int) -> torch.Tensor:
+        return torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=32, mode="bilinear")
+
+    u8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
+    train, real, other = u8(low(200)), u8(low(120)), u8(low(120))
+    basis = fit_thumbnail_basis(train, size=8, components=16)
+    assert basis.axes.shape == (3 * 64, 16) and basis.describe() == {
+        "size": 8,
+        "components": 16,
+        "fitted_on": 200,
+    }
+    assert image_frechet_distance(real, real, basis) == pytest.approx(0.0, abs=1e-9)
+    same_kind = image_frechet_distance(real, other, basis)
+    shifted = image_frechet_distance(real, u8(low(120) * 0.7 + 0.2), basis)
+    assert 0 < same_kind < shifted
+    with pytest.raises(ValueError, match="more than 16 images"):
+        image_frechet_distance(real[:16], other, basis)
+
+
+def test_reference_codes():
+    from transvae.metrics.reference import (
+        from_patches,
+        patch_mean_reconstruction,
+        patch_pca_reconstruction,
+        to_patches,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.randint(0, 256, (3, 3, 2, 2), generator=g, dtype=torch.uint8)
+    flat = blocks.repeat_interleave(4, -1).repeat_interleave(4, -2)  # constant 4 x 4 patches
+    assert torch.equal(patch_mean_reconstruction(flat, 4), flat)
+    assert torch.equal(
+        patch_pca_reconstruction(flat, flat, 4, 48), flat
+    )  # 48 = 3 x 4 x 4 components: all of it
+    noisy = torch.randint(0, 256, (6, 3, 8, 8), generator=g, dtype=torch.uint8)
+    err = lambda r: (r.float() - noisy[:2].float()).square().mean().item()  # noqa: E731
+    few, more = (patch_pca_reconstruction(noisy, noisy[:2], 4, c) for c in (2, 24))
+    assert err(patch_mean_reconstruction(noisy[:2], 4)) > err(few) > err(more)
+    assert torch.equal(from_patches(to_patches(noisy, 4), noisy.shape, 4), noisy)
+
+
+# --- the runner under a budget, markdown blocks ---------------------------------------------------------
+
+
+def test_budgeted_run_records_failures_overruns_and_skips(tmp_path):
+    from transvae.utils.budget import BudgetedRun
+
+    written = []
+    s = BudgetedRun(100, {"memory": 1.0}, write=lambda r: written.append(json.dumps(r)))
+    s.begin_part("memory")
+
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    assert (
+        s.run("memory", {"model": "a"}, 0.1, oom)["error"]
+        == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    s.part_end = time.monotonic() + 0.2  # the part's share ends in 0.2 s
+    row = s.run("memory", {"model": "b"}, 0.1, lambda: time.sleep(5) or {})
+    assert row["status"] == "error" and row["error"].startswith("BudgetExceeded") and row["elapsed_s"] < 2
+    assert s.run("memory", {"model": "c"}, 0.1, lambda: {"x": 1.0})["status"] == "skipped"
+    s.part_end = time.monotonic() + 10
+    assert s.run("memory", {"model": "d"}, 0.1, lambda: {"x": 1.0})["status"] == "ok"
+    s.end_part("memory")
+    res = json.loads(written[-1])
+    assert [r["status"] for r in res["parts"]["memory"]["rows"]] == ["error", "error", "skipped", "ok"]
+    assert res["parts"]["memory"]["status"] == "partial" and len(written) == 5
+
+
+def test_markdown_blocks_round_trip():
+    from transvae.utils.markdown import find_blocks, markdown_table, replace_blocks
+
+    text = "intro\n<!-- results:a -->\nold\n<!-- /results -->\nmiddle\n<!-- results:b -->\nx\n<!-- /results -->\n"
+    new, missing = replace_blocks(text, {"a": markdown_table([{"k": 1.23456, "v": None}], ["k", "v"])})
+    assert missing == ["b"] and find_blocks(new) == {"a": "| k | v |\n|---|---|\n| 1.23 | - |\n", "b": "x\n"}
+    assert new.startswith("intro\n<!-- results:a -->\n| k |") and "middle\n" in new
+
+
+# --- the scripts -------------------------------------------------------------------------------------------
 
 
 def test_no_training_loop_in_benchmarks():
@@ -34,164 +328,56 @@ def test_no_training_loop_in_benchmarks():
         assert ".backward(" not in text and "AdamW(" not in text, path.name
 
 
-def _photos(folder: Path, n: int, size: tuple[int, int], seed: int) -> Path:
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    for i in range(n):
-        # smooth random images (a few colour blobs), so that a model can learn something in 4 steps
-        low = torch.rand(3, 4, 4, generator=g)
-        im = torch.nn.functional.interpolate(low[None], size=size, mode="bicubic", align_corners=False)[0]
-        arr = (im.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        Image.fromarray(arr).save(folder / f"{i:02d}.png")
-    return folder
-
-
-def test_register_variant_is_idempotent_and_refuses_conflicts(bench):
-    bu = bench("bench_utils")
-    from transvae.models import create_model
-
-    name = bu.register_variant(
-        "bench-test-nano-mlp", "transvae-nano-f16d32", {"ffn_type": "mlp", "mlp_ratio": 4.0}
+@pytest.mark.parametrize(
+    "script", ["learning_efficiency.py", "extrapolation.py", "scaling.py", "generation.py"]
+)
+def test_scripts_need_data_and_say_so_in_one_line(script, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRANSVAE_BENCH_DATA"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    p = subprocess.run(
+        [sys.executable, str(BENCH / script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
-    assert bu.register_variant(
-        "bench-test-nano-mlp", "transvae-nano-f16d32", {"ffn_type": "mlp", "mlp_ratio": 4.0}
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: no data: pass --data BSDS500_ROOT or set TRANSVAE_BENCH_DATA"
     )
-    m = create_model(name, device="meta")
-    assert m.config.ffn_type == "mlp" and m.config.dims == (16, 16, 32, 32, 64)
-    with pytest.raises(ValueError, match="other settings"):
-        bu.register_variant("bench-test-nano-mlp", "transvae-nano-f16d32", {"ffn_type": "dwconv"})
+    helptext = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, env=env, timeout=120
+    ).stdout
+    assert "TRANSVAE_BENCH_DATA" in helptext
 
 
-def test_train_run_uses_the_trainer_and_resumes(bench, tmp_path):
-    bu = bench("bench_utils")
-    data = _photos(tmp_path / "train", 6, (40, 48), 0)
-    val = _photos(tmp_path / "val", 2, (32, 32), 1)
-    name = bu.register_variant("bench-test-nano", "transvae-nano-f16d32", {})
-    over = {
-        "model.name": name, "data.train": [str(data)], "data.val": [str(val)], "data.resolution": 32,
-        "data.num_workers": 0, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0, "loss.gan_weight": 0.0,
-        "optim.lr": 1e-3, "optim.warmup_steps": 1, "train.batch_size": 2, "train.max_steps": 2,
-        "train.ema": False, "train.device": "cpu", "train.checkpoint_every": 2, "log.every": 1,
-        "log.val_every": 2, "log.tensorboard": False, "log.progress": False,
-    }  # fmt: skip
-    runs = []
-    for k in range(2):  # the same seed twice: the same curve
-        run = tmp_path / f"run{k}"
-        bu.train_run(run, over, resume=False)
-        runs.append(bu.read_run(run))
-    assert [c["step"] for c in runs[0]["curve"]] == [0, 2] and runs[0]["step"] == 2
-    assert [c["psnr"] for c in runs[0]["curve"]] == [c["psnr"] for c in runs[1]["curve"]]
-    assert runs[0]["curve"][1]["psnr"] != runs[0]["curve"][0]["psnr"]  # the weights did change
-    assert runs[0]["s_per_step"] > 0
-    # cumulative: a larger max_steps with resume continues the same run
-    assert bu.has_checkpoint(tmp_path / "run0")
-    bu.train_run(tmp_path / "run0", {**over, "train.max_steps": 4}, resume=True)
-    r = bu.read_run(tmp_path / "run0")
-    assert r["step"] == 4 and [c["step"] for c in r["curve"]] == [0, 2, 4]
-
-
-def test_reference_lines(bench):
-    le = bench("learning_efficiency")
-    g = torch.Generator().manual_seed(0)
-    # images made of constant 4x4 patches: the mean colour reconstructs them exactly
-    blocks = torch.randint(0, 256, (3, 3, 2, 2), generator=g, dtype=torch.uint8)
-    val = blocks.repeat_interleave(4, -1).repeat_interleave(4, -2)  # (3, 3, 8, 8)
-    r = le.reference_lines(val, val, patch=4, components=48)
-    assert math.isinf(r["patch_mean_colour"]) and math.isinf(r["patch_pca"])  # 48 = 3 x 4 x 4: all of it
-    noisy = torch.randint(0, 256, (6, 3, 8, 8), generator=g, dtype=torch.uint8)
-    few, more = (le.reference_lines(noisy, noisy[:2], 4, c) for c in (2, 24))
-    assert few["patch_mean_colour"] == more["patch_mean_colour"] < few["patch_pca"] < more["patch_pca"]
-    patches = le.to_patches(noisy, 4)
-    assert patches.shape == (6 * 4, 48)
-    assert torch.equal(le.from_patches(patches, noisy.shape, 4), noisy)
-
-
-def test_learning_efficiency_regimes(bench):
-    le = bench("learning_efficiency")
-    from transvae.models import create_model
-
-    regs = le.regimes()
-    assert regs["f16-128"].crop == 128 and regs["f8-64"].crop == 64
-    for name, reg in regs.items():
-        slugs = [le.slug(label) for label, _, _ in reg.specs]
-        assert set(reg.default) <= set(slugs)
-        for s_ in slugs:
-            m = create_model(le.register(name, reg, s_), device="meta")
-            assert reg.crop // m.spatial_compression_ratio == 8  # an 8 x 8 latent grid in both regimes
-            if s_.startswith("cnn-vae"):
-                assert not m.config.stage_attn and not m.config.mid_attn  # attention-free (Figure 7)
-            if s_ == "vit-vae-learned-abs-pe":
-                assert m.config.pos_embed == "learned" and m.config.sample_size == reg.crop
-
-
-def test_flops_counted_on_meta(bench):
-    speed = bench("speed")
-    enc, dec = speed.flops_per_image("transvae-nano-f16d32", 64)
-    enc2, dec2 = speed.flops_per_image("transvae-nano-f16d32", 128)
-    assert enc > 0 and dec > 0
-    # convolutions scale with pixels, attention faster than that
-    assert 4.0 <= enc2 / enc <= 16.0 and 4.0 <= dec2 / dec <= 16.0
-
-
-def test_peak_memory_sees_a_large_allocation(bench):
-    speed = bench("speed")
-    with speed.PeakMemory(torch.device("cpu")) as pm:
-        x = torch.ones(16 * 2**20)  # 64 MiB, touched
-        del x
-    if pm.mb is None:
-        pytest.skip("peak RSS not measurable on this platform")
-    assert pm.mb >= 50
-
-
-def test_stage_breakdown_covers_the_whole_model(bench):
-    speed = bench("speed")
-    b = speed.build("transvae-nano-f16d32", "cpu")
-    rows = speed.stage_breakdown(b, 64, torch.device("cpu"), iters=1)
-    parts = [r["part"] for r in rows]
-    assert "encoder.stages.0" in parts and "decoder.conv_out" in parts
-    assert all(r["seconds"] > 0 for r in rows)
-    # the per-stage FLOPs add up to the whole pass counted in one go
-    enc, dec = speed.flops_per_image("transvae-nano-f16d32", 64)
-    assert math.isclose(sum(r["gflop"] for r in rows), enc + dec, rel_tol=1e-6)
-
-
-def test_learning_efficiency_cost_estimate_orders_models(bench):
-    le = bench("learning_efficiency")
-    vit = le.training_gflop("vit-vae-mini-f16d32", {}, 64)
-    trans = le.training_gflop("transvae-mini-f16d32", {}, 64)
-    assert 0 < vit < trans  # the full-resolution CNN front-end costs more than 16x16 patches
-
-
-def test_extrapolation_discovers_trained_runs_in_ladder_order(bench, tmp_path):
-    extrapolation = bench("extrapolation")
+def test_extrapolation_quick_reads_learning_efficiency_quick_runs(bench, tmp_path):
+    le, ex = bench("learning_efficiency"), bench("extrapolation")
+    assert le.runs_dir(True) != le.runs_dir(False) and le.runs_dir(True).name.endswith("_quick")
     for name in ("dc-shortcut-transvae", "cnn-vae-no-attention", "my-extra-model"):
         (tmp_path / "f16-128" / name / "seed0" / "model").mkdir(parents=True)
         (tmp_path / "f16-128" / name / "seed0" / "model" / "config.json").write_text("{}")
     (tmp_path / "f16-128" / "incomplete" / "seed0").mkdir(parents=True)  # no model/: not trained
-    found = extrapolation.discover(tmp_path, "f16-128")
-    assert found == ["cnn-vae-no-attention", "dc-shortcut-transvae", "my-extra-model"]
-
-
-def test_generation_reads_run_summaries_and_replots(bench, tmp_path):
-    import json
-
-    gb = bench("generation")
-    run = tmp_path / "gen-x"
-    run.mkdir()
-    history = [
-        {"step": 0, "val/flow_loss": 3.0, "val/latent_fd": 40.0},
-        {"step": 5, "val/flow_loss": 2.0, "val/latent_fd": 10.0},
+    assert ex.discover(tmp_path, "f16-128") == [
+        "cnn-vae-no-attention",
+        "dc-shortcut-transvae",
+        "my-extra-model",
     ]
-    (run / "summary.json").write_text(json.dumps({"status": "finished", "step": 5, "history": history}))
-    assert gb.finished(run, 5) and not gb.finished(run, 6) and not gb.finished(tmp_path / "none", 1)
-    curve = gb.curve(run)
-    assert curve == [
-        {"step": 0, "latent_fd": 40.0, "flow_loss": 3.0},
-        {"step": 5, "latent_fd": 10.0, "flow_loss": 2.0},
-    ]
-    out = tmp_path / "g.json"
-    out.write_text(json.dumps({"title": "t", "results": [{"label": "TransVAE", "curve": curve}]}))
-    gb.main(["--replot", str(out)])
-    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_learning_efficiency_regimes_have_an_8x8_latent(bench):
+    le = bench("learning_efficiency")
+    from transvae.models import create_model
+
+    for name, reg in le.regimes().items():
+        slugs = [le.bu.slug(label) for label, _, _ in reg.specs]
+        assert set(reg.default) <= set(slugs)
+        for s_ in slugs:
+            m = create_model(le.register(name, s_), device="meta")
+            assert reg.crop // m.spatial_compression_ratio == 8
+            if s_.startswith("cnn-vae"):
+                assert not m.config.stage_attn and not m.config.mid_attn  # attention-free (Figure 7)
+            if s_ == "vit-vae-learned-abs-pe":
+                assert m.config.pos_embed == "learned" and m.config.sample_size == reg.crop

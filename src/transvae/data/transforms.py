@@ -6,6 +6,8 @@
   central RxR cut with torchvision ``CenterCrop``'s rounding; an image whose shorter side is
   already R is only cropped. So the validation PSNR of a run and ``evaluate`` on the same
   images agree to float precision.
+- ``center_crop``: the central window at the native scale (no resize), e.g. the same photo at
+  several sizes without upsampling.
 - ``adm_center_crop``: the ADM / DiT preprocessing (box-filter halving while the image is at
   least twice the size, then bicubic, then an integer-offset centre crop). Used on purpose by
   ``transvae extract-latents``, whose latents feed DiT / LightningDiT training that was
@@ -30,10 +32,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from PIL import Image
 
-from .io import MAX_IMAGE_PIXELS, pil_to_tensor
+from .io import MAX_IMAGE_PIXELS, load_image, pil_to_tensor
 
 
 class ResizeTooLarge(ValueError):
@@ -84,6 +87,43 @@ def resize_center_crop(im: Image.Image, size: int | tuple[int, int]) -> tuple[Im
         left, top = int(round((w - width) / 2.0)), int(round((h - height) / 2.0))
         im = im.crop((left, top, left + width, top + height))
     return im, upsampled
+
+
+def center_crop(im: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    """The central ``size`` window of ``im`` at its native scale: no resize, the offsets rounded
+    as ``resize_center_crop`` rounds them (so a crop of an image already that size is itself).
+
+    Args:
+        im: PIL image.
+        size: R (square) or (height, width); at most the image's own size.
+    Raises:
+        ValueError: the image is smaller than ``size`` in either dimension.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    w, h = im.size
+    if width > w or height > h:
+        raise ValueError(f"a {width}x{height} crop does not fit into a {w}x{h} image (no upsampling)")
+    left, top = int(round((w - width) / 2.0)), int(round((h - height) / 2.0))
+    return im.crop((left, top, left + width, top + height))
+
+
+def load_crops(files, size: int | tuple[int, int], native: bool = False) -> torch.Tensor:
+    """Images as the evaluation sees them, stacked: (N, 3, H, W) uint8.
+
+    Args:
+        files: image paths.
+        size: R or (H, W).
+        native: ``center_crop`` (no resize) instead of ``resize_center_crop`` (the protocol).
+    Raises:
+        ImageLoadError: an unreadable file; ValueError: a native crop larger than an image.
+    """
+    crops = [
+        center_crop(load_image(f), size) if native else resize_center_crop(load_image(f), size)[0]
+        for f in files
+    ]
+    return torch.stack(
+        [torch.from_numpy(np.asarray(c, dtype=np.uint8).copy()).permute(2, 0, 1) for c in crops]
+    )
 
 
 def adm_center_crop(im: Image.Image, size: int) -> Image.Image:

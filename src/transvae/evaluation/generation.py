@@ -443,6 +443,9 @@ def evaluate_generation(
             metrics (before any work). WeightsUnavailableError: Inception weights unavailable
             (before any image is decoded).
     """
+    from ..utils.provenance import Provenance
+
+    prov = Provenance.start(command=command or None, device=options.device)
     samples, out = Path(samples), Path(out)
     ref, ref_lat = (Path(p) if p is not None else None for p in (reference, reference_latents))
     sources = Sources.open(samples, ref, ref_lat, options.num)
@@ -478,6 +481,7 @@ def evaluate_generation(
         "skipped": [{"path": p, "reason": r} for src in (sources.sample_images, sources.reference_images)
                     if src is not None for p, r in src.skipped],
         "command": command,
+        "provenance": prov.finish(),
     }  # fmt: skip
     write_generation_report(out, payload, *grids)
     return payload

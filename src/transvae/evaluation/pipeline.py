@@ -26,6 +26,7 @@ from ..inference.limits import check_batch_fits
 from ..metrics.base import build_metrics, metric_class
 from ..metrics.collection import MetricCollection
 from ..metrics.features import feature_networks
+from ..utils.provenance import Provenance
 from .latent_analysis import linear_probe, uniformity_metrics
 from .protocol import class_labels, get_protocol
 from .report import summary_for_json, write_outputs
@@ -166,6 +167,7 @@ def run_evaluation(
         the results.json payload.
     """
     o = EvaluationOptions(**options)
+    prov = Provenance.start(seeds=[o.seed], command=o.command, device=o.device)
     protocol = get_protocol(o.protocol)
     device, metrics, root = torch.device(o.device), list(dict.fromkeys(o.metrics)), Path(data)
     folder_fid = protocol.folder_fid and "rfid" in metrics and out_dir is not None
@@ -181,7 +183,8 @@ def run_evaluation(
     labels = _probe_labels(files, root) if o.probe and root.is_dir() else None
     latent = o.latent_options(labels is not None)
     context = dict(
-        model=model, o=o, root=root, num_files=num_files, files=files, metrics=metrics, mc=mc, protocol=protocol
+        model=model, o=o, root=root, num_files=num_files, files=files, metrics=metrics, mc=mc, protocol=protocol,
+        provenance=prov,
     )  # fmt: skip
     results: list[ResolutionResult] = []
     for res in o.resolutions:
@@ -254,6 +257,7 @@ def _payload(results: list[ResolutionResult], complete: bool, **c) -> dict:
             "command": o.command,
             "random_feature_networks": o.random_feature_networks,
         },
+        "provenance": c["provenance"].finish(steps=len(c["files"])),
         "per_image": {str(r.resolution): r.per_image for r in results},
         "skipped": {str(r.resolution): r.skipped for r in results if r.skipped},
     }

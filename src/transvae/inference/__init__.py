@@ -11,13 +11,14 @@ extract-latents``), the latent file formats and the diffusers integration.
 """
 
 from .batching import iter_image_batches, pad_batch
+from .benchmarking import benchmark
 from .extract import center_crop_resize, extract_latents
 from .files import check_output_folder, collect_inputs
 from .jobs import JobReport, decode_files, encode_files, reconstruct_files
 from .latent_files import LatentRecord, load_latent, recorded_model_folder, save_latent
 from .limits import auto_max_pixels
 from .padding import Pad, crop, pad_to_multiple, padded_size
-from .runner import EncodedBatch, InferenceRunner, benchmark, resolve_dtype
+from .runner import EncodedBatch, InferenceRunner, resolve_dtype
 from .tiling import tile_starts, tiled_apply
 
 __all__ = [

@@ -18,7 +18,6 @@ It adds what the bare ``model.encode`` / ``model.decode`` leave to the caller:
 from __future__ import annotations
 
 import contextlib
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -278,67 +277,3 @@ class InferenceRunner:
         """Encode and decode: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W), any H and W."""
         enc = self.encode(x, sample=sample, generator=generator, tiled=tiled)
         return self.decode(enc.latent, enc.pad, tiled=tiled)
-
-
-def benchmark(
-    model: AutoencoderBase,
-    resolution: int | tuple[int, int] = 256,
-    batch_size: int = 1,
-    dtype: str | torch.dtype = "fp32",
-    device: str | torch.device | None = None,
-    compile: bool = False,
-    warmup: int = 2,
-    iters: int = 5,
-    compile_kwargs: dict | None = None,
-) -> dict[str, float]:
-    """Time encode and decode (for ``benchmarks/``, e.g. eager vs ``torch.compile``).
-
-    Args:
-        model: the autoencoder.
-        resolution: image side (or (H, W)) in pixels.
-        batch_size, dtype, device, compile, compile_kwargs: as for ``InferenceRunner``.
-        warmup: untimed iterations (they include compilation when ``compile=True``).
-        iters: timed iterations.
-    Returns:
-        dict with ``first_call_s`` (first encode + decode, including compilation),
-        ``encode_s`` / ``decode_s`` (median seconds per batch) and ``images_per_s``.
-    """
-    # a benchmark measures the dtype it asks for, even where it is known to be slow
-    runner = InferenceRunner(
-        model, device=device, dtype=dtype, compile=compile, compile_kwargs=compile_kwargs, force_dtype=True
-    )
-    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
-    x = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    x = x.to(runner.device)
-
-    def sync() -> None:
-        if runner.device.type == "cuda":
-            torch.cuda.synchronize(runner.device)
-
-    def timed(fn: Callable) -> tuple[float, object]:
-        sync()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        return time.perf_counter() - t0, out
-
-    t_first_e, enc = timed(lambda: runner.encode(x))
-    t_first_d, _ = timed(lambda: runner.decode(enc.latent))
-    for _ in range(max(warmup - 1, 0)):
-        runner.decode(runner.encode(x).latent)
-    te, td = [], []
-    for _ in range(iters):
-        t, enc = timed(lambda: runner.encode(x))
-        te.append(t)
-        z = enc.latent
-        t, _ = timed(lambda z=z: runner.decode(z))
-        td.append(t)
-    te.sort()
-    td.sort()
-    enc_s, dec_s = te[len(te) // 2], td[len(td) // 2]
-    return {
-        "first_call_s": t_first_e + t_first_d,
-        "encode_s": enc_s,
-        "decode_s": dec_s,
-        "images_per_s": batch_size / (enc_s + dec_s),
-    }

@@ -7,7 +7,7 @@ evaluation code run each rung through the same API::
     for label, base, overrides in ladder("mini"):          # or "t" for the paper's Tiny size
         model = transvae.create_model(base, **overrides)
 
-``LADDER`` is ``ladder("mini")``. The main path changes one thing per rung; the DWConv FFN rung
+``LADDER`` is ``ladder("mini")``; ``cpu_regimes()`` the two CPU-scale comparisons of the benchmarks. The main path changes one thing per rung; the DWConv FFN rung
 is the alternative the paper compares with FullConv (Figure 4a) and is not on the path to the
 final model. ``branches(size)`` lists the side experiments: Conv-FFN in the single-stage model
 (Figure 4b), TransVAE without RMSNorm (Figure 4c), TransVAE with QK-norm in place of the
@@ -18,6 +18,7 @@ RMSNorm before QKV, and the attention-free CNN-VAE baseline of Section 3. ``pyth
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any
 
 Rung = tuple[str, str, dict[str, Any]]
@@ -70,6 +71,36 @@ def branches(size: str = "mini") -> list[Rung]:
 
 
 LADDER: list[Rung] = ladder("mini")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A CPU-scale comparison: the crop size, the models (label, base, overrides) and the default subset."""
+
+    crop: int
+    specs: tuple[Rung, ...]
+    default: tuple[str, ...]  # labels run when none are chosen
+
+
+def cpu_regimes() -> dict[str, Regime]:
+    """The comparisons of ``benchmarks/learning_efficiency.py``, both with an 8 x 8 latent grid:
+    ``f16-128`` (the attention-free CNN-VAE, the ladder and its branches at 128 px) and ``f8-64``
+    (the f8 members at 64 px: CNN-VAE, ViT-VAE with 8 px patches, TransVAE and its qkv norms)."""
+    no_attn = dict(stage_attn=False, mid_attn=False)
+    f16 = (("CNN-VAE (no attention)", "cnn-vae-mini-f16d32", no_attn), *ladder("mini"))
+    f16 += tuple(b for b in branches("mini") if not b[1].startswith("cnn-vae"))
+    f8 = (
+        ("CNN-VAE (no attention)", "cnn-vae-mini-f8d16", no_attn),
+        ("ViT-VAE (learned abs. PE)", "vit-vae-mini-f8d16", {}),
+        ("TransVAE", "transvae-mini-f8d16", {}),
+        ("TransVAE without RMSNorm", "transvae-mini-f8d16", dict(qkv_norm="none")),
+        ("TransVAE with QK-norm instead", "transvae-mini-f8d16", dict(qkv_norm="qk")),
+    )
+    core = ("CNN-VAE (no attention)", "ViT-VAE (learned abs. PE)")
+    return {
+        "f16-128": Regime(128, f16, (*core, "+ DC shortcut (= TransVAE)")),
+        "f8-64": Regime(64, f8, (*core, "TransVAE")),
+    }
 
 
 def _fmt_overrides(overrides: dict[str, Any]) -> str:

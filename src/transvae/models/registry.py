@@ -68,6 +68,30 @@ def register_model(
     _MODELS[name] = ModelEntry(name, cls, dict(defaults), family, paper_params, description)
 
 
+def register_variant(name: str, base: str, **overrides: Any) -> str:
+    """Register ``base`` with ``overrides`` as model ``name``, idempotently: registering the same
+    name with the same settings again is a no-op, so a script (and each of its child processes,
+    and a ``--resume``) can call it before ``create_model(name)`` or a Trainer run by name.
+
+    Args:
+        name: the new name, e.g. ``"bench-f16-128-cnn-vae-no-attention"``.
+        base: a registered model whose settings are the starting point.
+        overrides: config values replacing the base's (checked like ``create_model``'s).
+    Returns:
+        ``name``.
+    Raises:
+        ValueError: ``name`` is already registered with other settings.
+    """
+    entry = get_model_entry(base)
+    defaults = {**entry.defaults, **overrides}
+    if name in _MODELS:
+        if _MODELS[name].defaults != defaults or _MODELS[name].cls is not entry.cls:
+            raise ValueError(f"model '{name}' is already registered with other settings")
+        return name
+    register_model(name, entry.cls, family=entry.family, description=f"{base} with {overrides}", **defaults)
+    return name
+
+
 def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
     """Registered names, optionally filtered by a glob ``pattern`` (e.g. ``"transvae-*"``) and a
     ``kind`` (``"tokenizer"`` or ``"generator"``)."""

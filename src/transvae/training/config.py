@@ -490,11 +490,39 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.replace("-", "_"), parse_value(raw)
 
 
+RECIPES = Path(__file__).resolve().parents[3] / "configs"  # the recipes of a source checkout
+
+
+def find_recipe(path: str | Path) -> Path:
+    """``path`` if it exists; else the shipped recipe it names (``configs/X.yaml``, ``X.yaml`` or
+    ``X``) in the source checkout's ``configs/``, so the documented ``--config configs/...``
+    works from any folder, not only from the checkout's root.
+
+    Raises:
+        TrainConfigError: neither exists (the message lists the shipped recipes, or says that an
+            installed wheel has none: they live in the source repository's ``configs/``).
+    """
+    p = Path(path)
+    if p.exists():
+        return p
+    shipped = RECIPES / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if shipped.is_file() and (len(p.parts) == 1 or p.parent.name == "configs"):
+        return shipped
+    names = sorted(x.stem for x in RECIPES.glob("*.yaml")) if RECIPES.is_dir() else []
+    where = (
+        f"shipped recipes: {', '.join(names)}"
+        if names
+        else "this install has no recipes (they are in the source repository's configs/)"
+    )
+    raise TrainConfigError(f"config file not found: {path}; {where}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML recipe as data (``yaml.safe_load``: no object construction; bounded in size and
-    nesting, regular files only: ``--config /dev/zero`` is refused in one line)."""
+    nesting, regular files only: ``--config /dev/zero`` is refused in one line). A missing path
+    that names a shipped recipe reads that (``find_recipe``)."""
     try:
-        d = read_yaml(path, what="config file")
+        d = read_yaml(find_recipe(path), what="config file")
     except FileNotFoundError as e:
         raise TrainConfigError(f"config file not found: {path}") from e
     except IsADirectoryError as e:

@@ -84,6 +84,9 @@ class Engine:
         self.autocast_dtype = self._precision()
         self.step, self.data_pos = 0, (0, 0)  # data_pos: (epoch, next batch) of this rank's stream
         self.nonfinite_total = self.nonfinite_in_row = 0
+        # time inside training steps (forward, backward, update; no validation, checkpoint or
+        # samples), summed over resumes: CPU seconds of this process, and wall seconds
+        self.train_cpu_seconds = self.train_wall_seconds = 0.0
         self.bad_files: dict[str, str] = {}
         self.history: list[dict[str, Any]] = []
         self.slots: dict[str, OptimizerSlot] = {}
@@ -151,6 +154,8 @@ class Engine:
             else EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
             "step": self.step,
             "wall_seconds": round(time.time() - t0, 1),
+            "train_cpu_seconds": round(self.train_cpu_seconds, 3),  # in training steps, all sessions
+            "train_wall_seconds": round(self.train_wall_seconds, 3),
             "nonfinite_steps": self.nonfinite_total,
             "bad_files": len(self.bad_files),
             "history": self.history,
@@ -178,10 +183,13 @@ class Engine:
         images, t_last = 0, time.time()
         try:
             while self.step < t.max_steps:
+                c0, w0 = time.process_time(), time.perf_counter()
                 logs = self.task.train_step(batches, self.step)  # forward + backward, no host sync
                 if time.time() > deadline and self._stop is None:
                     self._stop = "time limit"
                 values, stop = self._update(logs)  # clip, the one host sync, step or skip
+                self.train_cpu_seconds += time.process_time() - c0
+                self.train_wall_seconds += time.perf_counter() - w0
                 self.step, images = self.step + 1, images + t.batch_size
                 if bar is not None:
                     bar.update(1)
@@ -305,7 +313,12 @@ class Engine:
         state: dict[str, Any] = {
             "step": self.step,
             "data_pos": list(self.data_pos),
-            "counters": {"nonfinite_total": self.nonfinite_total, "nonfinite_in_row": self.nonfinite_in_row},
+            "counters": {
+                "nonfinite_total": self.nonfinite_total,
+                "nonfinite_in_row": self.nonfinite_in_row,
+                "train_cpu_seconds": self.train_cpu_seconds,
+                "train_wall_seconds": self.train_wall_seconds,
+            },
             "bad_files": dict(self.bad_files),
             "config": self.cfg.to_dict(),
             "world_size": self.dist.world_size,
@@ -355,6 +368,8 @@ class Engine:
         self.data_pos = tuple(int(v) for v in state["data_pos"])
         c = state["counters"]
         self.nonfinite_total, self.nonfinite_in_row = int(c["nonfinite_total"]), int(c["nonfinite_in_row"])
+        self.train_cpu_seconds = float(c.get("train_cpu_seconds", 0.0))  # 0: a checkpoint of an older version
+        self.train_wall_seconds = float(c.get("train_wall_seconds", 0.0))
         self.bad_files = dict(state.get("bad_files", {}))
         self.history = json.loads(state.get("history", "[]"))
         rngs = state["rng"]
@@ -446,6 +461,8 @@ class Engine:
     def _log_step(self, values: dict[str, float], img_per_s: float, bar) -> None:
         main = next(iter(self.slots.values()), None)
         scalars = {**values, "train/img_per_s": img_per_s}
+        scalars["train/cpu_seconds"] = round(self.train_cpu_seconds, 3)
+        scalars["train/wall_seconds"] = round(self.train_wall_seconds, 3)
         if main is not None:
             scalars["train/lr"] = main.scheduler.get_last_lr()[0]
         if self.ema is not None:

@@ -1,0 +1,60 @@
+"""Screenshots of HTML files in headless Chromium: does a self-contained report render from disk?
+
+    png = screenshot(Path("eval/report.html"), Path("eval/report.png"), 1280, 2400)
+    is_blank(png)       # True when nothing rendered (a single colour)
+
+Chromium is found through ``$CHROMIUM`` or on ``PATH`` (Debian: ``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+__all__ = ["find_chromium", "is_blank", "screenshot"]
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable: ``$CHROMIUM``, else the first candidate on ``PATH``."""
+    return os.environ.get("CHROMIUM") or next((p for n in CANDIDATES if (p := shutil.which(n))), None)
+
+
+def screenshot(
+    report: Path, out: Path, width: int = 1280, height: int = 2000, timeout: float = 120.0
+) -> Path:
+    """A full-window screenshot of ``report`` (no network, no GPU) written to ``out``.
+
+    Raises:
+        FileNotFoundError: no Chromium found.
+        RuntimeError: Chromium failed or wrote no screenshot.
+        subprocess.TimeoutExpired: it took longer than ``timeout`` seconds.
+    """
+    exe = find_chromium()
+    if exe is None:
+        raise FileNotFoundError(
+            "no chromium executable found (apt-get install chromium, or set CHROMIUM=...)"
+        )
+    out = out.resolve()
+    out.unlink(missing_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--hide-scrollbars"]  # fmt: skip
+    cmd = [exe, *flags, f"--screenshot={out}", f"--window-size={width},{height}", report.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if not out.is_file():
+        raise RuntimeError(
+            f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
+    return out
+
+
+def is_blank(png: Path) -> bool:
+    """True if the image is a single colour (nothing rendered)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        lo, hi = im.convert("L").getextrema()
+    return lo == hi
