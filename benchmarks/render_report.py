@@ -204,7 +204,75 @@ def readme_learning(root: Path) -> str:
             + source(root, "learning_efficiency_f16-128", command=False, prefix="docs/benchmarks/"))  # fmt: skip
 
 
+def gpu_memory(root: Path) -> str:
+    rows = [{"model": r["model"], "paper": f"{r['paper_infer_mem_gib']}G", "params": f"{r['params_M']:.0f}M",
+             "total": f"{r['fp32_weights']['process_total_gib']:.2f}G", "peak": f"{r['fp32_weights']['peak_allocated_gib']:.2f}G",
+             "bf16": f"{r['bf16_weights']['process_total_gib']:.2f}G", "ips": f"{r['fp32_weights']['img_per_s_one_pass']:.0f}"}
+            for r in load(root, "gpu_suite")["parts"]["memory"]["rows"] if r["status"] == "ok"]  # fmt: skip
+    heads = ["variant", "paper \"Infer. GPU Mem\"", "parameters", "measured: process total", "allocator peak",
+             "process total, bf16 weights", "img/s (one pass)"]  # fmt: skip
+    return table(root, "gpu_suite", rows, ["model", "paper", "params", "total", "peak", "bf16", "ips"], heads)
+
+
+def gpu_speed(root: Path) -> str:
+    rows = []
+    for row in load(root, "gpu_suite")["parts"]["speed"]["rows"]:
+        for m, v in row.get("models", {}).items() if row["status"] == "ok" else ():
+            rows.append({"setting": f"{row['resolution']} px, {row['dtype']}, batch {row['batch_size']}", "model": m,
+                         "rec": f"{v['reconstruct_img_s']:.1f}", "enc": f"{v['encode_img_s']:.1f}", "dec": f"{v['decode_img_s']:.1f}",
+                         "flux": f"{v['reconstruct_vs_flux']:.2f}x", "mem": f"{v['peak_mem_mb'] / 1024:.1f}G",
+                         "gflop": f"{v['gflop_per_img']:.0f}", "peak": f"{v['fraction_of_matmul_peak']:.0%}"})  # fmt: skip
+    heads = ["setting", "model", "reconstruct img/s", "encode img/s", "decode img/s", "reconstruct vs FLUX",
+             "peak memory", "GFLOP/img", "of bf16 matmul peak"]  # fmt: skip
+    return table(
+        root,
+        "gpu_suite",
+        rows,
+        ["setting", "model", "rec", "enc", "dec", "flux", "mem", "gflop", "peak"],
+        heads,
+    )
+
+
+def gpu_train(root: Path) -> str:
+    parts = load(root, "gpu_suite")["parts"]
+    rows = [{"what": f"train {r['model']}" + (" + checkpointing" if r.get("gradient_checkpointing") else "")
+             + (f", {r['steps']}-step run" if r["kind"] == "run" else ""), "batch": r["batch_size"],
+             "ips": f"{r['img_per_s']:.1f}", "step": f"{r['batch_size'] / r['img_per_s']:.3f}",
+             "mem": f"{r['peak_mem_gib']:.1f}G", "loss": f"{r['loss_first']:.3f} -> {r['loss_last']:.3f}"}
+            for r in parts["train"]["rows"] if r["status"] == "ok"]  # fmt: skip
+    rows += [{"what": f"extract-latents {r['model']} (256 px, bf16)", "batch": 32, "ips": f"{r['marginal_img_s']:.1f}",
+              "step": "", "mem": "", "loss": f"end to end {r['end_to_end_img_s']:.1f} img/s on {r['runs'][-1]['images']} images"}
+             for r in parts["extract"]["rows"] if r["status"] == "ok"]  # fmt: skip
+    rows += [{"what": f"torch.compile {r['model']} ({r['backend']}, {r['resolution']} px)", "batch": "", "ips": "",
+              "step": "", "mem": "", "loss": f"encode {r['encode_speedup']:.2f}x, decode {r['decode_speedup']:.2f}x after "
+              f"{r['compile_s']:.0f} s of compilation"} for r in parts["compile"]["rows"] if r["status"] == "ok"]  # fmt: skip
+    heads = ["what", "batch", "img/s", "s/step", "peak memory", "loss / note"]
+    return table(root, "gpu_suite", rows, ["what", "batch", "ips", "step", "mem", "loss"], heads)
+
+
+def readme_gpu(root: Path) -> str:
+    d = load(root, "gpu_suite")
+    speed = {
+        r["resolution"]: r["models"]
+        for r in d["parts"]["speed"]["rows"]
+        if r["status"] == "ok" and r["dtype"] == "bf16"
+    }
+    t = {res: m["transvae-t-f16d32"] for res, m in speed.items()}
+    mem = d["checks"]["transvae_memory_within_paper"]["fp32_weights"]["rows"]
+    over = [f"{k} {v['measured']:.2f} vs {v['paper']} GiB" for k, v in mem.items() if not v["met"]]
+    run = next(r for r in d["parts"]["train"]["rows"] if r.get("kind") == "run")
+    gpu = d["provenance"]["machine"]["gpu"]
+    return (f"- On one {gpu} (bf16, random weights): TransVAE-T reconstructs "
+            + ", ".join(f"{t[r]['reconstruct_img_s']:.0f} img/s at {r} px ({t[r]['reconstruct_vs_flux']:.2f}x the FLUX-VAE architecture)"
+                        for r in sorted(t))
+            + f"; it trains at {run['img_per_s']:.1f} img/s at 256 px, batch {run['batch_size']} "
+            f"({run['batch_size'] / run['img_per_s']:.2f} s per step, {run['peak_mem_gib']:.1f} GiB); inference memory is within the paper's "
+            f"Tables 3-6 for every TransVAE variant but {', '.join(over) or 'none'} (`python benchmarks/gpu_suite.py`)."
+            + source(root, "gpu_suite", command=False, prefix="docs/benchmarks/"))  # fmt: skip
+
+
 BLOCKS = {
+    "readme-gpu": readme_gpu, "gpu-memory": gpu_memory, "gpu-speed": gpu_speed, "gpu-train": gpu_train,
     "speed-cpu-thread": speed_runs, "speed-breakdown": speed_breakdown,
     "learning-efficiency-f16-128": lambda r: learning_efficiency(r, "learning_efficiency_f16-128"),
     "learning-efficiency-f8-64": lambda r: learning_efficiency(r, "learning_efficiency_f8-64"),
