@@ -1,0 +1,1 @@
+"""Image-quality metrics beyond the reconstruction figures of ``transvae.evaluation`` (colour fidelity)."""
