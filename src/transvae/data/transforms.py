@@ -12,11 +12,14 @@
   defined with this crop. It differs from the protocol above by a few grey levels on large
   downscales.
 - ``TrainTransform``: training augmentation, random by design (random zoom on top of "cover
-  the crop", random crop, flip).
+  the crop", random crop, flip; optionally a random hue rotation and a random permutation of the
+  colour channels, both off by default: they widen the palette of a small or narrow training set,
+  see "Colour fidelity of the quick start" in docs/training.md).
 
-Every random choice (scale, crop offset, flip) is drawn from a generator seeded per sample
-from ``(seed, epoch, index)``, so the same sample gets the same crop whatever worker loads it
-and a resumed run sees exactly the data it would have seen without the interruption.
+Every random choice (scale, crop offset, flip, hue, channel order) is drawn from a generator
+seeded per sample from ``(seed, epoch, index)``, so the same sample gets the same crop whatever
+worker loads it and a resumed run sees exactly the data it would have seen without the
+interruption.
 
 Small images: the shorter side is always resized to at least the crop size first, so images
 smaller than the crop are upscaled (bicubic) rather than padded or refused.
@@ -78,25 +81,44 @@ def adm_center_crop(im: Image.Image, size: int) -> Image.Image:
 
 
 class TrainTransform:
-    """Random resize + random crop + horizontal flip, to a (3, height, width) tensor in [-1, 1].
+    """Random resize + random crop + horizontal flip (+ optional colour changes), to a
+    (3, height, width) tensor in [-1, 1].
 
     The shorter side (relative to the crop's aspect ratio) is resized to cover the crop times a
     scale drawn uniformly from ``scale`` (``(1, 1)`` = LDM's "resize shorter side, random crop";
     larger values train on zoomed-in crops), then a random window is cut and flipped with p=0.5.
+    With ``hue > 0`` the crop's hue is rotated by a uniform random fraction of the colour circle
+    in ``[-hue, hue]`` (torchvision's ``adjust_hue``: HSV hue, saturation and value kept); with
+    ``channel_shuffle`` its R, G, B channels are put in a uniformly random order (one of 6).
+    Both change colours only: an autoencoder trained on a few photos otherwise learns their
+    palette and cannot reproduce hues it never saw.
 
     Args:
         resolution: default crop size (square) when ``__call__`` gets no size.
         scale: (min, max) zoom factor >= 1 applied on top of the covering resize.
         hflip: flip horizontally with probability 0.5.
+        hue: maximum hue rotation as a fraction of the colour circle, in [0, 0.5] (0 = off; 0.5 =
+            any hue).
+        channel_shuffle: permute the colour channels at random.
     """
 
-    def __init__(self, resolution: int, scale: tuple[float, float] = (1.0, 1.0), hflip: bool = True):
+    def __init__(
+        self,
+        resolution: int,
+        scale: tuple[float, float] = (1.0, 1.0),
+        hflip: bool = True,
+        hue: float = 0.0,
+        channel_shuffle: bool = False,
+    ):
         if resolution <= 0:
             raise ValueError(f"resolution must be positive, got {resolution}")
         lo, hi = scale
         if not 1.0 <= lo <= hi:
             raise ValueError(f"scale must satisfy 1 <= min <= max, got {scale}")
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {hue}")
         self.resolution, self.scale, self.hflip = resolution, (float(lo), float(hi)), hflip
+        self.hue, self.channel_shuffle = float(hue), bool(channel_shuffle)
 
     def __call__(
         self, im: Image.Image, generator: torch.Generator, size: tuple[int, int] | None = None
@@ -113,7 +135,16 @@ class TrainTransform:
         im = im.crop((left, top, left + width, top + height))
         if self.hflip and u[3] < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return pil_to_tensor(im)
+        # the colour draws come after the geometric ones and only when enabled, so a run without
+        # them sees exactly the crops it saw before these options existed
+        if self.hue > 0:
+            from torchvision.transforms.functional import adjust_hue
+
+            im = adjust_hue(im, (2.0 * torch.rand(1, generator=generator).item() - 1.0) * self.hue)
+        x = pil_to_tensor(im)  # (3, height, width)
+        if self.channel_shuffle:
+            x = x[torch.randperm(3, generator=generator)]
+        return x
 
 
 class ValTransform:

@@ -227,6 +227,8 @@ class DataSection:
     resolution: int = 256  # training crop size (the paper trains at 256 only)
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range on top of "resize shorter side to cover the crop"
     hflip: bool = True
+    hue: float = 0.0  # random hue rotation of each crop, up to +-this fraction of the circle (0 = off)
+    channel_shuffle: bool = False  # random order of the R, G, B channels of each crop
     buckets: tuple[str, ...] = ()  # multi-resolution training, e.g. ["256x256", "192x320", "320x192"]
     num_workers: int = 4  # DataLoader worker processes per rank
     strict: bool = False  # stop at the first bad image instead of skipping and counting it
@@ -266,6 +268,7 @@ class TrainConfig(ConfigTree):
             (t.stage in (1, 2), f"train.stage must be 1 or 2, got {t.stage}"),
             (d.resolution > 0, f"data.resolution must be positive, got {d.resolution}"),
             (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
+            (0.0 <= d.hue <= 0.5, f"data.hue must be in [0, 0.5], got {d.hue}"),
             (d.val_images >= 0, f"data.val_images must be >= 0, got {d.val_images}"),
             (
                 1.0 <= d.scale[0] <= d.scale[1],
