@@ -73,9 +73,7 @@ def ciede2000_reference(lab1, lab2) -> float:
     SL = 1 + 0.015 * (Lpm - 50) ** 2 / math.sqrt(20 + (Lpm - 50) ** 2)
     SC, SH = 1 + 0.045 * Cpm, 1 + 0.015 * Cpm * T
     RT = -math.sin(math.radians(2 * dtheta)) * RC
-    return math.sqrt(
-        (dLp / SL) ** 2 + (dCp / SC) ** 2 + (dHp / SH) ** 2 + RT * (dCp / SC) * (dHp / SH)
-    )
+    return math.sqrt((dLp / SL) ** 2 + (dCp / SC) ** 2 + (dHp / SH) ** 2 + RT * (dCp / SC) * (dHp / SH))
 
 
 def _img(pixels) -> torch.Tensor:
@@ -109,7 +107,7 @@ def test_ciede2000_of_uint8_pairs_matches_the_formula_on_their_lab_values():
     a, b = _img(ref), _img(out)
     got = ciede2000_map(a, b)[0, 0]  # (6,)
     la, lb = rgb_to_lab(a)[0, 0], rgb_to_lab(b)[0, 0]
-    expected = [ciede2000_reference(tuple(x), tuple(y)) for x, y in zip(la, lb)]
+    expected = [ciede2000_reference(tuple(x), tuple(y)) for x, y in zip(la, lb, strict=True)]
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-6)
     assert 0.5 < expected[0] < 3 and expected[5] > 30  # the pairs span small to large differences
     per = ciede2000_per_image(a, b)
@@ -126,7 +124,9 @@ def test_identical_images_score_zero_and_one():
     assert torch.all(lab_shift(x, x) == 0)
     rep = colour_report(x, x)
     assert rep["ciede2000_mean"] == 0 and rep["ciede2000_p95"] == 0 and rep["images"] == 2
-    assert rep["mean_shift"] == [0, 0, 0] and rep["contrast_ratio"] == [1, 1, 1] and rep["lab_shift"] == [0, 0]
+    assert (
+        rep["mean_shift"] == [0, 0, 0] and rep["contrast_ratio"] == [1, 1, 1] and rep["lab_shift"] == [0, 0]
+    )
 
 
 def test_uniform_shift_of_one_channel():
@@ -184,7 +184,7 @@ def test_inputs_are_checked():
 def test_hsv_to_rgb_matches_colorsys():
     rng = np.random.default_rng(0)
     h, s, v = rng.uniform(0, 360, 200), rng.uniform(0, 1, 200), rng.uniform(0, 1, 200)
-    expected = np.array([colorsys.hsv_to_rgb(a / 360, b, c) for a, b, c in zip(h, s, v)])
+    expected = np.array([colorsys.hsv_to_rgb(a / 360, b, c) for a, b, c in zip(h, s, v, strict=True)])
     np.testing.assert_allclose(hsv_to_rgb(h, s, v), expected, atol=1e-12)
 
 

@@ -52,10 +52,7 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     sector = np.floor(hp).astype(int) % 6
     rgb = np.select(
         [sector[..., None] == k for k in range(6)],
-        [
-            np.stack(t, -1)
-            for t in ((c, x, z), (x, c, z), (z, c, x), (z, x, c), (x, z, c), (c, z, x))
-        ],
+        [np.stack(t, -1) for t in ((c, x, z), (x, c, z), (z, c, x), (z, x, c), (x, z, c), (c, z, x))],
     )
     return rgb + (v - c)[..., None]
 
