@@ -16,6 +16,10 @@ quickstart --out OUT ARGS`` through ``transvae.cli.main``), it loads the exporte
   plus the CIEDE2000 of the mean colour of each flat cell (rows 0-4; ``chart_cells``), worst first,
 - ``photos`` (with ``--data``): the first ``--images`` photos of a folder at 256 px (the
   evaluation protocol's resize + centre crop), reconstructed whole,
+- ``contrast_response``: the held-out and the training tiles with their contrast scaled by
+  0.5 / 1 / 1.5 about each tile's mean: the mean per-tile std of input and reconstruction (a
+  faithful autoencoder keeps the ratio at 1; one that has learned a typical contrast pulls every
+  input towards it),
 - ``rendering``: how far the PNGs quickstart wrote (``recon_end.png``, ``before_after.png``) are
   from the model's own uint8 output: the rendering's own colour error.
 
@@ -95,6 +99,19 @@ def chart_cells(ref: torch.Tensor, out: torch.Tensor) -> list[dict]:
     return sorted(cells, key=lambda d: -d["ciede2000"])
 
 
+def contrast_response(model: torch.nn.Module, x: torch.Tensor, factors=(0.5, 1.0, 1.5)) -> list[dict]:
+    """Per factor s: mean per-tile, per-channel std of ``mean + s (x - mean)`` and of its reconstruction."""
+    out = []
+    for s in factors:
+        xf = x.double()
+        m = xf.mean((2, 3), keepdim=True)
+        xs = (m + s * (xf - m)).round().clamp(0, 255).to(torch.uint8)
+        rec = reconstruct_uint8(model, xs)
+        si, so = xs.double().flatten(2).std(2).mean().item(), rec.double().flatten(2).std(2).mean().item()
+        out.append({"factor": s, "std_in": round(si, 2), "std_out": round(so, 2), "ratio": round(so / si, 3)})
+    return out
+
+
 def grid_tiles(path: Path, n: int, t: int, y0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, reconstructions) read back from a quickstart grid PNG (make_grid, 8 per row, padding 2)."""
     a = np.asarray(Image.open(path).convert("RGB"))
@@ -144,6 +161,10 @@ def measure(
     ]
     tref = to_uint8_batch([x for ts in tr for x in ts])
     res["train"] = summary(tref, reconstruct_uint8(model, tref))
+    # (a'') contrast response: does the output contrast follow the input's?
+    res["contrast_response"] = {
+        name: contrast_response(model, x) for name, x in (("held_out", ref), ("train", tref))
+    }
     # (b) the colour chart, in tiles of the crop size (the size the model was trained at), as
     # quickstart's metrics.json measures it
     cref = chart_tiles(t)
@@ -197,6 +218,14 @@ def print_summary(res: dict) -> None:
             + "/".join(f"{v:.2f}" for v in r["contrast_ratio"]).ljust(18)
             + "/".join(f"{v:+.1f}" for v in r["mean_shift"]).ljust(19)
             + "/".join(f"{v:+.1f}" for v in r["lab_shift"])
+        )
+    for name, rows_ in res["contrast_response"].items():
+        print(
+            f"contrast response ({name}): "
+            + ", ".join(
+                f"x{r['factor']:g} std {r['std_in']:.1f}->{r['std_out']:.1f} ({r['ratio']:.2f})"
+                for r in rows_
+            )
         )
     worst = res["chart_cells"][:3]
     print(

@@ -145,7 +145,8 @@ def test_colour_augmentations_are_off_by_default_and_change_only_colours():
     im = _img(50, 40, 5)
     g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
     plain = TrainTransform(32, scale=(1.0, 1.5))(im, g())
-    assert torch.equal(TrainTransform(32, scale=(1.0, 1.5), hue=0.0, channel_shuffle=False)(im, g()), plain)
+    off = dict(hue=0.0, channel_shuffle=False, contrast=0.0, saturation=0.0)
+    assert torch.equal(TrainTransform(32, scale=(1.0, 1.5), **off)(im, g()), plain)
     # the geometric draws come first: the same crop, with its channels permuted
     shuffled = TrainTransform(32, scale=(1.0, 1.5), channel_shuffle=True)(im, g())
     perms = [
@@ -196,13 +197,37 @@ def test_hue_rotation_reaches_every_hue_and_keeps_greys():
         TrainTransform(8, hue=0.6)
 
 
+def _std(x: torch.Tensor) -> float:
+    return float(x.std())
+
+
+def test_contrast_and_saturation_jitter_span_their_ranges():
+    im = _img(40, 40, 7)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    plain = TrainTransform(32, hflip=False)(im, g(0))
+    # contrast: the crop blended with its mean grey, factor in [0.5, 1.5]: std scales with it (up to clipping)
+    ratios = [_std(TrainTransform(32, hflip=False, contrast=0.5)(im, g(s))) / _std(plain) for s in range(40)]
+    assert 0.48 < min(ratios) < 0.6 and 1.2 < max(ratios) < 1.45
+    # the same crop: the first draws are the geometric ones
+    low = TrainTransform(32, hflip=False, contrast=0.5)(im, g(0))
+    assert torch.corrcoef(torch.stack([low.flatten(), plain.flatten()]))[0, 1] > 0.99
+    # saturation 1: factor in [0, 2]; at 0 the crop is grey (equal channels)
+    sat = [TrainTransform(8, saturation=1.0)(_solid((200, 60, 40)), g(s))[:, 0, 0] for s in range(60)]
+    spread = [float(x.max() - x.min()) for x in sat]
+    assert min(spread) < 0.1 and max(spread) > 1.2 * (200 - 40) / 127.5
+    with pytest.raises(ValueError, match="contrast"):
+        TrainTransform(8, contrast=-0.1)
+
+
 def test_colour_augmentation_config_keys_default_off():
     from transvae.training import build_config
     from transvae.training.config import TrainConfigError
 
-    d = build_config().data
-    assert d.hue == 0.0 and d.channel_shuffle is False  # the paper's recipes: no colour augmentation
-    d = build_config(extra=["--data.hue=0.25", "--data.channel_shuffle=true"]).data
-    assert d.hue == 0.25 and d.channel_shuffle is True
+    d = build_config().data  # the paper's recipes: no colour augmentation
+    assert d.hue == 0.0 and d.contrast == 0.0 and d.saturation == 0.0 and d.channel_shuffle is False
+    d = build_config(extra=["--data.hue=0.25", "--data.channel_shuffle=true", "--data.contrast=0.4"]).data
+    assert d.hue == 0.25 and d.channel_shuffle is True and d.contrast == 0.4
     with pytest.raises(TrainConfigError, match=r"data.hue must be in \[0, 0.5\]"):
         build_config(overrides={"data.hue": 0.7})
+    with pytest.raises(TrainConfigError, match="data.saturation must be >= 0"):
+        build_config(overrides={"data.saturation": -1.0})

@@ -12,11 +12,12 @@
   defined with this crop. It differs from the protocol above by a few grey levels on large
   downscales.
 - ``TrainTransform``: training augmentation, random by design (random zoom on top of "cover
-  the crop", random crop, flip; optionally a random hue rotation and a random permutation of the
-  colour channels, both off by default: they widen the palette of a small or narrow training set,
-  see "Colour fidelity of the quick start" in docs/training.md).
+  the crop", random crop, flip; optionally torchvision ``ColorJitter``'s random contrast,
+  saturation and hue and a random permutation of the colour channels, all off by default: they
+  widen the range of colours and contrasts a small training set shows the model, see "Colour
+  fidelity of the quick start" in docs/training.md).
 
-Every random choice (scale, crop offset, flip, hue, channel order) is drawn from a generator
+Every random choice (scale, crop offset, flip, colour factors, channel order) is drawn from a generator
 seeded per sample from ``(seed, epoch, index)``, so the same sample gets the same crop whatever
 worker loads it and a resumed run sees exactly the data it would have seen without the
 interruption.
@@ -87,16 +88,21 @@ class TrainTransform:
     The shorter side (relative to the crop's aspect ratio) is resized to cover the crop times a
     scale drawn uniformly from ``scale`` (``(1, 1)`` = LDM's "resize shorter side, random crop";
     larger values train on zoomed-in crops), then a random window is cut and flipped with p=0.5.
-    With ``hue > 0`` the crop's hue is rotated by a uniform random fraction of the colour circle
-    in ``[-hue, hue]`` (torchvision's ``adjust_hue``: HSV hue, saturation and value kept); with
-    ``channel_shuffle`` its R, G, B channels are put in a uniformly random order (one of 6).
-    Both change colours only: an autoencoder trained on a few photos otherwise learns their
-    palette and cannot reproduce hues it never saw.
+    The colour options follow torchvision's ``ColorJitter`` and are applied to the crop in this
+    order: ``contrast > 0`` blends it with its mean grey by a factor drawn uniformly from
+    ``[max(0, 1 - contrast), 1 + contrast]`` (``adjust_contrast``), ``saturation > 0`` blends it
+    with its own greyscale likewise (``adjust_saturation``), ``hue > 0`` rotates its hue by a
+    uniform random fraction of the colour circle in ``[-hue, hue]`` (``adjust_hue``: HSV saturation
+    and value kept); then ``channel_shuffle`` puts its R, G, B channels in a uniformly random order
+    (one of 6). An autoencoder trained on a few photos otherwise learns their palette and their
+    contrast, and pulls every image towards them (docs/training.md, "Colour fidelity").
 
     Args:
         resolution: default crop size (square) when ``__call__`` gets no size.
         scale: (min, max) zoom factor >= 1 applied on top of the covering resize.
         hflip: flip horizontally with probability 0.5.
+        contrast: contrast jitter strength >= 0 (0 = off).
+        saturation: saturation jitter strength >= 0 (0 = off).
         hue: maximum hue rotation as a fraction of the colour circle, in [0, 0.5] (0 = off; 0.5 =
             any hue).
         channel_shuffle: permute the colour channels at random.
@@ -109,6 +115,8 @@ class TrainTransform:
         hflip: bool = True,
         hue: float = 0.0,
         channel_shuffle: bool = False,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
     ):
         if resolution <= 0:
             raise ValueError(f"resolution must be positive, got {resolution}")
@@ -117,8 +125,11 @@ class TrainTransform:
             raise ValueError(f"scale must satisfy 1 <= min <= max, got {scale}")
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+        if contrast < 0 or saturation < 0:
+            raise ValueError(f"contrast and saturation must be >= 0, got {contrast} and {saturation}")
         self.resolution, self.scale, self.hflip = resolution, (float(lo), float(hi)), hflip
         self.hue, self.channel_shuffle = float(hue), bool(channel_shuffle)
+        self.contrast, self.saturation = float(contrast), float(saturation)
 
     def __call__(
         self, im: Image.Image, generator: torch.Generator, size: tuple[int, int] | None = None
@@ -137,14 +148,28 @@ class TrainTransform:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
         # the colour draws come after the geometric ones and only when enabled, so a run without
         # them sees exactly the crops it saw before these options existed
-        if self.hue > 0:
-            from torchvision.transforms.functional import adjust_hue
-
-            im = adjust_hue(im, (2.0 * torch.rand(1, generator=generator).item() - 1.0) * self.hue)
+        if self.contrast > 0 or self.saturation > 0 or self.hue > 0:
+            im = self._jitter(im, generator)
         x = pil_to_tensor(im)  # (3, height, width)
         if self.channel_shuffle:
             x = x[torch.randperm(3, generator=generator)]
         return x
+
+    def _jitter(self, im: Image.Image, generator: torch.Generator) -> Image.Image:
+        """ColorJitter's contrast, saturation and hue, in that order, one draw per enabled option."""
+        import torchvision.transforms.functional as TF
+
+        def factor(strength: float) -> float:
+            lo = max(0.0, 1.0 - strength)
+            return lo + (1.0 + strength - lo) * torch.rand(1, generator=generator).item()
+
+        if self.contrast > 0:
+            im = TF.adjust_contrast(im, factor(self.contrast))
+        if self.saturation > 0:
+            im = TF.adjust_saturation(im, factor(self.saturation))
+        if self.hue > 0:
+            im = TF.adjust_hue(im, (2.0 * torch.rand(1, generator=generator).item() - 1.0) * self.hue)
+        return im
 
 
 class ValTransform:
