@@ -20,6 +20,10 @@ quickstart --out OUT ARGS`` through ``transvae.cli.main``), it loads the exporte
   0.5 / 1 / 1.5 about each tile's mean: the mean per-tile std of input and reconstruction (a
   faithful autoencoder keeps the ratio at 1; one that has learned a typical contrast pulls every
   input towards it),
+- ``blur_reference``: the same figures for a colour-exact blur of the held-out tiles and the
+  chart (bicubic down- and up-sampling by 4 / 6 / 8): what CIEDE2000 and contrast a
+  reconstruction with that PSNR and no colour error at all gets (pixel CIEDE2000 counts lost
+  detail too),
 - ``rendering``: how far the PNGs quickstart wrote (``recon_end.png``, ``before_after.png``) are
   from the model's own uint8 output: the rendering's own colour error.
 
@@ -43,7 +47,7 @@ from transvae.cli.quickstart import chart_tiles, reconstruct_uint8
 from transvae.data.io import list_images, load_image
 from transvae.data.transforms import resize_center_crop
 from transvae.evaluation.metrics import psnr_per_image
-from transvae.metrics.colour import ciede2000_map, colour_report
+from transvae.metrics.colour import ciede2000_map, colour_report, rgb_to_lab
 
 CHART_ROWS = ("primary/secondary", "grey", "skin", "pastel", "dark")
 CHART_COLS = ("red", "green", "blue", "cyan", "magenta", "yellow", "orange", "violet")
@@ -73,7 +77,8 @@ def summary(ref: torch.Tensor, out: torch.Tensor) -> dict:
 
 
 def chart_cells(ref: torch.Tensor, out: torch.Tensor) -> list[dict]:
-    """CIEDE2000 between the mean colours of the flat cells (rows 0-4, centre half of each cell)."""
+    """Per flat cell (rows 0-4; the centre half of each cell): its mean colour in and out, their
+    CIEDE2000, and for chromatic cells (C* > 10) the Lab hue-angle error in degrees."""
     size = ref.shape[-1]
     c = size // 8
     cells = []
@@ -87,6 +92,11 @@ def chart_cells(ref: torch.Tensor, out: torch.Tensor) -> list[dict]:
             )
             a = ref[sl].double().mean((2, 3)).round().to(torch.uint8)[..., None, None]  # (1, 3, 1, 1)
             b = out[sl].double().mean((2, 3)).round().to(torch.uint8)[..., None, None]
+            la, lb = rgb_to_lab(a).reshape(3), rgb_to_lab(b).reshape(3)
+            dh = None
+            if np.hypot(la[1], la[2]) > 10:
+                h = np.degrees(np.arctan2(lb[2], lb[1]) - np.arctan2(la[2], la[1]))
+                dh = round(float((h + 180) % 360 - 180), 1)
             name = f"{row} {CHART_COLS[k]}" if r in (0, 3, 4) else f"{row} {k}"
             cells.append(
                 {
@@ -94,9 +104,18 @@ def chart_cells(ref: torch.Tensor, out: torch.Tensor) -> list[dict]:
                     "in": a.flatten().tolist(),
                     "out": b.flatten().tolist(),
                     "ciede2000": round(float(ciede2000_map(a, b)), 2),
+                    "hue_error_deg": dh,
                 }
             )
     return sorted(cells, key=lambda d: -d["ciede2000"])
+
+
+def blur(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Bicubic down-sampling by ``f`` and back up (PIL): a blur that keeps every colour."""
+    h, w = x.shape[-2:]
+    ims = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in x]
+    small = [im.resize((max(1, round(w / f)), max(1, round(h / f))), Image.BICUBIC) for im in ims]
+    return to_uint8_batch([np.asarray(im.resize((w, h), Image.BICUBIC)) for im in small])
 
 
 def contrast_response(model: torch.nn.Module, x: torch.Tensor, factors=(0.5, 1.0, 1.5)) -> list[dict]:
@@ -174,6 +193,14 @@ def measure(
     res["chart"] = summary(cref, crec)
     res["chart_cells"] = chart_cells(cref, crec)
     Image.fromarray(torch.cat([cref, crec], 3)[0].permute(1, 2, 0).numpy()).save(out / "chart_recon.png")
+    res["chart_cells_mean"] = round(float(np.mean([c["ciede2000"] for c in res["chart_cells"]])), 3)
+    res["chart_cells_max_hue_error"] = max(
+        abs(c["hue_error_deg"]) for c in res["chart_cells"] if c["hue_error_deg"] is not None
+    )
+    res["blur_reference"] = {
+        f"x{f}": {"held_out": summary(ref, blur(ref, f)), "chart": summary(cref, blur(cref, f))}
+        for f in (4, 6, 8)
+    }
     # (c) photos nothing was trained on, whole at 256 px
     if data is not None:
         files = list_images(data)[:images]
@@ -227,7 +254,18 @@ def print_summary(res: dict) -> None:
                 for r in rows_
             )
         )
+    for name, r in res["blur_reference"].items():
+        h, c = r["held_out"], r["chart"]
+        print(
+            f"colour-exact blur {name}: held-out PSNR {h['psnr']:.2f} dE {h['ciede2000_mean']:.2f} contrast "
+            + "/".join(f"{v:.2f}" for v in h["contrast_ratio"])
+            + f"; chart PSNR {c['psnr']:.2f} dE {c['ciede2000_mean']:.2f}"
+        )
     worst = res["chart_cells"][:3]
+    print(
+        f"chart cells (mean colour of the 40 flat cells): mean dE {res['chart_cells_mean']:.2f}, "
+        f"largest hue error {res['chart_cells_max_hue_error']:.1f} deg"
+    )
     print(
         "worst chart cells: "
         + ", ".join(f"{c['cell']} {c['in']}->{c['out']} dE {c['ciede2000']}" for c in worst)
