@@ -139,3 +139,95 @@ def _bomb_png(side: int = 12000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     body = zlib.compress(b"\x00" + b"\x00" * 3 * side)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_colour_augmentations_are_off_by_default_and_change_only_colours():
+    im = _img(50, 40, 5)
+    g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
+    plain = TrainTransform(32, scale=(1.0, 1.5))(im, g())
+    off = dict(hue=0.0, channel_shuffle=False, contrast=0.0, saturation=0.0)
+    assert torch.equal(TrainTransform(32, scale=(1.0, 1.5), **off)(im, g()), plain)
+    # the geometric draws come first: the same crop, with its channels permuted
+    shuffled = TrainTransform(32, scale=(1.0, 1.5), channel_shuffle=True)(im, g())
+    perms = [
+        p
+        for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+        if torch.equal(plain[list(p)], shuffled)
+    ]
+    assert len(perms) == 1
+    seen = {
+        tuple(
+            torch.argsort(
+                TrainTransform(8, channel_shuffle=True)(
+                    _solid((10, 100, 200)), torch.Generator().manual_seed(s)
+                )[:, 0, 0]
+            ).tolist()
+        )
+        for s in range(60)
+    }
+    assert len(seen) == 6  # every order of the channels occurs
+
+
+def _solid(rgb: tuple[int, int, int], size: int = 16) -> Image.Image:
+    return Image.new("RGB", (size, size), rgb)
+
+
+def test_hue_rotation_reaches_every_hue_and_keeps_greys():
+    import colorsys
+
+    tf = TrainTransform(8, hue=0.5, hflip=False)
+    hues = []
+    for s in range(200):
+        x = tf(_solid((220, 40, 40)), torch.Generator().manual_seed(s))  # a saturated red
+        rgb = ((x[:, 0, 0] + 1) / 2).tolist()
+        h, sat, v = colorsys.rgb_to_hsv(*rgb)
+        assert sat > 0.7 and v > 0.8  # HSV saturation and value are kept, only the hue turns
+        hues.append(h * 360)
+    assert (
+        np.histogram(hues, bins=6, range=(0, 360))[0].min() >= 15
+    )  # red, yellow, green, cyan, blue, magenta
+    grey = tf(_solid((90, 90, 90)), torch.Generator().manual_seed(0))
+    assert torch.allclose(grey, torch.full_like(grey, 90 / 127.5 - 1))
+    narrow = TrainTransform(8, hue=0.05, hflip=False)
+    for s in range(50):
+        x = narrow(_solid((220, 40, 40)), torch.Generator().manual_seed(s))
+        h = colorsys.rgb_to_hsv(*((x[:, 0, 0] + 1) / 2).tolist())[0] * 360
+        assert min(h, 360 - h) <= 18 + 1.5  # within +-0.05 of the circle (18 degrees) + uint8 hue steps
+    with pytest.raises(ValueError, match="hue"):
+        TrainTransform(8, hue=0.6)
+
+
+def _std(x: torch.Tensor) -> float:
+    return float(x.std())
+
+
+def test_contrast_and_saturation_jitter_span_their_ranges():
+    im = _img(40, 40, 7)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    plain = TrainTransform(32, hflip=False)(im, g(0))
+    # contrast: the crop blended with its mean grey, factor in [0.5, 1.5]: std scales with it (up to clipping)
+    ratios = [_std(TrainTransform(32, hflip=False, contrast=0.5)(im, g(s))) / _std(plain) for s in range(40)]
+    assert 0.48 < min(ratios) < 0.6 and 1.2 < max(ratios) < 1.45
+    # the same crop: the first draws are the geometric ones
+    low = TrainTransform(32, hflip=False, contrast=0.5)(im, g(0))
+    assert torch.corrcoef(torch.stack([low.flatten(), plain.flatten()]))[0, 1] > 0.99
+    # saturation 1: factor in [0, 2]; at 0 the crop is grey (equal channels)
+    sat = [TrainTransform(8, saturation=1.0)(_solid((200, 60, 40)), g(s))[:, 0, 0] for s in range(60)]
+    spread = [float(x.max() - x.min()) for x in sat]
+    assert min(spread) < 0.1 and max(spread) > 1.2 * (200 - 40) / 127.5
+    with pytest.raises(ValueError, match="contrast"):
+        TrainTransform(8, contrast=-0.1)
+
+
+def test_colour_augmentation_config_keys_default_off():
+    from transvae.training import build_config
+    from transvae.training.config import TrainConfigError
+
+    d = build_config().data  # the paper's recipes: no colour augmentation
+    assert d.hue == 0.0 and d.contrast == 0.0 and d.saturation == 0.0 and d.channel_shuffle is False
+    d = build_config(extra=["--data.hue=0.25", "--data.channel_shuffle=true", "--data.contrast=0.4"]).data
+    assert d.hue == 0.25 and d.channel_shuffle is True and d.contrast == 0.4
+    with pytest.raises(TrainConfigError, match=r"data.hue must be in \[0, 0.5\]"):
+        build_config(overrides={"data.hue": 0.7})
+    with pytest.raises(TrainConfigError, match="data.saturation must be >= 0"):
+        build_config(overrides={"data.saturation": -1.0})

@@ -27,12 +27,12 @@ from transvae.metrics import (
 
 # -- the registry ---------------------------------------------------------------------------------
 def test_registry_names_needs_and_errors():
-    assert list_metrics({"pairs"}) == ["lpips", "psnr", "rfid", "ssim"]
+    assert list_metrics({"pairs"}) == ["ciede2000", "lpips", "psnr", "rfid", "ssim"]
     assert {"fid", "is"} <= set(list_metrics({"samples", "reference"})) and "is" in list_metrics({"samples"})
     assert "latent-fd" in list_metrics() and "latent-fd" not in list_metrics(
         {"samples", "reference", "latents"}
     )
-    with pytest.raises(ValueError, match="unknown metric 'fdi'; choose from fid, is, latent-fd"):
+    with pytest.raises(ValueError, match="unknown metric 'fdi'; choose from ciede2000, fid, is, latent-fd"):
         build_metrics(["psnr", "fdi"])
     # each constructor takes the settings it declares and ignores the rest
     is_, lfd = build_metrics(["is", "latent-fd", "is"], is_splits=3, latent_fd_patch=1, lpips_net="alex")

@@ -1,8 +1,12 @@
-"""The quick start's data and thread choice (the end-to-end run is in tests/test_training.py)."""
+"""The quick start's data, thread choice, colour figures and grid (the end-to-end run is in
+tests/test_training.py)."""
 
 import os
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 
 from transvae.cli import quickstart
 
@@ -37,3 +41,59 @@ def test_quickstart_refuses_bad_options(tmp_path, bad):
     from transvae.cli import main
 
     assert main(["quickstart", "--out", str(tmp_path / "q"), *bad]) == 2
+
+
+class _Identity(torch.nn.Module):
+    """Stands in for an autoencoder that reconstructs perfectly (``model(x, ...).sample``)."""
+
+    def forward(self, x, sample_posterior=False):
+        return SimpleNamespace(sample=x.clone())
+
+
+class _Tint(_Identity):
+    """Adds 0.1 (12.75 levels: 13 after rounding) to the red channel and doubles the contrast of the blue one."""
+
+    def forward(self, x, sample_posterior=False):
+        y = x.clone()
+        y[:, 0] += 0.1
+        y[:, 2] = 2 * (y[:, 2] - y[:, 2].mean()) + y[:, 2].mean()
+        return SimpleNamespace(sample=y)
+
+
+def test_chart_tiles_cover_the_colour_chart():
+    from transvae.data.synthetic import colour_chart
+
+    t = quickstart.chart_tiles(64)
+    assert t.shape == (16, 3, 64, 64) and t.dtype == torch.uint8
+    whole = t.view(4, 4, 3, 64, 64).permute(2, 0, 3, 1, 4).reshape(3, 256, 256)
+    assert torch.equal(whole.permute(1, 2, 0), torch.from_numpy(colour_chart(256)))
+    assert quickstart.chart_tiles(48).shape == (25, 3, 48, 48)  # 240 px: the multiple of 48 nearest 256
+
+
+def test_colour_fidelity_reports_what_the_model_does(tmp_path):
+    _, val = quickstart.prepare_data(tmp_path, 64)
+    ok = quickstart.colour_fidelity(_Identity(), val, 64)
+    for name in ("held_out", "chart"):
+        r = ok[name]
+        assert r["ciede2000_mean"] == 0 and r["ciede2000_p95"] == 0 and r["psnr"] == float("inf")
+        assert r["contrast_ratio"] == [1.0, 1.0, 1.0] and r["mean_shift"] == [0.0, 0.0, 0.0]
+    assert ok["held_out"]["images"] == 12 and ok["chart"]["images"] == 16
+    bad = quickstart.colour_fidelity(_Tint(), val, 64)["held_out"]
+    assert 12 < bad["mean_shift"][0] <= 13 and bad["mean_shift"][1] == 0  # clipped at 255 here and there
+    assert bad["contrast_ratio"][1] == 1.0 and bad["contrast_ratio"][2] > 1.5
+    assert bad["lab_shift"][0] > 1 and bad["ciede2000_mean"] > 3
+
+
+def test_before_after_keeps_every_colour(tmp_path):
+    # noise does not compress: before issue 24 such a file was reduced to a 256-colour palette
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (200, 530, 3), dtype=np.uint8) for _ in range(2))
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    quickstart.before_after(tmp_path / "a.png", tmp_path / "b.png", tmp_path / "ba.png")
+    im = Image.open(tmp_path / "ba.png")
+    assert im.mode == "RGB" and im.size == (530, 428)
+    got = np.asarray(im)
+    assert np.array_equal(got[14:214], a) and np.array_equal(got[228:], b)

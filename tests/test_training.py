@@ -337,12 +337,17 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     assert m["psnr_start"] > 0 and m["psnr_end"] > 0 and m["psnr_end"] != m["psnr_start"]
     assert m["held_out_psnr"] == m["psnr_end"]
     assert [c[0] for c in m["curve"]] == [0, 1, 2] and m["curve"][-1][1] == m["psnr_end"]
+    # colour figures of the exported model (transvae.metrics.colour): held-out tiles and the chart
+    assert m["held_out_ciede2000_p95"] >= m["held_out_ciede2000_mean"] > 0 and m["chart_ciede2000_mean"] > 0
+    assert len(m["held_out_contrast_ratio"]) == 3 and all(r > 0 for r in m["held_out_contrast_ratio"])
+    assert len(m["held_out_mean_shift"]) == 3 and len(m["held_out_lab_shift"]) == 2
     assert {p.name for p in out.glob("recon_*.png")} == {"recon_start.png", "recon_end.png"}
     assert (out / "before_after.png").is_file()
     trained = {p.stem for p in (out / "data" / "train").glob("*.png")}
     assert len(trained) == 8 and "motorcycle_right" in trained and "retina" in trained
     assert not trained & {"chelsea", "cat"}  # held out (skimage's "cat" is the same photo)
-    assert "held-out PSNR" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "held-out PSNR" in printed and "held-out CIEDE2000" in printed
     transvae.from_pretrained(out / "run" / "model")
 
 

@@ -32,7 +32,7 @@ from .common import (
     resolve_device,
 )
 
-ORDER = ("psnr", "ssim", "lpips", "rfid")  # table order; other reconstruction metrics follow
+ORDER = ("psnr", "ssim", "lpips", "rfid", "ciede2000")  # table order; other reconstruction metrics follow
 
 
 def reconstruction_metrics() -> list[str]:

@@ -38,6 +38,7 @@ TRAIN_PHOTOS = (
 )
 VAL_PHOTOS = ("chelsea",)
 PHOTO_SIDE = 192  # shorter side of every photo; the held-out one is 192 x 288, tiled exactly by 32/64/96
+CHART_SIDE = 256  # the synthetic colour chart (transvae.data.synthetic): about this side, in whole tiles
 
 
 def register(subparsers) -> None:
@@ -71,7 +72,11 @@ def register(subparsers) -> None:
         default=0,
         help="CPU threads (default 0: the cores not already busy, from the load average; at least 1)",
     )
-    p.set_defaults(func=run)
+    p.epilog = (
+        "Any training config key can be set too, with --section.key=value (e.g. --train.ema_decay=0.999); "
+        "`transvae train --list-keys` lists them."
+    )
+    p.set_defaults(func=run, accepts_extra=True)
 
 
 def _photo(name: str):
@@ -137,7 +142,11 @@ def trainer_overrides(args: argparse.Namespace, train: Path, val: Path) -> dict:
 
 
 def before_after(start: Path, end: Path, out: Path) -> None:
-    """``start`` above ``end`` (the Trainer's input | reconstruction grids) with a label on each."""
+    """``start`` above ``end`` (the Trainer's input | reconstruction grids) with a label on each.
+
+    Written as a plain RGB PNG (~0.4 MB for the default 12 tiles): the 256-colour palette it used
+    to be reduced to moved the reconstructions' colours by CIEDE2000 2.6 on average (p95 6.7),
+    as much as the colour error it is there to show (docs/training.md, "Colour fidelity")."""
     from PIL import Image, ImageDraw
 
     a, b = Image.open(start).convert("RGB"), Image.open(end).convert("RGB")
@@ -149,8 +158,72 @@ def before_after(start: Path, end: Path, out: Path) -> None:
     draw.text((2, a.height + label + 1), "after training: input | reconstruction", fill="black")
     grid.paste(b, (0, a.height + 2 * label))
     grid.save(out, optimize=True)
-    if out.stat().st_size > 300_000:  # small enough for a README: a 256-colour palette
-        grid.quantize(256).save(out, optimize=True)
+
+
+def reconstruct_uint8(model, x, batch_size: int = 8):
+    """Reconstructions (posterior mode) of uint8 images, quantised as validation and PNGs are.
+
+    Args:
+        model: an autoencoder (``transvae.from_pretrained``), on the CPU.
+        x: (B, 3, H, W) uint8.
+        batch_size: images per forward.
+    Returns:
+        (B, 3, H, W) uint8.
+    """
+    import torch
+
+    from ..data.io import tensor_to_uint8
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].float().div(127.5).sub(1.0)  # as pil_to_tensor
+            out.append(tensor_to_uint8(model(xb, sample_posterior=False).sample).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def chart_tiles(resolution: int):
+    """The synthetic colour chart (side: the multiple of ``resolution`` nearest ``CHART_SIDE``) in
+    ``resolution`` x ``resolution`` tiles, row by row: (k * k, 3, resolution, resolution) uint8."""
+    import torch
+
+    from ..data.synthetic import colour_chart
+
+    k = max(1, round(CHART_SIDE / resolution))
+    c = torch.from_numpy(colour_chart(k * resolution)).permute(2, 0, 1)  # (3, k * r, k * r)
+    c = c.reshape(3, k, resolution, k, resolution)
+    return c.permute(1, 3, 0, 2, 4).reshape(k * k, 3, resolution, resolution).contiguous()
+
+
+def colour_fidelity(model, val: Path, resolution: int) -> dict:
+    """Colour figures (``transvae.metrics.colour.colour_report``, pixels of the set pooled) of the
+    held-out tiles and of the synthetic colour chart in tiles of the crop size.
+
+    Args:
+        model: the trained autoencoder.
+        val: the folder of held-out tiles (``prepare_data``).
+        resolution: the crop size (the chart is cut into tiles of it).
+    Returns:
+        ``{"held_out": report, "chart": report}``, each report with ``psnr`` added.
+    """
+    import numpy as np
+    import torch
+
+    from ..data.io import list_images, load_image
+    from ..metrics.colour import colour_report
+    from ..metrics.psnr import psnr_per_image
+
+    out = {}
+    tiles = torch.from_numpy(np.stack([np.asarray(load_image(p)) for p in list_images(val)])).permute(
+        0, 3, 1, 2
+    )
+    for name, ref in (("held_out", tiles.contiguous()), ("chart", chart_tiles(resolution))):
+        rec = reconstruct_uint8(model, ref)
+        out[name] = {"psnr": float(psnr_per_image(ref, rec).mean()), **colour_report(ref, rec)}
+    return out
 
 
 def cpu_threads(requested: int = 0) -> int:
@@ -168,9 +241,7 @@ def cpu_threads(requested: int = 0) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..training import Trainer, TrainingError, build_config
+    import transvae
 
     if args.resolution % 16 or args.resolution <= 0:
         raise UserError(f"--resolution must be a positive multiple of 16, got {args.resolution}")
@@ -185,9 +256,39 @@ def run(args: argparse.Namespace) -> int:
     run_dir = out / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    summary = _fit(args, train, val, run_dir, threads)
+    samples = sorted((run_dir / "samples").glob("step_*.png"))
+    shutil.copyfile(samples[0], out / "recon_start.png")
+    shutil.copyfile(samples[-1], out / "recon_end.png")
+    before_after(out / "recon_start.png", out / "recon_end.png", out / "before_after.png")
+    colour = colour_fidelity(transvae.from_pretrained(run_dir / "model"), val, args.resolution)
+    metrics = quickstart_metrics(args, summary, threads, round(time.time() - t0, 1), colour)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(
+        f"held-out PSNR {metrics['psnr_start']:.2f} -> {metrics['psnr_end']:.2f} dB, "
+        f"SSIM {metrics['ssim_start']:.3f} -> {metrics['ssim_end']:.3f} after {summary['step']} steps "
+        f"({summary['wall_seconds']:.0f} s)"
+    )
+    print(
+        f"colour: held-out CIEDE2000 {metrics['held_out_ciede2000_mean']:.2f} (p95 {metrics['held_out_ciede2000_p95']:.2f}), "
+        "contrast R/G/B "
+        + "/".join(f"{v:.2f}" for v in metrics["held_out_contrast_ratio"])
+        + f"; colour chart CIEDE2000 {metrics['chart_ciede2000_mean']:.2f}"
+    )
+    print(f"grids: {out / 'before_after.png'} ({out / 'recon_start.png'}, {out / 'recon_end.png'})")
+    print(f"model: {run_dir / 'model'}")
+    return summary["exit_status"]  # 143 after SIGTERM, as `transvae train`
+
+
+def _fit(args: argparse.Namespace, train: Path, val: Path, run_dir: Path, threads: int) -> dict:
+    """Train with the shipped Trainer on ``threads`` CPU threads; returns its summary."""
+    import torch
+
+    from ..training import Trainer, TrainingError, build_config
+
     overrides = trainer_overrides(args, train, val)
     try:
-        cfg = build_config(overrides=overrides)
+        cfg = build_config(overrides=overrides, extra=list(getattr(args, "extra", None) or []))
         print(
             f"quickstart: training {args.model} on {len(TRAIN_PHOTOS)} scikit-image photos "
             f"(L1 + KL, no downloads) for up to {args.minutes:g} min / {args.steps} steps, {threads} CPU thread(s)"
@@ -196,37 +297,39 @@ def run(args: argparse.Namespace) -> int:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            summary = trainer.fit()
+            return trainer.fit()
         finally:
             torch.set_num_threads(before)  # the caller's setting (quickstart may run in-process)
     except (TrainingError, ValueError, KeyError) as e:
         raise UserError(str(e)) from e
+
+
+def quickstart_metrics(
+    args: argparse.Namespace, summary: dict, threads: int, seconds: float, colour: dict
+) -> dict:
+    """``metrics.json``: held-out PSNR / SSIM before and after, the colour figures, the curve."""
     hist = summary["history"]
     start, end = hist[0], hist[-1]
-    samples = sorted((run_dir / "samples").glob("step_*.png"))
-    shutil.copyfile(samples[0], out / "recon_start.png")
-    shutil.copyfile(samples[-1], out / "recon_end.png")
-    before_after(out / "recon_start.png", out / "recon_end.png", out / "before_after.png")
-    metrics = {
+    held, chart = colour["held_out"], colour["chart"]
+    return {
         "model": args.model,
         "threads": threads,
         "steps": summary["step"],
         "train_seconds": summary["wall_seconds"],
-        "total_seconds": round(time.time() - t0, 1),
+        "total_seconds": seconds,
         "held_out_tiles": int(start["val/images"]),
         "psnr_start": round(start["val/psnr"], 3),
         "psnr_end": round(end["val/psnr"], 3),
         "held_out_psnr": round(end["val/psnr"], 3),
         "ssim_start": round(start["val/ssim"], 4),
         "ssim_end": round(end["val/ssim"], 4),
+        "held_out_ciede2000_mean": round(held["ciede2000_mean"], 3),
+        "held_out_ciede2000_p95": round(held["ciede2000_p95"], 3),
+        "held_out_contrast_ratio": [round(v, 3) for v in held["contrast_ratio"]],
+        "held_out_mean_shift": [round(v, 2) for v in held["mean_shift"]],
+        "held_out_lab_shift": [round(v, 2) for v in held["lab_shift"]],
+        "chart_ciede2000_mean": round(chart["ciede2000_mean"], 3),
+        "chart_ciede2000_p95": round(chart["ciede2000_p95"], 3),
+        "chart_psnr": round(chart["psnr"], 3),
         "curve": [[h["step"], round(h["val/psnr"], 3)] for h in hist],
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(
-        f"held-out PSNR {metrics['psnr_start']:.2f} -> {metrics['psnr_end']:.2f} dB, "
-        f"SSIM {metrics['ssim_start']:.3f} -> {metrics['ssim_end']:.3f} after {summary['step']} steps "
-        f"({summary['wall_seconds']:.0f} s)"
-    )
-    print(f"grids: {out / 'before_after.png'} ({out / 'recon_start.png'}, {out / 'recon_end.png'})")
-    print(f"model: {run_dir / 'model'}")
-    return summary["exit_status"]  # 143 after SIGTERM, as `transvae train`

@@ -14,11 +14,15 @@
   defined with this crop. It differs from the protocol above by a few grey levels on large
   downscales.
 - ``TrainTransform``: training augmentation, random by design (random zoom on top of "cover
-  the crop", random crop, flip).
+  the crop", random crop, flip; optionally torchvision ``ColorJitter``'s random contrast,
+  saturation and hue and a random permutation of the colour channels, all off by default: they
+  widen the range of colours and contrasts a small training set shows the model, see "Colour
+  fidelity of the quick start" in docs/training.md).
 
-Every random choice (scale, crop offset, flip) is drawn from a generator seeded per sample
-from ``(seed, epoch, index)``, so the same sample gets the same crop whatever worker loads it
-and a resumed run sees exactly the data it would have seen without the interruption.
+Every random choice (scale, crop offset, flip, colour factors, channel order) is drawn from a generator
+seeded per sample from ``(seed, epoch, index)``, so the same sample gets the same crop whatever
+worker loads it and a resumed run sees exactly the data it would have seen without the
+interruption.
 
 Small images: the shorter side is always resized to at least the crop size first, so images
 smaller than the crop are upscaled (bicubic) rather than padded or refused.
@@ -141,25 +145,54 @@ def adm_center_crop(im: Image.Image, size: int) -> Image.Image:
 
 
 class TrainTransform:
-    """Random resize + random crop + horizontal flip, to a (3, height, width) tensor in [-1, 1].
+    """Random resize + random crop + horizontal flip (+ optional colour changes), to a
+    (3, height, width) tensor in [-1, 1].
 
     The shorter side (relative to the crop's aspect ratio) is resized to cover the crop times a
     scale drawn uniformly from ``scale`` (``(1, 1)`` = LDM's "resize shorter side, random crop";
     larger values train on zoomed-in crops), then a random window is cut and flipped with p=0.5.
+    The colour options follow torchvision's ``ColorJitter`` and are applied to the crop in this
+    order: ``contrast > 0`` blends it with its mean grey by a factor drawn uniformly from
+    ``[max(0, 1 - contrast), 1 + contrast]`` (``adjust_contrast``), ``saturation > 0`` blends it
+    with its own greyscale likewise (``adjust_saturation``), ``hue > 0`` rotates its hue by a
+    uniform random fraction of the colour circle in ``[-hue, hue]`` (``adjust_hue``: HSV saturation
+    and value kept); then ``channel_shuffle`` puts its R, G, B channels in a uniformly random order
+    (one of 6). An autoencoder trained on a few photos otherwise learns their palette and their
+    contrast, and pulls every image towards them (docs/training.md, "Colour fidelity").
 
     Args:
         resolution: default crop size (square) when ``__call__`` gets no size.
         scale: (min, max) zoom factor >= 1 applied on top of the covering resize.
         hflip: flip horizontally with probability 0.5.
+        contrast: contrast jitter strength >= 0 (0 = off).
+        saturation: saturation jitter strength >= 0 (0 = off).
+        hue: maximum hue rotation as a fraction of the colour circle, in [0, 0.5] (0 = off; 0.5 =
+            any hue).
+        channel_shuffle: permute the colour channels at random.
     """
 
-    def __init__(self, resolution: int, scale: tuple[float, float] = (1.0, 1.0), hflip: bool = True):
+    def __init__(
+        self,
+        resolution: int,
+        scale: tuple[float, float] = (1.0, 1.0),
+        hflip: bool = True,
+        hue: float = 0.0,
+        channel_shuffle: bool = False,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+    ):
         if resolution <= 0:
             raise ValueError(f"resolution must be positive, got {resolution}")
         lo, hi = scale
         if not 1.0 <= lo <= hi:
             raise ValueError(f"scale must satisfy 1 <= min <= max, got {scale}")
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+        if contrast < 0 or saturation < 0:
+            raise ValueError(f"contrast and saturation must be >= 0, got {contrast} and {saturation}")
         self.resolution, self.scale, self.hflip = resolution, (float(lo), float(hi)), hflip
+        self.hue, self.channel_shuffle = float(hue), bool(channel_shuffle)
+        self.contrast, self.saturation = float(contrast), float(saturation)
 
     def __call__(
         self, im: Image.Image, generator: torch.Generator, size: tuple[int, int] | None = None
@@ -176,7 +209,30 @@ class TrainTransform:
         im = im.crop((left, top, left + width, top + height))
         if self.hflip and u[3] < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return pil_to_tensor(im)
+        # the colour draws come after the geometric ones and only when enabled, so a run without
+        # them sees exactly the crops it saw before these options existed
+        if self.contrast > 0 or self.saturation > 0 or self.hue > 0:
+            im = self._jitter(im, generator)
+        x = pil_to_tensor(im)  # (3, height, width)
+        if self.channel_shuffle:
+            x = x[torch.randperm(3, generator=generator)]
+        return x
+
+    def _jitter(self, im: Image.Image, generator: torch.Generator) -> Image.Image:
+        """ColorJitter's contrast, saturation and hue, in that order, one draw per enabled option."""
+        import torchvision.transforms.functional as TF
+
+        def factor(strength: float) -> float:
+            lo = max(0.0, 1.0 - strength)
+            return lo + (1.0 + strength - lo) * torch.rand(1, generator=generator).item()
+
+        if self.contrast > 0:
+            im = TF.adjust_contrast(im, factor(self.contrast))
+        if self.saturation > 0:
+            im = TF.adjust_saturation(im, factor(self.saturation))
+        if self.hue > 0:
+            im = TF.adjust_hue(im, (2.0 * torch.rand(1, generator=generator).item() - 1.0) * self.hue)
+        return im
 
 
 class ValTransform:

@@ -264,6 +264,11 @@ class DataSection:
     resolution: int = 256  # training crop size (the paper trains at 256 only)
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range on top of "resize shorter side to cover the crop"
     hflip: bool = True
+    # colour augmentation (torchvision ColorJitter's semantics; 0 / false = off, as in the paper)
+    contrast: float = 0.0  # contrast factor uniform in [max(0, 1 - c), 1 + c]
+    saturation: float = 0.0  # saturation factor uniform in [max(0, 1 - s), 1 + s]
+    hue: float = 0.0  # hue rotation uniform in +-this fraction of the colour circle (<= 0.5)
+    channel_shuffle: bool = False  # random order of the R, G, B channels of each crop
     buckets: tuple[str, ...] = ()  # multi-resolution training, e.g. ["256x256", "192x320", "320x192"]
     num_workers: int = 4  # DataLoader worker processes per rank
     strict: bool = False  # stop at the first bad image instead of skipping and counting it
@@ -309,6 +314,9 @@ class TrainConfig(ConfigTree):
             (t.stage in (1, 2), f"train.stage must be 1 or 2, got {t.stage}"),
             (d.resolution > 0, f"data.resolution must be positive, got {d.resolution}"),
             (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
+            (0.0 <= d.hue <= 0.5, f"data.hue must be in [0, 0.5], got {d.hue}"),
+            (d.contrast >= 0, f"data.contrast must be >= 0, got {d.contrast}"),
+            (d.saturation >= 0, f"data.saturation must be >= 0, got {d.saturation}"),
             (d.val_images >= 0, f"data.val_images must be >= 0, got {d.val_images}"),
             (
                 1.0 <= d.scale[0] <= d.scale[1],

@@ -20,7 +20,7 @@ from ..data.io import save_image_grid, tensor_to_uint8
 from ..metrics.base import build_metrics
 from ..utils.distributed import DistInfo
 
-VALIDATION_METRICS = ("psnr", "ssim")
+VALIDATION_METRICS = ("psnr", "ssim", "ciede2000")  # CIEDE2000: colour drift shows early
 
 
 @torch.no_grad()

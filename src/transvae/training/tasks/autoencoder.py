@@ -292,7 +292,9 @@ class AutoencoderTask(Task):
         d = self.cfg.data
         if not d.train:
             raise TrainingError("no training data: pass --data DIR (or set data.train in the config)")
-        tf = TrainTransform(d.resolution, d.scale, d.hflip)
+        tf = TrainTransform(
+            d.resolution, d.scale, d.hflip, d.hue, d.channel_shuffle, d.contrast, d.saturation
+        )
         if is_webdataset(d.train):
             return make_webdataset(
                 d.train, tf, self.cfg.train.seed + self.engine.dist.rank, d.shuffle_buffer, d.strict
