@@ -76,6 +76,7 @@ RUN = {
                     4: "--step 2 --num 16 --steps 2", 5: "--num 16 --steps 2"}),
     ("docs/inference.md", "# images of any size -> PNGs with the same relative names (+ side-by-side input|reconstruction)"):
         Run(skip={1: "a Hub model (download) on a GPU", 5: GPU}, append={4: "--batch-size 4 --num-workers 0"}),
+    ("docs/generation.md", "import torch#2"): Run(quick=True),  # precision / recall, worked
     ("docs/inference.md", "import torch, transvae"): Run(quick=True),
     ("docs/inference.md", "import torch, transvae#2"): Run(quick=True),  # the diffusers wrapper
     ("docs/inference.md", "transvae reconstruct p512 --model runs/bsds-mini/model --out untiled"): Run(),
@@ -99,7 +100,6 @@ NOT_RUN = {
         f"{GPU} (torchrun on 8 GPUs) and FID / IS: {DOWNLOAD}",
     ("docs/generation.md", "transvae gen-train --latents DIR --model NAME --out RUN [--val-latents DIR] [--max-steps N]"): NOT_CODE,
     ("docs/generation.md", "transvae gen-sample --run RUN --vae VAE --num N --out DIR [--cfg-scale S] [--steps K]"): NOT_CODE,
-    ("docs/generation.md", "transvae gen-eval --samples DIR_OR_NPZ --reference DIR_OR_NPZ --out DIR [--metrics fid is latent-fd]"): NOT_CODE,
     ("docs/inference.md", "model = transvae.from_pretrained(\"user/transvae-t-f16d32\")         # snapshot_download of config.json + model.safetensors"):
         "the Hugging Face Hub (download, and an account to push)",
     ("docs/losses.md", "import torch, transvae"): f"VAELoss with the paper's defaults builds LPIPS-VGG16 and DINOv2: {DOWNLOAD}",
@@ -115,6 +115,27 @@ NOT_RUN = {
     ("docs/evaluation.md", "python benchmarks/render_report.py OUT/report.html --out OUT/report.png --height 2400"):
         "needs Chromium (apt-get install chromium); the slow test in tests/test_evaluation_cli.py runs it when present",
     ("docs/training.md", "src/transvae/training/"): NOT_CODE,
+    ("README.md", "transvae convert stabilityai/sd-vae-ft-mse --out models/sd-vae              # diffusers folder / Hub id"):
+        f"Hub ids and released checkpoints: {DOWNLOAD}; tests/test_convert.py converts random-weight stand-ins of each format",
+    ("docs/evaluation.md", "transvae convert stabilityai/sd-vae-ft-mse --out models/sd-vae          # or a local folder"):
+        f"a Hub id: {DOWNLOAD}; tests/test_eval_compare.py runs evaluate with several --model",
+    ("docs/evaluation.md", "transvae evaluate --model runs/my-run/model --data imagenet/val --out eval/vavae --protocol va-vae \\"):
+        f"rfid and lpips load Inception / VGG16: {DOWNLOAD}; tests/test_eval_protocols.py runs every --protocol",
+    ("docs/evaluation.md", "from transvae.metrics import build_metrics, check_inputs, feature_networks, MetricCollection"):
+        f"a sketch over the reader's own batches, with the Inception weights: {DOWNLOAD}; tests/test_metrics.py runs the collection",
+    ("docs/evaluation.md", "# src/transvae/metrics/mean_brightness.py"):
+        "a module to add to the package: tests/test_metrics.py::test_a_new_metric_is_one_class registers exactly this class",
+    ("docs/generation.md", "transvae gen-eval --samples DIR_OR_NPZ [--reference DIR_OR_NPZ] [--reference-latents DIR] --out DIR"): NOT_CODE,
+    ("docs/generation.md", "import torch"):
+        f"the Inception weights file: {DOWNLOAD}; tests/test_metric_sfid.py checks the same feature on a random-weight Inception",
+    ("docs/generation.md", "from transvae.models.convert.lightningdit import convert_lightningdit, export_lightningdit"):
+        f"a released LightningDiT checkpoint: {DOWNLOAD}; tests/test_lightningdit_convert.py round-trips random weights",
+    ("docs/inference.md", "transvae convert stabilityai/sd-vae-ft-mse --out sd-vae/                  # diffusers AutoencoderKL: Hub id or folder"):
+        f"Hub ids and released checkpoints: {DOWNLOAD}; tests/test_convert.py converts random-weight stand-ins of each format",
+    ("docs/inference.md", "vae = transvae.from_pretrained(\"stabilityai/sd-vae-ft-mse\")                   # -> CNNVAE"):
+        f"Hub ids and released checkpoints: {DOWNLOAD}",
+    ("docs/training.md", "transvae convert stabilityai/sd-vae-ft-mse --out models/sd-vae      # or any tokenizer transvae loads"):
+        f"a Hub id and LPIPS: {DOWNLOAD}; benchmarks/finetune.py runs both recipes on a converted model (docs/benchmarks/finetune.json)",
 }  # fmt: skip
 
 
