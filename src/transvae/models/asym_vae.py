@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import AutoencoderBase, ConfigError
-from .blocks import init_weights
 from .cnn_vae import CNNDecoder, CNNVAEConfig
 from .registry import register_architecture, register_model
 from .transvae import Encoder, TransVAEConfig
@@ -60,20 +59,15 @@ class AsymVAEConfig(TransVAEConfig):
 
 @register_architecture
 class AsymVAE(AutoencoderBase):
-    """Transformer (TransVAE) encoder + CNN (LDM) decoder.
-
-    Args:
-        config: an ``AsymVAEConfig``.
-    """
+    """Transformer (TransVAE) encoder + CNN (LDM) decoder."""
 
     config_class = AsymVAEConfig
+    encoder_class = Encoder
+    decoder_class = CNNDecoder
 
-    def __init__(self, config: AsymVAEConfig):
-        super().__init__(config)
-        self.encoder = Encoder(config)
-        self.decoder = CNNDecoder(config.decoder_config())
-        streams = [s.residual_branch_outputs() for s in self.encoder.stages if s.kind == "transformer"]
-        init_weights(self, streams)
+    def decoder_config(self) -> CNNVAEConfig:
+        """The CNN decoder's config (``AsymVAEConfig.decoder_config``)."""
+        return self.config.decoder_config()
 
 
 register_model(

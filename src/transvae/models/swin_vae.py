@@ -23,7 +23,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import init_weights
 from .registry import register_architecture, register_model
 
 
@@ -162,24 +161,16 @@ class SwinDecoder(nn.Module):
 
 @register_architecture
 class SwinVAE(AutoencoderBase):
-    """The Swin-VAE baseline.
-
-    Args:
-        config: a ``SwinVAEConfig``.
-    """
+    """The Swin-VAE baseline."""
 
     config_class = SwinVAEConfig
-
-    def __init__(self, config: SwinVAEConfig):
-        super().__init__(config)
-        self.encoder = SwinEncoder(config)
-        self.decoder = SwinDecoder(config)
-        # timm already initialised the relative-position tables (trunc normal, std 0.02).
-        init_weights(self, self.residual_streams())
+    encoder_class = SwinEncoder
+    decoder_class = SwinDecoder
 
     def residual_streams(self) -> list[list[nn.Linear]]:
         """Per Swin stage of encoder and decoder, the output layers of its residual branches
-        (each block's ``attn.proj`` and ``mlp.fc2``), for ``init_weights``."""
+        (each block's ``attn.proj`` and ``mlp.fc2``), for ``init_weights`` (timm already
+        initialised the relative-position tables: trunc normal, std 0.02)."""
         stages = [*self.encoder.stages, *self.decoder.stages]
         return [[layer for blk in s.blocks for layer in (blk.attn.proj, blk.mlp.fc2)] for s in stages]
 
