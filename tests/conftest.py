@@ -21,6 +21,33 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a whole module of tiny tensors (faster than two on a busy 2-core
+    machine); the previous count is restored after it. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def scipy_fd():
+    """``scipy_fd(a, b)``: the Frechet distance of two (N, D) float64 feature arrays with scipy's
+    ``sqrtm``, the reference the FID and latent-FD metrics are checked against."""
+    import numpy as np
+    import scipy.linalg
+
+    def fd(a, b) -> float:
+        mu1, mu2 = a.mean(0), b.mean(0)
+        s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        covmean = scipy.linalg.sqrtm(s1 @ s2).real
+        return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+    return fd
+
+
 def _make_class_photos(root, n_per_class=8, size=64):
     """Two classes (folders ``a``, ``b``) of small crops of scikit-image's bundled photos."""
     from PIL import Image
@@ -32,6 +59,25 @@ def _make_class_photos(root, n_per_class=8, size=64):
             crop = img[10 * i : 10 * i + 200, 13 * i : 13 * i + 200]
             Image.fromarray(crop).resize((size, size)).save(root / cls / f"{i}.png")
     return root
+
+
+def _write_random_photos(folder, n=6, size=(32, 32), seed=0):
+    """``n`` random RGB PNGs ``0.png``, ``1.png``, ... of ``size`` (H, W), drawn from
+    ``np.random.default_rng(seed)`` one after another, in the new folder ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_photos():
+    """``random_photos(folder, n=6, size=(32, 32), seed=0)`` writes a folder of random PNGs and returns it."""
+    return _write_random_photos
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +108,22 @@ def overfit():
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """A saved ``transvae-nano-f16d32`` (seed 0) shared by the CLI tests; read it, never write it."""
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model") / "nano"
+    return _save_nano_tokenizer(tmp_path_factory.mktemp("model") / "nano")
+
+
+def _save_nano_tokenizer(folder):
+    """A ``transvae-nano-f16d32`` made right after ``torch.manual_seed(0)``, saved to ``folder``."""
     import transvae
 
-    transvae.create_model("transvae-nano-f16d32").save_pretrained(d)
-    return d
+    torch.manual_seed(0)
+    transvae.create_model("transvae-nano-f16d32").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def save_nano_tokenizer():
+    """``save_nano_tokenizer(folder)``: a nano tokenizer made with seed 0, saved to ``folder`` (returned)."""
+    return _save_nano_tokenizer
 
 
 @pytest.fixture(scope="session")

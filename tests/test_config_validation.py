@@ -58,6 +58,14 @@ def test_unknown_override_lists_valid_keys(no_build, name):
         assert key in msg
 
 
+def _assert_refused(override: dict, words: list[str]) -> None:
+    """``create_model(NANO, **override)`` raises a ``ConfigError`` whose message holds every one of ``words``."""
+    with pytest.raises(ConfigError) as ei:
+        transvae.create_model(NANO, **override)
+    for w in words:
+        assert w in str(ei.value)
+
+
 @pytest.mark.parametrize(
     "override, words",
     [
@@ -74,10 +82,7 @@ def test_unknown_override_lists_valid_keys(no_build, name):
     ],
 )
 def test_wrong_types(no_build, override, words):
-    with pytest.raises(ConfigError) as ei:
-        transvae.create_model(NANO, **override)
-    for w in words:
-        assert w in str(ei.value)
+    _assert_refused(override, words)
 
 
 @pytest.mark.parametrize(
@@ -107,26 +112,27 @@ def test_wrong_types(no_build, override, words):
     ],
 )
 def test_impossible_sizes_and_choices(no_build, override, words):
-    with pytest.raises(ConfigError) as ei:
-        transvae.create_model(NANO, **override)
-    for w in words:
-        assert w in str(ei.value)
+    _assert_refused(override, words)
 
 
-@pytest.mark.parametrize("name", one_name_per_family("tokenizer"))
-def test_every_family_refuses_negative_and_zero_sizes(no_build, name):
-    with pytest.raises(ConfigError, match="'latent_channels' must be a positive"):
-        transvae.create_model(name, latent_channels=0)
-    with pytest.raises(ConfigError, match="'in_channels' must be a positive"):
-        transvae.create_model(name, in_channels=-1)
+# kind -> (key, bad value, what the message says), checked for one model of every family
+SIZE_CHECKS = {
+    "tokenizer": [
+        ("latent_channels", 0, "'latent_channels' must be a positive"),
+        ("in_channels", -1, "'in_channels' must be a positive"),
+    ],
+    "generator": [
+        ("in_channels", 0, "'in_channels' must be >= 1"),
+        ("num_classes", -1, "'num_classes' must be >= 1"),
+    ],
+}
 
 
-@pytest.mark.parametrize("name", one_name_per_family("generator"))
-def test_every_generator_family_refuses_negative_and_zero_sizes(no_build, name):
-    with pytest.raises(ConfigError, match="'in_channels' must be >= 1"):
-        transvae.create_model(name, in_channels=0)
-    with pytest.raises(ConfigError, match="'num_classes' must be >= 1"):
-        transvae.create_model(name, num_classes=-1)
+@pytest.mark.parametrize("kind, name", [(k, n) for k in SIZE_CHECKS for n in one_name_per_family(k)])
+def test_every_family_refuses_negative_and_zero_sizes(no_build, kind, name):
+    for key, value, message in SIZE_CHECKS[kind]:
+        with pytest.raises(ConfigError, match=message):
+            transvae.create_model(name, **{key: value})
 
 
 def test_valid_override_still_builds():

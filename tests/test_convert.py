@@ -43,26 +43,14 @@ diffusers = pytest.importorskip("diffusers")
 
 FULL = (128, 256, 512, 512)
 NARROW = (32, 64, 128, 128)
+_NO_QUANT_16 = dict(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False, sample_size=1024)
 # What distinguishes the published configs (their config.json), on top of the kl-f8 structure.
 KL = {
     "sd": dict(latent_channels=4, scaling_factor=0.18215, sample_size=512),
     "sdxl": dict(latent_channels=4, scaling_factor=0.13025, sample_size=1024, force_upcast=True),
-    "sd3": dict(
-        latent_channels=16,
-        scaling_factor=1.5305,
-        shift_factor=0.0609,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        sample_size=1024,
-    ),
-    "flux": dict(
-        latent_channels=16,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        sample_size=1024,
-    ),
+    # SD3 and FLUX: 16 latent channels, no quant convs, a shift factor
+    "sd3": dict(_NO_QUANT_16, scaling_factor=1.5305, shift_factor=0.0609),
+    "flux": dict(_NO_QUANT_16, scaling_factor=0.3611, shift_factor=0.1159),
 }
 FP32_ENC, FP32_DEC, FP64 = 1e-5, 1e-5, 1e-10
 

@@ -7,7 +7,6 @@ import urllib.error
 
 import numpy as np
 import pytest
-import scipy.linalg
 import skimage.data
 import torch
 import torch.nn as nn
@@ -100,14 +99,7 @@ class _Features(nn.Module):
         return {"2048": self.pool(x)}
 
 
-def _scipy_fid(f1: np.ndarray, f2: np.ndarray) -> float:
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
-
-
-def test_frechet_distance_matches_scipy_accumulated_over_uneven_batches():
+def test_frechet_distance_matches_scipy_accumulated_over_uneven_batches(scipy_fd):
     g = torch.Generator().manual_seed(0)
     real = torch.randint(0, 256, (60, 3, 16, 16), generator=g, dtype=torch.uint8)
     fake = (real.float() * 0.7 + 30 + torch.randn(real.shape, generator=g) * 20).clamp(0, 255).to(torch.uint8)
@@ -116,7 +108,7 @@ def test_frechet_distance_matches_scipy_accumulated_over_uneven_batches():
     for lo, hi in [(0, 7), (7, 32), (32, 33), (33, 60)]:
         fid.update_pairs(real[lo:hi], fake[lo:hi])
     with torch.no_grad():
-        ref = _scipy_fid(net.pool(real).double().numpy(), net.pool(fake).double().numpy())
+        ref = scipy_fd(net.pool(real).double().numpy(), net.pool(fake).double().numpy())
     got = fid.compute()["rfid"]
     assert ref > 1e-3
     assert got == pytest.approx(ref, rel=1e-6, abs=1e-8)
@@ -179,17 +171,11 @@ def test_resize_center_crop_protocol():
 
 
 # -- FID = torch-fidelity's, at every size ---------------------------------------------------------
-class _Images(torch.utils.data.Dataset):
-    """uint8 (3, H, W) items, the input torch-fidelity's calculate_metrics takes."""
-
-    def __init__(self, x: torch.Tensor):
-        self.x = x
-
-    def __len__(self) -> int:
-        return len(self.x)
+class _Images(torch.utils.data.TensorDataset):
+    """uint8 (3, H, W) items (not 1-tuples), the input torch-fidelity's calculate_metrics takes."""
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
+        return self.tensors[0][i]
 
 
 def test_fid_at_512_px_is_torch_fidelity_s(random_inception):

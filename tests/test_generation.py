@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 import transvae
@@ -375,14 +374,7 @@ def test_sampling_is_reproducible_under_a_seed():
 
 
 # -- latent Frechet distance ----------------------------------------------------------------------
-def _scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
-
-
-def test_latent_fd_matches_scipy_and_ranks_distributions():
+def test_latent_fd_matches_scipy_and_ranks_distributions(scipy_fd):
     g = torch.Generator().manual_seed(0)
     real = torch.randn(24, 4, 5, 6, generator=g)
     near = torch.randn(30, 4, 5, 6, generator=g) * 1.1 + 0.05
@@ -393,12 +385,12 @@ def test_latent_fd_matches_scipy_and_ranks_distributions():
     m.update_fake(near)
     fd_near = m.compute()["latent_fd"]
     assert fd_near == pytest.approx(
-        _scipy_fd(latent_patches(real).numpy(), latent_patches(near).numpy()), rel=1e-8
+        scipy_fd(latent_patches(real).numpy(), latent_patches(near).numpy()), rel=1e-8
     )
     m.reset_fake()
     m.update_fake(far)
     assert m.compute()["latent_fd"] == pytest.approx(
-        _scipy_fd(latent_patches(real).numpy(), latent_patches(far).numpy()), rel=1e-8
+        scipy_fd(latent_patches(real).numpy(), latent_patches(far).numpy()), rel=1e-8
     )
     assert m.compute()["latent_fd"] > 5 * fd_near
     # patches: 2x2 windows of a 3x3 grid are 4 rows of C*4 values, in unfold order

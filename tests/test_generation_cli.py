@@ -22,12 +22,10 @@ from transvae.training.tasks.generator import latents_metadata
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, class_photos):
+def setup(tmp_path_factory, class_photos, save_nano_tokenizer):
     """A nano tokenizer, latents of 16 photos (and of 16 held-out ones), a random nano generator run."""
-    torch.manual_seed(0)
     base = tmp_path_factory.mktemp("gencli")
-    vae = base / "vae"
-    transvae.create_model("transvae-nano-f16d32").save_pretrained(vae)
+    vae = save_nano_tokenizer(base / "vae")
     photos = class_photos(base / "photos")
     held = class_photos(base / "held", size=80)
     for name, src in (("latents", photos), ("held_latents", held)):

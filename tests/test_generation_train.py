@@ -21,11 +21,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
-def latents(tmp_path_factory, class_photos):
-    torch.manual_seed(0)
+def latents(tmp_path_factory, class_photos, save_nano_tokenizer):
     base = tmp_path_factory.mktemp("gentrain")
-    vae = base / "vae"
-    transvae.create_model("transvae-nano-f16d32").save_pretrained(vae)
+    vae = save_nano_tokenizer(base / "vae")
     runner = InferenceRunner(transvae.from_pretrained(vae))
     extract_latents(class_photos(base / "photos"), runner, base / "train", resolution=64, progress=False)
     extract_latents(

@@ -25,13 +25,7 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 @pytest.fixture
@@ -624,14 +618,12 @@ def test_runner_refuses_nonfinite_or_integer_latents(model_dir):
         runner.decode(torch.zeros(1, 32, 2, 2, dtype=torch.int64))
 
 
-def test_extract_latents_tells_which_scaling_to_pass_and_warns_about_no_flip(capsys, model_dir, tmp_path):
+def test_extract_latents_tells_which_scaling_to_pass_and_warns_about_no_flip(
+    capsys, model_dir, tmp_path, random_photos
+):
     import json
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(7)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = random_photos(tmp_path / "data", n=3, size=(20, 24), seed=7)
     out = tmp_path / "lat"
     rc, stdout, err = cli(
         capsys, "extract-latents", data, "--model", model_dir, "--out", out, "--resolution", 16,

@@ -51,15 +51,15 @@ def test_reconstruct_any_size_and_mode(model_dir, tmp_path, capsys):
     err = capsys.readouterr()
     assert rc == 1  # one unreadable file was skipped
     assert "broken.jpg" in err.err and "skipped 1" in err.out
-    expected = {
-        "a.png": (70, 50),
-        "sub/rgba.png": (33, 41),
-        "sub/grey.png": (40, 20),
-        "sub/deep.png": (24, 18),
-        "cmyk.png": (30, 20),
-        "rot.png": (32, 48),
-    }  # EXIF orientation swaps W and H
-    for rel, size in expected.items():
+    expected = [  # (output, (W, H)): the input sizes; EXIF orientation swaps W and H of rot
+        ("a.png", (70, 50)),
+        ("sub/rgba.png", (33, 41)),
+        ("sub/grey.png", (40, 20)),
+        ("sub/deep.png", (24, 18)),
+        ("cmyk.png", (30, 20)),
+        ("rot.png", (32, 48)),
+    ]
+    for rel, size in expected:
         assert Image.open(out / rel).size == size, rel
         w, h = size
         assert Image.open(out / "compare" / rel).size == (2 * w, h)
@@ -165,26 +165,18 @@ def _make_dataset(root, n_per_class=(3, 2)):
             k += 1
 
 
+def _extract_args(data, model_dir, out, *more) -> list[str]:
+    """``transvae extract-latents DATA --model MODEL_DIR --out OUT MORE...`` as strings."""
+    return ["extract-latents", str(data), "--model", str(model_dir), "--out", str(out), *map(str, more)]
+
+
 def test_extract_latents_shards_labels_stats_resume(model_dir, tmp_path, capsys):
     data = tmp_path / "data"
     _make_dataset(data)
     out = tmp_path / "lat"
-    base = [
-        "extract-latents",
-        str(data),
-        "--model",
-        str(model_dir),
-        "--out",
-        str(out),
-        "--resolution",
-        "32",
-        "--shard-size",
-        "2",
-        "--batch-size",
-        "2",
-        "--num-workers",
-        "0",
-    ]
+    base = _extract_args(
+        data, model_dir, out, "--resolution", 32, "--shard-size", 2, "--batch-size", 2, "--num-workers", 0
+    )
     # rank 1 of 2 (as one torchrun rank would) writes only its shard and no statistics yet
     from transvae.inference import extract_latents
 
@@ -228,7 +220,10 @@ def test_extract_latents_shards_labels_stats_resume(model_dir, tmp_path, capsys)
     assert main(base) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
     # other settings in the same folder are refused
-    assert main(base[:-6] + ["--shard-size", "3", "--num-workers", "0"]) == 2
+    assert (
+        main(_extract_args(data, model_dir, out, "--resolution", 32, "--shard-size", 3, "--num-workers", 0))
+        == 2
+    )
     assert "other settings" in capsys.readouterr().err
 
 
@@ -241,21 +236,7 @@ def test_extract_unlabelled_folder_without_flip(model_dir, tmp_path):
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
     (data / "trunc.png").write_bytes(buf.getvalue()[:30])
     out = tmp_path / "lat"
-    rc = main(
-        [
-            "extract-latents",
-            str(data),
-            "--model",
-            str(model_dir),
-            "--out",
-            str(out),
-            "--resolution",
-            "16",
-            "--no-flip",
-            "--num-workers",
-            "0",
-        ]
-    )
+    rc = main(_extract_args(data, model_dir, out, "--resolution", 16, "--no-flip", "--num-workers", 0))
     assert rc == 1  # one image failed (and was skipped)
     with safe_open(str(out / "latents_shard00000.safetensors"), framework="pt") as f:
         assert set(f.keys()) == {"latents", "labels"}
@@ -283,20 +264,9 @@ def test_extract_latents_torchrun_two_ranks(model_dir, tmp_path):
         "2",
         "--no-python",
         exe,
-        "extract-latents",
-        str(data),
-        "--model",
-        str(model_dir),
-        "--out",
-        str(out),
-        "--resolution",
-        "32",
-        "--shard-size",
-        "2",
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
+        *_extract_args(
+            data, model_dir, out, "--resolution", 32, "--shard-size", 2, "--device", "cpu", "--num-workers", 0
+        ),
     ]
     subprocess.run(cmd, check=True, timeout=600)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -305,20 +275,7 @@ def test_extract_latents_torchrun_two_ranks(model_dir, tmp_path):
     single = tmp_path / "single"
     assert (
         main(
-            [
-                "extract-latents",
-                str(data),
-                "--model",
-                str(model_dir),
-                "--out",
-                str(single),
-                "--resolution",
-                "32",
-                "--shard-size",
-                "2",
-                "--num-workers",
-                "0",
-            ]
+            _extract_args(data, model_dir, single, "--resolution", 32, "--shard-size", 2, "--num-workers", 0)
         )
         == 0
     )

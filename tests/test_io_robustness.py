@@ -109,19 +109,24 @@ def test_cmyk_jpeg(tmp_path):
     assert np.abs(out[4:28, 20:30] - [0, 0, 0]).max() <= 6
 
 
-def test_palette_png_without_transparency(tmp_path):
-    p = Image.new("P", (4, 2))
+def _palette_image(width: int, height: int) -> Image.Image:
+    """A "P" image of the palette [(10, 20, 30), (200, 100, 50), black...] with pixels 0, 1, 0, 1, 1, 1, 0, 0
+    (as many as fit)."""
+    p = Image.new("P", (width, height))
     p.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
-    p.putdata([0, 1, 0, 1, 1, 1, 0, 0])
+    p.putdata([0, 1, 0, 1, 1, 1, 0, 0][: width * height])
+    return p
+
+
+def test_palette_png_without_transparency(tmp_path):
+    p = _palette_image(4, 2)
     out = rgb(load_image(save(p, tmp_path / "p.png")))
     np.testing.assert_array_equal(out[0, 0], [10, 20, 30])
     np.testing.assert_array_equal(out[0, 1], [200, 100, 50])
 
 
 def test_palette_png_with_transparency_composited_on_white(tmp_path):
-    p = Image.new("P", (4, 1))
-    p.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
-    p.putdata([0, 1, 0, 1])
+    p = _palette_image(4, 1)
     path = save(p, tmp_path / "pt.png", transparency=0)  # index 0 fully transparent
     assert "transparency" in Image.open(path).info
     out = rgb(load_image(path))
@@ -130,9 +135,7 @@ def test_palette_png_with_transparency_composited_on_white(tmp_path):
 
 
 def test_palette_gif_with_transparency(tmp_path):
-    p = Image.new("P", (4, 1))
-    p.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
-    p.putdata([0, 1, 0, 1])
+    p = _palette_image(4, 1)
     out = rgb(load_image(save(p, tmp_path / "pt.gif", transparency=0)))
     np.testing.assert_array_equal(out[0], [[255, 255, 255], [200, 100, 50]] * 2)
 

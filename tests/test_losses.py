@@ -97,13 +97,7 @@ def _install_network_guard(mp: pytest.MonkeyPatch, attempts: list) -> None:
     mp.setattr(socket, "create_connection", refuse)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import transvae
@@ -45,22 +43,14 @@ def test_a_generator_saved_by_0_1_0_loads_through_the_one_loader_and_gives_ident
     assert torch.equal(v, io["v"])
 
 
-def _images(folder: Path, n: int = 6, size: int = 32) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
 def _metric_steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_train_run_started_by_0_1_0_resumes_and_finishes(tmp_path):
+def test_a_train_run_started_by_0_1_0_resumes_and_finishes(tmp_path, random_photos):
     run = tmp_path / "ae"
     shutil.copytree(FIXTURES / "runs" / "ae", run)
-    data = _images(tmp_path / "images")
+    data = random_photos(tmp_path / "images")
     rc = main(["train", "--out", str(run), "--resume", "--data", str(data), "--max-steps", "4"])
     assert rc == 0
     summary = json.loads((run / "summary.json").read_text())

@@ -68,6 +68,11 @@ def gen_args(base: Path, out: Path, *extra, latents: Path | None = None) -> list
     return [*head, *tail, *[str(e) for e in extra]]
 
 
+def sample_args(base: Path, run: Path, out: Path, *extra) -> list[str]:
+    """``transvae gen-sample --run RUN --vae BASE/vae --out OUT EXTRA...`` as strings."""
+    return ["gen-sample", "--run", str(run), "--vae", str(base / "vae"), "--out", str(out), *map(str, extra)]
+
+
 def gen_run(base: Path, tmp_path: Path) -> Path:
     """A finished gen-train run with an exported generator (the tokenizer recorded)."""
     run = tmp_path / "genrun"
@@ -169,9 +174,7 @@ def test_gen_sample_checks_free_space_before_sampling(base, tmp_path, capsys, mo
         lambda p: shutil_module._ntuple_diskusage(free, free - 1000, 1000),
     )
     out = tmp_path / "samples"
-    rc = main(
-        ["gen-sample", "--run", str(run), "--vae", str(base / "vae"), "--out", str(out), "--num", "400"]
-    )
+    rc = main(sample_args(base, run, out, "--num", 400))
     assert rc == 2 and "not enough free space" in one_line(capsys.readouterr().err)
     assert not list((out / "images").glob("*.png"))
 
@@ -185,19 +188,7 @@ def test_json_and_yaml_bombs_and_endless_files_are_one_line(base, tmp_path, caps
     cases = []
     cfg = run / "model" / "config.json"
     cfg.write_text(bomb)  # a generator's config
-    cases.append(
-        [
-            "gen-sample",
-            "--run",
-            str(run),
-            "--vae",
-            str(base / "vae"),
-            "--out",
-            str(tmp_path / "s"),
-            "--num",
-            "1",
-        ]
-    )
+    cases.append(sample_args(base, run, tmp_path / "s", "--num", 1))
     for name in ("manifest.json", "extraction.json"):  # a latents folder's records
         lat = tmp_path / f"lat-{name}"
         shutil.copytree(base / "latents", lat)
@@ -217,7 +208,7 @@ def test_json_and_yaml_bombs_and_endless_files_are_one_line(base, tmp_path, caps
 def test_a_sampling_record_bomb_is_one_line(base, tmp_path, capsys):
     run = gen_run(base, tmp_path)
     out = tmp_path / "s"
-    argv = ["gen-sample", "--run", str(run), "--vae", str(base / "vae"), "--out", str(out)]
+    argv = sample_args(base, run, out)
     assert main([*argv, "--num", "2", "--steps", "1"]) == 0
     capsys.readouterr()
     (out / "sampling.json").write_text("{" * 100_000)
@@ -227,7 +218,7 @@ def test_a_sampling_record_bomb_is_one_line(base, tmp_path, capsys):
 
 def test_gen_sample_refuses_impossible_sizes_before_allocating(base, tmp_path, capsys):
     run = gen_run(base, tmp_path)
-    argv = ["gen-sample", "--run", str(run), "--vae", str(base / "vae"), "--out", str(tmp_path / "s")]
+    argv = sample_args(base, run, tmp_path / "s")
     for extra in (["--num", "1000000000"], ["--num", "1", "--steps", "1000000000"]):
         with pytest.raises(SystemExit) as e:
             main([*argv, *extra])
@@ -249,17 +240,7 @@ def test_gen_sample_refuses_impossible_sizes_before_allocating(base, tmp_path, c
 )
 def test_non_finite_sampler_settings_are_refused_by_the_parser(base, tmp_path, capsys, flag, value):
     run = gen_run(base, tmp_path)
-    argv = [
-        "gen-sample",
-        "--run",
-        str(run),
-        "--vae",
-        str(base / "vae"),
-        "--out",
-        str(tmp_path / "s"),
-        "--num",
-        "1",
-    ]
+    argv = sample_args(base, run, tmp_path / "s", "--num", 1)
     with pytest.raises(SystemExit) as e:
         main([*argv, flag, value])
     assert e.value.code == 2 and "finite" in capsys.readouterr().err
@@ -274,19 +255,7 @@ def test_a_bad_latent_multiplier_is_refused_and_a_corrected_rerun_works(base, tm
     cfg["metadata"]["latent_multiplier"] = multiplier
     cfg_path.write_text(json.dumps(cfg).replace("NaN", "NaN"))
     out = tmp_path / "s"
-    argv = [
-        "gen-sample",
-        "--run",
-        str(run),
-        "--vae",
-        str(base / "vae"),
-        "--out",
-        str(out),
-        "--num",
-        "2",
-        "--steps",
-        "1",
-    ]
+    argv = sample_args(base, run, out, "--num", 2, "--steps", 1)
     assert main(argv) == 2
     assert "latent_multiplier" in one_line(capsys.readouterr().err)
     cfg_path.write_text(good)
@@ -357,43 +326,28 @@ def test_resume_finds_its_latents_by_content_not_by_relative_path(base, tmp_path
         str(b / "latents" / "x.safetensors"),
     )
     monkeypatch.chdir(b)
-    assert main(["gen-train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "3", *QUIET]) == 0
-    # asked to train on other latents: refused in one line
-    assert (
-        main(
+
+    def resume(steps: int, *more: str) -> int:
+        return main(
             [
                 "gen-train",
                 "--out",
                 str(tmp_path / "run"),
                 "--resume",
                 "--max-steps",
-                "4",
-                "--latents",
-                "latents",
+                str(steps),
+                *more,
                 *QUIET,
             ]
         )
-        == 2
-    )
+
+    assert resume(3) == 0
+    # asked to train on other latents: refused in one line
+    assert resume(4, "--latents", "latents") == 2
     assert "other latents" in one_line(capsys.readouterr().err)
     # the same latents moved elsewhere: found by content
     shutil.move(str(a / "latents"), str(tmp_path / "moved"))
-    assert (
-        main(
-            [
-                "gen-train",
-                "--out",
-                str(tmp_path / "run"),
-                "--resume",
-                "--max-steps",
-                "4",
-                "--latents",
-                str(tmp_path / "moved"),
-                *QUIET,
-            ]
-        )
-        == 0
-    )
+    assert resume(4, "--latents", str(tmp_path / "moved")) == 0
 
 
 # -- 15. latents stay tied to the tokenizer that made them ------------------------------------------

@@ -12,9 +12,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import transvae
 from transvae.training import load_checkpoint
@@ -47,12 +45,8 @@ def _cmd(data, out, resume):
     )
 
 
-def test_sigkill_at_random_points_then_resume(tmp_path):
-    data = tmp_path / "images"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
+def test_sigkill_at_random_points_then_resume(tmp_path, random_photos):
+    data = random_photos(tmp_path / "images", size=(36, 40), seed=0)
     out = tmp_path / "run"
     ckpt = out / "checkpoints" / "last.pt"
     rnd = random.Random(0)
@@ -83,15 +77,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     transvae.from_pretrained(out / "model")
 
 
-def test_sigterm_to_the_process_group_with_workers_saves_and_resumes(tmp_path):
+def test_sigterm_to_the_process_group_with_workers_saves_and_resumes(tmp_path, random_photos):
     """Cluster preemption signals every process of the job, DataLoader workers included."""
     import os
 
-    data = tmp_path / "images"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = random_photos(tmp_path / "images", size=(36, 40), seed=1)
     out = tmp_path / "run"
     ckpt = out / "checkpoints" / "last.pt"
     cmd = [a if a != "0" else "1" for a in _cmd(data, out, resume=False)]  # --workers 1

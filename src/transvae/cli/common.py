@@ -9,8 +9,9 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,6 +58,48 @@ def max_pixels(v: str) -> int | str:
         return nonneg_int(v)
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a pixel count >= 0, got '{v}'") from e
+
+
+# One command-line option: ``add_argument``'s positional and keyword arguments.
+Option = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def option(*flags: str, **kwargs: Any) -> Option:
+    """A row of an option table (``add_options``): the arguments of one ``add_argument`` call."""
+    return flags, kwargs
+
+
+def add_options(p, options: Iterable[Option]) -> None:
+    """Add each ``option(...)`` of ``options`` to ``p`` (a parser or an argument group), in order."""
+    for flags, kwargs in options:
+        p.add_argument(*flags, **kwargs)
+
+
+def add_command(
+    sub, name: str, func: Callable, help: str, options: Iterable[Option] = (), **parser_kwargs: Any
+) -> argparse.ArgumentParser:
+    """Declare the sub-command ``name``: its parser, its ``options`` and the function it runs.
+
+    Args:
+        sub: what ``add_subparsers`` returned.
+        name: the command's name.
+        func: ``func(args) -> exit status``; its docstring, in one line, is the description shown
+            by ``transvae NAME --help`` unless ``parser_kwargs`` gives one.
+        help: the one-line summary in ``transvae --help``.
+        options: ``option(...)`` rows, added in order (``add_options``).
+        parser_kwargs: more ``add_parser`` arguments (``description``, ``epilog``, ``formatter_class``).
+    Returns:
+        the parser, for argument groups added after the options.
+    """
+    parser_kwargs.setdefault("description", " ".join((func.__doc__ or "").split()))
+    p = sub.add_parser(name, help=help, **parser_kwargs)
+    add_options(p, options)
+    p.set_defaults(func=func)
+    return p
+
+
+DEVICE = option("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+OUT = option("--out", required=True, help="output folder")
 
 
 class UserError(Exception):
@@ -252,6 +295,55 @@ def run_overrides(args, pairs: list[tuple[str, object]]) -> dict[str, object]:
             ("train.device", args.device),
         ]
     )
+
+
+def run_config(
+    args,
+    pairs: list[tuple[str, object]],
+    build: Callable,
+    error: type[Exception],
+    more: dict[str, object] | None = None,
+) -> tuple[Any, Path, dict | None]:
+    """The config of a ``train`` / ``gen-train`` run from its arguments: the run folder is opened
+    (``open_run_folder``), then ``build(recipe, overrides, extra, base=...)`` applies the options
+    on top of the checkpoint's stored config on ``--resume``.
+
+    Args:
+        args: the parsed arguments (``add_run_args``'s and ``--config``, ``--out``).
+        pairs: ``(dotted key, value)`` of the command's own options (``run_overrides``).
+        build: ``build_config`` or ``GenConfig.build``.
+        error: what ``build`` raises for a bad configuration (a one-line ``UserError`` here).
+        more: overrides set after those of ``pairs``.
+    Returns:
+        ``(cfg, run_dir, saved)``: ``saved`` is the checkpoint to resume, or None.
+    """
+    run_dir, saved = open_run_folder(args.out, args.resume)
+    base = saved["config"] if saved is not None else None
+    overrides = run_overrides(args, pairs) | (more or {})
+    try:
+        cfg = build(args.config, overrides, list(args.extra or []), base=base)
+    except error as e:
+        raise UserError(str(e)) from e
+    return cfg, run_dir, saved
+
+
+def print_run_summary(summary: dict, notes: list[str], result: str, command: str, run_dir: Path) -> None:
+    """The lines ``train`` / ``gen-train`` print when a run ends.
+
+    Args:
+        summary: what the trainer's ``fit()`` returned.
+        notes: ``"; ..."`` parts of the first line, after status, step and time.
+        result: the line that says where the trained model is.
+        command: the command, for the line that tells how to continue an unfinished run.
+        run_dir: the run folder.
+    """
+    msg = f"{summary['status']} at step {summary['step']} in {summary['wall_seconds']:.0f}s" + "".join(notes)
+    if summary["nonfinite_steps"]:
+        msg += f"; {summary['nonfinite_steps']} non-finite steps skipped"
+    print(msg)
+    print(result)
+    if summary["status"] != "finished":
+        print(f"continue with: transvae {command} --out {run_dir} --resume")
 
 
 def given(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -19,7 +19,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import UserError, finite_float, one_line_warnings, positive_int, prepare_out
+from .common import (
+    UserError,
+    add_command,
+    add_options,
+    finite_float,
+    one_line_warnings,
+    option,
+    positive_int,
+    prepare_out,
+)
 
 
 def _presets_epilog() -> str:
@@ -33,61 +42,59 @@ def _presets_epilog() -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "convert",
-        help="import an SD / SDXL / SD3 / FLUX / VA-VAE / DC-AE autoencoder as a transvae model folder",
-        description="Convert a diffusers AutoencoderKL folder or Hub repo (SD, SDXL, SD3, FLUX.1 VAEs) or an "
-        "LDM-family checkpoint (with --preset or --config) to the CNN-VAE, or wrap a diffusers AutoencoderDC "
-        "(DC-AE), and write a model folder that every transvae command loads. Files are read as data only "
-        "(JSON, safe YAML, safetensors, torch.load(weights_only=True)).",
+        run_convert,
+        "import an SD / SDXL / SD3 / FLUX / VA-VAE / DC-AE autoencoder as a transvae model folder",
+        [
+            option(
+                "source",
+                metavar="SRC",
+                help="a diffusers AutoencoderKL / AutoencoderDC folder or Hub repo id, or a checkpoint file "
+                "(.ckpt .pt .pth .safetensors)",
+            ),
+            option("--out", required=True, help="new (or empty) output folder; never overwritten"),
+            option(
+                "--preset",
+                help="architecture of a checkpoint file: sd-vae, sdxl-vae, sd3-vae, flux-vae, vavae-f16d32; "
+                "lightningdit for a hustvl/LightningDiT generator checkpoint",
+            ),
+            option(
+                "--config",
+                dest="ldm_config",
+                metavar="LDM_YAML",
+                help="an LDM YAML describing a checkpoint's architecture",
+            ),
+            option("--subfolder", help="the VAE's folder inside SRC, e.g. vae for a diffusers pipeline repo"),
+            option("--revision", help="Hub revision of SRC"),
+            option("--name", help="model_name to record (default: the preset or the source kind)"),
+        ],
         epilog=_presets_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "source",
-        metavar="SRC",
-        help="a diffusers AutoencoderKL / AutoencoderDC folder or Hub repo id, or a checkpoint file "
-        "(.ckpt .pt .pth .safetensors)",
-    )
-    p.add_argument("--out", required=True, help="new (or empty) output folder; never overwritten")
-    p.add_argument(
-        "--preset",
-        help="architecture of a checkpoint file: sd-vae, sdxl-vae, sd3-vae, flux-vae, vavae-f16d32; "
-        "lightningdit for a hustvl/LightningDiT generator checkpoint",
-    )
-    p.add_argument(
-        "--config",
-        dest="ldm_config",
-        metavar="LDM_YAML",
-        help="an LDM YAML describing a checkpoint's architecture",
-    )
-    p.add_argument("--subfolder", help="the VAE's folder inside SRC, e.g. vae for a diffusers pipeline repo")
-    p.add_argument("--revision", help="Hub revision of SRC")
-    p.add_argument("--name", help="model_name to record (default: the preset or the source kind)")
     g = p.add_argument_group(
         "generators (hustvl/LightningDiT checkpoints: --preset lightningdit; back: --to lightningdit)"
     )
-    g.add_argument(
+    add_options(g, _GENERATOR_OPTIONS)
+
+
+_GENERATOR_OPTIONS = [
+    option(
         "--to",
         choices=["lightningdit"],
         help="write our generator as a reference checkpoint (.pt/.safetensors)",
-    )
-    g.add_argument(
+    ),
+    option(
         "--latents-stats", help="the latents_stats.pt the generator was trained with (gen-sample needs it)"
-    )
-    g.add_argument(
-        "--latent-multiplier", type=finite_float, default=1.0, help="the reference's latent_multiplier"
-    )
-    g.add_argument("--cfg-scale", type=finite_float, default=1.0, help="gen-sample's default guidance weight")
-    g.add_argument(
-        "--cfg-interval-start", type=finite_float, default=0.11, help="gen-sample's default interval"
-    )
-    g.add_argument(
-        "--num-classes", type=positive_int, help="classes (default: the label table minus the null row)"
-    )
-    g.add_argument("--num-heads", type=positive_int, help="heads (checkpoints without RoPE buffers only)")
-    g.add_argument("--input-size", type=positive_int, help="with --to: the reference's latent side")
-    p.set_defaults(func=run_convert)
+    ),
+    option("--latent-multiplier", type=finite_float, default=1.0, help="the reference's latent_multiplier"),
+    option("--cfg-scale", type=finite_float, default=1.0, help="gen-sample's default guidance weight"),
+    option("--cfg-interval-start", type=finite_float, default=0.11, help="gen-sample's default interval"),
+    option("--num-classes", type=positive_int, help="classes (default: the label table minus the null row)"),
+    option("--num-heads", type=positive_int, help="heads (checkpoints without RoPE buffers only)"),
+    option("--input-size", type=positive_int, help="with --to: the reference's latent side"),
+]
 
 
 def _scaling_line(meta: dict) -> str:
@@ -129,6 +136,10 @@ def _run_lightningdit(args) -> int:
 
 
 def run_convert(args) -> int:
+    """Convert a diffusers AutoencoderKL folder or Hub repo (SD, SDXL, SD3, FLUX.1 VAEs) or an
+    LDM-family checkpoint (with --preset or --config) to the CNN-VAE, or wrap a diffusers
+    AutoencoderDC (DC-AE), and write a model folder that every transvae command loads. Files are
+    read as data only (JSON, safe YAML, safetensors, torch.load(weights_only=True))."""
     from transvae.models.base import ConfigError
     from transvae.models.convert import convert, detect
 

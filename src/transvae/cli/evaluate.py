@@ -21,12 +21,17 @@ from pathlib import Path
 import torch
 
 from .common import (
+    DEVICE,
     DTYPES,
+    OUT,
     UserError,
+    add_command,
+    add_options,
     add_precision_args,
     forced,
     load_model_or_exit,
     one_line_warnings,
+    option,
     positive_int,
     prepare_out,
     resolve_device,
@@ -51,126 +56,124 @@ def protocol_names() -> list[str]:
 
 def register(sub) -> None:
     metrics = reconstruction_metrics()
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "evaluate",
-        help="PSNR / SSIM / LPIPS / rFID of a model on an image folder, with an HTML report",
-        description="Evaluate reconstructions on a folder of images (recursive): shorter side resized to R "
-        "(bicubic), center crop RxR, reconstruct from the posterior mean, metrics on uint8 images, averaged "
-        "over the whole set. Several --resolution values give a resolution-extrapolation table. Writes "
-        "OUT/results.json, OUT/results.md and OUT/report.html; several --model options compare tokenizers "
-        "(OUT/<name>/ each, OUT/comparison.html with a row per model).",
+        run,
+        "PSNR / SSIM / LPIPS / rFID of a model on an image folder, with an HTML report",
+        [
+            option(
+                "--model",
+                required=True,
+                action="append",
+                help="save_pretrained folder, training run folder or Hub repo id; repeat to compare models",
+            ),
+            option("--data", required=True, help="image folder (searched recursively) or one image"),
+            OUT,
+            option(
+                "--resolution",
+                type=positive_int,
+                nargs="+",
+                default=[256],
+                metavar="R",
+                help="square size(s) (default 256)",
+            ),
+            option(
+                "--metrics",
+                nargs="+",
+                choices=metrics,
+                default=metrics,
+                help="metrics to compute (default: all; psnr and ssim need no downloaded weights)",
+            ),
+            option(
+                "--limit",
+                type=positive_int,
+                default=None,
+                metavar="N",
+                help="only the first N images (sorted by path)",
+            ),
+            option(
+                "--protocol",
+                choices=protocol_names(),
+                default="transvae",
+                help="whose pipeline to reproduce: transvae (default), adm (ADM/DiT center_crop_arr), va-vae "
+                "(= lightningdit: torchvision resize, posterior sample, pytorch-fid), torch-fidelity (also rFID by "
+                "torch-fidelity from PNG folders); docs/evaluation.md lists what each does",
+            ),
+            option(
+                "--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)"
+            ),
+            DEVICE,
+        ],
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        action="append",
-        help="save_pretrained folder, training run folder or Hub repo id; repeat to compare models",
-    )
-    p.add_argument("--data", required=True, help="image folder (searched recursively) or one image")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--resolution",
-        type=positive_int,
-        nargs="+",
-        default=[256],
-        metavar="R",
-        help="square size(s) (default 256)",
-    )
-    p.add_argument(
-        "--metrics",
-        nargs="+",
-        choices=metrics,
-        default=metrics,
-        help="metrics to compute (default: all; psnr and ssim need no downloaded weights)",
-    )
-    p.add_argument(
-        "--limit",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="only the first N images (sorted by path)",
-    )
-    p.add_argument(
-        "--protocol",
-        choices=protocol_names(),
-        default="transvae",
-        help="whose pipeline to reproduce: transvae (default), adm (ADM/DiT center_crop_arr), va-vae "
-        "(= lightningdit: torchvision resize, posterior sample, pytorch-fid), torch-fidelity (also rFID by "
-        "torch-fidelity from PNG folders); docs/evaluation.md lists what each does",
-    )
-    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
     add_precision_args(p, default="auto", choices=("auto", *DTYPES))
     p.add_argument(
         "--num-workers", type=int, default=None, help="image decoding workers (default: min(8, CPUs))"
     )
-    _add_weights_args(p.add_argument_group("feature-network weights"))
-    _add_report_args(p.add_argument_group("report"))
-    _add_latent_args(p.add_argument_group("latent analysis"))
+    add_options(p.add_argument_group("feature-network weights"), _WEIGHTS)
+    add_options(p.add_argument_group("report"), _REPORT)
+    add_options(p.add_argument_group("latent analysis"), _LATENT)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
 
 
-def _add_weights_args(w) -> None:
-    w.add_argument("--lpips-net", choices=["vgg", "alex"], default="vgg", help="LPIPS backbone (default vgg)")
-    w.add_argument(
+_WEIGHTS = [
+    option("--lpips-net", choices=["vgg", "alex"], default="vgg", help="LPIPS backbone (default vgg)"),
+    option(
         "--lpips-weights",
         default=None,
         metavar="PATH",
         help="local torchvision backbone checkpoint (vgg16-397923af.pth / alexnet-owt-7be5be79.pth) or LPIPS "
         "state dict; default: torch hub cache, downloading if missing",
-    )
-    w.add_argument(
+    ),
+    option(
         "--fid-weights",
         default=None,
         metavar="PATH",
         help="local FID InceptionV3 weights (weights-inception-2015-12-05-6726825d.pth or pytorch-fid's "
         "pt_inception-2015-12-05-6726825d.pth); default: torch hub cache, downloading if missing",
-    )
-
-
-def _add_report_args(r) -> None:
-    r.add_argument(
-        "--report-images", type=int, default=8, help="lowest-PSNR examples per resolution in the report"
-    )
-    r.add_argument(
+    ),
+]
+_REPORT = [
+    option("--report-images", type=int, default=8, help="lowest-PSNR examples per resolution in the report"),
+    option(
         "--save-images",
         action="store_true",
         help="also write the uint8 inputs and reconstructions the metrics saw to OUT/images/<R>/ (PNG)",
-    )
-
-
-def _add_latent_args(la) -> None:
-    la.add_argument(
+    ),
+]
+_LATENT = [
+    option(
         "--latent-stats", action="store_true", help="per-channel latent mean/std, scaling and shift factors"
-    )
-    la.add_argument(
+    ),
+    option(
         "--uniformity",
         type=int,
         default=0,
         metavar="N",
         help="VA-VAE uniformity metrics (t-SNE + KDE) on N latent vectors (VA-VAE: 10000; 0 = off)",
-    )
-    la.add_argument(
-        "--uniformity-repeats", type=positive_int, default=1, help="t-SNE runs averaged (VA-VAE: 10)"
-    )
-    la.add_argument(
+    ),
+    option("--uniformity-repeats", type=positive_int, default=1, help="t-SNE runs averaged (VA-VAE: 10)"),
+    option(
         "--linear-probe",
         action="store_true",
         help="logistic regression on pooled latents (class sub-folders)",
-    )
-    la.add_argument(
+    ),
+    option(
         "--latent-source",
         choices=["sample", "mode"],
         default="sample",
         help="latents analysed: a posterior sample (what diffusion trains on, default) or the mean",
-    )
-    la.add_argument(
-        "--seed", type=int, default=0, help="seed of posterior samples, t-SNE and the probe split"
-    )
+    ),
+    option("--seed", type=int, default=0, help="seed of posterior samples, t-SNE and the probe split"),
+]
 
 
 def run(args) -> int:
+    """Evaluate reconstructions on a folder of images (recursive): shorter side resized to R
+    (bicubic), center crop RxR, reconstruct from the posterior mean, metrics on uint8 images,
+    averaged over the whole set. Several --resolution values give a resolution-extrapolation table.
+    Writes OUT/results.json, OUT/results.md and OUT/report.html; several --model options compare
+    tokenizers (OUT/<name>/ each, OUT/comparison.html with a row per model)."""
     with one_line_warnings("evaluate"):
         return _run(args)
 

@@ -16,16 +16,21 @@ import sys
 from pathlib import Path
 
 from .common import (
+    DEVICE,
+    OUT,
     UserError,
+    add_command,
+    add_options,
     add_run_args,
     bounded_int,
     finite_float,
     nonneg_int,
-    open_run_folder,
+    option,
     positive_int,
     prepare_out,
+    print_run_summary,
     resolve_device,
-    run_overrides,
+    run_config,
 )
 
 MAX_STEPS = 10_000  # generation.sampling.MAX_STEPS (kept here: the parser imports no torch)
@@ -40,25 +45,26 @@ def register(sub) -> None:
 
 # -- gen-train ----------------------------------------------------------------------------------
 def _register_train(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "gen-train",
-        help="train a LightningDiT on latents written by extract-latents (paper Section 4.3)",
-        description="Train a class-conditional LightningDiT with rectified flow on a latents folder. "
-        "Defaults are the paper's recipe (Appendix D); configs/lightningdit-*.yaml hold its three runs. "
-        "Multi-GPU: torchrun --nproc_per_node N --no-python transvae gen-train ...",
+        run_train,
+        "train a LightningDiT on latents written by extract-latents (paper Section 4.3)",
+        [
+            option("--latents", help="training latents folder (data.latents)"),
+            option(
+                "--val-latents",
+                help="held-out latents folder: validation loss and latent FD (data.val_latents)",
+            ),
+            option(
+                "--model", help="generator name, e.g. lightningdit-b-1 (see `transvae list 'lightningdit-*'`)"
+            ),
+            option("--out", help="run folder (config, logs, checkpoints, model/)"),
+            option("--config", help="YAML recipe (e.g. configs/lightningdit-b-1-f16d32.yaml)"),
+            option("--vae", help="tokenizer to decode sample grids during training (data.vae)"),
+        ],
     )
-    p.add_argument("--latents", help="training latents folder (data.latents)")
-    p.add_argument(
-        "--val-latents", help="held-out latents folder: validation loss and latent FD (data.val_latents)"
-    )
-    p.add_argument(
-        "--model", help="generator name, e.g. lightningdit-b-1 (see `transvae list 'lightningdit-*'`)"
-    )
-    p.add_argument("--out", help="run folder (config, logs, checkpoints, model/)")
-    p.add_argument("--config", help="YAML recipe (e.g. configs/lightningdit-b-1-f16d32.yaml)")
-    p.add_argument("--vae", help="tokenizer to decode sample grids during training (data.vae)")
     add_run_args(p, "gen-train")
-    p.set_defaults(func=run_train)
 
 
 def resolve_train(args: argparse.Namespace):
@@ -71,22 +77,14 @@ def resolve_train(args: argparse.Namespace):
     from transvae.training.config import GenConfig
     from transvae.utils.config import ConfigError
 
-    run_dir, saved = open_run_folder(args.out, args.resume)
-    base = saved["config"] if saved is not None else None
-    overrides = run_overrides(
-        args,
-        [
-            ("data.latents", args.latents),
-            ("data.val_latents", args.val_latents),
-            ("model.name", args.model),
-            ("data.vae", args.vae),
-        ],
-    )
-    try:
-        cfg = GenConfig.build(args.config, overrides, list(args.extra or []), base=base)
-    except ConfigError as e:
-        raise UserError(str(e)) from e
-    if base is None and args.model is None and args.config is None:
+    pairs = [
+        ("data.latents", args.latents),
+        ("data.val_latents", args.val_latents),
+        ("model.name", args.model),
+        ("data.vae", args.vae),
+    ]
+    cfg, run_dir, saved = run_config(args, pairs, GenConfig.build, ConfigError)
+    if saved is None and args.model is None and args.config is None:
         raise UserError("--model NAME is required (see `transvae list 'lightningdit-*'`)")
     generators = list_models(kind="generator")
     if cfg.model.name not in generators:
@@ -104,6 +102,9 @@ def resolve_train(args: argparse.Namespace):
 
 
 def run_train(args) -> int:
+    """Train a class-conditional LightningDiT with rectified flow on a latents folder. Defaults are
+    the paper's recipe (Appendix D); configs/lightningdit-*.yaml hold its three runs. Multi-GPU:
+    torchrun --nproc_per_node N --no-python transvae gen-train ..."""
     if args.list_keys:
         from transvae.training.config import GenConfig
 
@@ -126,15 +127,11 @@ def run_train(args) -> int:
         D.cleanup()
     if engine.is_main:
         hist = [h for h in summary["history"] if "val/latent_fd" in h]
-        msg = f"{summary['status']} at step {summary['step']} in {summary['wall_seconds']:.0f}s"
-        if hist:
-            msg += f"; latent FD {hist[0]['val/latent_fd']:.4f} -> {hist[-1]['val/latent_fd']:.4f}"
-        if summary["nonfinite_steps"]:
-            msg += f"; {summary['nonfinite_steps']} non-finite steps skipped"
-        print(msg)
-        print(f"generator: {run_dir / 'model'}  (transvae gen-sample --run {run_dir} --vae VAE ...)")
-        if summary["status"] != "finished":
-            print(f"continue with: transvae gen-train --out {run_dir} --resume")
+        notes = (
+            [f"; latent FD {hist[0]['val/latent_fd']:.4f} -> {hist[-1]['val/latent_fd']:.4f}"] if hist else []
+        )
+        result = f"generator: {run_dir / 'model'}  (transvae gen-sample --run {run_dir} --vae VAE ...)"
+        print_run_summary(summary, notes, result, "gen-train", run_dir)
     return int(summary["exit_status"])
 
 
@@ -142,71 +139,36 @@ def run_train(args) -> int:
 def _register_sample(sub) -> None:
     from .common import add_precision_args, add_tiling_args
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "gen-sample",
-        help="sample images from a trained LightningDiT and decode them with the tokenizer",
-        description="Generate --num samples with a gen-train run, decode them with --vae and write "
-        "OUT/images/*.png, OUT/latents/*.safetensors and OUT/sampling.json (and an ADM-style .npz with "
-        "--npz). Sample i depends only on --seed and i: a rerun with the same settings resumes.",
+        run_sample,
+        "sample images from a trained LightningDiT and decode them with the tokenizer",
+        [
+            option("--run", required=True, help="gen-train run folder (or its model/ folder)"),
+            option(
+                "--step",
+                type=nonneg_int,
+                default=None,
+                help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)",
+            ),
+            option(
+                "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
+            ),
+            option("--num", type=bounded_int(1, MAX_SAMPLES), required=True, help="number of samples"),
+            OUT,
+        ],
     )
-    p.add_argument("--run", required=True, help="gen-train run folder (or its model/ folder)")
-    p.add_argument(
-        "--step",
-        type=nonneg_int,
-        default=None,
-        help="sample the snapshot of this step (RUN/checkpoints/step_*.pt)",
+    add_options(
+        p.add_argument_group("sampler (defaults: the run's sample.* settings, i.e. its recipe's)"), _SAMPLER
     )
-    p.add_argument(
-        "--vae", required=True, help="the tokenizer that produced the latents (folder / run / Hub id)"
-    )
-    p.add_argument("--num", type=bounded_int(1, MAX_SAMPLES), required=True, help="number of samples")
-    p.add_argument("--out", required=True, help="output folder")
-    s = p.add_argument_group("sampler (defaults: the run's sample.* settings, i.e. its recipe's)")
-    s.add_argument(
-        "--cfg-scale", type=finite_float, default=None, help="guidance weight, 1 = none (paper: 1)"
-    )
-    s.add_argument(
-        "--cfg-interval-start",
-        type=finite_float,
-        default=None,
-        help="guidance only for t >= this (LightningDiT: 0.11)",
-    )
-    s.add_argument(
-        "--cfg-channels",
-        type=cfg_channels_arg,
-        default=None,
-        help="guide 'all' latent channels (the standard form) or only the first N; LightningDiT's "
-        "forward_with_cfg guides 3, and its guided FIDs (cfg 6.7 / 10) assume it",
-    )
-    s.add_argument(
-        "--steps", type=bounded_int(1, MAX_STEPS), default=None, help="ODE steps (LightningDiT: 250)"
-    )
-    s.add_argument(
-        "--solver", choices=["euler", "heun"], default=None, help="ODE solver (LightningDiT: euler)"
-    )
-    s.add_argument(
-        "--shift", type=finite_float, default=None, help="timestep shift, 1 = none (LightningDiT: 0.3)"
-    )
-    p.add_argument(
-        "--class-labels",
-        type=int,
-        nargs="+",
-        default=None,
-        help="labels to cycle through (default: all, balanced)",
-    )
-    p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
-    p.add_argument(
-        "--npz", action="store_true", help="also write OUT/samples_NxHxWx3.npz (ADM evaluator format)"
-    )
-    p.add_argument(
-        "--force", action="store_true", help="decode with a tokenizer other than the one of the latents"
-    )
+    add_options(p, _SAMPLE_OUTPUT)
     g = p.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    add_options(g, [DEVICE])
     add_precision_args(g)  # --dtype (generator and decoder autocast), --force-bf16 / --force-fp16
     g.add_argument("--batch-size", type=positive_int, default=16, help="samples per batch (default 16)")
     add_tiling_args(g, what="decode images", part="decoder")
-    p.set_defaults(func=run_sample, num_workers=0)
+    p.set_defaults(num_workers=0)
 
 
 def cfg_channels_arg(text: str) -> int | str:
@@ -222,7 +184,43 @@ def cfg_channels_arg(text: str) -> int | str:
     return value
 
 
+_SAMPLER = [
+    option("--cfg-scale", type=finite_float, default=None, help="guidance weight, 1 = none (paper: 1)"),
+    option(
+        "--cfg-interval-start",
+        type=finite_float,
+        default=None,
+        help="guidance only for t >= this (LightningDiT: 0.11)",
+    ),
+    option(
+        "--cfg-channels",
+        type=cfg_channels_arg,
+        default=None,
+        help="guide 'all' latent channels (the standard form) or only the first N; LightningDiT's "
+        "forward_with_cfg guides 3, and its guided FIDs (cfg 6.7 / 10) assume it",
+    ),
+    option("--steps", type=bounded_int(1, MAX_STEPS), default=None, help="ODE steps (LightningDiT: 250)"),
+    option("--solver", choices=["euler", "heun"], default=None, help="ODE solver (LightningDiT: euler)"),
+    option("--shift", type=finite_float, default=None, help="timestep shift, 1 = none (LightningDiT: 0.3)"),
+]
+_SAMPLE_OUTPUT = [
+    option(
+        "--class-labels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="labels to cycle through (default: all, balanced)",
+    ),
+    option("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)"),
+    option("--npz", action="store_true", help="also write OUT/samples_NxHxWx3.npz (ADM evaluator format)"),
+    option("--force", action="store_true", help="decode with a tokenizer other than the one of the latents"),
+]
+
+
 def run_sample(args) -> int:
+    """Generate --num samples with a gen-train run, decode them with --vae and write
+    OUT/images/*.png, OUT/latents/*.safetensors and OUT/sampling.json (and an ADM-style .npz with
+    --npz). Sample i depends only on --seed and i: a rerun with the same settings resumes."""
     import torch
 
     from transvae.data.latents import LatentStats
@@ -305,48 +303,50 @@ def _write_npz(out: Path, labels) -> None:
 def _register_eval(sub) -> None:
     from transvae.evaluation.generation import METRICS
 
-    p = sub.add_parser(
+    add_command(
+        sub,
         "gen-eval",
-        help=f"{' / '.join(METRICS)} of generated samples, with an HTML report",
-        description="Score generated samples against reference data. The image metrics need the standard "
-        "InceptionV3 weights (torch hub cache, a download, or --fid-weights PATH), one pass for all of them; "
-        "latent-fd needs none: it compares the samples' latents with held-out real latents (an "
-        "extract-latents folder). Every metric's inputs are checked before any is computed. "
-        "Writes OUT/results.json and OUT/report.html.",
+        run_eval,
+        f"{' / '.join(METRICS)} of generated samples, with an HTML report",
+        [
+            option("--samples", required=True, help="gen-sample output folder, image folder or .npz"),
+            option(
+                "--reference",
+                default=None,
+                help="real images (folder or .npz) and/or an extract-latents folder",
+            ),
+            OUT,
+            option(
+                "--metrics",
+                nargs="+",
+                choices=METRICS,
+                default=None,
+                help="default: every metric the given --reference / --reference-latents allow",
+            ),
+            option(
+                "--reference-latents",
+                default=None,
+                help="extract-latents folder of held-out images (for latent-fd)",
+            ),
+            option("--fid-weights", default=None, help="local pt_inception-2015-12-05 weights file"),
+            option(
+                "--num", type=nonneg_int, default=0, help="use at most N images / latents per set (0 = all)"
+            ),
+            option("--batch-size", type=positive_int, default=64, help="images per Inception batch"),
+            option("--latent-fd-patch", type=positive_int, default=2, help="lFD patch side (default 2)"),
+            option(
+                "--latent-stats",
+                default=None,
+                help="latents folder whose latents_stats.pt normalises both sets for lFD (default: the generator's)",
+            ),
+            option(
+                "--force",
+                action="store_true",
+                help="compute latent-fd against reference latents of another tokenizer or latent grid size",
+            ),
+            DEVICE,
+        ],
     )
-    p.add_argument("--samples", required=True, help="gen-sample output folder, image folder or .npz")
-    p.add_argument(
-        "--reference", default=None, help="real images (folder or .npz) and/or an extract-latents folder"
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--metrics",
-        nargs="+",
-        choices=METRICS,
-        default=None,
-        help="default: every metric the given --reference / --reference-latents allow",
-    )
-    p.add_argument(
-        "--reference-latents", default=None, help="extract-latents folder of held-out images (for latent-fd)"
-    )
-    p.add_argument("--fid-weights", default=None, help="local pt_inception-2015-12-05 weights file")
-    p.add_argument(
-        "--num", type=nonneg_int, default=0, help="use at most N images / latents per set (0 = all)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per Inception batch")
-    p.add_argument("--latent-fd-patch", type=positive_int, default=2, help="lFD patch side (default 2)")
-    p.add_argument(
-        "--latent-stats",
-        default=None,
-        help="latents folder whose latents_stats.pt normalises both sets for lFD (default: the generator's)",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="compute latent-fd against reference latents of another tokenizer or latent grid size",
-    )
-    p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
-    p.set_defaults(func=run_eval)
 
 
 def _check_eval_paths(args) -> list[Path]:
@@ -370,6 +370,11 @@ def _check_eval_paths(args) -> list[Path]:
 
 
 def run_eval(args) -> int:
+    """Score generated samples against reference data. The image metrics need the standard
+    InceptionV3 weights (torch hub cache, a download, or --fid-weights PATH), one pass for all of
+    them; latent-fd needs none: it compares the samples' latents with held-out real latents (an
+    extract-latents folder). Every metric's inputs are checked before any is computed. Writes
+    OUT/results.json and OUT/report.html."""
     from transvae.data.latents import LatentDataError
     from transvae.data.npz import NpzFormatError
     from transvae.evaluation.generation import EvalOptions, SourceError, evaluate_generation

@@ -22,7 +22,11 @@ from pathlib import Path
 
 from ..utils.text import printable
 from .common import (
+    DEVICE,
+    Option,
     UserError,
+    add_command,
+    add_options,
     add_precision_args,
     add_tiling_args,
     check_runtime,
@@ -30,6 +34,7 @@ from .common import (
     load_model_or_exit,
     make_runner,
     one_line_warnings,
+    option,
     prepare_out,
     resolve_device,
 )
@@ -38,9 +43,13 @@ LATENT_SUFFIX = ".safetensors"
 
 
 # --- arguments ------------------------------------------------------------------------------------
+MODEL = option("--model", required=True, help="model folder, training run folder or Hub repo id")
+LATENT_DTYPE = option("--latent-dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype")
+
+
 def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     g = p.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    add_options(g, [DEVICE])
     add_precision_args(g)
     g.add_argument(
         "--batch-size", type=int, default=batch, help="images per forward pass (same-size images batch)"
@@ -49,114 +58,97 @@ def _runtime_args(p: argparse.ArgumentParser, batch: int = 8) -> None:
     g.add_argument("--num-workers", type=int, default=2, help="image decoding worker processes")
 
 
-def _input_args(p: argparse.ArgumentParser, what: str = "IMG_OR_DIR") -> None:
-    p.add_argument("inputs", nargs="+", metavar=what, help="files or folders (searched recursively)")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="output folder (relative names of the inputs are kept); must not be, contain or lie inside an input",
-    )
-    p.add_argument("--strict", action="store_true", help="stop at the first input that fails")
+def _inputs(what: str = "IMG_OR_DIR") -> list[Option]:
+    """The inputs, ``--out`` and ``--strict`` of reconstruct, encode and decode."""
+    return [
+        option("inputs", nargs="+", metavar=what, help="files or folders (searched recursively)"),
+        option(
+            "--out",
+            required=True,
+            help="output folder (relative names of the inputs are kept); must not be, contain or lie inside "
+            "an input",
+        ),
+        option("--strict", action="store_true", help="stop at the first input that fails"),
+    ]
 
 
-def register(sub) -> None:
-    for add in (_register_reconstruct, _register_encode, _register_decode, _register_extract):
-        add(sub)
+def _sample(what: str) -> list[Option]:
+    """``--sample`` (decode or store ``what`` instead of the posterior mean) and its ``--seed``."""
+    return [
+        option("--sample", action="store_true", help=f"{what} a posterior sample instead of its mean"),
+        option("--seed", type=int, default=0, help="seed for --sample"),
+    ]
 
 
-def _register_reconstruct(sub) -> None:
-    p = sub.add_parser(
-        "reconstruct",
-        help="encode + decode images of any size to PNGs",
-        description="Reconstruct images of any size and aspect ratio (reflection-padded to a multiple of "
-        "the compression ratio and cropped back) and write PNGs with the same relative names.",
-    )
-    _input_args(p)
-    p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
-    p.add_argument(
+_RECONSTRUCT = [
+    *_inputs(),
+    MODEL,
+    option(
         "--compare", action="store_true", help="also write input|reconstruction side by side to OUT/compare/"
-    )
-    p.add_argument("--sample", action="store_true", help="decode a posterior sample instead of its mean")
-    p.add_argument("--seed", type=int, default=0, help="seed for --sample")
-    _runtime_args(p)
-    p.set_defaults(func=run_reconstruct)
-
-
-def _register_encode(sub) -> None:
-    p = sub.add_parser(
-        "encode",
-        help="images -> latent .safetensors files",
-        description="Encode images to one .safetensors file each (tensor 'latent' (C, h, w) plus the metadata "
-        "needed to decode it back to the original size).",
-    )
-    _input_args(p)
-    p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
-    p.add_argument("--sample", action="store_true", help="store a posterior sample instead of its mean")
-    p.add_argument("--seed", type=int, default=0, help="seed for --sample")
-    p.add_argument(
+    ),
+    *_sample("decode"),
+]
+_ENCODE = [
+    *_inputs(),
+    MODEL,
+    *_sample("store"),
+    option(
         "--scaling-factor",
         type=finite_float,
         default=None,
         help="store (z - shift) * scale (default: the model folder's metadata, else 1)",
-    )
-    p.add_argument(
+    ),
+    option(
         "--shift-factor",
         type=finite_float,
         default=None,
         help="see --scaling-factor (default: metadata, else 0)",
-    )
-    p.add_argument("--latent-dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype")
-    _runtime_args(p)
-    p.set_defaults(func=run_encode)
-
-
-def _register_decode(sub) -> None:
-    p = sub.add_parser(
-        "decode",
-        help="latent .safetensors files -> PNG images",
-        description="Decode files written by 'transvae encode' back to PNGs of the original size, with the "
-        "model given by --model. A latent file is data: the model it names is used only with "
-        "--model-from-files, and only if it is a local folder (never fetched from the Hub).",
-    )
-    _input_args(p, "LATENT_OR_DIR")
-    p.add_argument("--model", default=None, help="model to decode with (folder, run folder or Hub repo id)")
-    p.add_argument(
+    ),
+    LATENT_DTYPE,
+]
+_DECODE = [
+    *_inputs("LATENT_OR_DIR"),
+    option("--model", default=None, help="model to decode with (folder, run folder or Hub repo id)"),
+    option(
         "--model-from-files",
         action="store_true",
         help="without --model: decode each file with the model folder recorded in it (local folders only)",
-    )
-    p.add_argument(
+    ),
+    option(
         "--force", action="store_true", help="decode files whose recorded model_name differs from the model's"
-    )
-    _runtime_args(p)
-    p.set_defaults(func=run_decode)
-
-
-def _register_extract(sub) -> None:
-    p = sub.add_parser(
-        "extract-latents",
-        help="a dataset -> sharded latent safetensors + statistics (LightningDiT format)",
-        description="Encode a whole image folder (class sub-folders give labels) into sharded safetensors "
-        "with 'latents', 'latents_flip', 'labels', plus latents_stats.pt/.json and manifest.json. "
-        "Resumable; with torchrun each rank extracts a disjoint set of shards.",
-    )
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--model", required=True, help="model folder, training run folder or Hub repo id")
-    p.add_argument("--out", required=True, help="output folder (outside DATA_DIR)")
-    p.add_argument(
-        "--resolution", type=int, default=256, help="centre-crop + resize side in pixels (default 256)"
-    )
-    p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
-    p.add_argument(
+    ),
+]
+_EXTRACT = [
+    option("data_dir", metavar="DATA_DIR"),
+    MODEL,
+    option("--out", required=True, help="output folder (outside DATA_DIR)"),
+    option("--resolution", type=int, default=256, help="centre-crop + resize side in pixels (default 256)"),
+    option("--shard-size", type=int, default=10000, help="images per shard (default 10000)"),
+    option(
         "--no-flip",
         dest="flip",
         action="store_false",
         help="skip the horizontally flipped latents (LightningDiT's dataset then cannot read the shards)",
-    )
-    p.add_argument("--sample", action="store_true", help="store posterior samples instead of means")
-    p.add_argument("--latent-dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype")
-    _runtime_args(p, batch=32)
-    p.set_defaults(func=run_extract)
+    ),
+    option("--sample", action="store_true", help="store posterior samples instead of means"),
+    LATENT_DTYPE,
+]
+
+
+def register(sub) -> None:
+    for name, func, summary, options, batch in (
+        ("reconstruct", run_reconstruct, "encode + decode images of any size to PNGs", _RECONSTRUCT, 8),
+        ("encode", run_encode, "images -> latent .safetensors files", _ENCODE, 8),
+        ("decode", run_decode, "latent .safetensors files -> PNG images", _DECODE, 8),
+        (
+            "extract-latents",
+            run_extract,
+            "a dataset -> sharded latent safetensors + statistics (LightningDiT format)",
+            _EXTRACT,
+            32,
+        ),
+    ):
+        _runtime_args(add_command(sub, name, func, summary, options), batch)
 
 
 # --- shared helpers ---------------------------------------------------------------------------------
@@ -215,22 +207,20 @@ def _run_files(args, job, suffixes: tuple[str, ...] | None, out_suffix: str, che
     return _summary(args.command, report, args.out, extra)
 
 
+def _reading(args) -> dict[str, object]:
+    """The options reconstruct and encode pass on as they are: ``num_workers``, ``sample``, ``seed``."""
+    return dict(num_workers=args.num_workers, sample=args.sample, seed=args.seed)
+
+
 # --- reconstruct ------------------------------------------------------------------------------------
 def run_reconstruct(args) -> int:
+    """Reconstruct images of any size and aspect ratio (reflection-padded to a multiple of the
+    compression ratio and cropped back) and write PNGs with the same relative names."""
     from transvae.inference.jobs import reconstruct_files
 
     def job(items, out, device, **common):
         runner = make_runner(args, load_model_or_exit(args.model, device), device)
-        report = reconstruct_files(
-            runner,
-            items,
-            out,
-            num_workers=args.num_workers,
-            sample=args.sample,
-            seed=args.seed,
-            compare=args.compare,
-            **common,
-        )
+        report = reconstruct_files(runner, items, out, compare=args.compare, **_reading(args), **common)
         finite = [p for p in report.psnr if p != float("inf")]
         return report, f" (mean PSNR vs input {sum(finite) / len(finite):.2f} dB)" if finite else ""
 
@@ -239,6 +229,8 @@ def run_reconstruct(args) -> int:
 
 # --- encode -----------------------------------------------------------------------------------------
 def run_encode(args) -> int:
+    """Encode images to one .safetensors file each (tensor 'latent' (C, h, w) plus the metadata
+    needed to decode it back to the original size)."""
     from transvae.inference.jobs import encode_files
     from transvae.inference.latent_files import latent_scaling
     from transvae.utils.device import DTYPES
@@ -255,12 +247,10 @@ def run_encode(args) -> int:
             items,
             out,
             model_ref=args.model,
-            num_workers=args.num_workers,
-            sample=args.sample,
-            seed=args.seed,
             scaling_factor=scale,
             shift_factor=shift,
             latent_dtype=DTYPES[args.latent_dtype],
+            **_reading(args),
             **common,
         )
         return report, f" (stored (z - {shift:g}) * {scale:g})" if (scale, shift) != (1.0, 0.0) else ""
@@ -295,6 +285,9 @@ def _decode_runners(args, device):
 
 
 def run_decode(args) -> int:
+    """Decode files written by 'transvae encode' back to PNGs of the original size, with the model
+    given by --model. A latent file is data: the model it names is used only with
+    --model-from-files, and only if it is a local folder (never fetched from the Hub)."""
     from transvae.inference import load_latent
     from transvae.inference.jobs import decode_files
 
@@ -318,7 +311,14 @@ def run_decode(args) -> int:
 
 
 # --- extract-latents ----------------------------------------------------------------------------------
+# the options extract-latents passes to ``extract_latents`` as they are
+_EXTRACT_AS_GIVEN = ("resolution", "shard_size", "batch_size", "flip", "sample", "num_workers")
+
+
 def run_extract(args) -> int:
+    """Encode a whole image folder (class sub-folders give labels) into sharded safetensors with
+    'latents', 'latents_flip', 'labels', plus latents_stats.pt/.json and manifest.json. Resumable;
+    with torchrun each rank extracts a disjoint set of shards."""
     from transvae.inference import extract_latents
     from transvae.utils.device import DTYPES
     from transvae.utils.distributed import barrier, cleanup, init_distributed
@@ -347,13 +347,8 @@ def run_extract(args) -> int:
                 runner,
                 args.out,
                 model_ref=args.model,
-                resolution=args.resolution,
-                shard_size=args.shard_size,
-                batch_size=args.batch_size,
-                flip=args.flip,
-                sample=args.sample,
                 latent_dtype=DTYPES[args.latent_dtype],
-                num_workers=args.num_workers,
+                **{k: getattr(args, k) for k in _EXTRACT_AS_GIVEN},
                 rank=info.rank,
                 world_size=info.world_size,
                 barrier=(lambda: barrier(info)) if info.enabled else None,

@@ -19,45 +19,58 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import UserError, add_run_args, open_run_folder, run_overrides
+from .common import UserError, add_command, add_run_args, option, print_run_summary, run_config
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
-        help="train an autoencoder (stage 1 or 2 of the paper's recipe)",
+        run,
+        "train an autoencoder (stage 1 or 2 of the paper's recipe)",
+        [
+            option("--model", help="model name (see `transvae list`)"),
+            option(
+                "--data",
+                action="append",
+                nargs="+",
+                default=None,
+                metavar="DIR",
+                help="training image folder(s) or WebDataset .tar shards; repeatable",
+            ),
+            option(
+                "--val-data",
+                action="append",
+                nargs="+",
+                default=None,
+                metavar="DIR",
+                help="validation folder(s)",
+            ),
+            option("--out", help="run folder (config, logs, TensorBoard, grids, checkpoints, model/)"),
+            option("--config", help="YAML recipe (e.g. configs/transvae-t-f16d32-stage1.yaml)"),
+            option("--resolution", type=int, help="training crop size (data.resolution)"),
+            option(
+                "--stage",
+                type=int,
+                choices=(1, 2),
+                help="1: encoder+decoder, no GAN; 2: frozen encoder + GAN",
+            ),
+            option(
+                "--init", help="model folder / run folder / Hub id to start from (stage 2: the stage-1 model)"
+            ),
+            option(
+                "--strict", action="store_true", help="stop at the first bad image instead of skipping it"
+            ),
+            option(
+                "--force-bf16",
+                action="store_true",
+                help="with train.precision=bf16: use bf16 even on a CPU without native bf16 (train.force_bf16)",
+            ),
+        ],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="model name (see `transvae list`)")
-    p.add_argument(
-        "--data",
-        action="append",
-        nargs="+",
-        default=None,
-        metavar="DIR",
-        help="training image folder(s) or WebDataset .tar shards; repeatable",
-    )
-    p.add_argument(
-        "--val-data", action="append", nargs="+", default=None, metavar="DIR", help="validation folder(s)"
-    )
-    p.add_argument("--out", help="run folder (config, logs, TensorBoard, grids, checkpoints, model/)")
-    p.add_argument("--config", help="YAML recipe (e.g. configs/transvae-t-f16d32-stage1.yaml)")
-    p.add_argument("--resolution", type=int, help="training crop size (data.resolution)")
-    p.add_argument(
-        "--stage", type=int, choices=(1, 2), help="1: encoder+decoder, no GAN; 2: frozen encoder + GAN"
-    )
-    p.add_argument(
-        "--init", help="model folder / run folder / Hub id to start from (stage 2: the stage-1 model)"
-    )
-    p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
-    p.add_argument(
-        "--force-bf16",
-        action="store_true",
-        help="with train.precision=bf16: use bf16 even on a CPU without native bf16 (train.force_bf16)",
-    )
     add_run_args(p, "train")
-    p.set_defaults(func=run)
 
 
 def _flat(values) -> list[str]:
@@ -70,29 +83,22 @@ def resolve(args: argparse.Namespace):
     from ..models.registry import list_models
     from ..training.config import TrainConfigError, build_config
 
-    run_dir, saved = open_run_folder(args.out, args.resume)
-    base = saved["config"] if saved is not None else None
-    overrides = run_overrides(
-        args,
-        [
-            ("model.name", args.model),
-            ("model.init", args.init),
-            ("data.resolution", args.resolution),
-            ("train.stage", args.stage),
-        ],
-    )
+    pairs = [
+        ("model.name", args.model),
+        ("model.init", args.init),
+        ("data.resolution", args.resolution),
+        ("train.stage", args.stage),
+    ]
+    more: dict[str, object] = {}
     if args.data:
-        overrides["data.train"] = _flat(args.data)
+        more["data.train"] = _flat(args.data)
     if args.val_data:
-        overrides["data.val"] = _flat(args.val_data)
+        more["data.val"] = _flat(args.val_data)
     if args.strict:
-        overrides["data.strict"] = True
+        more["data.strict"] = True
     if args.force_bf16:
-        overrides["train.force_bf16"] = True
-    try:
-        cfg = build_config(args.config, overrides, list(args.extra or []), base=base)
-    except TrainConfigError as e:
-        raise UserError(str(e)) from e
+        more["train.force_bf16"] = True
+    cfg, run_dir, saved = run_config(args, pairs, build_config, TrainConfigError, more)
     if not args.resume:
         if args.model is None and args.init is None and args.config is None:
             raise UserError("--model NAME is required (see `transvae list`)")
@@ -174,15 +180,11 @@ def run(args: argparse.Namespace) -> int:
         D.cleanup()
     if trainer.is_main:
         hist = summary["history"]
-        msg = f"{summary['status']} at step {summary['step']} in {summary['wall_seconds']:.0f}s"
-        if hist:
-            msg += f"; validation PSNR {hist[0]['val/psnr']:.2f} -> {hist[-1]['val/psnr']:.2f} dB"
+        notes = (
+            [f"; validation PSNR {hist[0]['val/psnr']:.2f} -> {hist[-1]['val/psnr']:.2f} dB"] if hist else []
+        )
         if summary["bad_files"]:
-            msg += f"; {summary['bad_files']} bad files skipped (see {run_dir / 'bad_files.txt'})"
-        if summary["nonfinite_steps"]:
-            msg += f"; {summary['nonfinite_steps']} non-finite steps skipped"
-        print(msg)
-        print(f"model: {run_dir / 'model'}  (transvae.from_pretrained('{run_dir / 'model'}'))")
-        if summary["status"] != "finished":
-            print(f"continue with: transvae train --out {run_dir} --resume")
+            notes.append(f"; {summary['bad_files']} bad files skipped (see {run_dir / 'bad_files.txt'})")
+        result = f"model: {run_dir / 'model'}  (transvae.from_pretrained('{run_dir / 'model'}'))"
+        print_run_summary(summary, notes, result, "train", run_dir)
     return summary["exit_status"]

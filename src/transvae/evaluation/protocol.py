@@ -113,21 +113,30 @@ _UINT8_MEAN = "uint8 crop -> [-1, 1]"
 _ROUND = "input and reconstruction clamped to [-1, 1], (x + 1) * 127.5 rounded to uint8"
 _TRANSVAE_RESIZE = "shorter side to R, PIL bicubic (antialiased when downscaling); RxR images not resampled"
 
+# what the transvae, adm and torch-fidelity protocols share: the uint8 crop in, the posterior
+# mean out, rounded to uint8, FID features by torch-fidelity's Inception
+_UINT8_MEAN_PROTOCOL = dict(
+    model_input=_UINT8_MEAN,
+    reconstruction="decode(encode(x).mode()): the posterior mean",
+    quantisation=_ROUND,
+    inception="torch-fidelity",
+)
+_TRANSVAE_CROP = dict(
+    resize=_TRANSVAE_RESIZE,
+    crop="center RxR, offsets rounded (torchvision CenterCrop)",
+    prepare=_transvae_crop,
+)
+
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol(
-            name="transvae", source="transvae's own (docs/evaluation.md)", resize=_TRANSVAE_RESIZE,
-            crop="center RxR, offsets rounded (torchvision CenterCrop)", model_input=_UINT8_MEAN,
-            reconstruction="decode(encode(x).mode()): the posterior mean", quantisation=_ROUND,
-            inception="torch-fidelity", prepare=_transvae_crop,
+            name="transvae", source="transvae's own (docs/evaluation.md)", **_TRANSVAE_CROP, **_UINT8_MEAN_PROTOCOL,
         ),
         Protocol(
             name="adm", source="openai/guided-diffusion center_crop_arr (ADM, DiT)",
             resize="box-filter halving while the shorter side >= 2R, then shorter side to R, PIL bicubic",
-            crop="center RxR, offsets floored", model_input=_UINT8_MEAN,
-            reconstruction="decode(encode(x).mode()): the posterior mean", quantisation=_ROUND,
-            inception="torch-fidelity", prepare=_adm_crop,
+            crop="center RxR, offsets floored", prepare=_adm_crop, **_UINT8_MEAN_PROTOCOL,
         ),
         Protocol(
             name="va-vae", source="hustvl/LightningDiT evaluate_tokenizer.py (VA-VAE)",
@@ -140,9 +149,7 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         Protocol(
             name="torch-fidelity", source="torch-fidelity folder comparison (fidelity --input1 --input2)",
-            resize=_TRANSVAE_RESIZE, crop="center RxR, offsets rounded (torchvision CenterCrop)",
-            model_input=_UINT8_MEAN, reconstruction="decode(encode(x).mode()): the posterior mean",
-            quantisation=_ROUND, inception="torch-fidelity", prepare=_transvae_crop, folder_fid=True,
+            folder_fid=True, **_TRANSVAE_CROP, **_UINT8_MEAN_PROTOCOL,
         ),
     )
 }  # fmt: skip

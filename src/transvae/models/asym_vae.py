@@ -11,10 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import AutoencoderBase, ConfigError
-from .blocks import init_weights
 from .cnn_vae import CNNDecoder, CNNVAEConfig
 from .registry import register_architecture, register_model
 from .transvae import Encoder, TransVAEConfig
+
+# ``CNNVAEConfig`` field of the decoder -> the ``AsymVAEConfig`` field that sets it
+DECODER_FIELDS = {
+    "base_dim": "dec_base_dim",
+    "ch_mult": "dec_ch_mult",
+    "decoder_num_res_blocks": "dec_num_res_blocks",
+    "stage_attn": "dec_stage_attn",
+    "mid_block": "dec_mid_block",
+    "mid_attn": "dec_mid_attn",
+}
 
 
 @dataclass
@@ -45,35 +54,23 @@ class AsymVAEConfig(TransVAEConfig):
             )
 
     def decoder_config(self) -> CNNVAEConfig:
-        return CNNVAEConfig(
-            in_channels=self.in_channels,
-            latent_channels=self.latent_channels,
-            base_dim=self.dec_base_dim,
-            ch_mult=self.dec_ch_mult,
-            decoder_num_res_blocks=self.dec_num_res_blocks,
-            stage_attn=self.dec_stage_attn,
-            mid_block=self.dec_mid_block,
-            mid_attn=self.dec_mid_attn,
-            latent_kernel=self.latent_kernel,
-        )
+        """The ``CNNVAEConfig`` of the decoder: the ``dec_*`` fields under their CNN-VAE names
+        (``DECODER_FIELDS``), with this config's channels and latent kernel."""
+        shared = {k: getattr(self, k) for k in ("in_channels", "latent_channels", "latent_kernel")}
+        return CNNVAEConfig(**shared, **{k: getattr(self, f) for k, f in DECODER_FIELDS.items()})
 
 
 @register_architecture
 class AsymVAE(AutoencoderBase):
-    """Transformer (TransVAE) encoder + CNN (LDM) decoder.
-
-    Args:
-        config: an ``AsymVAEConfig``.
-    """
+    """Transformer (TransVAE) encoder + CNN (LDM) decoder."""
 
     config_class = AsymVAEConfig
+    encoder_class = Encoder
+    decoder_class = CNNDecoder
 
-    def __init__(self, config: AsymVAEConfig):
-        super().__init__(config)
-        self.encoder = Encoder(config)
-        self.decoder = CNNDecoder(config.decoder_config())
-        streams = [s.residual_branch_outputs() for s in self.encoder.stages if s.kind == "transformer"]
-        init_weights(self, streams)
+    def decoder_config(self) -> CNNVAEConfig:
+        """The CNN decoder's config (``AsymVAEConfig.decoder_config``)."""
+        return self.config.decoder_config()
 
 
 register_model(

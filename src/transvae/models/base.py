@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.config import ConfigError, from_dict
+from .blocks import init_weights
 from .distributions import DiagonalGaussianDistribution
 from .persistence import CONFIG_NAME, WEIGHTS_NAME, PersistenceMixin
 
@@ -137,10 +138,18 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
     """Base class: subclasses build ``self.encoder`` and ``self.decoder`` and set ``config``.
 
     ``self.encoder(x)`` must return the Gaussian moments (B, 2*C, H/f, W/f) and
-    ``self.decoder(z)`` the image (B, 3, H, W).
+    ``self.decoder(z)`` the image (B, 3, H, W). A subclass that sets ``encoder_class`` and
+    ``decoder_class`` has them built here, ``encoder_class(config)`` and
+    ``decoder_class(decoder_config())``, then initialised by ``init_weights`` with its
+    ``residual_streams()``; one that does not builds them itself after ``super().__init__``.
+
+    Args:
+        config: the architecture's ``config_class`` instance.
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    encoder_class: ClassVar[type[nn.Module] | None] = None
+    decoder_class: ClassVar[type[nn.Module] | None] = None
     kind: ClassVar[str] = "tokenizer"
     # True for encoders that output a latent, not a distribution (DC-AE): the posterior then has
     # zero variance, so sampling it returns its mean and its KL term is 0.
@@ -150,6 +159,21 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
         super().__init__()
         self.config = config
         self.gradient_checkpointing = False
+        if self.encoder_class is not None and self.decoder_class is not None:
+            self.encoder = self.encoder_class(config)
+            self.decoder = self.decoder_class(self.decoder_config())
+            init_weights(self, self.residual_streams())
+
+    def decoder_config(self) -> ModelConfig:
+        """The config ``decoder_class`` is built from: the model's own unless a subclass says otherwise."""
+        return self.config
+
+    def residual_streams(self) -> list[list[nn.Linear]]:
+        """The residual-branch output layers, one list per stream, that ``init_weights`` re-draws:
+        by default those of every transformer stage (``kind == "transformer"``) of the encoder
+        and the decoder, from its ``residual_branch_outputs()``."""
+        stages = [*getattr(self.encoder, "stages", ()), *getattr(self.decoder, "stages", ())]
+        return [s.residual_branch_outputs() for s in stages if getattr(s, "kind", None) == "transformer"]
 
     # -- properties ------------------------------------------------------------------------
     @property

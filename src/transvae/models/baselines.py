@@ -15,7 +15,7 @@ Choices and measured parameter counts are documented in ``docs/architecture.md``
 from __future__ import annotations
 
 from . import asym_vae, cnn_vae, swin_vae  # noqa: F401  (registers their variants)
-from .registry import register_model
+from .registry import register_model, register_models
 from .transvae import TransVAE
 
 # ViT-VAE: everything that makes TransVAE differ from a plain ViT switched off.
@@ -41,15 +41,14 @@ _TABLE5 = {
     "h": (24, 1536, (681, 680)),
     "g": (24, 2048, (1200, 1300)),
 }
-for _size, (_depth, _width, _pp) in _TABLE5.items():
-    register_model(
-        f"vit-vae-{_size}-f16d32",
-        TransVAE,
-        family="vit-vae",
-        paper_params=_pp,
-        description="Table 5",
-        **{**VIT_VAE_DEFAULTS, "dims": (_width,), "depths": (_depth,)},
-    )
+register_models(
+    TransVAE,
+    "vit-vae",
+    {
+        f"vit-vae-{size}-f16d32": ("Table 5", pp, {**VIT_VAE_DEFAULTS, "dims": (width,), "depths": (depth,)})
+        for size, (depth, width, pp) in _TABLE5.items()
+    },
+)
 
 # CPU-sized members: name -> (description, config values over VIT_VAE_DEFAULTS); all at sample_size 64
 _CPU_MEMBERS = {

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import ResBlock, compute_layout, group_norm, init_weights, run_blocks
+from .blocks import ResBlock, compute_layout, group_norm, run_blocks
 from .registry import register_architecture, register_model
 
 
@@ -269,19 +269,13 @@ class CNNDecoder(nn.Module):
 class CNNVAE(AutoencoderBase):
     """The CNN-VAE baseline (LDM / VA-VAE Encoder and Decoder).
 
-    Args:
-        config: a ``CNNVAEConfig``.
+    Initialised as LDM / VA-VAE (PyTorch's default for convs, GroupNorm 1/0), written out in
+    ``init_weights`` and shared by every model's convs; no residual branch is rescaled.
     """
 
     config_class = CNNVAEConfig
-
-    def __init__(self, config: CNNVAEConfig):
-        super().__init__(config)
-        self.encoder = CNNEncoder(config)
-        self.decoder = CNNDecoder(config)
-        # The LDM / VA-VAE init (PyTorch's default for convs, GroupNorm 1/0), written out in
-        # init_weights and shared by every model's convs; no residual branch is rescaled here.
-        init_weights(self)
+    encoder_class = CNNEncoder
+    decoder_class = CNNDecoder
 
 
 # --- Table 4 (f16d32): base dim and paper (encoder, decoder) params in millions -------------

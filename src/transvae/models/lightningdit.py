@@ -38,7 +38,7 @@ from .attention import Attention, RMSNorm
 from .mlp import GeluMLP, SwiGLUFFN
 from .persistence import PersistenceMixin
 from .pos_embed import POS_EMBED_ORDERS, rope_2d, sincos_pos_embed_2d
-from .registry import register_architecture, register_model
+from .registry import register_architecture, register_models
 
 ARCHITECTURE = "lightningdit"
 
@@ -398,39 +398,28 @@ _SIZES = {
     "l": (24, 1024, 16, 458.0),
     "xl": (28, 1152, 16, 675.0),
 }
-for _size, (_depth, _dim, _heads, _params) in _SIZES.items():
-    for _patch in (1, 2):
-        register_model(
-            f"lightningdit-{_size}-{_patch}",
-            LightningDiT,
-            family="lightningdit",
-            paper_params=_params,
-            description=f"LightningDiT-{_size.upper()}/{_patch}",
-            depth=_depth,
-            hidden_size=_dim,
-            num_heads=_heads,
-            patch_size=_patch,
-            pos_embed_order="cols_first",
-        )
-register_model(
-    "lightningdit-mini-1",
-    LightningDiT,
-    family="lightningdit",
-    description="CPU-sized: 6 blocks of width 256",
-    depth=6,
-    hidden_size=256,
-    num_heads=4,
-    patch_size=1,
-    pos_embed_order="cols_first",
-)
-register_model(
-    "lightningdit-nano-1",
-    LightningDiT,
-    family="lightningdit",
-    description="test-sized: 2 blocks of width 64",
-    depth=2,
-    hidden_size=64,
-    num_heads=2,
-    patch_size=1,
-    pos_embed_order="cols_first",
-)
+
+
+def _dit(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> dict:
+    """The config values of a variant (``pos_embed_order`` named: see above)."""
+    return dict(
+        depth=depth,
+        hidden_size=hidden_size,
+        num_heads=num_heads,
+        patch_size=patch_size,
+        pos_embed_order="cols_first",
+    )
+
+
+_VARIANTS = {  # name: (description, published parameters in millions or None, config values)
+    f"lightningdit-{size}-{patch}": (
+        f"LightningDiT-{size.upper()}/{patch}",
+        params,
+        _dit(depth, dim, heads, patch),
+    )
+    for size, (depth, dim, heads, params) in _SIZES.items()
+    for patch in (1, 2)
+}
+_VARIANTS["lightningdit-mini-1"] = ("CPU-sized: 6 blocks of width 256", None, _dit(6, 256, 4, 1))
+_VARIANTS["lightningdit-nano-1"] = ("test-sized: 2 blocks of width 64", None, _dit(2, 64, 2, 1))
+register_models(LightningDiT, "lightningdit", _VARIANTS)

@@ -319,6 +319,24 @@ def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+def warn_nonfinite(state: dict[str, torch.Tensor], source: Path | str, stacklevel: int = 3) -> None:
+    """Warn (``RuntimeWarning``, one line naming up to five) when tensors of ``state`` hold NaN or Inf.
+
+    Args:
+        state: the tensors about to be loaded.
+        source: the file they come from, for the message.
+        stacklevel: as ``warnings.warn``'s, counted from the caller of this function.
+    """
+    bad = nonfinite_tensors(state)
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.warn(
+            f"{source}: {len(bad)} tensor(s) hold NaN or Inf values ({listed}); the model will output NaN",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
 def load_model(
     path_or_repo: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -417,14 +435,7 @@ def _assign_weights(model: nn.Module, weights: Path, device, dtype: torch.dtype 
     check_weights(model, weights)
     target = torch.device(device) if device is not None else torch.device("cpu")
     state = load_file(str(weights), device=str(target))
-    bad = nonfinite_tensors(state)
-    if bad:
-        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.warn(
-            f"{weights}: {len(bad)} tensor(s) hold NaN or Inf values ({listed}); the model will output NaN",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    warn_nonfinite(state, weights)
     ref = model.state_dict()
     state = {
         k: v.to(dtype if dtype is not None and ref[k].is_floating_point() else ref[k].dtype)

@@ -92,6 +92,13 @@ def register_variant(name: str, base: str, **overrides: Any) -> str:
     return name
 
 
+def register_models(cls: type, family: str, members: dict[str, tuple[str, Any, dict[str, Any]]]) -> None:
+    """``register_model`` for each ``name: (description, paper_params, config values)`` of
+    ``members``, in order, all variants of ``cls`` in ``family``."""
+    for name, (description, paper_params, values) in members.items():
+        register_model(name, cls, family=family, paper_params=paper_params, description=description, **values)
+
+
 def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
     """Registered names, optionally filtered by a glob ``pattern`` (e.g. ``"transvae-*"``) and a
     ``kind`` (``"tokenizer"`` or ``"generator"``)."""

@@ -23,8 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AutoencoderBase, ConfigError, ModelConfig
-from .blocks import init_weights
-from .registry import register_architecture, register_model
+from .registry import register_architecture, register_model, register_models
 
 
 @dataclass
@@ -162,24 +161,16 @@ class SwinDecoder(nn.Module):
 
 @register_architecture
 class SwinVAE(AutoencoderBase):
-    """The Swin-VAE baseline.
-
-    Args:
-        config: a ``SwinVAEConfig``.
-    """
+    """The Swin-VAE baseline."""
 
     config_class = SwinVAEConfig
-
-    def __init__(self, config: SwinVAEConfig):
-        super().__init__(config)
-        self.encoder = SwinEncoder(config)
-        self.decoder = SwinDecoder(config)
-        # timm already initialised the relative-position tables (trunc normal, std 0.02).
-        init_weights(self, self.residual_streams())
+    encoder_class = SwinEncoder
+    decoder_class = SwinDecoder
 
     def residual_streams(self) -> list[list[nn.Linear]]:
         """Per Swin stage of encoder and decoder, the output layers of its residual branches
-        (each block's ``attn.proj`` and ``mlp.fc2``), for ``init_weights``."""
+        (each block's ``attn.proj`` and ``mlp.fc2``), for ``init_weights`` (timm already
+        initialised the relative-position tables: trunc normal, std 0.02)."""
         stages = [*self.encoder.stages, *self.decoder.stages]
         return [[layer for blk in s.blocks for layer in (blk.attn.proj, blk.mlp.fc2)] for s in stages]
 
@@ -217,16 +208,15 @@ _TABLE6 = {
     "h": ((3, 4, 6, 8), (320, 640, 1280, 2560), (788, 788)),
     "g": ((3, 4, 6, 8), (384, 768, 1536, 3072), (1100, 1100)),
 }
-for _size, (_depths, _dims, _pp) in _TABLE6.items():
-    register_model(
-        f"swin-vae-{_size}-f16d32",
-        SwinVAE,
-        family="swin-vae",
-        paper_params=_pp,
-        description="Table 6" + (" (157M total; depth [3,3,3,5])" if _size == "b" else ""),
-        depths=_depths,
-        dims=_dims,
-    )
+_B_NOTE = " (157M total; depth [3,3,3,5])"
+register_models(
+    SwinVAE,
+    "swin-vae",
+    {
+        f"swin-vae-{size}-f16d32": ("Table 6" + (_B_NOTE if size == "b" else ""), pp, dict(depths=d, dims=w))
+        for size, (d, w, pp) in _TABLE6.items()
+    },
+)
 
 # --- CPU-sized members for tests and small-scale experiments ---
 _CPU_MEMBERS = {  # name: (description, config values); all at sample_size 64

@@ -29,7 +29,6 @@ from .blocks import (
     TransformerBlock,
     UpSample,
     compute_layout,
-    init_weights,
     num_groups,
     run_blocks,
 )
@@ -283,24 +282,11 @@ class Decoder(nn.Module):
 
 @register_architecture
 class TransVAE(AutoencoderBase):
-    """The TransVAE autoencoder (and, through its config, ViT-VAE and the ladder between).
-
-    Args:
-        config: a ``TransVAEConfig``.
-    """
+    """The TransVAE autoencoder (and, through its config, ViT-VAE and the ladder between)."""
 
     config_class = TransVAEConfig
-
-    def __init__(self, config: TransVAEConfig):
-        super().__init__(config)
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
-        init_weights(self, self.residual_streams())
-
-    def residual_streams(self) -> list[list[nn.Linear]]:
-        """Per stage of encoder and decoder, the residual-branch output layers (``init_weights``)."""
-        stages = [*self.encoder.stages, *self.decoder.stages]
-        return [s.residual_branch_outputs() for s in stages if s.kind == "transformer"]
+    encoder_class = Encoder
+    decoder_class = Decoder
 
 
 # --- The paper's variants (Appendix B, Table 3): paper (encoder, decoder) params in millions ---

@@ -22,6 +22,11 @@ from .tasks.autoencoder import AutoencoderTask
 __all__ = ["CHECKPOINT_NAME", "EXIT_STATUS", "Trainer", "TrainingError"]
 
 
+def _task_attribute(name: str, doc: str) -> property:
+    """A read-only property that returns ``self.task.<name>``."""
+    return property(lambda self: getattr(self.task, name), doc=doc)
+
+
 class Trainer(Engine):
     """Builds everything from a ``TrainConfig`` and runs the loop (``fit``).
 
@@ -47,22 +52,10 @@ class Trainer(Engine):
     ):
         super().__init__(AutoencoderTask(cfg, train_dataset, val_dataset), Path(run_dir), resume, saved)
 
-    @property
-    def model(self):
-        """The autoencoder being trained (plain module, possibly FSDP-sharded)."""
-        return self.task.model
-
-    @property
-    def loss_fn(self):
-        return self.task.loss_fn
-
-    @property
-    def train_dataset(self):
-        return self.task.train_dataset
-
-    @property
-    def val_dataset(self):
-        return self.task.val_dataset
+    model = _task_attribute("model", "The autoencoder being trained (plain module, possibly FSDP-sharded).")
+    loss_fn = _task_attribute("loss_fn", "The loss (``losses.VAELoss``).")
+    train_dataset = _task_attribute("train_dataset", "The training images.")
+    val_dataset = _task_attribute("val_dataset", "The validation images (or None).")
 
     def validate(self) -> dict[str, float]:
         """Validation PSNR / SSIM of the EMA (or current) weights; every rank calls it."""

@@ -9,7 +9,7 @@ FSDP-sharded models (whose forward needs every rank) work.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -21,6 +21,26 @@ from ..metrics.base import build_metrics
 from ..utils.distributed import DistInfo
 
 VALIDATION_METRICS = ("psnr", "ssim", "ciede2000")  # CIEDE2000: colour drift shows early
+
+
+def rank_batches(
+    dataset: Dataset, batch_size: int, dist: DistInfo, check_stop=None
+) -> Iterator[torch.Tensor]:
+    """This rank's share of ``dataset`` (images r, r + world, ...) as batches of images on
+    ``dist.device``; ``check_stop`` is called before every batch, batches without images are skipped.
+
+    Args:
+        dataset: items ``{"image": (3, H, W) in [-1, 1] or None}``.
+        batch_size: images per batch.
+        dist: the process layout.
+        check_stop: as for ``reconstruction_metrics``.
+    """
+    share = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
+    for batch in DataLoader(share, batch_size=batch_size, collate_fn=collate):
+        if check_stop is not None:
+            check_stop()
+        if batch["image"] is not None:
+            yield batch["image"].to(dist.device)
 
 
 @torch.no_grad()
@@ -49,14 +69,8 @@ def reconstruction_metrics(
     built = build_metrics(metrics)
     was_training = model.training
     model.eval()
-    share = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     images = 0
-    for batch in DataLoader(share, batch_size=batch_size, collate_fn=collate):
-        if check_stop is not None:
-            check_stop()
-        if batch["image"] is None:
-            continue
-        x = batch["image"].to(dist.device)
+    for x in rank_batches(dataset, batch_size, dist, check_stop):
         with autocast():
             rec = model(x, sample_posterior=False).sample
         a, b = tensor_to_uint8(x).cpu(), tensor_to_uint8(rec).cpu()  # (B, 3, H, W) uint8

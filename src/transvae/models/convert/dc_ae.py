@@ -11,13 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...utils.config import read_json
 from ..base import ConfigError
 from ..dc_ae import DCAE, DCAEConfig
-from ..persistence import CONFIG_NAME
-from ..registry import build_model
-from .diffusers_kl import weights_file
-from .weights import load_converted, open_safetensors
+from .diffusers_kl import load_diffusers_folder
 
 CLASS_NAME = "AutoencoderDC"
 MODEL_NAME = "diffusers-autoencoder-dc"
@@ -55,10 +51,4 @@ def convert_folder(folder: Path, name: str = MODEL_NAME) -> DCAE:
         ConfigError: an unsupported config or weights that do not fit it (one line).
         FileNotFoundError: no safetensors weights (a pickled ``.bin`` is never read).
     """
-    path = folder / CONFIG_NAME
-    cfg, meta = model_config(read_json(folder / CONFIG_NAME, what="model config"), path)
-    weights = weights_file(folder)
-    model = build_model(DCAE, cfg, name, device="meta")
-    load_converted(model, open_safetensors(weights), diffusers_name, f"{path}")
-    model.metadata = {**meta, "converted_from": f"diffusers {CLASS_NAME}"}
-    return model.eval()
+    return load_diffusers_folder(folder, name, model_config, DCAE, lambda cfg: diffusers_name, CLASS_NAME)

@@ -27,17 +27,18 @@ types, out_channels != in_channels) are refused in one line naming them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...utils.config import from_dict, read_json
-from ..base import ConfigError
+from ..base import AutoencoderBase, ConfigError
 from ..cnn_vae import CNNVAE, CNNVAEConfig
 from ..persistence import CONFIG_NAME, DIFFUSERS_WEIGHTS_NAME
 from ..registry import build_model
 from .cnn_names import source_names
-from .weights import load_converted, open_safetensors
+from .weights import KeyNames, load_converted, open_safetensors
 
 CLASS_NAME = "AutoencoderKL"
 MODEL_NAME = "diffusers-autoencoder-kl"
@@ -162,13 +163,42 @@ def convert_folder(folder: Path, name: str = MODEL_NAME) -> CNNVAE:
         ConfigError: an unsupported config or weights that do not fit it (one line).
         FileNotFoundError: no safetensors weights (a pickled ``.bin`` is never read).
     """
+    return load_diffusers_folder(
+        folder,
+        name,
+        model_config,
+        CNNVAE,
+        lambda cfg: lambda k: source_names(k, cfg, "diffusers"),
+        CLASS_NAME,
+    )
+
+
+def load_diffusers_folder(
+    folder: Path,
+    name: str,
+    parse: Callable[[Any, Path], tuple[Any, dict[str, Any]]],
+    cls: type[AutoencoderBase],
+    names_for: Callable[[Any], KeyNames],
+    class_name: str,
+) -> AutoencoderBase:
+    """The conversion of a diffusers folder, whatever its class.
+
+    Args:
+        folder: holds ``config.json`` and ``diffusion_pytorch_model.safetensors``.
+        name: the model's ``model_name``.
+        parse: ``parse(config data, config path)`` -> (config of ``cls``, metadata).
+        cls: the architecture the folder becomes.
+        names_for: ``names_for(config)`` -> the file names of a model key (``load_converted``).
+        class_name: the diffusers class, for ``metadata["converted_from"]``.
+    Returns:
+        the model (float32, CPU, eval mode) with the metadata of the config.
+    """
     path = folder / CONFIG_NAME
-    cfg, meta = model_config(read_json(folder / CONFIG_NAME, what="model config"), path)
+    cfg, meta = parse(read_json(path, what="model config"), path)
     weights = weights_file(folder)
-    model = build_model(CNNVAE, cfg, name, device="meta")
-    source = open_safetensors(weights)
-    load_converted(model, source, lambda k: source_names(k, cfg, "diffusers"), f"{path}")
-    model.metadata = {**meta, "converted_from": f"diffusers {CLASS_NAME}"}
+    model = build_model(cls, cfg, name, device="meta")
+    load_converted(model, open_safetensors(weights), names_for(cfg), f"{path}")
+    model.metadata = {**meta, "converted_from": f"diffusers {class_name}"}
     return model.eval()
 
 

@@ -484,9 +484,11 @@ def _to_ours(state: Mapping[str, torch.Tensor], args: Mapping[str, Any]) -> dict
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def _block_to_ours(src, args, qk, perm) -> dict[str, torch.Tensor]:
-    d = args["hidden_size"]
-    out = {k: v for k, v in src.items() if k.startswith(("norm1.", "norm2.", "attn.proj.", "mlp.fc"))}
+def _permuted_attention(src, qk, perm) -> dict[str, torch.Tensor]:
+    """A block's ``attn.qkv`` weight and bias with their rows taken in the order ``qk`` and its
+    ``q_norm`` / ``k_norm`` weights in the order ``perm`` (either None: as they are); the same
+    code maps the reference's layout to ours and, given the inverse orders, back."""
+    out = {}
     for k in ("weight", "bias"):
         w = src[f"attn.qkv.{k}"]
         out[f"attn.qkv.{k}"] = w[qk] if qk is not None else w
@@ -494,6 +496,13 @@ def _block_to_ours(src, args, qk, perm) -> dict[str, torch.Tensor]:
         if f"attn.{name}.weight" in src:
             w = src[f"attn.{name}.weight"]
             out[f"attn.{name}.weight"] = w[perm] if perm is not None else w
+    return out
+
+
+def _block_to_ours(src, args, qk, perm) -> dict[str, torch.Tensor]:
+    d = args["hidden_size"]
+    out = {k: v for k, v in src.items() if k.startswith(("norm1.", "norm2.", "attn.proj.", "mlp.fc"))}
+    out.update(_permuted_attention(src, qk, perm))
     if args["use_swiglu"]:
         for k in ("weight", "bias"):
             gate, value = src[f"mlp.w12.{k}"].chunk(2, dim=0)  # silu(x1) * x2: x1 is the gate
@@ -625,13 +634,7 @@ def _block_to_reference(src, cfg, inv_qk, inv_perm) -> dict[str, torch.Tensor]:
     out = {
         k: v for k, v in src.items() if k.startswith(("norm1.", "norm2.", "attn.proj.", "adaLN_modulation."))
     }
-    for k in ("weight", "bias"):
-        w = src[f"attn.qkv.{k}"]
-        out[f"attn.qkv.{k}"] = w[inv_qk] if inv_qk is not None else w
-    for name in ("q_norm", "k_norm"):
-        if f"attn.{name}.weight" in src:
-            w = src[f"attn.{name}.weight"]
-            out[f"attn.{name}.weight"] = w[inv_perm] if inv_perm is not None else w
+    out.update(_permuted_attention(src, inv_qk, inv_perm))
     for k in ("weight", "bias"):
         if cfg.swiglu:
             out[f"mlp.w12.{k}"] = torch.cat([src[f"mlp.fc1_g.{k}"], src[f"mlp.fc1_x.{k}"]])

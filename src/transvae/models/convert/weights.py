@@ -12,7 +12,6 @@ VA-VAE's ``foundation_model.*`` / ``linear_proj.*``, a diffusion model) is left 
 from __future__ import annotations
 
 import pickle
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch
 from safetensors import safe_open
 
 from ..base import AutoencoderBase, ConfigError
-from ..persistence import nonfinite_tensors
+from ..persistence import warn_nonfinite
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -154,12 +153,19 @@ def open_weights(path: Path) -> TensorFile:
     return tf
 
 
+# ``names(model_key)``: the key's possible names in a file, preferred first.
+KeyNames = Callable[[str], tuple[str, ...]]
+# A suffix for mismatch messages, computed only when one is raised.
+Hint = Callable[[], str]
+
+
+def no_hint() -> str:
+    """The ``Hint`` that adds nothing."""
+    return ""
+
+
 def plan_converted(
-    model: AutoencoderBase,
-    source: TensorFile,
-    names: Callable[[str], tuple[str, ...]],
-    what: str,
-    hint: Callable[[], str] = lambda: "",
+    model: AutoencoderBase, source: TensorFile, names: KeyNames, what: str, hint: Hint = no_hint
 ) -> dict[str, str]:
     """Match every tensor of ``model`` (built on the meta device) with one tensor of ``source``.
 
@@ -209,7 +215,7 @@ def plan_converted(
     return plan
 
 
-def fits(model: AutoencoderBase, source: TensorFile, names: Callable[[str], tuple[str, ...]]) -> bool:
+def fits(model: AutoencoderBase, source: TensorFile, names: KeyNames) -> bool:
     """Whether ``plan_converted`` accepts ``source`` for ``model`` (for hints; nothing is read)."""
     try:
         plan_converted(model, source, names, "")
@@ -219,11 +225,7 @@ def fits(model: AutoencoderBase, source: TensorFile, names: Callable[[str], tupl
 
 
 def load_converted(
-    model: AutoencoderBase,
-    source: TensorFile,
-    names: Callable[[str], tuple[str, ...]],
-    what: str,
-    hint: Callable[[], str] = lambda: "",
+    model: AutoencoderBase, source: TensorFile, names: KeyNames, what: str, hint: Hint = no_hint
 ) -> None:
     """``plan_converted``, then read the tensors and load them into ``model`` under its names
     (``assign``: the meta parameters are replaced; float tensors become the model's dtype).
@@ -235,12 +237,5 @@ def load_converted(
     expected = model.state_dict()
     tensors = source.load()
     state = {k: tensors[s].reshape(expected[k].shape).to(expected[k].dtype) for k, s in plan.items()}
-    bad = nonfinite_tensors(state)
-    if bad:
-        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.warn(
-            f"{source.path}: {len(bad)} tensor(s) hold NaN or Inf values ({listed}); the model will output NaN",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    warn_nonfinite(state, source.path)
     model.load_state_dict(state, strict=True, assign=True)

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
-from ...data.datasets import collate
 from ...models.distributions import DiagonalGaussianDistribution
 from ...utils.distributed import DistInfo
 from ...utils.files import atomic_path
+from ..validation import rank_batches
 
 TRAINING_STATE_NAME = "training_state.safetensors"
 
@@ -121,14 +121,8 @@ def latent_drift(
         (global std of z over that of z0) and ``val/drift_channel_shift`` (the largest per-channel
         mean shift in units of that channel's std under the reference).
     """
-    share = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     sums: torch.Tensor | None = None  # [sq diff, sq ref, dot, sq cur, count] + per-channel sums
-    for batch in DataLoader(share, batch_size=batch_size, collate_fn=collate):
-        if check_stop is not None:
-            check_stop()
-        if batch["image"] is None:
-            continue
-        x = batch["image"].to(dist.device)
+    for x in rank_batches(dataset, batch_size, dist, check_stop):
         with autocast():
             z = DiagonalGaussianDistribution(encoder(x)).mean.double()
             z0 = DiagonalGaussianDistribution(reference(x)).mean.double()
