@@ -239,3 +239,24 @@ def test_the_ciede2000_plugin_streams_what_colour_report_pools():
     assert got["colour_mean_shift"] == pytest.approx(want["mean_shift"], rel=1e-9)
     assert got["colour_contrast_ratio"] == pytest.approx(want["contrast_ratio"], rel=1e-9)
     assert all(1.05 < r < 1.15 for r in got["colour_contrast_ratio"])
+
+
+def test_low_pass_keeps_colour_and_removes_detail():
+    from transvae.metrics.colour import low_pass
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 256, (2, 3, 4, 4), generator=g, dtype=torch.uint8)
+    flat = base.repeat_interleave(4, 2).repeat_interleave(4, 3)  # 16 x 16 of flat 4 x 4 blocks
+    assert torch.equal(low_pass(flat), base)  # block averages of flat blocks: exact
+    # detail only (+-20 levels in a checkerboard inside each block): the pixels differ by a lot,
+    # the low-passed colours not at all; a tint of the same pixel error survives the low-pass
+    mid = torch.full((1, 3, 16, 16), 128, dtype=torch.uint8)
+    board = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 40 - 20).to(torch.int16)
+    detail = (mid.to(torch.int16) + board).to(torch.uint8)
+    tint = mid.clone()
+    tint[:, 0] += 20
+    assert colour_report(mid, detail)["ciede2000_mean"] > 5
+    assert colour_report(low_pass(mid), low_pass(detail))["ciede2000_mean"] == 0
+    assert colour_report(low_pass(mid), low_pass(tint))["ciede2000_mean"] > 5
+    with pytest.raises(ValueError, match="multiples of 4"):
+        low_pass(mid[..., :15])

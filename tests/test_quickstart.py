@@ -43,6 +43,17 @@ def test_quickstart_refuses_bad_options(tmp_path, bad):
     assert main(["quickstart", "--out", str(tmp_path / "q"), *bad]) == 2
 
 
+def test_quickstart_never_replaces_a_folder_it_did_not_make(tmp_path):
+    from transvae.cli import main
+
+    mine = tmp_path / "mine"
+    (mine / "run").mkdir(parents=True)
+    (mine / "run" / "model.safetensors").write_bytes(b"a week of training")
+    assert main(["quickstart", "--out", str(mine), "--steps", "1"]) == 2
+    assert (mine / "run" / "model.safetensors").read_bytes() == b"a week of training"
+    assert not (mine / quickstart.MARKER).exists()
+
+
 class _Identity(torch.nn.Module):
     """Stands in for an autoencoder that reconstructs perfectly (``model(x, ...).sample``)."""
 
@@ -82,6 +93,7 @@ def test_colour_fidelity_reports_what_the_model_does(tmp_path):
     assert 12 < bad["mean_shift"][0] <= 13 and bad["mean_shift"][1] == 0  # clipped at 255 here and there
     assert bad["contrast_ratio"][1] == 1.0 and bad["contrast_ratio"][2] > 1.5
     assert bad["lab_shift"][0] > 1 and bad["ciede2000_mean"] > 3
+    assert bad["ciede2000_lowpass"] > 2 and ok["held_out"]["ciede2000_lowpass"] == 0  # a tint survives low-pass
 
 
 def test_before_after_keeps_every_colour(tmp_path):

@@ -335,7 +335,11 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 2 and m["held_out_tiles"] == 54  # chelsea at 192 x 288 px: 6 x 9 tiles of 32
     assert m["psnr_start"] > 0 and m["psnr_end"] > 0 and m["psnr_end"] != m["psnr_start"]
-    assert m["held_out_psnr"] == m["psnr_end"]
+    assert m["held_out_psnr"] == m["psnr_end"] and m["threads"] == 1 and m["colour_augment"] is True
+    import yaml
+
+    data = yaml.safe_load((out / "run" / "config.yaml").read_text())["data"]
+    assert (data["hue"], data["channel_shuffle"], data["contrast"], data["saturation"]) == (0.5, True, 0.5, 0.5)
     assert [c[0] for c in m["curve"]] == [0, 1, 2] and m["curve"][-1][1] == m["psnr_end"]
     # colour figures of the exported model (transvae.metrics.colour): held-out tiles and the chart
     assert m["held_out_ciede2000_p95"] >= m["held_out_ciede2000_mean"] > 0 and m["chart_ciede2000_mean"] > 0

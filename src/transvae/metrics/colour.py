@@ -162,6 +162,24 @@ def colour_report(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float | lis
     }
 
 
+def low_pass(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """Each ``factor`` x ``factor`` block of uint8 images averaged (and rounded): the colours kept,
+    the detail removed. CIEDE2000 between low-passed images separates a colour error (a tint, a
+    contrast change, a hue the model cannot make) from the loss of fine detail, which raises the
+    per-pixel CIEDE2000 of any blurry reconstruction even when its colours are exact.
+
+    Args:
+        x: (B, 3, H, W) uint8, H and W multiples of ``factor``.
+        factor: the block side.
+    Returns:
+        (B, 3, H / factor, W / factor) uint8.
+    """
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(f"expected uint8 (B, 3, H, W) with H, W multiples of {factor}, got {x.dtype} {tuple(x.shape)}")
+    pooled = torch.nn.functional.avg_pool2d(x.double(), factor)
+    return pooled.round().clamp(0, 255).to(torch.uint8)
+
+
 # -- the metric plugin: evaluate, training validation, reports -------------------------------------
 _BIN = 0.05  # CIEDE2000 histogram bin (the p95 is exact to this), up to _MAX (larger values: last bin)
 _MAX = 120.0
