@@ -12,10 +12,6 @@ and the gradient jump across the seams (``transvae/evaluation/seams.py`` defines
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import transvae
     from transvae.evaluation.seams import measure_seams
     from transvae.inference import InferenceRunner
+    from transvae.utils.provenance import Provenance, write_result
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a trained model folder (a random model is not local)")
@@ -49,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = transvae.from_pretrained(args.model)
-    rows, t0 = [], time.time()
+    rows, prov = [], Provenance.start()
     for size in args.sizes:
         x = image(size)
         for label, tile, overlap in SETTINGS:
@@ -62,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"rest {e['psnr_rest']:.2f} dB, jump {e['gradient_jump']:.3f}",
                 flush=True,
             )
-    payload = {"model": str(args.model), "model_name": model.model_name, "rows": rows}
-    payload["command"] = "python benchmarks/seams.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    payload["wall_seconds"] = round(time.time() - t0, 1)
-    Path(args.out).write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    payload = {"benchmark": "seams", "model": str(args.model), "model_name": model.model_name, "rows": rows}
+    write_result(args.out, payload, prov, steps=len(rows))
     return 0
 
 
