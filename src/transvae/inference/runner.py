@@ -269,10 +269,10 @@ class InferenceRunner:
     @torch.inference_mode()
     def reconstruct(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor,  # (B, 3, H, W) in [-1, 1], any H and W
         sample: bool = False,
-        generator: torch.Generator | None = None,
-        tiled: bool | None = None,
+        generator: torch.Generator | None = None,  # sample, generator: as in ``encode``
+        tiled: bool | None = None,  # for both halves; None decides from ``max_pixels``
     ) -> torch.Tensor:
         """Encode and decode: (B, 3, H, W) in [-1, 1] -> (B, 3, H, W), any H and W."""
         enc = self.encode(x, sample=sample, generator=generator, tiled=tiled)

@@ -29,6 +29,13 @@ import torch.nn.functional as F
 from ..models.pretrained import load_dinov2
 from .common import FrozenNetwork
 
+# VA-VAE's settings: the defaults of ``DinoFeatures`` / ``VFLoss`` and of ``LossConfig``'s
+# ``dino_model`` / ``vf_*`` options, defined once here
+DINO_MODEL = "vit_large_patch14_dinov2"  # DINOv2 ViT-L/14, width 1024
+DINO_IMAGE_SCALE = 0.875  # DINOv2 input size / image size: 224 / 256
+MARGIN_COS = 0.5
+MARGIN_DIST = 0.25
+
 
 def vf_terms(
     z: torch.Tensor, feats: torch.Tensor, margin_cos: float, margin_dist: float
@@ -70,10 +77,10 @@ class DinoFeatures(FrozenNetwork):
 
     def __init__(
         self,
-        model_name: str = "vit_large_patch14_dinov2",
+        model_name: str = DINO_MODEL,
         pretrained: bool = True,
         weights: str | None = None,
-        image_scale: float = 0.875,
+        image_scale: float = DINO_IMAGE_SCALE,
     ):
         model = load_dinov2(
             model_name,
@@ -125,8 +132,8 @@ class VFLoss(nn.Module):
         self,
         latent_channels: int,
         dino: DinoFeatures,
-        margin_cos: float = 0.5,
-        margin_dist: float = 0.25,
+        margin_cos: float = MARGIN_COS,
+        margin_dist: float = MARGIN_DIST,
         cos_weight: float = 1.0,
         dist_weight: float = 1.0,
     ):

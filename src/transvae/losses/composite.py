@@ -22,8 +22,16 @@ import torch.nn as nn
 
 from ..models.base import AutoencoderBase, AutoencoderOutput
 from ..utils.config import ConfigError, from_dict
-from .alignment import DinoFeatures, VFLoss
-from .gan import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, vanilla_d_loss
+from .alignment import DINO_IMAGE_SCALE, DINO_MODEL, MARGIN_COS, MARGIN_DIST, DinoFeatures, VFLoss
+from .gan import (
+    DISC_LAYERS,
+    DISC_NDF,
+    NLayerDiscriminator,
+    adaptive_weight,
+    generator_loss,
+    hinge_d_loss,
+    vanilla_d_loss,
+)
 from .perceptual import LPIPSLoss
 from .reconstruction import kl_loss, l1_loss
 
@@ -67,21 +75,21 @@ class LossConfig:
     vf_weight: float = 0.1
     anchor_weight: float = 0.0
     disc_start: int = 0
-    disc_layers: int = 3
-    disc_ndf: int = 64
+    disc_layers: int = DISC_LAYERS
+    disc_ndf: int = DISC_NDF
     disc_loss: str = "hinge"
     disc_lr_mult: float = 1.0
     adaptive_max: float = 1e4
-    vf_margin_cos: float = 0.5
-    vf_margin_dist: float = 0.25
+    vf_margin_cos: float = MARGIN_COS
+    vf_margin_dist: float = MARGIN_DIST
     vf_cos_weight: float = 1.0
     vf_dist_weight: float = 1.0
     vf_adaptive: bool = True
     vf_adaptive_max: float = 1e8
-    vf_image_scale: float = 0.875
+    vf_image_scale: float = DINO_IMAGE_SCALE
     lpips_net: str = "vgg"
     lpips_weights: str | None = None
-    dino_model: str = "vit_large_patch14_dinov2"
+    dino_model: str = DINO_MODEL
     dino_weights: str | None = None
     pretrained: bool = True
 

@@ -22,6 +22,12 @@ def weights_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+# LDM's PatchGAN (pix2pix's NLayerDiscriminator): the defaults of ``NLayerDiscriminator`` and of
+# ``LossConfig``'s ``disc_layers`` / ``disc_ndf``
+DISC_LAYERS = 3
+DISC_NDF = 64
+
+
 class NLayerDiscriminator(nn.Module):
     """PatchGAN discriminator: one logit per overlapping patch.
 
@@ -31,7 +37,7 @@ class NLayerDiscriminator(nn.Module):
         n_layers: number of stride-2 layers (3 in the paper: 70x70 receptive field).
     """
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3):
+    def __init__(self, in_channels: int = 3, ndf: int = DISC_NDF, n_layers: int = DISC_LAYERS):
         super().__init__()
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1),

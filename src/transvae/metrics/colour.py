@@ -28,18 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import PairMetric, register_metric
+from .base import PairMetric, check_pair, register_metric
 
 CHANNELS = ("R", "G", "B")
-
-
-def _check_pair(ref: torch.Tensor, out: torch.Tensor) -> None:
-    if ref.shape != out.shape or ref.ndim != 4 or ref.shape[1] != 3:
-        raise ValueError(
-            f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(ref.shape)} and {tuple(out.shape)}"
-        )
-    if ref.dtype != torch.uint8 or out.dtype != torch.uint8:
-        raise ValueError(f"colour metrics are computed on uint8 images, got {ref.dtype} and {out.dtype}")
 
 
 def rgb_to_lab(x: torch.Tensor) -> np.ndarray:
@@ -69,7 +60,7 @@ def ciede2000_map(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """
     from skimage.color import deltaE_ciede2000
 
-    _check_pair(ref, out)
+    check_pair(ref, out)
     return torch.from_numpy(deltaE_ciede2000(rgb_to_lab(ref), rgb_to_lab(out), channel_axis=-1))
 
 
@@ -96,7 +87,7 @@ def channel_mean_shift(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 3) float64, channels R, G, B.
     """
-    _check_pair(ref, out)
+    check_pair(ref, out)
     return (out.double() - ref.double()).mean((2, 3))  # exact for integer differences
 
 
@@ -109,7 +100,7 @@ def contrast_ratio(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 3) float64; NaN for a channel that is flat in ``ref`` (std 0).
     """
-    _check_pair(ref, out)
+    check_pair(ref, out)
     s_ref = ref.double().flatten(2).std(2, correction=0)  # (B, 3)
     s_out = out.double().flatten(2).std(2, correction=0)
     return torch.where(s_ref > 0, s_out / s_ref.clamp_min(1e-12), torch.full_like(s_ref, float("nan")))
@@ -124,7 +115,7 @@ def lab_shift(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 2) float64: (delta a*, delta b*).
     """
-    _check_pair(ref, out)
+    check_pair(ref, out)
     a, b = rgb_to_lab(ref), rgb_to_lab(out)  # (B, H, W, 3)
     return torch.from_numpy((b[..., 1:] - a[..., 1:]).mean((1, 2)))
 
@@ -141,7 +132,7 @@ def colour_report(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float | lis
         pixels of ``out`` over that of ``ref``), ``std_in`` / ``std_out`` [R, G, B] (levels);
         ``lab_shift`` [a*, b*]; ``images``.
     """
-    _check_pair(ref, out)
+    check_pair(ref, out)
     lab_ref, lab_out = rgb_to_lab(ref), rgb_to_lab(out)  # (B, H, W, 3) each
     from skimage.color import deltaE_ciede2000
 

@@ -27,6 +27,7 @@ __all__ = [
     "AutoencoderOutput",
     "ConfigError",
     "ModelConfig",
+    "StagedConfig",
 ]
 
 
@@ -60,6 +61,30 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+class StagedConfig(ModelConfig):
+    """A config whose encoder is a patch embedding then stages of widths ``dims`` with ``depths``
+    blocks, each stage after the first halving the grid (TransVAE, ViT-VAE, Swin-VAE).
+
+    Subclasses are dataclasses declaring ``dims``, ``depths`` and ``patch_size``; their own checks
+    go in ``check``, which runs after the shared ones.
+    """
+
+    def __post_init__(self):
+        if len(self.dims) != len(self.depths) or not self.dims:
+            raise ConfigError(f"dims {self.dims} and depths {self.depths} must be non-empty and equally long")
+        if self.patch_size < 1 or self.patch_size & (self.patch_size - 1):
+            raise ConfigError(f"patch_size must be a power of two, got {self.patch_size}")
+        self.check()
+
+    def check(self) -> None:
+        """The architecture's own checks (raise ``ConfigError``); ``dims``, ``depths`` and
+        ``patch_size`` are already known to be consistent."""
+
+    @property
+    def compression(self) -> int:
+        return self.patch_size * 2 ** (len(self.dims) - 1)
 
 
 # Sizes that must be at least 1 in every architecture that has them (0 would build an empty or

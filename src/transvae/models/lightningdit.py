@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -45,6 +45,24 @@ ARCHITECTURE = "lightningdit"
 
 class GeneratorConfigError(ConfigError):
     """A generator config has unknown keys, wrong types or impossible values."""
+
+
+class _Size(NamedTuple):
+    depth: int
+    hidden_size: int
+    num_heads: int
+    paper_params: float  # millions
+
+
+# B, L and XL are the widths and depths of DiT (Peebles & Xie, Table 1) that LightningDiT keeps;
+# ``paper_params`` is the count DiT publishes for the size (B ~130M, L ~458M, XL ~675M); the counts
+# of our models, measured on the meta device, are within 2% of them (``transvae list``).
+_SIZES = {
+    "b": _Size(12, 768, 12, 130.0),
+    "l": _Size(24, 1024, 16, 458.0),
+    "xl": _Size(28, 1152, 16, 675.0),
+}
+_XL = _SIZES["xl"]  # the config's defaults
 
 
 @dataclass(frozen=True)
@@ -73,9 +91,9 @@ class LightningDiTConfig:
     architecture: ClassVar[str] = ARCHITECTURE
     in_channels: int = 32
     patch_size: int = 1
-    hidden_size: int = 1152
-    depth: int = 28
-    num_heads: int = 16
+    hidden_size: int = _XL.hidden_size
+    depth: int = _XL.depth
+    num_heads: int = _XL.num_heads
     mlp_ratio: float = 4.0
     num_classes: int = 1000
     class_dropout: float = 0.1
@@ -387,17 +405,8 @@ class LightningDiT(PersistenceMixin, nn.Module):
 
 
 # -- the named variants -----------------------------------------------------------------------
-# B, L and XL are the widths and depths of DiT (Peebles & Xie, Table 1) that LightningDiT keeps;
-# ``paper_params`` is the count DiT publishes for the size (B ~130M, L ~458M, XL ~675M); the counts
-# of our models, measured on the meta device, are within 2% of them (``transvae list``). ``mini``
-# and ``nano`` are CPU-sized members for tests and small experiments. Each names
+# ``mini`` and ``nano`` are CPU-sized members for tests and small experiments. Each variant names
 # ``pos_embed_order`` because ``from_dict`` reads a config without it as an old, row-first one.
-# size -> (depth, hidden_size, num_heads, published parameters in millions or None)
-_SIZES = {
-    "b": (12, 768, 12, 130.0),
-    "l": (24, 1024, 16, 458.0),
-    "xl": (28, 1152, 16, 675.0),
-}
 
 
 def _dit(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> dict:

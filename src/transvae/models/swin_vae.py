@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import AutoencoderBase, ConfigError, ModelConfig
+from .base import AutoencoderBase, ConfigError, StagedConfig
 from .registry import register_architecture, register_model, register_models
 
 
 @dataclass
-class SwinVAEConfig(ModelConfig):
+class SwinVAEConfig(StagedConfig):
     """Configuration of the Swin-VAE baseline.
 
     Attributes:
@@ -52,18 +52,10 @@ class SwinVAEConfig(ModelConfig):
     latent_kernel: int = 3
     sample_size: int = 256
 
-    def __post_init__(self):
-        if len(self.dims) != len(self.depths) or not self.dims:
-            raise ConfigError(f"dims {self.dims} and depths {self.depths} must be non-empty and equally long")
-        if self.patch_size < 1 or self.patch_size & (self.patch_size - 1):
-            raise ConfigError(f"patch_size must be a power of two, got {self.patch_size}")
+    def check(self) -> None:
         for d in self.dims:
             if d % self.head_dim:
                 raise ConfigError(f"stage width {d} is not a multiple of head_dim {self.head_dim}")
-
-    @property
-    def compression(self) -> int:
-        return self.patch_size * 2 ** (len(self.dims) - 1)
 
     def grids(self) -> list[tuple[int, int]]:
         s = max(self.sample_size // self.patch_size, 1)

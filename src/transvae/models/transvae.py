@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import QKV_NORMS
-from .base import AutoencoderBase, ConfigError, ModelConfig
+from .base import AutoencoderBase, ConfigError, StagedConfig
 from .blocks import (
     ConvHead,
     ConvStem,
@@ -37,7 +37,7 @@ from .registry import register_architecture, register_model
 
 
 @dataclass
-class TransVAEConfig(ModelConfig):
+class TransVAEConfig(StagedConfig):
     """Configuration of TransVAE and of the ViT-VAE / design-ladder models built from it.
 
     Attributes:
@@ -85,13 +85,9 @@ class TransVAEConfig(ModelConfig):
     sample_size: int = 256
     rope_theta: float = 10000.0
 
-    def __post_init__(self):
-        if len(self.dims) != len(self.depths) or not self.dims:
-            raise ConfigError(f"dims {self.dims} and depths {self.depths} must be non-empty and equally long")
+    def check(self) -> None:
         if not 0 <= self.num_cnn_stages <= len(self.dims):
             raise ConfigError(f"num_cnn_stages must be in [0, {len(self.dims)}], got {self.num_cnn_stages}")
-        if self.patch_size < 1 or self.patch_size & (self.patch_size - 1):
-            raise ConfigError(f"patch_size must be a power of two, got {self.patch_size}")
         for key, allowed in (
             ("patch_embed", ("seqconv", "patch")),
             ("patch_out", ("seqconv", "pixelshuffle")),
@@ -123,10 +119,6 @@ class TransVAEConfig(ModelConfig):
     @property
     def num_transformer_blocks(self) -> int:
         return sum(d for d, k in zip(self.depths, self.stage_kinds(), strict=True) if k == "transformer")
-
-    @property
-    def compression(self) -> int:
-        return self.patch_size * 2 ** (len(self.dims) - 1)
 
     def stem_channels(self) -> list[int]:
         """Output widths of the ``ConvStem`` steps for ``patch_size = p > 1``: d0/(p/2), ..., d0/2,

@@ -24,7 +24,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_origin, get_type_hints
 
 import torch
 
@@ -101,14 +101,26 @@ class ConfigTree:
 
     Subclasses are dataclasses with one field per section (each a dataclass with typed fields),
     and must include ``train`` (a ``TrainSection``), ``log`` (a ``LogSection``) and ``optim`` (an
-    ``OptimSection``) for the engine. ``to_dict`` / ``from_dict`` round-trip through plain data;
-    ``validate`` checks the engine's sections; subclasses extend ``validate`` for their own.
+    ``OptimSection``) for the engine. A section is declared by its type alone (``model:
+    ModelSection``): its default is a fresh instance of that type. ``to_dict`` / ``from_dict``
+    round-trip through plain data; ``validate`` checks the engine's sections and ``checks``, which
+    subclasses extend for their own.
     """
 
     error: ClassVar[type[ConfigError]] = TrainConfigError
     # keys that hold paths: stored absolute, so a resumed run reads the same files wherever it is
     # started from (a local path is resolved; a Hub id, a URL or a pipe is kept as given)
     PATH_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # runs before ``@dataclass`` reads the class: every section declared without a default
+        # gets ``field(default_factory=<its type>)``
+        super().__init_subclass__(**kwargs)
+        hints = get_type_hints(cls)
+        for name in cls.__dict__.get("__annotations__", {}):
+            tp = hints[name]
+            if name not in cls.__dict__ and get_origin(tp) is not ClassVar and dataclasses.is_dataclass(tp):
+                setattr(cls, name, field(default_factory=tp))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists instead of tuples), suitable for YAML/JSON and checkpoints."""
@@ -199,9 +211,16 @@ class ConfigTree:
         return out
 
     def validate(self) -> None:
-        """Check the engine's sections: ranges and combinations no single type check can see."""
+        """Raise ``error`` with the message of the first failed check (``checks``)."""
+        for ok, msg in self.checks():
+            if not ok:
+                raise self.error(msg)
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(passed, message) for each check of the engine's sections: ranges and combinations no
+        single type check can see. Subclasses add their sections' after these."""
         t, o, lg = self.train, self.optim, self.log
-        checks = [
+        return [
             (t.max_steps >= 0, f"train.max_steps must be >= 0, got {t.max_steps}"),
             (t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}"),
             (t.grad_accum > 0, f"train.grad_accum must be positive, got {t.grad_accum}"),
@@ -228,9 +247,6 @@ class ConfigTree:
             ),
             (lg.grid_images >= 0, f"log.grid_images must be >= 0, got {lg.grid_images}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise self.error(msg)
 
 
 def _absolute(p: str) -> str:
@@ -300,17 +316,16 @@ class TrainConfig(ConfigTree):
 
     PATH_KEYS: ClassVar[tuple[str, ...]] = ("model.init", "data.train", "data.val")
 
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    optim: AutoencoderOptimSection = field(default_factory=AutoencoderOptimSection)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: AutoencoderTrainSection = field(default_factory=AutoencoderTrainSection)
-    log: LogSection = field(default_factory=LogSection)
+    model: ModelSection
+    data: DataSection
+    optim: AutoencoderOptimSection
+    loss: LossConfig
+    train: AutoencoderTrainSection
+    log: LogSection
 
-    def validate(self) -> None:
-        super().validate()
+    def checks(self) -> list[tuple[bool, str]]:
         t, d, o = self.train, self.data, self.optim
-        checks = [
+        return super().checks() + [
             (t.stage in (1, 2), f"train.stage must be 1 or 2, got {t.stage}"),
             (d.resolution > 0, f"data.resolution must be positive, got {d.resolution}"),
             (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
@@ -336,9 +351,9 @@ class TrainConfig(ConfigTree):
                 f"optim.lr x loss.disc_lr_mult must be <= 1, got {o.lr * self.loss.disc_lr_mult:g}",
             ),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise self.error(msg)
+
+    def validate(self) -> None:
+        super().validate()
         try:  # the loss section's own range checks (weights >= 0, margins > 0, ...)
             LossConfig(**dataclasses.asdict(self.loss))
         except ConfigError as e:
@@ -439,18 +454,17 @@ class GenConfig(ConfigTree):
 
     PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.latents", "data.val_latents", "data.vae")
 
-    model: GenModelSection = field(default_factory=GenModelSection)
-    data: GenDataSection = field(default_factory=GenDataSection)
-    flow: FlowSection = field(default_factory=FlowSection)
-    sample: SampleSection = field(default_factory=SampleSection)
-    optim: GenOptimSection = field(default_factory=GenOptimSection)
-    train: GenTrainSection = field(default_factory=GenTrainSection)
-    log: GenLogSection = field(default_factory=GenLogSection)
+    model: GenModelSection
+    data: GenDataSection
+    flow: FlowSection
+    sample: SampleSection
+    optim: GenOptimSection
+    train: GenTrainSection
+    log: GenLogSection
 
-    def validate(self) -> None:
-        super().validate()
+    def checks(self) -> list[tuple[bool, str]]:
         m, d, f, s = self.model, self.data, self.flow, self.sample
-        checks = [
+        return super().checks() + [
             (0.0 <= m.class_dropout < 1.0, f"model.class_dropout must be in [0, 1), got {m.class_dropout}"),
             (d.multiplier > 0, f"data.multiplier must be > 0, got {d.multiplier}"),
             (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
@@ -476,9 +490,6 @@ class GenConfig(ConfigTree):
                 "sample.cfg_scale != 1 needs model.class_dropout > 0 (the unconditional label)",
             ),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise self.error(msg)
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
