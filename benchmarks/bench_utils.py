@@ -1,7 +1,8 @@
 """What the benchmark scripts share that is about these scripts, not the library: paths, the
-``--data`` argument, the ``transvae evaluate`` call, plot styling. Everything they measure is
-the package's (``transvae.inference.benchmarking``, ``transvae.training.benchmark``,
-``transvae.models.flops``, ``transvae.utils.provenance``).
+``--data`` argument, the CPU experiments' Trainer settings, line styles. Everything they measure
+or run is the package's (``transvae.inference.benchmarking``, ``transvae.training.benchmark``,
+``transvae.models.flops``, ``transvae.utils.provenance``; ``transvae.utils.process`` runs the CLI,
+``transvae.evaluation.plots`` saves the figures).
 
 The scripts import this module as ``bench_utils`` (Python puts the script's folder on the path).
 """
@@ -9,16 +10,18 @@ The scripts import this module as ``bench_utils`` (Python puts the script's fold
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from transvae.evaluation.plots import save_figure, subplots  # noqa: F401 (the scripts' figures)
+from transvae.utils.process import cli_env as env  # noqa: F401
+from transvae.utils.process import evaluate_cached, evaluate_cli  # noqa: F401
+from transvae.utils.process import run_cli as transvae_cli  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS_DIR = REPO / "docs" / "benchmarks"
@@ -87,71 +90,6 @@ def spread(values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation, min, max and count."""
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return dict(mean=statistics.fmean(values), std=sd, min=min(values), max=max(values), n=len(values))
-
-
-def env(threads: int | None = None) -> dict[str, str]:
-    """The environment of a ``transvae`` subprocess: this source tree first, ``threads`` OpenMP threads."""
-    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    return dict(os.environ, PYTHONPATH=path, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-
-
-def transvae_cli(args: Sequence[str], log: Path, threads: int = 1) -> None:
-    """Run ``transvae ARGS`` (this interpreter, this tree), appending its output to ``log``; exit on failure."""
-    with open(log, "a") as f:
-        f.write(f"$ transvae {' '.join(args)}\n")
-        f.flush()
-        cmd = [sys.executable, "-m", "transvae.cli", *args]
-        if subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(threads)):
-            sys.exit(f"error: transvae {args[0]} failed; see {log}")
-
-
-def evaluate_cli(
-    model_dir: Path, data: Path, out_dir: Path, resolutions: Sequence[int], limit: int | None = None,
-    batch_size: int = 8, extra: Sequence[str] = (),
-) -> dict[str, Any]:  # fmt: skip
-    """``transvae evaluate`` (PSNR and SSIM: the product's protocol) in a subprocess; its ``results.json``."""
-    cmd = [
-        sys.executable, "-m", "transvae.cli", "evaluate", "--model", str(model_dir), "--data", str(data),
-        "--out", str(out_dir), "--resolution", *map(str, resolutions), "--metrics", "psnr", "ssim",
-        "--batch-size", str(batch_size), "--num-workers", "0", "--quiet", *extra,
-        *(["--limit", str(limit)] if limit else []),
-    ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env())
-    if r.returncode != 0:
-        raise RuntimeError(f"transvae evaluate failed ({r.returncode}):\n{r.stderr[-2000:]}")
-    payload = json.loads((out_dir / "results.json").read_text())
-    payload["run"]["command"] = "transvae " + " ".join(cmd[3:])
-    return payload
-
-
-def evaluate_cached(
-    model_dir: Path, data: Path, out_dir: Path, resolutions: Sequence[int], key: Any, **kw
-) -> dict:
-    """``evaluate_cli``, reused from ``out_dir/results.json`` when that was made for the same ``key``
-    (e.g. the model's step): reruns of a report re-evaluate only what changed."""
-    cached = out_dir / "results.json"
-    if cached.is_file() and (payload := json.loads(cached.read_text())).get("bench_key") == key:
-        return payload
-    payload = evaluate_cli(model_dir, data, out_dir, resolutions, **kw)
-    cached.write_text(json.dumps({**payload, "bench_key": key}))
-    return payload
-
-
-def subplots(*args, **kwargs):
-    """``plt.subplots`` on the non-interactive Agg backend (benchmarks run headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    return importlib.import_module("matplotlib.pyplot").subplots(*args, **kwargs)
-
-
-def save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def line_style(label: str, labels: list[str]) -> dict:

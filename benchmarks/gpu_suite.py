@@ -19,7 +19,6 @@ interrupted. ``--dry-run`` runs every part at tiny sizes anywhere (it proves the
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import bench_utils as bu
@@ -98,10 +96,6 @@ def paper_variants() -> list[str]:
     return sorted(names, key=lambda n: create_model(n, device="meta").num_parameters("total"))
 
 
-def dname(dtype: torch.dtype) -> str:
-    return {v: k for k, v in B.DTYPES.items()}[dtype]
-
-
 def gflop(name: str, res: int, tiny: bool = False, part: slice = slice(None)) -> float:
     return sum(autoencoder_handle_flops(name, res, tiny)[part])
 
@@ -118,29 +112,16 @@ def Suite(out: Path, budget_s: float, device: torch.device, parts: tuple[str, ..
 # --- the parts (each a loop of library calls under the budget) ----------------------------------
 
 
-def model_memory(name: str, res: int, batch: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """``inference_memory`` with fp32 weights and, if ``dtype`` is not fp32, weights in ``dtype``."""
-    from transvae.models import create_model
-
-    model = create_model(name, device=device).eval()
-    x = torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
-    row = {"params_M": model.num_parameters("total") / 1e6}
-    row["fp32_weights"] = B.inference_memory(model, x, dtype)
-    if dtype != torch.float32:
-        row["bf16_weights"] = B.inference_memory(model.to(dtype), x, dtype)
-    return row
-
-
 def part_memory(suite: BudgetedRun, sz, dtype: torch.dtype, rate: float) -> None:
     from transvae.models import create_model
 
     suite.begin_part("memory", method=B.MEMORY_METHOD, paper_source=PAPER_MEM_SOURCE, resolution=sz.memory_res,
-                     batch_size=sz.memory_batch, dtype=dname(dtype))  # fmt: skip
+                     batch_size=sz.memory_batch, dtype=B.dtype_name(dtype))  # fmt: skip
     for name in sz.memory_models:
         params, g = create_model(name, device="meta").num_parameters("total"), gflop(name, sz.memory_res)
         build = 1.0 + params / 1e9 if suite.gpu else 0.2 + 20 * params / 1e9
         est = build + 4 * g * sz.memory_batch / rate + (2.0 if suite.gpu else 0.1)
-        go = lambda n=name: model_memory(n, sz.memory_res, sz.memory_batch, dtype, suite.device)  # noqa: E731
+        go = lambda n=name: B.model_memory(n, sz.memory_res, sz.memory_batch, dtype, suite.device)  # noqa: E731
         row = suite.run("memory", {"model": name}, est, go)
         row.update(paper_infer_mem_gib=PAPER_MEM_GIB.get(name), gflop_per_img=g)
     suite.end_part("memory")
@@ -170,7 +151,7 @@ def part_speed(suite: BudgetedRun, sz, peaks: dict, rates: dict) -> list:
                 r["reconstruct_vs_flux"] = r["reconstruct_img_s"] / ref["reconstruct_img_s"] if ref else None
             return {"models": m}
 
-        suite.run("speed", {"resolution": res, "dtype": dname(dtype), "batch_size": batch}, est, go)
+        suite.run("speed", {"resolution": res, "dtype": B.dtype_name(dtype), "batch_size": batch}, est, go)
     suite.end_part("speed")
     return handles
 
@@ -178,7 +159,7 @@ def part_speed(suite: BudgetedRun, sz, peaks: dict, rates: dict) -> list:
 def part_sdpa(suite: BudgetedRun, sz, handles: list, dtype: torch.dtype, rates: dict) -> None:
     res, _, batch = sz.speed_settings[0]
     method = "inference.benchmarking.sdpa_backends (profiler op names; the pass again without MATH)"
-    suite.begin_part("sdpa", method=method, resolution=res, batch_size=batch, dtype=dname(dtype))
+    suite.begin_part("sdpa", method=method, resolution=res, batch_size=batch, dtype=B.dtype_name(dtype))
     x = torch.rand(batch, 3, res, res, device=suite.device) * 2 - 1
     for h in handles:
         est = 4 * gflop(h.name, res, sz.tiny_peers) * batch / rates[dtype] + (2.0 if suite.gpu else 0.3)
@@ -204,21 +185,12 @@ def part_compile(suite: BudgetedRun, sz, dtype: torch.dtype, rates: dict) -> Non
 
 def train_once(suite: BudgetedRun, sz, name: str, data: Path, run: Path, steps: int, batch: int, every: int,
                precision: str, ckpt: bool, lr: float = 1e-4, warmup: int = 1000) -> dict:  # fmt: skip
-    """``measure_training`` (stage 1) with the paper's loss terms, LPIPS-VGG16 and DINOv2 as randomly
-    initialised stand-ins (the same FLOPs, nothing downloaded); a dry run uses L1 + KL only."""
-    from transvae.training.benchmark import measure_training
+    """``training.benchmark.measure_stage1`` at the suite's size (a dry run: L1 + KL only)."""
+    from transvae.training.benchmark import measure_stage1
 
-    loss = {"loss.gan_weight": 0.0, "loss.pretrained": False}
-    terms = "L1 + LPIPS + KL + VF (LPIPS-VGG16 and DINOv2 stand-ins with random weights)"
-    if not sz.paper_loss:
-        loss, terms = {**loss, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0}, "L1 + KL (dry run)"
-    elif importlib.util.find_spec("lpips") is None:
-        loss, terms = {**loss, "loss.lpips_weight": 0.0}, "L1 + KL + VF (lpips missing; DINOv2 stand-in)"
     workers = 0 if sz.dry else min(8, max(1, (os.cpu_count() or 2) // 2))
-    over = {"model.name": name, "model.gradient_checkpointing": ckpt, "data.train": [str(data)], "data.resolution": sz.train_res,
-            "data.num_workers": workers, "train.batch_size": batch, "train.max_steps": steps, "train.precision": precision,
-            "optim.lr": lr, "optim.warmup_steps": warmup, "log.every": every, **loss}  # fmt: skip
-    return {**measure_training(over, run, suite.device, keep=True), "loss_terms": terms}
+    return measure_stage1(name, data, run, suite.device, sz.train_res, steps, batch, every, precision, ckpt, lr,
+                          warmup, paper_loss=sz.paper_loss, workers=workers)  # fmt: skip
 
 
 def part_train(suite: BudgetedRun, sz, data: Path, work: Path, dtype, rate: float) -> Path | None:
@@ -245,28 +217,10 @@ def part_train(suite: BudgetedRun, sz, data: Path, work: Path, dtype, rate: floa
     return work / "train_run" / "model" if row["status"] == "ok" else None
 
 
-def extract_cli(folder: Path, model: Path, out: Path, sz, device, dtype, timeout: float) -> dict:
-    """``python -m transvae.cli extract-latents`` in a subprocess: wall-clock seconds and counts."""
-    workers = 0 if sz.dry else min(8, max(1, (os.cpu_count() or 2) // 2))
-    cmd = [sys.executable, "-m", "transvae.cli", "extract-latents", str(folder), "--model", str(model), "--out", str(out),
-           "--resolution", str(sz.extract_res), "--dtype", dname(dtype), "--batch-size", str(sz.extract_batch),
-           "--num-workers", str(workers), "--device", str(device)]  # fmt: skip
-    env = bu.env(torch.get_num_threads() if device.type == "cpu" else None)
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(timeout, 1.0))
-    if p.returncode != 0:
-        tail = " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
-        raise RuntimeError(f"extract-latents exited with {p.returncode}: {tail}")
-    n = json.loads((out / "manifest.json").read_text())["num_latents"]
-    return {"seconds": time.perf_counter() - t0, "num_latents": n, "command": " ".join(cmd[1:])}
-
-
 def part_extract(suite: BudgetedRun, sz, data: Path, model_dir: Path | None, work: Path, dtype, rate) -> None:
     from transvae.data import list_images
 
-    method = ("the real CLI (extract-latents, flips: two encodes per image) on n copies of the photos, small and large n; "
-              "end_to_end_img_s = n / wall-clock; marginal_img_s = (n_large - n_small) / (t_large - t_small)")  # fmt: skip
-    suite.begin_part("extract", method=method, resolution=sz.extract_res, dtype=dname(dtype))
+    suite.begin_part("extract", method=B.EXTRACT_METHOD, resolution=sz.extract_res, dtype=B.dtype_name(dtype))
 
     def go() -> dict:
         model, note = model_dir, "the 300-step training run's exported model"
@@ -275,18 +229,10 @@ def part_extract(suite: BudgetedRun, sz, data: Path, model_dir: Path | None, wor
 
             model, note = work / "extract_model", "random weights (the training run did not finish)"
             create_model(sz.run_model).save_pretrained(model)
-        src, runs = list_images(data), []
-        for n in sz.extract_images:
-            (folder := work / f"extract_src_{n}").mkdir(parents=True, exist_ok=True)
-            for i, f in enumerate(src[i % len(src)] for i in range(n)):
-                shutil.copyfile(f, folder / f"img_{i:05d}{f.suffix.lower()}")
-            r = extract_cli(folder, model, work / f"extract_out_{n}", sz, suite.device, dtype, suite.left())
-            if r["num_latents"] != n:
-                raise RuntimeError(f"extract-latents wrote {r['num_latents']} latents for {n} images")
-            runs.append(dict(r, images=n, end_to_end_img_s=n / r["seconds"]))
-        dt, dn = runs[-1]["seconds"] - runs[0]["seconds"], runs[-1]["images"] - runs[0]["images"]
-        return dict(model=sz.run_model, model_weights=note, runs=runs, end_to_end_img_s=runs[-1]["end_to_end_img_s"],
-                    marginal_img_s=dn / dt if dt > 0 else None)  # fmt: skip
+        workers = 0 if sz.dry else min(8, max(1, (os.cpu_count() or 2) // 2))
+        r = B.extract_throughput(model, list_images(data), sz.extract_images, work, sz.extract_res, dtype,
+                                 sz.extract_batch, suite.device, workers, max(suite.left(), 1.0))  # fmt: skip
+        return dict(model=sz.run_model, model_weights=note, **r)
 
     n = sum(sz.extract_images)
     encode = gflop(sz.run_model, sz.extract_res, part=slice(0, 1))
@@ -368,7 +314,7 @@ def run_suite(args: argparse.Namespace, device: torch.device, work: Path) -> dic
     sub = None if bf16 == torch.bfloat16 else "bf16 -> fp32 (no native bf16 on this CPU)"
     suite.results.update(suite="gpu_suite", dry_run=args.dry_run, budget_s=args.budget_s, device=str(device))
     suite.results["dtype_substituted"] = sub
-    log.info("device %s, matmul peak %s GFLOP/s", device, {dname(d): round(v) for d, v in peaks.items()})
+    log.info("device %s, matmul peak %s GFLOP/s", device, {B.dtype_name(d): round(v) for d, v in peaks.items()})
     if "memory" in parts:
         part_memory(suite, sz, bf16, rates[bf16])
     handles = part_speed(suite, sz, peaks, rates) if "speed" in parts else []
@@ -382,7 +328,7 @@ def run_suite(args: argparse.Namespace, device: torch.device, work: Path) -> dic
     if "compile" in parts:
         part_compile(suite, sz, bf16, rates)
     peaks = {d: max(peaks[d], B.matmul_peak_gflops(device, d, sz.matmul_n, sz.matmul_reps)) for d in dtypes}
-    suite.results["matmul_peak_gflops"] = {dname(d): v for d, v in peaks.items()}
+    suite.results["matmul_peak_gflops"] = {B.dtype_name(d): v for d, v in peaks.items()}
     for row in suite.results["parts"].get("speed", {}).get("rows", []):
         for r in row.get("models", {}).values():
             r["fraction_of_matmul_peak"] = r["achieved_tflops"] * 1e3 / peaks[B.DTYPES[row["dtype"]]]

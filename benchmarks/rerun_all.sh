@@ -2,7 +2,8 @@
 # Every CPU result of docs/benchmarks.md, rerun on the current code (~10 CPU-hours; docs/benchmarks.md,
 # "Rerunning everything"). Resumable: run it again after any interruption; finished work is skipped.
 #   nohup benchmarks/rerun_all.sh /path/to/bsds500 > rerun.log 2>&1 &
-# Then: python benchmarks/render_report.py (tables), git diff docs/benchmarks/ (the JSONs).
+# Then: python tools/render_docs.py (tables), git diff docs/benchmarks/ (the JSONs).
+# Not rerun: fid_torch_fidelity.json (its script was removed after f8d5ae0; now: transvae evaluate --protocol torch-fidelity).
 set -euo pipefail
 export TRANSVAE_BENCH_DATA=${1:?usage: benchmarks/rerun_all.sh BSDS500_ROOT [WORKERS]} OMP_NUM_THREADS=1
 W=${2:-2}  # single-threaded runs at a time: the free cores
@@ -27,4 +28,4 @@ for k in 1 2 3; do
   run benchmarks/speed.py --quick --threads 1 --dtypes fp32 --iters 4 --clock thread --out "docs/benchmarks/speed_cpu_thread_run$k.json"
 done
 run benchmarks/speed.py --quick --threads 1 --dtypes fp32 --iters 4 --clock thread --breakdown --profile
-run benchmarks/render_report.py --plots
+run tools/render_docs.py --plots

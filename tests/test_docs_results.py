@@ -1,5 +1,5 @@
 """The result tables of README.md and docs/benchmarks.md are their JSONs: every generated block
-(``<!-- results:NAME -->``) is exactly what ``benchmarks/render_report.py`` renders from
+(``<!-- results:NAME -->``) is exactly what ``tools/render_docs.py`` renders from
 docs/benchmarks/*.json, and every JSON there says where it comes from (``provenance``)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def rr(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    return importlib.import_module("render_report")
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    return importlib.import_module("render_docs")
 
 
 @pytest.fixture

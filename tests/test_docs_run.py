@@ -112,7 +112,7 @@ NOT_RUN = {
     ("docs/training.md", "RUN_DIR/"): NOT_CODE,
     ("docs/training.md", "transvae train --out RUN_DIR --resume                   # the configuration stored in the checkpoint"):
         "RUN_DIR stands for a run of your own (resuming runs is tested in tests/test_training*.py)",
-    ("docs/evaluation.md", "python benchmarks/render_report.py OUT/report.html --out OUT/report.png --height 2400"):
+    ("docs/evaluation.md", "python -m transvae.utils.screenshot OUT/report.html --out OUT/report.png --height 2400"):
         "needs Chromium (apt-get install chromium); the slow test in tests/test_evaluation_cli.py runs it when present",
     ("docs/training.md", "src/transvae/training/"): NOT_CODE,
     ("README.md", "transvae convert stabilityai/sd-vae-ft-mse --out models/sd-vae              # diffusers folder / Hub id"):

@@ -204,14 +204,8 @@ def test_identical_reconstruction_reports_infinite_psnr_sanely(image_dir, tmp_pa
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(image_dir, nano_model, tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from transvae.utils import screenshot as rr
 
-    spec = importlib.util.spec_from_file_location(
-        "render_report", Path(__file__).resolve().parents[1] / "benchmarks" / "render_report.py"
-    )
-    rr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rr)
     if rr.find_chromium() is None:
         pytest.skip("chromium not installed")
     out = tmp_path / "eval"

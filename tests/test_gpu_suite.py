@@ -248,9 +248,10 @@ def test_checks_against_the_targets(suite_mod):
     assert suite_mod.checks({"parts": {}})["transvae_t_reconstruct_vs_flux"]["met"] is None
 
 
-def test_memory_row_refuses_the_runners_tiled_fallback(suite_mod, monkeypatch):
+def test_memory_row_refuses_the_runners_tiled_fallback(monkeypatch):
     """InferenceRunner retries in tiles after an out-of-memory error; the memory part must not
     report that as a batch-16 measurement."""
+    from transvae.inference.benchmarking import model_memory
     from transvae.models.transvae import Encoder
 
     calls = {"n": 0}
@@ -264,5 +265,5 @@ def test_memory_row_refuses_the_runners_tiled_fallback(suite_mod, monkeypatch):
 
     monkeypatch.setattr(Encoder, "forward", flaky)
     with pytest.raises(torch.OutOfMemoryError, match="fell back to tiles"):
-        suite_mod.model_memory("transvae-nano-f16d32", 32, 1, torch.float32, torch.device("cpu"))
+        model_memory("transvae-nano-f16d32", 32, 1, torch.float32, torch.device("cpu"))
     assert calls["n"] >= 3  # the runner did retry (in tiles) before the suite refused the row

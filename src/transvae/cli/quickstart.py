@@ -42,7 +42,6 @@ PHOTO_SIDE = 192  # shorter side of every photo; the held-out one is 192 x 288, 
 # pulls every image's contrast towards a learned typical value (docs/training.md, "Colour fidelity").
 COLOUR_AUGMENT = {"data.hue": 0.5, "data.channel_shuffle": True, "data.contrast": 0.5, "data.saturation": 0.5}
 MARKER = ".transvae-quickstart"  # written into --out: a folder without it is never replaced
-CHART_SIDE = 256  # the synthetic colour chart (transvae.data.synthetic): about this side, in whole tiles
 
 
 def register(subparsers) -> None:
@@ -173,73 +172,6 @@ def before_after(start: Path, end: Path, out: Path) -> None:
     grid.save(out, optimize=True)
 
 
-def reconstruct_uint8(model, x, batch_size: int = 8):
-    """Reconstructions (posterior mode) of uint8 images, quantised as validation and PNGs are.
-
-    Args:
-        model: an autoencoder (``transvae.from_pretrained``), on the CPU.
-        x: (B, 3, H, W) uint8.
-        batch_size: images per forward.
-    Returns:
-        (B, 3, H, W) uint8.
-    """
-    import torch
-
-    from ..data.io import tensor_to_uint8
-
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].float().div(127.5).sub(1.0)  # as pil_to_tensor
-            out.append(tensor_to_uint8(model(xb, sample_posterior=False).sample).cpu())
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def chart_tiles(resolution: int):
-    """The synthetic colour chart (side: the multiple of ``resolution`` nearest ``CHART_SIDE``) in
-    ``resolution`` x ``resolution`` tiles, row by row: (k * k, 3, resolution, resolution) uint8."""
-    import torch
-
-    from ..data.synthetic import colour_chart
-
-    k = max(1, round(CHART_SIDE / resolution))
-    c = torch.from_numpy(colour_chart(k * resolution)).permute(2, 0, 1)  # (3, k * r, k * r)
-    c = c.reshape(3, k, resolution, k, resolution)
-    return c.permute(1, 3, 0, 2, 4).reshape(k * k, 3, resolution, resolution).contiguous()
-
-
-def colour_fidelity(model, val: Path, resolution: int) -> dict:
-    """Colour figures (``transvae.metrics.colour.colour_report``, pixels of the set pooled) of the
-    held-out tiles and of the synthetic colour chart in tiles of the crop size.
-
-    Args:
-        model: the trained autoencoder.
-        val: the folder of held-out tiles (``prepare_data``).
-        resolution: the crop size (the chart is cut into tiles of it).
-    Returns:
-        ``{"held_out": report, "chart": report}``, each report with ``psnr`` added.
-    """
-    import numpy as np
-    import torch
-
-    from ..data.io import list_images, load_image
-    from ..metrics.colour import colour_report, low_pass
-    from ..metrics.psnr import psnr_per_image
-
-    out = {}
-    tiles = torch.from_numpy(np.stack([np.asarray(load_image(p)) for p in list_images(val)])).permute(
-        0, 3, 1, 2
-    )
-    for name, ref in (("held_out", tiles.contiguous()), ("chart", chart_tiles(resolution))):
-        rec = reconstruct_uint8(model, ref)
-        lowpass = colour_report(low_pass(ref), low_pass(rec))["ciede2000_mean"]  # colour without detail
-        out[name] = {"psnr": float(psnr_per_image(ref, rec).mean()), **colour_report(ref, rec), "ciede2000_lowpass": lowpass}
-    return out
-
-
 def cpu_threads(requested: int = 0) -> int:
     """``requested`` if > 0, else the CPU cores available to this process minus the 1-minute
     load average (at least 1): on a busy machine more threads than free cores make OpenMP's
@@ -256,6 +188,8 @@ def cpu_threads(requested: int = 0) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import transvae
+
+    from ..evaluation.colour import colour_fidelity
 
     if args.resolution % 16 or args.resolution <= 0:
         raise UserError(f"--resolution must be a positive multiple of 16, got {args.resolution}")

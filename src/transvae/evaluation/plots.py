@@ -24,6 +24,21 @@ def _pyplot():
     return plt
 
 
+def subplots(*args, **kwargs):
+    """``plt.subplots`` on the non-interactive Agg backend (headless machines)."""
+    return _pyplot().subplots(*args, **kwargs)
+
+
+def save_figure(fig, path) -> None:
+    """Lay out ``fig``, write it to ``path`` (its folder made) and close it."""
+    from pathlib import Path
+
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+
+
 def fig_uri(fig) -> str:
     """A matplotlib figure -> ``data:image/png;base64,...`` (the figure is closed)."""
     plt = _pyplot()

@@ -13,15 +13,19 @@
 - ``measure_compile`` (eager vs ``torch.compile``, interleaved), ``profile_table``
   (``torch.profiler``), ``stage_breakdown`` (time and FLOPs per encoder/decoder stage),
   ``sdpa_backends`` (which attention kernel ran), ``inference_memory`` (the GPU suite's method
-  through ``InferenceRunner``), ``matmul_peak_gflops`` (the yardstick), ``benchmark`` (one model).
+  through ``InferenceRunner``; ``model_memory`` for a registered model), ``matmul_peak_gflops``
+  (the yardstick), ``benchmark`` (one model), ``extract_throughput`` (``transvae extract-latents``).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -31,8 +35,9 @@ from .peers import AutoencoderHandle, build_autoencoder
 from .runner import InferenceRunner
 
 __all__ = [
-    "DTYPES", "benchmark", "bf16_conv_slowdown", "clock", "inference_memory", "matmul_peak_gflops",
-    "measure_compile", "measure_inference", "profile_table", "sdpa_backends", "speed_records", "stage_breakdown", "timed_pass",
+    "DTYPES", "benchmark", "bf16_conv_slowdown", "clock", "dtype_name", "extract_throughput", "inference_memory",
+    "matmul_peak_gflops", "measure_compile", "measure_inference", "model_memory", "profile_table", "sdpa_backends",
+    "speed_records", "stage_breakdown", "timed_pass",
 ]  # fmt: skip
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -365,6 +370,73 @@ def inference_memory(model: AutoencoderBase, x: torch.Tensor, dtype: torch.dtype
     if v.get("peak_reserved_gib") is not None:
         v["process_total_gib"] = v["peak_reserved_gib"] + v["non_allocator_gib"]
     return v
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bf16"`` (the inverse of ``DTYPES``)."""
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def model_memory(name: str, res: int, batch: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """``inference_memory`` of the registered model ``name`` (fresh weights) on a random batch:
+    ``params_M``, ``fp32_weights`` and, if ``dtype`` is not fp32, ``bf16_weights`` (weights in
+    ``dtype``)."""
+    from ..models import create_model
+
+    model = create_model(name, device=device).eval()
+    x = torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    row = {"params_M": model.num_parameters("total") / 1e6}
+    row["fp32_weights"] = inference_memory(model, x, dtype)
+    if dtype != torch.float32:
+        row["bf16_weights"] = inference_memory(model.to(dtype), x, dtype)
+    return row
+
+
+EXTRACT_METHOD = (
+    "the real CLI (extract-latents, flips: two encodes per image) on n copies of the photos, small and large n; "
+    "end_to_end_img_s = n / wall-clock; marginal_img_s = (n_large - n_small) / (t_large - t_small)"
+)
+
+
+def extract_throughput(
+    model_dir: Path, photos: list[Path], counts: tuple[int, ...], work: Path, resolution: int, dtype: torch.dtype,
+    batch: int, device: torch.device, workers: int = 0, timeout: float | None = None,
+) -> dict:  # fmt: skip
+    """``transvae extract-latents`` in a subprocess on ``n`` copies of ``photos`` for each ``n`` of
+    ``counts`` (``EXTRACT_METHOD``): per run its wall-clock ``seconds``, ``num_latents``, ``command``
+    and ``end_to_end_img_s``; overall ``end_to_end_img_s`` (the largest n) and ``marginal_img_s``
+    (what one more image costs, start-up excluded).
+
+    Raises:
+        RuntimeError: the command failed or wrote another number of latents.
+    """
+    from ..utils.process import run_cli
+
+    runs = []
+    for n in counts:
+        (folder := work / f"extract_src_{n}").mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(photos[i % len(photos)] for i in range(n)):
+            shutil.copyfile(f, folder / f"img_{i:05d}{f.suffix.lower()}")
+        out = work / f"extract_out_{n}"
+        args = ["extract-latents", str(folder), "--model", str(model_dir), "--out", str(out),
+                "--resolution", str(resolution), "--dtype", dtype_name(dtype), "--batch-size", str(batch),
+                "--num-workers", str(workers), "--device", str(device)]  # fmt: skip
+        t0 = time.perf_counter()
+        run_cli(args, threads=torch.get_num_threads() if device.type == "cpu" else None, timeout=timeout)
+        seconds, got = (
+            time.perf_counter() - t0,
+            json.loads((out / "manifest.json").read_text())["num_latents"],
+        )
+        if got != n:
+            raise RuntimeError(f"extract-latents wrote {got} latents for {n} images")
+        runs.append({"seconds": seconds, "num_latents": got, "command": "-m transvae.cli " + " ".join(args),
+                     "images": n, "end_to_end_img_s": n / seconds})  # fmt: skip
+    dt, dn = runs[-1]["seconds"] - runs[0]["seconds"], runs[-1]["images"] - runs[0]["images"]
+    return {
+        "runs": runs,
+        "end_to_end_img_s": runs[-1]["end_to_end_img_s"],
+        "marginal_img_s": dn / dt if dt > 0 else None,
+    }
 
 
 def benchmark(

@@ -26,7 +26,7 @@ from ..utils.peak_memory import measure_peak
 from .config import build_config
 from .trainer import Trainer
 
-__all__ = ["QUIET", "exported_step", "measure_training", "synthetic_images"]
+__all__ = ["QUIET", "exported_step", "measure_stage1", "measure_training", "synthetic_images"]
 
 # settings that keep a measured run to its training steps: no validation, samples, checkpoints,
 # TensorBoard or progress bar in the middle
@@ -123,6 +123,30 @@ def measure_training(
             for r in logged
         ],
     }
+
+
+def measure_stage1(
+    name: str, data: Path, run_dir: Path, device: torch.device | str, resolution: int, steps: int, batch: int,
+    every: int, precision: str = "fp32", checkpointing: bool = False, lr: float = 1e-4, warmup: int = 1000,
+    paper_loss: bool = True, workers: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """``measure_training`` (kept) of the registered model ``name`` on the photo folder ``data``
+    with the paper's stage-1 loss terms, LPIPS-VGG16 and DINOv2 as randomly initialised stand-ins
+    (the same FLOPs, nothing downloaded; no GAN); ``paper_loss=False``: L1 + KL only. Adds
+    ``loss_terms`` (which terms ran)."""
+    import importlib.util
+
+    loss = {"loss.gan_weight": 0.0, "loss.pretrained": False}
+    terms = "L1 + LPIPS + KL + VF (LPIPS-VGG16 and DINOv2 stand-ins with random weights)"
+    if not paper_loss:
+        loss, terms = {**loss, "loss.lpips_weight": 0.0, "loss.vf_weight": 0.0}, "L1 + KL (dry run)"
+    elif importlib.util.find_spec("lpips") is None:
+        loss, terms = {**loss, "loss.lpips_weight": 0.0}, "L1 + KL + VF (lpips missing; DINOv2 stand-in)"
+    over = {"model.name": name, "model.gradient_checkpointing": checkpointing, "data.train": [str(data)],
+            "data.resolution": resolution, "data.num_workers": workers, "train.batch_size": batch,
+            "train.max_steps": steps, "train.precision": precision, "optim.lr": lr, "optim.warmup_steps": warmup,
+            "log.every": every, **loss}  # fmt: skip
+    return {**measure_training(over, run_dir, device, keep=True), "loss_terms": terms}
 
 
 def exported_step(run_dir: str | os.PathLike) -> int | None:

@@ -19,7 +19,6 @@ steps it trained, so a run trained over several sessions says which code trained
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..utils.process import cli_env
 from ..utils.provenance import Provenance
 
 __all__ = ["SESSIONS", "SweepJob", "pending", "run_job", "run_sweep"]
@@ -99,15 +99,13 @@ def run_sweep(jobs: list[SweepJob], workers: int = 1, quiet: bool = False) -> li
 
     Each job's output goes to ``RUN_DIR/sweep.log``; one line per finished job is printed.
     """
-    src = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
 
     def one(job: SweepJob) -> int:
         run = Path(job.run_dir)
         run.mkdir(parents=True, exist_ok=True)
         spec = {**asdict(job), "run_dir": str(run)}
         (run / JOB_FILE).write_text(json.dumps(spec, indent=1, default=list))
-        env = dict(os.environ, OMP_NUM_THREADS=str(job.threads), PYTHONPATH=path)
+        env = cli_env(job.threads)
         t0 = time.time()
         with open(run / "sweep.log", "a") as log:
             cmd = [sys.executable, "-m", "transvae.training.sweep", str(run / JOB_FILE)]

@@ -3,6 +3,10 @@
     png = screenshot(Path("eval/report.html"), Path("eval/report.png"), 1280, 2400)
     is_blank(png)       # True when nothing rendered (a single colour)
 
+    python -m transvae.utils.screenshot eval/report.html --out eval/report.png --height 2400
+
+The command exits 1 if Chromium fails or the screenshot is blank (2: no such file).
+
 Chromium is found through ``$CHROMIUM`` or on ``PATH`` (Debian: ``apt-get install chromium``).
 """
 
@@ -13,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["find_chromium", "is_blank", "screenshot"]
+__all__ = ["find_chromium", "is_blank", "main", "screenshot"]
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -58,3 +62,32 @@ def is_blank(png: Path) -> bool:
     with Image.open(png) as im:
         lo, hi = im.convert("L").getextrema()
     return lo == hi
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m transvae.utils.screenshot REPORT.html [--out PNG] [--width W] [--height H]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description="Screenshot an HTML file (an evaluation report.html) in headless Chromium.")
+    p.add_argument("report", type=Path, help="the HTML file")
+    p.add_argument("--out", type=Path, default=None, help="screenshot PNG (default: next to the report)")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=2000)
+    a = p.parse_args(argv)
+    if not a.report.is_file():
+        print(f"screenshot: no such file {a.report}", file=sys.stderr)
+        return 2
+    out = a.out or a.report.with_suffix(".png")
+    try:
+        screenshot(a.report, out, a.width, a.height)
+    except (FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as e:
+        print(f"screenshot: {e}", file=sys.stderr)
+        return 1
+    blank = is_blank(out)
+    print(f"screenshot: {out} is blank" if blank else f"wrote {out}", file=sys.stderr if blank else sys.stdout)
+    return 1 if blank else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
