@@ -13,7 +13,7 @@ interrupted. ``--dry-run`` runs every part at tiny sizes anywhere (it proves the
 
     python benchmarks/gpu_suite.py --out runs/gpu --data /path/to/bsds500/train      # on a GPU
     python benchmarks/gpu_suite.py --dry-run --out /tmp/g                             # anywhere
-    python benchmarks/gpu_suite.py --prepare .gpu --data /path/to/bsds500/train       # for the device tool
+    python tools/prepare_gpu.py .gpu --data /path/to/bsds500/train                    # for the device tool
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -286,20 +285,6 @@ def photo_folder(data: Path | None, work: Path) -> tuple[Path, str]:
     return prepare_data(work / "photos", 256)[0], note
 
 
-def prepare(dest: Path, data: Path | None) -> None:
-    """Wheels the GPU machine lacks (diffusers, lpips; same versions as here) and a copy of the photos."""
-    from importlib.metadata import version
-
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
-           "-d", str(dest / "whl"), *(f"{p}=={version(p)}" for p in ("diffusers", "lpips"))]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    if data is not None:
-        shutil.rmtree(dest / "photos", ignore_errors=True)
-        shutil.copytree(data, dest / "photos")
-    print(f"prepared {dest}; carry it (a folder ignored by git) in the device run (docs/benchmarks.md, GPU)")
-
-
 def run_suite(args: argparse.Namespace, device: torch.device, work: Path) -> dict:
     from transvae.utils.device import cpu_dtype_is_fast
 
@@ -352,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--threads", type=int, default=None, help="torch CPU threads (dry run on a CPU: 1)")
     add("--work-dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     add("--keep-work", action="store_true", help="keep the scratch folder")
-    add("--prepare", type=Path, default=None, help="download wheels + copy --data into this folder, exit")
     args = p.parse_args(argv)
-    if args.prepare is not None:
-        return prepare(args.prepare, args.data) or 0
     if args.out is None:
         p.error("--out is required")
     args.budget_s = args.budget_s or (1800.0 if args.dry_run else 420.0)

@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         for label, tile, overlap in SETTINGS:
             r = measure_seams(InferenceRunner(model, tile_size=tile, tile_overlap=overlap), x)
             rows.append({"size": size, "setting": label, **r})
-            d, e = r["decode"], r["reconstruct"]
+            d, e, v = r["decode"], r["reconstruct"], r["psnr_vs_input"]
             print(
-                f"{size:5d}  {label:<48} overlap {r['tile_overlap']:4d}  decode band {d['psnr_band']:.2f} / rest "
+                f"{size:5d}  {label:<48} overlap {r['tile_overlap']:4d}  vs input untiled {v['untiled']:.2f} / "
+                f"tiled {v['tiled']:.2f} dB; decode band {d['psnr_band']:.2f} / rest "
                 f"{d['psnr_rest']:.2f} dB, jump {d['gradient_jump']:.3f}; encode+decode band {e['psnr_band']:.2f} / "
                 f"rest {e['psnr_rest']:.2f} dB, jump {e['gradient_jump']:.3f}",
                 flush=True,

@@ -796,3 +796,30 @@ def test_hub_subfolder_downloads_only_its_json_and_safetensors(kl_saved, tmp_pat
     ]
     with pytest.raises(FileNotFoundError, match="subfolder must be a relative path"):
         transvae.from_pretrained("black-forest-labs/FLUX.1-schnell", subfolder="../x")
+
+
+def test_parity_reports_an_exact_conversion_and_catches_a_wrong_one(kl_saved, monkeypatch):
+    """``models.convert.parity`` (benchmarks/convert_parity.py's measurement): float64 outputs of
+    a correct conversion agree to rounding; one weight changed in the converted model shows."""
+    from transvae.models import persistence
+    from transvae.models.convert.parity import PUBLISHED_KL, parity
+
+    assert set(PUBLISHED_KL) == {"sd-vae", "sdxl-vae", "sd3-vae", "flux-vae", "vavae-f16d32"}
+    ref, _ = kl_saved("flux")
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    row = parity(ref, x)
+    assert row["transvae"].startswith("CNNVAE") and row["logvar fp32"] is not None
+    assert max(row[f"{k} fp64"] for k in ("mean", "logvar", "decode", "reconstruct")) < 1e-10
+    assert row["reconstruct fp32"] < 1e-3
+
+    load = persistence.load_model
+
+    def off_by_a_bit(path, **kw):
+        model = load(path, **kw)
+        with torch.no_grad():
+            next(model.decoder.parameters()).add_(1e-2)
+        return model
+
+    monkeypatch.setattr(persistence, "load_model", off_by_a_bit)
+    bad = parity(ref, x)
+    assert bad["mean fp64"] < 1e-10 and bad["decode fp64"] > 1e-4  # the decoder, not the encoder

@@ -74,3 +74,11 @@ def test_default_overlap_is_measured_on_the_model_and_hides_seams_better_than_no
     soft = measure_seams(auto, x)
     assert soft["tile_overlap"] > 0 and hard["tile_overlap"] == 0
     assert soft["decode"]["psnr_band"] > hard["decode"]["psnr_band"]
+    # against the input: the untiled pass is the same in both, the tiled ones differ from it
+    from transvae.data.io import tensor_to_uint8
+
+    untiled = auto.decode(auto.encode(x, tiled=False).latent, tiled=False)[0]
+    mse = (tensor_to_uint8(untiled).double() - tensor_to_uint8(x[0]).double()).pow(2).mean()
+    assert soft["psnr_vs_input"]["untiled"] == hard["psnr_vs_input"]["untiled"]
+    assert soft["psnr_vs_input"]["untiled"] == pytest.approx(10 * math.log10(255**2 / float(mse)))
+    assert hard["psnr_vs_input"]["tiled"] != hard["psnr_vs_input"]["untiled"]

@@ -89,14 +89,16 @@ def measure_seams(runner: InferenceRunner, image: torch.Tensor, band: int = 8) -
         image: (1, 3, H, W) in [-1, 1], H and W multiples of the compression ratio.
         band: half-width of the border bands in pixels.
     Returns:
-        ``{"decode": {...}, "reconstruct": {...}, "tile_size", "tile_overlap"}``.
+        ``{"decode": {...}, "reconstruct": {...}, "tile_size", "tile_overlap", "psnr_vs_input"}``;
+        ``psnr_vs_input``: PSNR of the untiled and of the tiled encode-decode against ``image``
+        itself (what tiling costs, or gains, in reconstruction quality).
     """
     tile, overlap = runner.tile_size, runner.tile_overlap
     z = runner.encode(image, tiled=False).latent
-    decode = compare_seams(
-        runner.decode(z, tiled=True)[0], runner.decode(z, tiled=False)[0], tile, overlap, band
-    )
     full = runner.decode(z, tiled=False)[0]
-    zt = runner.encode(image, tiled=True).latent
-    rec = compare_seams(runner.decode(zt, tiled=True)[0], full, tile, overlap, band)
-    return {"decode": decode, "reconstruct": rec, "tile_size": tile, "tile_overlap": overlap}
+    decode = compare_seams(runner.decode(z, tiled=True)[0], full, tile, overlap, band)
+    tiled = runner.decode(runner.encode(image, tiled=True).latent, tiled=True)[0]
+    rec = compare_seams(tiled, full, tile, overlap, band)
+    src, every = tensor_to_uint8(image[0]), torch.ones(image.shape[-2:], dtype=torch.bool)
+    vs_input = {k: _psnr(tensor_to_uint8(v), src, every) for k, v in (("untiled", full), ("tiled", tiled))}
+    return {"decode": decode, "reconstruct": rec, "tile_size": tile, "tile_overlap": overlap, "psnr_vs_input": vs_input}
