@@ -70,6 +70,8 @@ RUN = {
         Run(skip={0: "LPIPS and rFID download VGG16 / Inception", 2: "LPIPS and rFID download VGG16 / Inception"},
             append={1: "--num-workers 0", 3: "--uniformity 64 --uniformity-repeats 2 --num-workers 0"}),
     ("docs/evaluation.md", "import torch, transvae"): Run(quick=True),
+    ("docs/evaluation.md", "transvae quickstart --out runs/probe --steps 600 --minutes 0 --val-every 200 --train.diffusability_steps=100"):
+        Run(append={0: "--steps 2 --val-every 1 --train.diffusability_steps=2 --model transvae-nano-f16d32 --resolution 32"}),
     ("docs/generation.md", "# 1. the tokenizer (L1 + KL: LPIPS / DINOv2 weights are not available offline), 450 steps x 16 crops"):
         Run(append={0: "--max-steps 2 --batch-size 2", 3: "--model lightningdit-nano-1 --max-steps 4 --batch-size 4 "
                     "--train.checkpoint_every=2 --log.val_every=2 --sample.val_num=16 --sample.val_steps=2",
