@@ -1,4 +1,4 @@
-"""The result tables of README.md and docs/benchmarks.md are their JSONs: every generated block
+"""The result tables of README.md, docs/benchmarks.md and docs/inference.md are their JSONs: every generated block
 (``<!-- results:NAME -->``) is exactly what ``tools/render_docs.py`` renders from
 docs/benchmarks/*.json, and every JSON there says where it comes from (``provenance``)."""
 
@@ -22,11 +22,11 @@ def rr(monkeypatch):
 
 
 @pytest.fixture
-def copy(tmp_path):
-    """README, docs/benchmarks.md and the JSONs in a scratch checkout."""
+def copy(tmp_path, rr):
+    """The rendered docs (README, docs/benchmarks.md, ...) and the JSONs in a scratch checkout."""
     (tmp_path / "docs").mkdir()
-    shutil.copy(REPO / "README.md", tmp_path / "README.md")
-    shutil.copy(REPO / "docs" / "benchmarks.md", tmp_path / "docs" / "benchmarks.md")
+    for doc in rr.DOCS:
+        shutil.copy(REPO / doc, tmp_path / doc)
     shutil.copytree(
         REPO / "docs" / "benchmarks", tmp_path / "docs" / "benchmarks", ignore=shutil.ignore_patterns("*.png")
     )

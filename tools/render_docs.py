@@ -26,7 +26,7 @@ from transvae.utils.markdown import markdown_table, render_files
 from transvae.utils.provenance import describe
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/benchmarks.md")
+DOCS = ("README.md", "docs/benchmarks.md", "docs/inference.md")
 
 
 def load(root: Path, name: str) -> dict:
@@ -148,6 +148,20 @@ def scaling(root: Path) -> str:
              "final": pm(r["psnr"]), "s": f2(r.get("cpu_s_per_step") or r.get("s_per_step"))} for r in d["results"]]  # fmt: skip
     heads = ["size", "params", *step_heads(steps), "final (`transvae evaluate`)", "s/step"]
     return table(root, "scaling", rows, ["size", "params", *steps, "final", "s"], heads)
+
+
+def seams(root: Path) -> str:
+    d = load(root, "seams")
+    rows = [{"size": r["size"], "setting": r["setting"], "overlap": r["tile_overlap"],
+             "vs": f"{f2(r['psnr_vs_input']['untiled'])} / {f2(r['psnr_vs_input']['tiled'])}",
+             **{f"{k}_{m}": f2(r[k][m]) if m != "gradient_jump" else f"{r[k][m]:.2f}"
+                for k in ("decode", "reconstruct") for m in ("psnr_band", "psnr_rest", "gradient_jump")}}
+            for r in d["rows"] if r["decode"]["tiles"] > 1]  # fmt: skip
+    cols = ["size", "setting", "overlap", "vs", *(f"{k}_{m}" for k in ("decode", "reconstruct")
+            for m in ("psnr_band", "psnr_rest", "gradient_jump"))]  # fmt: skip
+    heads = ["px", "tiling", "overlap (px)", "PSNR vs input: untiled / tiled", "decode: band dB", "rest dB",
+             "jump", "encode+decode: band dB", "rest dB", "jump"]  # fmt: skip
+    return table(root, "seams", rows, cols, heads)
 
 
 def generation(root: Path) -> str:
@@ -277,7 +291,7 @@ BLOCKS = {
     "extrapolation-64px": lambda r: extrapolation(r, "extrapolation"), "extrapolation-tiled": lambda r: extrapolation(r, "extrapolation_tiled"),
     "extrapolation-native-f16-128": lambda r: extrapolation(r, "extrapolation_native_f16-128"),
     "extrapolation-native-f8-64": lambda r: extrapolation(r, "extrapolation_native_f8-64"),
-    "scaling": scaling, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
+    "scaling": scaling, "seams": seams, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
 }  # fmt: skip
 
 
