@@ -19,12 +19,17 @@ from ..utils import device as _device
 from ..utils.device import DTYPES  # noqa: F401  (re-exported for the sub-commands)
 
 
+def _convert(v: str, convert: Callable[[str], Any], what: str) -> Any:
+    """``convert(v)`` with a ``ValueError`` turned into the usage error "expected WHAT, got 'v'"."""
+    try:
+        return convert(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected {what}, got '{v}'") from e
+
+
 def nonneg_int(v: str) -> int:
     """argparse ``type=``: an integer >= 0 (a bad value is argparse's one-line usage error)."""
-    try:
-        n = int(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{v}'") from e
+    n = _convert(v, int, "an integer")
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
     return n
@@ -116,10 +121,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 def finite_float(v: str) -> float:
     """argparse type: a finite float (``nan`` and ``inf`` refused in one line)."""
-    try:
-        x = float(v)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{v}'") from e
+    x = _convert(v, float, "a number")
     if not math.isfinite(x):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{v}'")
     return x
@@ -284,22 +286,24 @@ def add_run_args(p, command: str) -> None:
     p.set_defaults(accepts_extra=True)
 
 
-def run_overrides(args, pairs: list[tuple[str, object]]) -> dict[str, object]:
-    """``given`` over ``pairs`` plus the config keys of the options ``add_run_args`` adds."""
-    return given(
-        [
-            *pairs,
-            ("train.batch_size", args.batch_size),
-            ("train.max_steps", args.max_steps),
-            ("data.num_workers", args.workers),
-            ("train.device", args.device),
-        ]
-    )
+# The config key of each option ``add_run_args`` adds: ``{argparse dest: dotted key}``.
+RUN_KEYS = {
+    "batch_size": "train.batch_size",
+    "max_steps": "train.max_steps",
+    "workers": "data.num_workers",
+    "device": "train.device",
+}
+
+
+def run_overrides(args, keys: dict[str, str]) -> dict[str, object]:
+    """``given`` over the options of ``keys`` (``{argparse dest: dotted key}``), then those of
+    ``RUN_KEYS``."""
+    return given([(key, getattr(args, dest)) for dest, key in (keys | RUN_KEYS).items()])
 
 
 def run_config(
     args,
-    pairs: list[tuple[str, object]],
+    keys: dict[str, str],
     build: Callable,
     error: type[Exception],
     more: dict[str, object] | None = None,
@@ -310,16 +314,16 @@ def run_config(
 
     Args:
         args: the parsed arguments (``add_run_args``'s and ``--config``, ``--out``).
-        pairs: ``(dotted key, value)`` of the command's own options (``run_overrides``).
+        keys: ``{argparse dest: dotted key}`` of the command's own options (``run_overrides``).
         build: ``build_config`` or ``GenConfig.build``.
         error: what ``build`` raises for a bad configuration (a one-line ``UserError`` here).
-        more: overrides set after those of ``pairs``.
+        more: overrides set after those of ``keys``.
     Returns:
         ``(cfg, run_dir, saved)``: ``saved`` is the checkpoint to resume, or None.
     """
     run_dir, saved = open_run_folder(args.out, args.resume)
     base = saved["config"] if saved is not None else None
-    overrides = run_overrides(args, pairs) | (more or {})
+    overrides = run_overrides(args, keys) | (more or {})
     try:
         cfg = build(args.config, overrides, list(args.extra or []), base=base)
     except error as e:

@@ -77,13 +77,13 @@ def resolve_train(args: argparse.Namespace):
     from transvae.training.config import GenConfig
     from transvae.utils.config import ConfigError
 
-    pairs = [
-        ("data.latents", args.latents),
-        ("data.val_latents", args.val_latents),
-        ("model.name", args.model),
-        ("data.vae", args.vae),
-    ]
-    cfg, run_dir, saved = run_config(args, pairs, GenConfig.build, ConfigError)
+    keys = {
+        "latents": "data.latents",
+        "val_latents": "data.val_latents",
+        "model": "model.name",
+        "vae": "data.vae",
+    }
+    cfg, run_dir, saved = run_config(args, keys, GenConfig.build, ConfigError)
     if saved is None and args.model is None and args.config is None:
         raise UserError("--model NAME is required (see `transvae list 'lightningdit-*'`)")
     generators = list_models(kind="generator")

@@ -83,12 +83,12 @@ def resolve(args: argparse.Namespace):
     from ..models.registry import list_models
     from ..training.config import TrainConfigError, build_config
 
-    pairs = [
-        ("model.name", args.model),
-        ("model.init", args.init),
-        ("data.resolution", args.resolution),
-        ("train.stage", args.stage),
-    ]
+    keys = {
+        "model": "model.name",
+        "init": "model.init",
+        "resolution": "data.resolution",
+        "stage": "train.stage",
+    }
     more: dict[str, object] = {}
     if args.data:
         more["data.train"] = _flat(args.data)
@@ -98,7 +98,7 @@ def resolve(args: argparse.Namespace):
         more["data.strict"] = True
     if args.force_bf16:
         more["train.force_bf16"] = True
-    cfg, run_dir, saved = run_config(args, pairs, build_config, TrainConfigError, more)
+    cfg, run_dir, saved = run_config(args, keys, build_config, TrainConfigError, more)
     if not args.resume:
         if args.model is None and args.init is None and args.config is None:
             raise UserError("--model NAME is required (see `transvae list`)")

@@ -90,6 +90,11 @@ def density_uniformity(points: np.ndarray) -> dict:
     }
 
 
+def _numpy(x: np.ndarray | torch.Tensor | list) -> np.ndarray:
+    """``x`` as a NumPy array (a tensor is detached and copied to the CPU)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def uniformity_metrics(
     vectors: np.ndarray | torch.Tensor,
     channel_mean: np.ndarray | list[float] | None = None,
@@ -116,8 +121,7 @@ def uniformity_metrics(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    v = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
-    v = v.astype(np.float64)
+    v = _numpy(vectors).astype(np.float64)
     if v.ndim != 2 or len(v) < 4:
         raise ValueError(f"need at least 4 latent vectors of shape (N, C), got {v.shape}")
     mean = v.mean(0) if channel_mean is None else np.asarray(channel_mean, dtype=np.float64)
@@ -171,7 +175,7 @@ def linear_probe(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    x = _numpy(features)
     y = np.asarray(labels)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:

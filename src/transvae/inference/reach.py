@@ -34,15 +34,22 @@ def _radius(change: torch.Tensor, center: tuple[int, int], threshold: float) -> 
     return int(far.max()) if far.numel() else 0
 
 
-def _test_image(side: int) -> torch.Tensor:
-    """A natural image (scikit-image's astronaut, bundled with the package's dependencies) of
-    ``side`` x ``side`` in [-1, 1], (1, 3, side, side)."""
+def _test_image(model: AutoencoderBase, side: int) -> tuple[torch.Tensor, int]:
+    """The image a reach is measured on and the index of its centre latent pixel (on both axes).
+
+    The image is a natural one (scikit-image's astronaut, bundled with the package's
+    dependencies), (1, 3, S, S) in [-1, 1] on the model's device and dtype, where S is ``side``
+    rounded down to a multiple of the compression ratio f (at least f).
+    """
     import numpy as np
     from PIL import Image
     from skimage import data
 
+    f = model.spatial_compression_ratio
+    side = max(f, side // f * f)
     im = Image.fromarray(data.astronaut()).resize((side, side), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    x = torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    return x.to(model.device, model.dtype), side // f // 2
 
 
 @torch.inference_mode()
@@ -58,10 +65,8 @@ def decoder_reach(model: AutoencoderBase, side: int = 256, threshold: float = 0.
         the radius in pixels (at least the compression ratio f).
     """
     f = model.spatial_compression_ratio
-    side = max(f, side // f * f)
-    x = _test_image(side).to(model.device, model.dtype)
+    x, c = _test_image(model, side)
     z = model.encode(x).mode()
-    c = side // f // 2
     dz = torch.zeros_like(z)
     dz[:, :, c, c] = z.std()
     change = (model.decode(z + dz) - model.decode(z)).abs().float().mean(dim=(0, 1))  # (H, W)
@@ -74,9 +79,7 @@ def encoder_reach(model: AutoencoderBase, side: int = 256, threshold: float = 0.
     """Radius in pixels of the image region whose change moves a latent pixel (one f x f block
     of the image is perturbed; the latent change's radius in latent pixels, times f)."""
     f = model.spatial_compression_ratio
-    side = max(f, side // f * f)
-    x = _test_image(side).to(model.device, model.dtype)
-    c = side // f // 2
+    x, c = _test_image(model, side)
     dx = torch.zeros_like(x)
     dx[:, :, c * f : (c + 1) * f, c * f : (c + 1) * f] = 0.5
     change = (model.encode(x + dx).mode() - model.encode(x).mode()).abs().float().mean(dim=(0, 1))

@@ -152,10 +152,15 @@ class PairMetric(Metric):
         """Add a batch of pairs; returns its (B,) float64 per-image values (on the CPU)."""
         check_pair(target, pred)
         v = self.score(target, pred).double().cpu()
-        self.total += v.sum()
-        self.total_sq += v.square().sum()
-        self.count += len(v)
+        self._accumulate(v)
         return v
+
+    def _accumulate(
+        self, v: torch.Tensor, states: tuple[str, str, str] = ("total", "total_sq", "count")
+    ) -> None:
+        """Add the sum, the sum of squares and the number of the values ``v`` to ``states``."""
+        for name, x in zip(states, (v.sum(), v.square().sum(), len(v)), strict=True):
+            getattr(self, name).add_(x)
 
     def compute(self) -> dict[str, Any]:
         """``{key: mean, key_std: population std}`` over every image added (NaN if none)."""

@@ -125,12 +125,16 @@ class MetricCollection:
                 out[m.key] = None
         return out
 
+    def _network_attr(self, m: Metric, attr: str) -> str | None:
+        """``attr`` (``source``, ``pipeline``) of the network ``m`` computes on, or None."""
+        net = self.networks.get(m.network) if m.network else None
+        return getattr(net, attr, None)
+
     def protocols(self) -> dict[str, str]:
         """How each metric is computed, with the source of its network's weights."""
         out = {}
         for m in self.metrics:
-            net = self.networks.get(m.network) if m.network else None
-            source, pipeline = getattr(net, "source", None), getattr(net, "pipeline", None)
+            source, pipeline = self._network_attr(m, "source"), self._network_attr(m, "pipeline")
             out[m.name] = (
                 m.protocol + (f"; {pipeline}" if pipeline else "") + (f"; weights {source}" if source else "")
             )
@@ -138,10 +142,5 @@ class MetricCollection:
 
     def weights_sources(self) -> dict[str, str]:
         """Where each metric's pretrained network came from (metrics without one are absent)."""
-        out = {}
-        for m in self.metrics:
-            net = self.networks.get(m.network) if m.network else None
-            source = m.weights_source or getattr(net, "source", None)
-            if source:
-                out[m.name] = source
-        return out
+        sources = {m.name: m.weights_source or self._network_attr(m, "source") for m in self.metrics}
+        return {name: source for name, source in sources.items() if source}

@@ -190,17 +190,13 @@ class RandomFeatures(nn.Module):
 @register_feature_extractor("inception")
 def inception(weights: str | os.PathLike | None = None, random_init: bool = False) -> nn.Module:
     """The FID InceptionV3 (``--fid-weights``), or ``RandomFeatures`` with ``random_init``."""
-    if random_init:
-        return RandomFeatures()
-    return InceptionFeatures(*load_inception(weights))
+    return RandomFeatures() if random_init else InceptionFeatures(*load_inception(weights))
 
 
 @register_feature_extractor("inception-pytorch-fid")
 def inception_pytorch_fid(weights: str | os.PathLike | None = None, random_init: bool = False) -> nn.Module:
     """The FID InceptionV3 with pytorch-fid's resize (``--fid-weights``), or ``RandomFeatures``."""
-    if random_init:
-        return RandomFeatures()
-    return PytorchFIDInceptionFeatures(*load_inception(weights))
+    return RandomFeatures() if random_init else PytorchFIDInceptionFeatures(*load_inception(weights))
 
 
 def save_random_inception(path: str | os.PathLike, seed: int = 0) -> Path:

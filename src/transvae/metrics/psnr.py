@@ -50,10 +50,7 @@ class PSNR(PairMetric):
 
     def update(self, target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         v = super().update(target, pred)
-        finite = v[torch.isfinite(v)]
-        self.finite_total += finite.sum()
-        self.finite_sq += finite.square().sum()
-        self.finite_count += len(finite)
+        self._accumulate(v[torch.isfinite(v)], ("finite_total", "finite_sq", "finite_count"))
         return v
 
     def compute(self) -> dict[str, Any]:

@@ -37,12 +37,13 @@ class AsymVAEConfig(TransVAEConfig):
     """
 
     architecture = "asym-vae"
-    dec_base_dim: int = 128
-    dec_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
-    dec_num_res_blocks: int = 3
-    dec_stage_attn: bool = True
-    dec_mid_block: bool = True
-    dec_mid_attn: bool = True
+    # defaults: those of the CNN-VAE decoder
+    dec_base_dim: int = CNNVAEConfig.base_dim
+    dec_ch_mult: tuple[int, ...] = CNNVAEConfig.ch_mult
+    dec_num_res_blocks: int = CNNVAEConfig.decoder_num_res_blocks
+    dec_stage_attn: bool = CNNVAEConfig.stage_attn
+    dec_mid_block: bool = CNNVAEConfig.mid_block
+    dec_mid_attn: bool = CNNVAEConfig.mid_attn
 
     def __post_init__(self):
         super().__post_init__()

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
-from ..utils.config import ConfigError, from_dict
+from ..utils.config import ConfigError, ConfigFields, from_dict
 from .blocks import init_weights
 from .distributions import DiagonalGaussianDistribution
 from .persistence import CONFIG_NAME, WEIGHTS_NAME, PersistenceMixin
@@ -32,7 +32,7 @@ __all__ = [
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigFields):
     """Base of every architecture's config dataclass.
 
     Subclasses set ``architecture`` (the key used in ``config.json``) and add their fields.
@@ -42,10 +42,6 @@ class ModelConfig:
     architecture: ClassVar[str] = ""
     in_channels: int = 3
     latent_channels: int = 32
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

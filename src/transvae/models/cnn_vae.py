@@ -140,26 +140,21 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(y)
 
 
-class ConvDown(nn.Module):
-    """LDM downsampling: 3x3 conv, stride 2, padding (0, 1, 0, 1): (B, C, H, W) -> (B, C, H/2, W/2)."""
+class ConvResample(nn.Module):
+    """LDM's resampling by 2 with a 3x3 conv.
 
-    def __init__(self, dim: int):
+    Down: padding (0, 1, 0, 1), then the conv with stride 2: (B, C, H, W) -> (B, C, H/2, W/2).
+    Up (``up=True``): nearest 2x, then the conv (padding 1): (B, C, H, W) -> (B, C, 2H, 2W).
+    """
+
+    def __init__(self, dim: int, up: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim, 3, stride=2)
+        self.up = up
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1) if up else nn.Conv2d(dim, dim, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class ConvUp(nn.Module):
-    """LDM upsampling: nearest 2x then 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest") if self.up else F.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
 
 
 class CNNStage(nn.Module):
@@ -199,20 +194,26 @@ class MidBlock(nn.Module):
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
+def _stages(cfg: CNNVAEConfig, order: list[int], depth: int) -> nn.ModuleList:
+    """The ``CNNStage`` of each stage index in ``order`` (the encoder's or the decoder's), each of
+    ``depth`` ResBlocks taking the width of the stage before it in ``order`` (the first its own)."""
+    dims, attn, norm = cfg.stage_dims(), cfg.attention_stages(), cfg.norm_layer()
+    widths = [dims[i] for i in order]
+    return nn.ModuleList(
+        CNNStage(p, d, depth, i in attn, norm)
+        for i, p, d in zip(order, [widths[0], *widths[:-1]], widths, strict=True)
+    )
+
+
 class CNNEncoder(nn.Module):
     """Image (B, 3, H, W) -> Gaussian moments (B, 2*latent, H/f, W/f)."""
 
     def __init__(self, cfg: CNNVAEConfig):
         super().__init__()
-        dims = cfg.stage_dims()
-        attn, norm = cfg.attention_stages(), cfg.norm_layer()
+        dims, norm = cfg.stage_dims(), cfg.norm_layer()
         self.conv_in = nn.Conv2d(cfg.in_channels, dims[0], 3, padding=1)
-        prev = [dims[0], *dims[:-1]]
-        self.stages = nn.ModuleList(
-            CNNStage(p, d, cfg.num_res_blocks, i in attn, norm)
-            for i, (p, d) in enumerate(zip(prev, dims, strict=True))
-        )
-        self.downs = nn.ModuleList([ConvDown(d) for d in dims[:-1]] + [nn.Identity()])
+        self.stages = _stages(cfg, list(range(len(dims))), cfg.num_res_blocks)
+        self.downs = nn.ModuleList([ConvResample(d) for d in dims[:-1]] + [nn.Identity()])
         self.mid = MidBlock(dims[-1], cfg.mid_attn, norm) if cfg.mid_block else nn.Identity()
         self.norm_out = norm(dims[-1])
         k, c2 = cfg.latent_kernel, 2 * cfg.latent_channels
@@ -238,19 +239,14 @@ class CNNDecoder(nn.Module):
 
     def __init__(self, cfg: CNNVAEConfig):
         super().__init__()
-        dims = cfg.stage_dims()
-        attn, norm = cfg.attention_stages(), cfg.norm_layer()
+        dims, norm = cfg.stage_dims(), cfg.norm_layer()
         k, c = cfg.latent_kernel, cfg.latent_channels
         self.post_quant_conv = nn.Conv2d(c, c, 1) if cfg.post_quant_conv else nn.Identity()
         self.conv_in = nn.Conv2d(c, dims[-1], k, padding=k // 2)
         self.mid = MidBlock(dims[-1], cfg.mid_attn, norm) if cfg.mid_block else nn.Identity()
         order = list(reversed(range(len(dims))))  # deepest stage first
-        prev = [dims[-1]] + [dims[i] for i in order[:-1]]
-        self.stages = nn.ModuleList(
-            CNNStage(p, dims[i], cfg.decoder_num_res_blocks, i in attn, norm)
-            for p, i in zip(prev, order, strict=True)
-        )
-        self.ups = nn.ModuleList([ConvUp(dims[i]) for i in order[:-1]] + [nn.Identity()])
+        self.stages = _stages(cfg, order, cfg.decoder_num_res_blocks)
+        self.ups = nn.ModuleList([ConvResample(dims[i], up=True) for i in order[:-1]] + [nn.Identity()])
         self.norm_out = norm(dims[0])
         self.conv_out = nn.Conv2d(dims[0], cfg.in_channels, 3, padding=1)
         self.layout = compute_layout if cfg.channels_last else _as_is

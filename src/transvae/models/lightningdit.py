@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..utils.config import ConfigError
+from ..utils.config import ConfigError, ConfigFields
 from ..utils.config import from_dict as config_from_dict
 from .attention import Attention, RMSNorm
 from .mlp import GeluMLP, SwiGLUFFN
@@ -66,7 +66,7 @@ _XL = _SIZES["xl"]  # the config's defaults
 
 
 @dataclass(frozen=True)
-class LightningDiTConfig:
+class LightningDiTConfig(ConfigFields):
     """Hyper-parameters of a LightningDiT; the defaults are LightningDiT-XL/1 on f16d32 latents.
 
     Attributes:
@@ -141,10 +141,6 @@ class LightningDiTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LightningDiTConfig:

@@ -424,7 +424,6 @@ class GenOptimSection(OptimSection):
     lr: float = 2.0e-4
     warmup_steps: int = 0
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
     grad_clip: float = 0.0
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_NESTING",
     "ConfigError",
+    "ConfigFields",
     "coerce",
     "field_types",
     "from_dict",
@@ -54,6 +55,15 @@ MAX_NESTING = 64  # brackets deep; our files nest 4 levels at most
 
 class ConfigError(ValueError):
     """A config has unknown keys, wrong types or impossible values; the message says which."""
+
+
+class ConfigFields:
+    """Base of the config dataclasses (model and generator configs): ``field_names()``."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The names of the dataclass's fields, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
 
 
 def field_types(cls: type) -> dict[str, Any]:
