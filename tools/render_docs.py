@@ -164,6 +164,17 @@ def seams(root: Path) -> str:
     return table(root, "seams", rows, cols, heads)
 
 
+def convert_parity(root: Path) -> str:
+    d = load(root, "convert_parity")
+    e = lambda v: "-" if v is None else ("0" if v == 0 else f"{v:.1e}")  # noqa: E731
+    keys = ["mean fp32", "logvar fp32", "decode fp32", "reconstruct fp32", "reconstruct fp64"]
+    rows = [{"model": r["model"], **{k: e(r[k]) for k in keys}, "vs64": " / ".join(e(r[f"{w} fp32 decode vs fp64"])
+             for w in ("transvae", "diffusers", "diffusers NHWC"))} for r in d["rows"]]  # fmt: skip
+    heads = ["model", "encode mean fp32", "log-variance fp32", "decode fp32", "reconstruct fp32", "reconstruct fp64",
+             "decode fp32 vs fp64: transvae / diffusers / diffusers channels-last"]  # fmt: skip
+    return table(root, "convert_parity", rows, ["model", *keys, "vs64"], heads)
+
+
 def generation(root: Path) -> str:
     d = load(root, "generation")
     if "image_fd" in d:  # the current format: one image space for every tokenizer
@@ -291,7 +302,7 @@ BLOCKS = {
     "extrapolation-64px": lambda r: extrapolation(r, "extrapolation"), "extrapolation-tiled": lambda r: extrapolation(r, "extrapolation_tiled"),
     "extrapolation-native-f16-128": lambda r: extrapolation(r, "extrapolation_native_f16-128"),
     "extrapolation-native-f8-64": lambda r: extrapolation(r, "extrapolation_native_f8-64"),
-    "scaling": scaling, "seams": seams, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
+    "scaling": scaling, "seams": seams, "convert-parity": convert_parity, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
 }  # fmt: skip
 
 
