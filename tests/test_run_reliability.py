@@ -101,6 +101,21 @@ def test_a_new_run_into_a_folder_that_holds_files_is_refused_and_nothing_changes
         assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == names
 
 
+def test_only_rank_0_checks_that_a_new_run_folder_is_empty(tmp_path):
+    """Under torchrun, rank 0 may already be writing into the new run folder when another rank
+    opens it (a clean-clone CI run failed on that race): the emptiness check is rank 0's, and
+    torchrun stops every rank when rank 0 refuses."""
+    from transvae.training.run_folder import RunFolder, RunFolderError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("")  # what rank 0 writes first
+    with pytest.raises(RunFolderError, match="already holds"):
+        RunFolder.open(out, resume=False, rank=0)
+    run, saved = RunFolder.open(out, resume=False, rank=1)
+    assert run.path == out and saved is None
+
+
 # -- 2. nothing is written through a link ----------------------------------------------------------
 @pytest.mark.parametrize("entry", [".lock", "metrics.jsonl", "train.log", "model"])
 def test_a_link_planted_in_a_run_folder_is_refused_and_its_target_untouched(base, tmp_path, capsys, entry):

@@ -104,7 +104,9 @@ class RunFolder:
         Args:
             path: the folder (``--out``).
             resume: continue the run (its checkpoint must exist) instead of starting one.
-            rank: this process's rank; only rank 0 probes the lock (it takes it later).
+            rank: this process's rank; only rank 0 probes the lock (it takes it later) and checks
+                that a new run's folder is empty: the other ranks of a torchrun may start after
+                rank 0 has begun writing into it (torchrun stops them all when rank 0 refuses).
         Returns:
             ``(run, saved)``: ``saved`` is the checkpoint to resume (its stored config is the base
             of the new one), or None for a new run.
@@ -125,7 +127,7 @@ class RunFolder:
                     f"stop it, or choose another --out"
                 )
         if not resume:
-            if p.is_dir() and any(p.iterdir()):
+            if rank == 0 and p.is_dir() and any(p.iterdir()):
                 what = "a run" if run.checkpoint_path.exists() or (p / cls.CONFIG).exists() else "files"
                 hint = "pass --resume to continue it or choose" if what == "a run" else "choose"
                 raise RunFolderError(
