@@ -154,8 +154,7 @@ def seams(root: Path) -> str:
     d = load(root, "seams")
     rows = [{"size": r["size"], "setting": r["setting"], "overlap": r["tile_overlap"],
              "vs": f"{f2(r['psnr_vs_input']['untiled'])} / {f2(r['psnr_vs_input']['tiled'])}",
-             **{f"{k}_{m}": f2(r[k][m]) if m != "gradient_jump" else f"{r[k][m]:.2f}"
-                for k in ("decode", "reconstruct") for m in ("psnr_band", "psnr_rest", "gradient_jump")}}
+             **{f"{k}_{m}": f2(r[k][m]) for k in ("decode", "reconstruct") for m in ("psnr_band", "psnr_rest", "gradient_jump")}}
             for r in d["rows"] if r["decode"]["tiles"] > 1]  # fmt: skip
     cols = ["size", "setting", "overlap", "vs", *(f"{k}_{m}" for k in ("decode", "reconstruct")
             for m in ("psnr_band", "psnr_rest", "gradient_jump"))]  # fmt: skip
