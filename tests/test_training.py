@@ -5,6 +5,7 @@ All runs use transvae-nano-f16d32 on generated 32x32 crops, L1 + KL only (no dow
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -95,6 +96,28 @@ def test_config_rejects_unknown_keys_and_wrong_types():
         and cfg.train.ema is False
         and cfg.optim.betas == (0.9, 0.99)
     )
+
+
+def test_lr_schedule_warms_up_then_stays_constant_or_decays_to_its_floor(images, tmp_path):
+    from transvae.training.optim import warmup_lambda
+
+    const = warmup_lambda(4)
+    assert [const(s) for s in (0, 3, 4, 10_000)] == [0.25, 1.0, 1.0, 1.0]
+    cos = warmup_lambda(4, "cosine", total=104, floor=0.1)
+    assert cos(3) == 1.0 and cos(4) == 1.0 and cos(104) == pytest.approx(0.1) and cos(500) == pytest.approx(0.1)
+    assert cos(54) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: cos(pi / 2) = 0
+    lin = warmup_lambda(0, "linear", total=10)
+    assert [lin(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    with pytest.raises(TrainConfigError, match="optim.decay must be one of constant|cosine|linear"):
+        build_config(extra=["--optim.decay=step"])
+    with pytest.raises(TrainConfigError, match=r"optim.decay_floor must be in \[0, 1\]"):
+        build_config(extra=["--optim.decay_floor=2"])
+    # through the Trainer: 4 steps, no warmup, linear to 0 at max_steps -> logged LR 1, 0.75, 0.5, 0.25 x lr
+    kw = {"train.max_steps": 4, "optim.warmup_steps": 0, "optim.decay": "linear", "train.checkpoint_every": 100}
+    Trainer(cfg_for(images, **kw), tmp_path / "run").fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["train/lr"] for r in rows if "train/lr" in r]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4]), lrs
 
 
 def test_recipes_parse_and_hold_the_paper_defaults():

@@ -32,6 +32,7 @@ from ..generation.sampling import SOLVERS
 from ..losses import LossConfig
 from ..utils.config import ConfigError, coerce, field_types, parse_value, read_yaml, to_plain, type_name
 from ..utils.device import choose_dtype
+from .optim import DECAYS
 
 
 class TrainConfigError(ConfigError):
@@ -41,10 +42,12 @@ class TrainConfigError(ConfigError):
 # -- the engine's sections (shared by every task) -------------------------------------------------
 @dataclass
 class OptimSection:
-    """AdamW and its schedule: linear warmup, then constant."""
+    """AdamW and its schedule: linear warmup, then constant (or decayed to train.max_steps)."""
 
     lr: float = 1.0e-4
-    warmup_steps: int = 1000  # linear warmup from 0, then constant
+    warmup_steps: int = 1000  # linear warmup from 0, then constant (or decayed)
+    decay: str = "constant"  # after the warmup: constant | cosine | linear (to decay_floor x lr at train.max_steps)
+    decay_floor: float = 0.0  # the LR at train.max_steps, as a fraction of lr (cosine / linear)
     betas: tuple[float, float] = (0.5, 0.9)  # the LDM / VA-VAE autoencoder betas
     weight_decay: float = 0.0
     eps: float = 1.0e-8
@@ -237,6 +240,8 @@ class ConfigTree:
             # AdamW's step is about lr per weight per step: above 1 nothing can train
             (0 < o.lr <= 1, f"optim.lr must be in (0, 1], got {o.lr}"),
             (o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}"),
+            (o.decay in DECAYS, f"optim.decay must be one of {'|'.join(DECAYS)}, got '{o.decay}'"),
+            (0 <= o.decay_floor <= 1, f"optim.decay_floor must be in [0, 1], got {o.decay_floor}"),
             (all(0 <= b < 1 for b in o.betas), f"optim.betas must be in [0, 1), got {list(o.betas)}"),
             (0 <= o.weight_decay <= 1, f"optim.weight_decay must be in [0, 1], got {o.weight_decay}"),
             (0 < o.eps <= 1, f"optim.eps must be in (0, 1], got {o.eps}"),

@@ -280,6 +280,9 @@ class Engine:
             o.eps,
             o.grad_clip,
             state_module,
+            o.decay,
+            self.cfg.train.max_steps,
+            o.decay_floor,
         )
         self.slots[name] = slot
         return slot
@@ -464,7 +467,8 @@ class Engine:
         scalars["train/cpu_seconds"] = round(self.train_cpu_seconds, 3)
         scalars["train/wall_seconds"] = round(self.train_wall_seconds, 3)
         if main is not None:
-            scalars["train/lr"] = main.scheduler.get_last_lr()[0]
+            sched = main.scheduler  # the LR this step ran with (get_last_lr() is the next step's)
+            scalars["train/lr"] = sched.base_lrs[0] * sched.lr_lambdas[0](max(0, sched.last_epoch - 1))
         if self.ema is not None:
             scalars["train/ema_decay"] = self.ema.decay
         if self.is_main:

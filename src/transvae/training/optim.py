@@ -9,14 +9,29 @@ values for NaN/Inf in the same single host synchronisation, and either steps all
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+DECAYS = ("constant", "cosine", "linear")
 
-def warmup_lambda(warmup: int):
-    """LR factor: linear warmup over ``warmup`` optimizer steps, then constant (Appendix D)."""
-    return lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
+
+def warmup_lambda(warmup: int, decay: str = "constant", total: int = 0, floor: float = 0.0):
+    """LR factor: linear warmup over ``warmup`` optimizer steps, then constant (Appendix D), or
+    decayed to ``floor`` x the LR at step ``total`` along a half cosine or a line."""
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        if decay == "constant" or total <= warmup:
+            return 1.0
+        p = min(1.0, (s - warmup) / (total - warmup))
+        return floor + (1.0 - floor) * (0.5 * (1.0 + math.cos(math.pi * p)) if decay == "cosine" else 1.0 - p)
+
+    return factor
 
 
 @dataclass
@@ -86,10 +101,14 @@ def make_adamw(
     eps: float,
     grad_clip: float,
     state_module: torch.nn.Module | None = None,
+    decay: str = "constant",
+    total_steps: int = 0,
+    decay_floor: float = 0.0,
 ) -> OptimizerSlot:
-    """AdamW + linear warmup as an ``OptimizerSlot`` (``grad_clip <= 0`` = no clipping)."""
+    """AdamW + linear warmup (+ optional decay to ``decay_floor`` x ``lr`` at ``total_steps``) as an
+    ``OptimizerSlot`` (``grad_clip <= 0`` = no clipping)."""
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(warmup_steps, decay, total_steps, decay_floor))
     clip = grad_clip if grad_clip > 0 else float("inf")
     return OptimizerSlot(name, opt, sched, params, clip, state_module)
