@@ -39,8 +39,8 @@ def native_crops(val: Path, size: int, limit: int, root: Path) -> Path:
     from transvae.data.transforms import center_crop
 
     files = list_images(val)[: limit or None]
-    folder = root / str(size)
-    if len(list(folder.glob("*.png"))) != len(files):
+    folder = root / (f"{size}_first{limit}" if limit else str(size))  # another --limit: another folder
+    if sorted(p.stem for p in folder.glob("*.png")) != sorted(f.stem for f in files):
         folder.mkdir(parents=True, exist_ok=True)
         for f in files:
             center_crop(load_image(f), size).save(folder / f"{f.stem}.png")

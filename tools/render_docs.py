@@ -297,6 +297,7 @@ BLOCKS = {
     "speed-cpu-thread": speed_runs, "speed-breakdown": speed_breakdown,
     "learning-efficiency-f16-128": lambda r: learning_efficiency(r, "learning_efficiency_f16-128"),
     "learning-efficiency-f8-64": lambda r: learning_efficiency(r, "learning_efficiency_f8-64"),
+    "learning-efficiency-f16-128-core": lambda r: learning_efficiency(r, "learning_efficiency_f16-128_core"),
     "extrapolation-f16-128": lambda r: extrapolation(r, "extrapolation_f16-128"),
     "extrapolation-64px": lambda r: extrapolation(r, "extrapolation"), "extrapolation-tiled": lambda r: extrapolation(r, "extrapolation_tiled"),
     "extrapolation-native-f16-128": lambda r: extrapolation(r, "extrapolation_native_f16-128"),
