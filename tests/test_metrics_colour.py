@@ -253,3 +253,24 @@ def test_low_pass_keeps_colour_and_removes_detail():
     assert colour_report(low_pass(mid), low_pass(tint))["ciede2000_mean"] > 5
     with pytest.raises(ValueError, match="multiples of 4"):
         low_pass(mid[..., :15])
+
+
+def test_split_luma_chroma_separates_a_grey_shift_from_a_hue_change():
+    from transvae.metrics.colour import split_luma_chroma
+
+    ref = torch.randint(40, 200, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    grey = ref + 10  # a brightness error only: all of it is luma
+    luma, chroma = split_luma_chroma(ref, grey)
+    assert torch.equal(luma, grey) and torch.equal(chroma, ref)
+    # red up 30 and green down 15.28 (Y = 0.299 * 30 - 0.587 * 15.28 = 0): all of it is chroma
+    shift = torch.tensor([30.0, -30 * 0.299 / 0.587, 0.0]).view(1, 3, 1, 1)
+    hue = (ref.double() + shift).round().to(torch.uint8)
+    luma, chroma = split_luma_chroma(ref, hue)
+    assert (luma.int() - ref.int()).abs().max() <= 1 and torch.equal(chroma, hue)
+    assert ciede2000_map(ref, chroma).mean() > 5 > ciede2000_map(ref, luma).mean()
+    # the two parts add up to the error (before rounding): d = dY (1, 1, 1) + (d - dY (1, 1, 1))
+    noisy = torch.randint(0, 256, ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    luma, chroma = split_luma_chroma(ref, noisy)
+    inside = ((luma > 0) & (luma < 255) & (chroma > 0) & (chroma < 255)).all(1, keepdim=True)
+    total = luma.int() + chroma.int() - ref.int()
+    assert ((total - noisy.int()).abs() <= 1)[inside.expand_as(total)].all()

@@ -368,6 +368,7 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     assert m["held_out_ciede2000_p95"] >= m["held_out_ciede2000_mean"] > 0 and m["chart_ciede2000_mean"] > 0
     assert len(m["held_out_contrast_ratio"]) == 3 and all(r > 0 for r in m["held_out_contrast_ratio"])
     assert len(m["held_out_mean_shift"]) == 3 and len(m["held_out_lab_shift"]) == 2
+    assert m["held_out_ciede2000_luma_only"] > 0 and m["held_out_ciede2000_chroma_only"] > 0
     assert {p.name for p in out.glob("recon_*.png")} == {"recon_start.png", "recon_end.png"}
     assert (out / "before_after.png").is_file()
     trained = {p.stem for p in (out / "data" / "train").glob("*.png")}

@@ -280,6 +280,8 @@ def quickstart_metrics(
         "held_out_ciede2000_mean": round(held["ciede2000_mean"], 3),
         "held_out_ciede2000_p95": round(held["ciede2000_p95"], 3),
         "held_out_ciede2000_lowpass": round(held["ciede2000_lowpass"], 3),
+        "held_out_ciede2000_luma_only": round(held["ciede2000_luma_only"], 3),
+        "held_out_ciede2000_chroma_only": round(held["ciede2000_chroma_only"], 3),
         "held_out_contrast_ratio": [round(v, 3) for v in held["contrast_ratio"]],
         "held_out_mean_shift": [round(v, 2) for v in held["mean_shift"]],
         "held_out_lab_shift": [round(v, 2) for v in held["lab_shift"]],

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics.colour import ciede2000_map, colour_report, low_pass, rgb_to_lab
+from ..metrics.colour import ciede2000_map, colour_report, low_pass, rgb_to_lab, split_luma_chroma
 from ..metrics.psnr import psnr_per_image
 
 __all__ = [
@@ -111,11 +111,15 @@ def colour_summary(
     ref: torch.Tensor, rec: torch.Tensor, lowpass: bool = False, digits: int | None = None
 ) -> dict:
     """``psnr`` (mean over images) and ``colour_report`` of a set; with ``lowpass``,
-    ``ciede2000_lowpass`` (CIEDE2000 of 4 x 4 block means: colour without detail); ``digits``
-    rounds every figure (for reading)."""
+    ``ciede2000_lowpass`` (CIEDE2000 of 4 x 4 block means: colour without detail) and
+    ``ciede2000_luma_only`` / ``ciede2000_chroma_only`` (of the error's luma or chroma part alone,
+    ``split_luma_chroma``); ``digits`` rounds every figure (for reading)."""
     out = {"psnr": float(psnr_per_image(ref, rec).mean()), **colour_report(ref, rec)}
     if lowpass:
         out["ciede2000_lowpass"] = colour_report(low_pass(ref), low_pass(rec))["ciede2000_mean"]
+        luma, chroma = split_luma_chroma(ref, rec)
+        out["ciede2000_luma_only"] = float(ciede2000_map(ref, luma).mean())
+        out["ciede2000_chroma_only"] = float(ciede2000_map(ref, chroma).mean())
     if digits is None:
         return out
     return {

@@ -34,7 +34,9 @@ def l1_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x_rec.float(), x.float())
 
 
-# ITU-R BT.601's chroma rows (Cb, Cr) of an RGB difference: luminance-free colour differences
+# ITU-R BT.601 (full range): the luma row Y and the chroma rows (Cb, Cr) of an RGB difference. A
+# change of Y alone is a grey shift (the same in R, G and B); the chroma rows do not see it.
+LUMA_ROW = (0.299, 0.587, 0.114)
 CHROMA_ROWS = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 
 

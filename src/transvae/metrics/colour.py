@@ -153,6 +153,26 @@ def colour_report(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float | lis
     }
 
 
+def split_luma_chroma(ref: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``out``'s error split in two images: its BT.601 luma error alone (``ref`` shifted by the
+    grey that the error's luma is) and its chroma error alone (``ref`` plus the rest). CIEDE2000
+    of each against ``ref`` says whether a reconstruction's colour difference comes from
+    brightness detail or from hue and saturation (``colour_summary(..., lowpass=True)``).
+
+    Args:
+        ref, out: (B, 3, H, W) uint8 images.
+    Returns:
+        ``(luma_only, chroma_only)``: (B, 3, H, W) uint8, rounded and clipped.
+    """
+    from ..losses.reconstruction import LUMA_ROW
+
+    check_pair(ref, out)
+    d = out.double() - ref.double()
+    dy = torch.einsum("c,bchw->bhw", torch.tensor(LUMA_ROW, dtype=d.dtype), d).unsqueeze(1)
+    as_uint8 = lambda v: v.round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    return as_uint8(ref.double() + dy), as_uint8(ref.double() + d - dy)
+
+
 def low_pass(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     """Each ``factor`` x ``factor`` block of uint8 images averaged (and rounded): the colours kept,
     the detail removed. CIEDE2000 between low-passed images separates a colour error (a tint, a
