@@ -163,26 +163,6 @@ def test_l1_and_kl_equal_direct_computation():
     assert set(logs) == {"l1", "w_l1", "nll", "kl", "kl_per_image", "w_kl", "total"}
 
 
-def test_chroma_term_ignores_grey_shifts_and_adds_the_bt601_chroma_error():
-    from transvae.losses.reconstruction import chroma_l1_loss
-
-    x = torch.zeros(1, 3, 2, 2)
-    assert chroma_l1_loss(x, x + 0.3).item() == pytest.approx(0.0, abs=1e-7)  # grey: no chroma
-    red = x + torch.tensor([0.2, 0.0, 0.0]).view(1, 3, 1, 1)  # Cb = -0.168736 * 0.2, Cr = 0.5 * 0.2
-    assert chroma_l1_loss(x, red).item() == pytest.approx((0.168736 * 0.2 + 0.1) / 2, rel=1e-6)
-    model = tiny()
-    cfg = dict(kl_weight=0.0, lpips_weight=0, vf_weight=0, gan_weight=0)
-    x = images()
-    out = model(x)
-    plain, _ = VAELoss(LossConfig(**cfg), model)(x, out, model, 0, 1)
-    total, logs = VAELoss(LossConfig(chroma_weight=3.0, **cfg), model)(x, out, model, 0, 1)
-    logs = to_floats(logs)
-    assert logs["chroma"] == pytest.approx(chroma_l1_loss(x, out.sample).item()) and logs["w_chroma"] == 3.0
-    assert total.item() == pytest.approx(plain.item() + 3.0 * logs["chroma"], rel=1e-6)
-    with pytest.raises(ConfigError, match="loss.chroma_weight must be a finite number >= 0"):
-        LossConfig(chroma_weight=-1.0)
-
-
 def test_kl_weight_matches_ldm_objective_up_to_image_size():
     """Our total times 3*H*W is LDM's objective: sum|x - x_rec| / B + w * sum(kl) / B."""
     model = tiny()

@@ -33,7 +33,7 @@ from .gan import (
     vanilla_d_loss,
 )
 from .perceptual import LPIPSLoss
-from .reconstruction import chroma_l1_loss, kl_loss, l1_loss
+from .reconstruction import kl_loss, l1_loss
 
 
 @dataclass
@@ -42,8 +42,6 @@ class LossConfig:
 
     Weights (a weight of 0 disables the term and builds / loads nothing for it):
         l1_weight: L1 reconstruction (1.0).
-        chroma_weight: L1 of the BT.601 chroma (Cb, Cr) difference, on top of L1 (0: off; the
-            quick start's colour fidelity, ``docs/training.md``).
         lpips_weight: LPIPS-VGG16 (1.0).
         kl_weight: KL to N(0, I) (1e-8, LDM's sum convention, see ``reconstruction.py``).
         gan_weight: PatchGAN generator term, times the adaptive weight (0.1).
@@ -71,7 +69,6 @@ class LossConfig:
     """
 
     l1_weight: float = 1.0
-    chroma_weight: float = 0.0
     lpips_weight: float = 1.0
     kl_weight: float = 1e-8
     gan_weight: float = 0.1
@@ -99,7 +96,6 @@ class LossConfig:
     def __post_init__(self) -> None:
         for name in (
             "l1_weight",
-            "chroma_weight",
             "lpips_weight",
             "kl_weight",
             "gan_weight",
@@ -192,8 +188,8 @@ class VAELoss(nn.Module):
             ``(total, logs)``: the scalar loss to back-propagate, and every term and weight, as
             detached 0-d tensors (or floats for constant weights): reading them is left to the
             caller, so a training step needs no extra host synchronisation (``to_floats``).
-            Terms: total, nll (weighted L1 + chroma + LPIPS), l1, chroma, lpips, kl, kl_per_image, vf, vf_cos,
-            vf_dist, g_loss; weights: w_l1, w_chroma, w_lpips, w_kl, w_vf, w_vf_adaptive, w_gan,
+            Terms: total, nll (weighted L1 + LPIPS), l1, lpips, kl, kl_per_image, vf, vf_cos,
+            vf_dist, g_loss; weights: w_l1, w_lpips, w_kl, w_vf, w_vf_adaptive, w_gan,
             w_gan_adaptive. Disabled terms are absent (stage 1 has no GAN keys).
         """
         _check_stage(stage)
@@ -205,10 +201,6 @@ class VAELoss(nn.Module):
         l1 = l1_loss(x, x_rec)
         nll = cfg.l1_weight * l1
         logs.update(l1=l1, w_l1=cfg.l1_weight)
-        if cfg.chroma_weight > 0:
-            chroma = chroma_l1_loss(x, x_rec)
-            nll = nll + cfg.chroma_weight * chroma
-            logs.update(chroma=chroma, w_chroma=cfg.chroma_weight)
         if self.lpips is not None:
             lp = self.lpips(x, x_rec).mean()
             nll = nll + cfg.lpips_weight * lp

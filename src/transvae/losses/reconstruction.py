@@ -34,29 +34,6 @@ def l1_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x_rec.float(), x.float())
 
 
-# ITU-R BT.601 (full range): the luma row Y and the chroma rows (Cb, Cr) of an RGB difference. A
-# change of Y alone is a grey shift (the same in R, G and B); the chroma rows do not see it.
-LUMA_ROW = (0.299, 0.587, 0.114)
-CHROMA_ROWS = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
-
-
-def chroma_l1_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error of the BT.601 chroma (Cb, Cr) of the reconstruction, in fp32.
-
-    A grey shift of every channel costs nothing here; a change of hue or saturation does. Per
-    unit of RGB error, a chroma error moves CIEDE2000 about twice as far as a luminance one
-    (docs/training.md, "Colour fidelity"); this term lets a run weigh it more than L1 does.
-
-    Args:
-        x, x_rec: (B, 3, H, W) target images and reconstructions.
-    Returns:
-        Scalar tensor: the mean over ``B * 2 * H * W`` chroma elements.
-    """
-    d = x_rec.float() - x.float()
-    rows = torch.tensor(CHROMA_ROWS, dtype=d.dtype, device=d.device)
-    return torch.einsum("kc,bchw->bkhw", rows, d).abs().mean()
-
-
 def kl_loss(
     posterior: DiagonalGaussianDistribution, image_elements: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -153,6 +153,10 @@ def colour_report(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float | lis
     }
 
 
+# ITU-R BT.601's luma row: a change of Y alone is a grey shift (the same in R, G and B)
+LUMA_ROW = (0.299, 0.587, 0.114)
+
+
 def split_luma_chroma(ref: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``out``'s error split in two images: its BT.601 luma error alone (``ref`` shifted by the
     grey that the error's luma is) and its chroma error alone (``ref`` plus the rest). CIEDE2000
@@ -164,8 +168,6 @@ def split_luma_chroma(ref: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tenso
     Returns:
         ``(luma_only, chroma_only)``: (B, 3, H, W) uint8, rounded and clipped.
     """
-    from ..losses.reconstruction import LUMA_ROW
-
     check_pair(ref, out)
     d = out.double() - ref.double()
     dy = torch.einsum("c,bchw->bhw", torch.tensor(LUMA_ROW, dtype=d.dtype), d).unsqueeze(1)
