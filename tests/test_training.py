@@ -363,6 +363,8 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
 
     data = yaml.safe_load((out / "run" / "config.yaml").read_text())["data"]
     assert (data["hue"], data["channel_shuffle"], data["contrast"], data["saturation"]) == (0.5, True, 0.5, 0.5)
+    optim = yaml.safe_load((out / "run" / "config.yaml").read_text())["optim"]
+    assert optim["decay"] == "cosine" and optim["betas"] == [0.9, 0.99]
     assert [c[0] for c in m["curve"]] == [0, 1, 2] and m["curve"][-1][1] == m["psnr_end"]
     # colour figures of the exported model (transvae.metrics.colour): held-out tiles and the chart
     assert m["held_out_ciede2000_p95"] >= m["held_out_ciede2000_mean"] > 0 and m["chart_ciede2000_mean"] > 0
