@@ -15,8 +15,8 @@ F8="cnn-vae-no-attention vit-vae-learned-abs-pe transvae transvae-without-rmsnor
 # learning efficiency: f16-128 11 models x 3 seeds x 300 steps (~4.3 CPU-h), f8-64 5 x 3 x 600 (~0.9 CPU-h)
 run benchmarks/learning_efficiency.py --regime f16-128 --models $LADDER --seeds 0 1 2 --steps 300 --workers "$W" --resume
 run benchmarks/learning_efficiency.py --regime f8-64 --models $F8 --seeds 0 1 2 --steps 600 --workers "$W" --resume
-# extrapolation on native crops of the val photos, 3 seeds (f16-128: the first 40 photos at 1x and 2x, ~0.4 CPU-h; f8-64: all 100 at 1x-5x, ~1.4)
-run benchmarks/extrapolation.py --regime f16-128 --seeds 0 1 2 --limit 40 --sizes 128 256 \
+# extrapolation on native crops of the val photos, 3 seeds (f16-128: the first 40 photos at 1x-2.5x, ~0.5 CPU-h; f8-64: all 100 at 1x-5x, ~1.4)
+run benchmarks/extrapolation.py --regime f16-128 --seeds 0 1 2 --limit 40 \
   --models cnn-vae-no-attention vit-vae-learned-abs-pe seqconv-decoder dc-shortcut-transvae
 run benchmarks/extrapolation.py --regime f8-64 --seeds 0 1 2 --models $F8
 # scaling: nano / mini / wide x 3 seeds x 250 steps (~0.8 CPU-h)
