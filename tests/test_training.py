@@ -99,14 +99,14 @@ def test_config_rejects_unknown_keys_and_wrong_types():
 
 
 def test_lr_schedule_warms_up_then_stays_constant_or_decays_to_its_floor(images, tmp_path):
-    from transvae.training.optim import warmup_lambda
+    from transvae.training.optim import WarmupDecay
 
-    const = warmup_lambda(4)
+    const = WarmupDecay(4)
     assert [const(s) for s in (0, 3, 4, 10_000)] == [0.25, 1.0, 1.0, 1.0]
-    cos = warmup_lambda(4, "cosine", total=104, floor=0.1)
+    cos = WarmupDecay(4, "cosine", total=104, floor=0.1)
     assert cos(3) == 1.0 and cos(4) == 1.0 and cos(104) == pytest.approx(0.1) and cos(500) == pytest.approx(0.1)
     assert cos(54) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: cos(pi / 2) = 0
-    lin = warmup_lambda(0, "linear", total=10)
+    lin = WarmupDecay(0, "linear", total=10)
     assert [lin(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
     with pytest.raises(TrainConfigError, match="optim.decay must be one of constant|cosine|linear"):
         build_config(extra=["--optim.decay=step"])
@@ -118,6 +118,56 @@ def test_lr_schedule_warms_up_then_stays_constant_or_decays_to_its_floor(images,
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["train/lr"] for r in rows if "train/lr" in r]
     assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4]), lrs
+
+
+class StepClock:
+    """The engine's ``time`` module with a clock that moves only inside training steps: each step
+    calls ``process_time`` twice, each call is ``half_step`` seconds (no wall clock involved)."""
+
+    def __init__(self, half_step: float):
+        self.now, self.half_step = 1000.0, half_step
+
+    def time(self) -> float:
+        return self.now
+
+    perf_counter = time
+
+    def process_time(self) -> float:
+        self.now += self.half_step
+        return self.now
+
+
+def test_fit_to_budget_ends_the_lr_schedule_within_the_time_budget(images, tmp_path, monkeypatch):
+    import transvae.training.engine as engine_module
+
+    # 6 s a step, a 1-minute budget, 40 steps asked for, linear decay to 0 at the last step
+    kw = {"train.max_steps": 40, "train.max_minutes": 1.0, "optim.warmup_steps": 0, "optim.decay": "linear"}
+    kw["train.checkpoint_every"] = 100
+
+    def run(name: str, **extra):
+        monkeypatch.setattr(engine_module, "time", StepClock(3.0))
+        summary = Trainer(cfg_for(images, **kw, **extra), tmp_path / name).fit()
+        rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return summary, [r["train/lr"] / 1e-3 for r in rows if "train/lr" in r]
+
+    # without: the time limit cuts the run at step 11 while the LR is still at 75 % of its peak
+    summary, lrs = run("cut")
+    assert summary["status"] == "stopped by time limit" and summary["step"] == 11 and summary["planned_steps"] == 40
+    assert lrs[-1] == pytest.approx(1 - 10 / 40)
+    # with: after 2 steps (5 % of 40) 12 s are spent and 48 s left: 2 + int(0.97 * 48 / 6) = 9 steps
+    summary, lrs = run("fit", **{"train.fit_to_budget": True})
+    assert summary["status"] == "finished" and summary["step"] == 9 and summary["planned_steps"] == 9
+    assert lrs == pytest.approx([1.0, 1 - 1 / 40] + [1 - s / 9 for s in range(2, 9)])  # the schedule ends at 9
+    saved = load_checkpoint(tmp_path / "fit" / "checkpoints" / "last.pt")
+    assert saved["counters"]["planned_steps"] == 9 and saved["optimizers"]["main"]["scheduler"]["lr_lambdas"] == [None]
+    # resumed with the same max_steps the plan holds (nothing left to train); a new max_steps replaces it
+    monkeypatch.setattr(engine_module, "time", StepClock(3.0))
+    assert Trainer(cfg_for(images, **kw), tmp_path / "fit", resume=True).fit()["step"] == 9
+    monkeypatch.setattr(engine_module, "time", StepClock(0.0))  # no time passes: nothing is cut
+    resumed = Trainer(cfg_for(images, **{**kw, "train.max_steps": 12}), tmp_path / "fit", resume=True)
+    assert resumed.planned_steps == 12 and resumed.fit()["step"] == 12
+    with pytest.raises(TrainConfigError, match="train.fit_to_budget needs a budget"):
+        build_config(extra=["--train.fit_to_budget=true"])
 
 
 def test_recipes_parse_and_hold_the_paper_defaults():
@@ -352,7 +402,7 @@ def test_stage2_freezes_encoder_and_trains_decoder_with_gan_multires(images, tmp
 def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     out = tmp_path / "qs"
     args = ["quickstart", "--out", str(out), "--steps", "2", "--model", "transvae-nano-f16d32"]
-    assert main([*args, "--resolution", "32", "--batch-size", "2", "--val-every", "1"]) == 0
+    assert main([*args, "--resolution", "32", "--batch-size", "2", "--val-every", "1", "--threads", "1"]) == 0
     import json
 
     m = json.loads((out / "metrics.json").read_text())
@@ -365,6 +415,8 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     assert (data["hue"], data["channel_shuffle"], data["contrast"], data["saturation"]) == (0.5, True, 0.5, 0.5)
     optim = yaml.safe_load((out / "run" / "config.yaml").read_text())["optim"]
     assert optim["decay"] == "cosine" and optim["betas"] == [0.9, 0.99]
+    train = yaml.safe_load((out / "run" / "config.yaml").read_text())["train"]
+    assert train["fit_to_budget"] is True and train["max_minutes"] == 5.0  # the decay ends within the 5 minutes
     assert [c[0] for c in m["curve"]] == [0, 1, 2] and m["curve"][-1][1] == m["psnr_end"]
     # colour figures of the exported model (transvae.metrics.colour): held-out tiles and the chart
     assert m["held_out_ciede2000_p95"] >= m["held_out_ciede2000_mean"] > 0 and m["chart_ciede2000_mean"] > 0

@@ -73,6 +73,10 @@ class TrainSection:
     keep_checkpoints: int = 0  # also keep step-numbered snapshots, the newest N (0 = only last.pt)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     max_minutes: float = 0.0  # wall-clock budget: checkpoint and stop cleanly after it (0 = none)
+    # with max_minutes: after 5% of the steps (at most 50) and again half-way, plan the steps that
+    # fit in the budget at the speed measured so far (at most max_steps), so that the LR decay
+    # (optim.decay) ends within the budget instead of being cut by it
+    fit_to_budget: bool = False
     check_memory: bool = True  # refuse sizes whose estimated memory exceeds what the device has free
 
     def autocast_dtype(self, device: torch.device) -> tuple[torch.dtype | None, str | None]:
@@ -237,6 +241,10 @@ class ConfigTree:
             (t.keep_checkpoints >= 0, f"train.keep_checkpoints must be >= 0, got {t.keep_checkpoints}"),
             (t.max_nonfinite > 0, f"train.max_nonfinite must be positive, got {t.max_nonfinite}"),
             (t.max_minutes >= 0, f"train.max_minutes must be >= 0, got {t.max_minutes}"),
+            (
+                not t.fit_to_budget or t.max_minutes > 0,
+                "train.fit_to_budget needs a budget: set train.max_minutes > 0",
+            ),
             # AdamW's step is about lr per weight per step: above 1 nothing can train
             (0 < o.lr <= 1, f"optim.lr must be in (0, 1], got {o.lr}"),
             (o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}"),

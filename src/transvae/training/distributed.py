@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..utils.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
+from ..utils.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed, min_over_ranks
 
 __all__ = [
     "DistInfo",
@@ -18,6 +18,7 @@ __all__ = [
     "barrier",
     "cleanup",
     "init_distributed",
+    "min_over_ranks",
     "reshard",
     "shard_fsdp",
     "wrap_ddp",

@@ -83,6 +83,7 @@ class Engine:
             )
         self.autocast_dtype = self._precision()
         self.step, self.data_pos = 0, (0, 0)  # data_pos: (epoch, next batch) of this rank's stream
+        self.planned_steps = t.max_steps  # lowered by train.fit_to_budget
         self.nonfinite_total = self.nonfinite_in_row = 0
         # time inside training steps (forward, backward, update; no validation, checkpoint or
         # samples), summed over resumes: CPU seconds of this process, and wall seconds
@@ -153,6 +154,7 @@ class Engine:
             if status == "finished"
             else EXIT_STATUS.get(self._stop or "", 143 if self._preempted else 0),
             "step": self.step,
+            "planned_steps": self.planned_steps,
             "wall_seconds": round(time.time() - t0, 1),
             "train_cpu_seconds": round(self.train_cpu_seconds, 3),  # in training steps, all sessions
             "train_wall_seconds": round(self.train_wall_seconds, 3),
@@ -181,8 +183,11 @@ class Engine:
         deadline = time.time() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
         batches, bar, status = self.task.batches(), self._progress_bar(), "finished"
         images, t_last = 0, time.time()
+        # train.fit_to_budget: plan after 5 % of the steps (at most 50), then again half-way
+        start, t_start = self.step, time.time()
+        fit_at = start + min(50, max(1, (self.planned_steps - start) // 20)) if t.fit_to_budget else -1
         try:
-            while self.step < t.max_steps:
+            while self.step < self.planned_steps:
                 c0, w0 = time.process_time(), time.perf_counter()
                 logs = self.task.train_step(batches, self.step)  # forward + backward, no host sync
                 if time.time() > deadline and self._stop is None:
@@ -193,10 +198,14 @@ class Engine:
                 self.step, images = self.step + 1, images + t.batch_size
                 if bar is not None:
                     bar.update(1)
-                if self.step % lg.every == 0 or self.step == t.max_steps:
+                if self.step % lg.every == 0 or self.step == self.planned_steps:
                     self._log_step(values, images / max(time.time() - t_last, 1e-9), bar)
                     images, t_last = 0, time.time()
-                last = self.step == t.max_steps
+                if self.step == fit_at:  # after the log: train/lr is the LR the step ran with
+                    first = fit_at < start + (self.planned_steps - start) // 2
+                    self._fit_to_budget(start, t_start, deadline, bar)
+                    fit_at = start + (self.planned_steps - start) // 2 if first else -1
+                last = self.step == self.planned_steps
                 if self.step % lg.image_every == 0 and not last:
                     self._samples()
                 if self.step % lg.val_every == 0 and not last:
@@ -219,6 +228,35 @@ class Engine:
             self._validate()
         self.save()
         return status
+
+    def _fit_to_budget(self, start: int, t_start: float, deadline: float, bar) -> None:
+        """``train.fit_to_budget``: plan the steps that fit before ``deadline`` at the speed of the
+        steps since ``start`` (wall time, with whatever checkpoints and samples they included; 3 %
+        kept in hand), at most ``train.max_steps``, and end the LR schedule there. The slowest
+        rank's plan is everyone's (the plan is made at the same step on every rank)."""
+        now = time.time()
+        per_step = (now - t_start) / max(1, self.step - start)
+        fits = self.step + int(0.97 * max(0.0, deadline - now) / per_step)
+        planned = max(self.step, min(self.cfg.train.max_steps, int(D.min_over_ranks(fits, self.dist))))
+        if planned != self.planned_steps and self.is_main:
+            log.info(
+                "step %d: %.3f s/step, so %d steps fit in train.max_minutes=%g; the LR schedule now ends at step %d",
+                self.step,
+                per_step,
+                planned,
+                self.cfg.train.max_minutes,
+                planned,
+            )
+        self._plan(planned)
+        if bar is not None:
+            bar.total = planned
+            bar.refresh()
+
+    def _plan(self, steps: int) -> None:
+        """Train to ``steps`` and make every optimizer's LR schedule end there."""
+        self.planned_steps = steps
+        for s in self.slots.values():
+            s.set_total(steps)
 
     def _update(self, logs: dict[str, torch.Tensor | float]) -> tuple[dict[str, float], bool]:
         """Clip every optimizer's gradients, read the logged values, the norms and the finite /
@@ -321,6 +359,7 @@ class Engine:
                 "nonfinite_in_row": self.nonfinite_in_row,
                 "train_cpu_seconds": self.train_cpu_seconds,
                 "train_wall_seconds": self.train_wall_seconds,
+                "planned_steps": self.planned_steps,
             },
             "bad_files": dict(self.bad_files),
             "config": self.cfg.to_dict(),
@@ -331,7 +370,7 @@ class Engine:
             "optimizers": {
                 name: {
                     "optimizer": optimizer_state(s.optimizer, s.state_module),
-                    "scheduler": s.scheduler.state_dict(),
+                    "scheduler": s.scheduler_state(),
                 }
                 for name, s in self.slots.items()
             },
@@ -373,6 +412,10 @@ class Engine:
         self.nonfinite_total, self.nonfinite_in_row = int(c["nonfinite_total"]), int(c["nonfinite_in_row"])
         self.train_cpu_seconds = float(c.get("train_cpu_seconds", 0.0))  # 0: a checkpoint of an older version
         self.train_wall_seconds = float(c.get("train_wall_seconds", 0.0))
+        # a plan fitted to an earlier session's budget holds until max_steps is changed
+        max_steps = self.cfg.train.max_steps
+        same = state["config"].get("train", {}).get("max_steps") == max_steps
+        self._plan(min(max_steps, int(c.get("planned_steps", max_steps))) if same else max_steps)
         self.bad_files = dict(state.get("bad_files", {}))
         self.history = json.loads(state.get("history", "[]"))
         rngs = state["rng"]
@@ -483,9 +526,8 @@ class Engine:
             return None
         from tqdm.auto import tqdm
 
-        t = self.cfg.train
         return tqdm(
-            total=t.max_steps, initial=self.step, desc=self.task.label, unit="step", dynamic_ncols=True
+            total=self.planned_steps, initial=self.step, desc=self.task.label, unit="step", dynamic_ncols=True
         )
 
     def _nonfinite(self, keys: list[str]) -> None:

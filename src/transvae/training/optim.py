@@ -17,21 +17,26 @@ import torch
 DECAYS = ("constant", "cosine", "linear")
 
 
-def warmup_lambda(warmup: int, decay: str = "constant", total: int = 0, floor: float = 0.0):
-    """LR factor: linear warmup over ``warmup`` optimizer steps, then constant (Appendix D), or
-    decayed to ``floor`` x the LR at step ``total`` along a half cosine or a line."""
-    if decay not in DECAYS:
-        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+class WarmupDecay:
+    """LR factor of optimizer step ``s``: linear warmup over ``warmup`` steps, then constant
+    (Appendix D), or decayed to ``floor`` x the LR at step ``total`` along a half cosine or a line.
 
-    def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        if decay == "constant" or total <= warmup:
+    An object rather than a closure so that the engine can move ``total`` when it fits the run to
+    its time budget (``train.fit_to_budget``)."""
+
+    def __init__(self, warmup: int, decay: str = "constant", total: int = 0, floor: float = 0.0):
+        if decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+        self.warmup, self.decay, self.total, self.floor = warmup, decay, total, floor
+
+    def __call__(self, s: int) -> float:
+        if s < self.warmup:
+            return (s + 1) / self.warmup
+        if self.decay == "constant" or self.total <= self.warmup:
             return 1.0
-        p = min(1.0, (s - warmup) / (total - warmup))
-        return floor + (1.0 - floor) * (0.5 * (1.0 + math.cos(math.pi * p)) if decay == "cosine" else 1.0 - p)
-
-    return factor
+        p = min(1.0, (s - self.warmup) / (self.total - self.warmup))
+        shape = 0.5 * (1.0 + math.cos(math.pi * p)) if self.decay == "cosine" else 1.0 - p
+        return self.floor + (1.0 - self.floor) * shape
 
 
 @dataclass
@@ -87,8 +92,29 @@ class OptimizerSlot:
         self.optimizer.step()
         self.scheduler.step()
 
+    def scheduler_state(self) -> dict:
+        """The scheduler's checkpoint state without its LR factors: a resumed run takes its
+        schedule from its own config (and the engine's ``set_total``), as with a closure."""
+        state = self.scheduler.state_dict()
+        return {**state, "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)}
+
+    def set_total(self, total: int) -> None:
+        """Make the LR schedule end (decay to its floor) at optimizer step ``total``."""
+        for factor in self.scheduler.lr_lambdas:
+            factor.total = total
+
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+
+def can_fuse(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW kernel can update ``params``: plain floating-point tensors on
+    the CPU or a CUDA device (not sharded ``DTensor`` s). On the CPU torch's default is the
+    per-tensor loop, which took ~11 ms of the quick start's ~200 ms step; fused, ~3 ms."""
+    return bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() and not hasattr(p, "full_tensor")
+        for p in params
+    )
 
 
 def make_adamw(
@@ -108,7 +134,9 @@ def make_adamw(
     """AdamW + linear warmup (+ optional decay to ``decay_floor`` x ``lr`` at ``total_steps``) as an
     ``OptimizerSlot`` (``grad_clip <= 0`` = no clipping)."""
     params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(warmup_steps, decay, total_steps, decay_floor))
+    opt = torch.optim.AdamW(
+        params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=can_fuse(params) or None
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupDecay(warmup_steps, decay, total_steps, decay_floor))
     clip = grad_clip if grad_clip > 0 else float("inf")
     return OptimizerSlot(name, opt, sched, params, clip, state_module)

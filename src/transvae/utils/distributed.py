@@ -73,6 +73,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def min_over_ranks(value: float, info: DistInfo) -> float:
+    """The smallest of every rank's ``value`` (all ranks get the same answer)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return float(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op for a single process)."""
     if info.enabled:
