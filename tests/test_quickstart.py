@@ -15,9 +15,35 @@ from transvae.evaluation import colour
 def test_cpu_threads_respects_request_and_load(monkeypatch):
     assert quickstart.cpu_threads(3) == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for busy, expected in ((0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(quickstart, "busy_cores", lambda busy=busy: busy)
+        assert quickstart.cpu_threads(0) == expected, busy
+    # without /proc/stat: the 1-minute load average
+    monkeypatch.setattr(quickstart, "busy_cores", lambda: None)
     for load, expected in ((0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)):
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
         assert quickstart.cpu_threads(0) == expected, load
+
+
+def test_busy_cores_reads_proc_stat(monkeypatch, tmp_path):
+    import builtins
+
+    # two snapshots: 100 jiffies pass, 25 of them idle (idle 20 + iowait 5) -> 75 % busy
+    snaps = iter(["cpu  100 0 50 400 10 0 0 0 0 0\n", "cpu  150 0 75 420 15 0 0 0 0 0\n"])
+    real_open = builtins.open
+
+    def fake_open(path, *a, **k):
+        if path != "/proc/stat":
+            return real_open(path, *a, **k)
+        f = tmp_path / "stat"
+        f.write_text(next(snaps))
+        return real_open(f, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert quickstart.busy_cores(0.0) == pytest.approx(0.75 * 4)
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(a[0])))
+    assert quickstart.busy_cores(0.0) is None  # no /proc/stat: the caller falls back to the load average
 
 
 def test_prepare_data_holds_out_the_cat_at_a_fixed_size(tmp_path):

@@ -191,17 +191,42 @@ def before_after(start: Path, end: Path, out: Path) -> None:
     grid.save(out, optimize=True)
 
 
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many cores are in use right now, from two reads of ``/proc/stat`` ``seconds`` apart
+    (Linux); None where there is no ``/proc/stat``. Unlike the load average, it does not count a
+    job that ended a minute ago."""
+    import os
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(v), v[3] + v[4]
+
+    try:
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    if total <= 0:
+        return None
+    return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1)
+
+
 def cpu_threads(requested: int = 0) -> int:
-    """``requested`` if > 0, else the CPU cores available to this process minus the 1-minute
-    load average (at least 1): on a busy machine more threads than free cores make OpenMP's
-    workers wait for each other (measured on 2 loaded cores: 48 steps in 5 minutes with 2 threads,
-    392 with 1; docs/training.md)."""
+    """``requested`` if > 0, else the CPU cores available to this process minus the busy ones
+    (``busy_cores``, or the 1-minute load average where it cannot be read), at least 1: on a busy
+    machine more threads than free cores make OpenMP's workers wait for each other (measured on
+    2 loaded cores: 48 steps in 5 minutes with 2 threads, 392 with 1; docs/training.md)."""
     import os
 
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = busy_cores()
+    if busy is None:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
