@@ -73,8 +73,8 @@ class TrainSection:
     keep_checkpoints: int = 0  # also keep step-numbered snapshots, the newest N (0 = only last.pt)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     max_minutes: float = 0.0  # wall-clock budget: checkpoint and stop cleanly after it (0 = none)
-    # with max_minutes: after 5% of the steps (at most 50) and again half-way, plan the steps that
-    # fit in the budget at the speed measured so far (at most max_steps), so that the LR decay
+    # with max_minutes: after 5% of the steps (at most 50), then at 50/80/95% of the way, plan the
+    # steps that fit in the budget at the speed measured since (at most max_steps), so the LR decay
     # (optim.decay) ends within the budget instead of being cut by it
     fit_to_budget: bool = False
     check_memory: bool = True  # refuse sizes whose estimated memory exceeds what the device has free

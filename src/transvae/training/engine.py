@@ -48,6 +48,9 @@ CHECKPOINT_NAME = RunFolder.LAST
 EXIT_STATUS = {"SIGTERM": 143, "SIGINT": 130}  # 128 + signal number, as a shell reports it
 _RESERVED = {"step", "data_pos", "counters", "bad_files", "config", "world_size", "rng", "history"}
 _RESERVED |= {"optimizers", "ema", "task", "format_version"}
+# train.fit_to_budget plans again at these fractions of the way, each time at the speed since the
+# previous plan: the speed of a shared machine drifts (here +-20 % over 5 minutes)
+FIT_AGAIN = (0.5, 0.8, 0.95)
 
 
 class Engine:
@@ -183,8 +186,9 @@ class Engine:
         deadline = time.time() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
         batches, bar, status = self.task.batches(), self._progress_bar(), "finished"
         images, t_last = 0, time.time()
-        # train.fit_to_budget: plan after 5 % of the steps (at most 50), then again half-way
-        start, t_start = self.step, time.time()
+        # train.fit_to_budget: plan after 5 % of the steps (at most 50), then at FIT_AGAIN of the way
+        start, fits = self.step, 0
+        since = (start, time.time())  # (step, time) the next plan measures the speed from
         fit_at = start + min(50, max(1, (self.planned_steps - start) // 20)) if t.fit_to_budget else -1
         try:
             while self.step < self.planned_steps:
@@ -202,9 +206,9 @@ class Engine:
                     self._log_step(values, images / max(time.time() - t_last, 1e-9), bar)
                     images, t_last = 0, time.time()
                 if self.step == fit_at:  # after the log: train/lr is the LR the step ran with
-                    first = fit_at < start + (self.planned_steps - start) // 2
-                    self._fit_to_budget(start, t_start, deadline, bar)
-                    fit_at = start + (self.planned_steps - start) // 2 if first else -1
+                    since, fits = self._fit_to_budget(since, deadline, bar), fits + 1
+                    later = [start + int(f * (self.planned_steps - start)) for f in FIT_AGAIN[fits - 1 :]]
+                    fit_at = next((s for s in later if s > self.step), -1)
                 last = self.step == self.planned_steps
                 if self.step % lg.image_every == 0 and not last:
                     self._samples()
@@ -229,13 +233,14 @@ class Engine:
         self.save()
         return status
 
-    def _fit_to_budget(self, start: int, t_start: float, deadline: float, bar) -> None:
+    def _fit_to_budget(self, since: tuple[int, float], deadline: float, bar) -> tuple[int, float]:
         """``train.fit_to_budget``: plan the steps that fit before ``deadline`` at the speed of the
-        steps since ``start`` (wall time, with whatever checkpoints and samples they included; 3 %
-        kept in hand), at most ``train.max_steps``, and end the LR schedule there. The slowest
-        rank's plan is everyone's (the plan is made at the same step on every rank)."""
+        steps since ``since`` = (step, time) (wall time, with whatever checkpoints and samples they
+        included; 3 % kept in hand), at most ``train.max_steps``, and end the LR schedule there.
+        The slowest rank's plan is everyone's (the plan is made at the same step on every rank).
+        Returns (step, time) now, where the next plan's measurement starts."""
         now = time.time()
-        per_step = (now - t_start) / max(1, self.step - start)
+        per_step = (now - since[1]) / max(1, self.step - since[0])
         fits = self.step + int(0.97 * max(0.0, deadline - now) / per_step)
         planned = max(self.step, min(self.cfg.train.max_steps, int(D.min_over_ranks(fits, self.dist))))
         if planned != self.planned_steps and self.is_main:
@@ -251,6 +256,7 @@ class Engine:
         if bar is not None:
             bar.total = planned
             bar.refresh()
+        return self.step, now
 
     def _plan(self, steps: int) -> None:
         """Train to ``steps`` and make every optimizer's LR schedule end there."""
