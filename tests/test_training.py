@@ -146,7 +146,7 @@ def test_fit_to_budget_ends_the_lr_schedule_within_the_time_budget(images, tmp_p
 
     def run(name: str, **extra):
         monkeypatch.setattr(engine_module, "time", StepClock(3.0))
-        summary = Trainer(cfg_for(images, **kw, **extra), tmp_path / name).fit()
+        summary = Trainer(cfg_for(images, **{**kw, **extra}), tmp_path / name).fit()
         rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         return summary, [r["train/lr"] / 1e-3 for r in rows if "train/lr" in r]
 
@@ -154,6 +154,9 @@ def test_fit_to_budget_ends_the_lr_schedule_within_the_time_budget(images, tmp_p
     summary, lrs = run("cut")
     assert summary["status"] == "stopped by time limit" and summary["step"] == 11 and summary["planned_steps"] == 40
     assert lrs[-1] == pytest.approx(1 - 10 / 40)
+    # a budget that ends during the last step ends nothing: the run is finished
+    summary, _ = run("last", **{"train.max_steps": 11})
+    assert summary["status"] == "finished" and summary["step"] == 11 and summary["exit_status"] == 0
     # with: after 2 steps (5 % of 40) 12 s are spent and 48 s left: 2 + int(0.97 * 48 / 6) = 9 steps
     summary, lrs = run("fit", **{"train.fit_to_budget": True})
     assert summary["status"] == "finished" and summary["step"] == 9 and summary["planned_steps"] == 9

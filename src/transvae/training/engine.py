@@ -194,8 +194,8 @@ class Engine:
             while self.step < self.planned_steps:
                 c0, w0 = time.process_time(), time.perf_counter()
                 logs = self.task.train_step(batches, self.step)  # forward + backward, no host sync
-                if time.time() > deadline and self._stop is None:
-                    self._stop = "time limit"
+                if time.time() > deadline and self._stop is None and self.step + 1 < self.planned_steps:
+                    self._stop = "time limit"  # (a budget that ends during the last step ends nothing)
                 values, stop = self._update(logs)  # clip, the one host sync, step or skip
                 self.train_cpu_seconds += time.process_time() - c0
                 self.train_wall_seconds += time.perf_counter() - w0
