@@ -82,7 +82,7 @@ RUN = {
     ("docs/inference.md", "import torch, transvae"): Run(quick=True),
     ("docs/inference.md", "import torch, transvae#2"): Run(quick=True),  # the diffusers wrapper
     ("docs/inference.md", "transvae reconstruct p512 --model runs/bsds-mini/model --out untiled"): Run(),
-    ("docs/training.md", "transvae quickstart --out runs/quickstart          # --minutes 5 --steps 1000 by default"):
+    ("docs/training.md", "transvae quickstart --out runs/quickstart          # --minutes 5 (the steps fitted to it) by default"):
         Run(append={0: "--minutes 0.05 --steps 2 --threads 1"}),
 }  # fmt: skip
 

@@ -87,8 +87,8 @@ def register(subparsers) -> None:
         "--threads",
         type=int,
         default=0,
-        help="CPU threads (default 0: the cores not already busy, from the load average; on an idle "
-        "2-core machine 2 threads take 0.16 s per step of the default model, 1 takes 0.26)",
+        help="CPU threads (default 0: the cores not busy when it starts; on an idle 2-core machine "
+        "2 threads take 0.16 s per step of the default model, 1 takes 0.26)",
     )
     p.add_argument(
         "--colour-augment",

@@ -245,12 +245,11 @@ class Engine:
         planned = max(self.step, min(self.cfg.train.max_steps, int(D.min_over_ranks(fits, self.dist))))
         if planned != self.planned_steps and self.is_main:
             log.info(
-                "step %d: %.3f s/step, so %d steps fit in train.max_minutes=%g; the LR schedule now ends at step %d",
+                "step %d: %.3f s/step, so %d steps fit in train.max_minutes=%g: the run and its LR schedule end there",
                 self.step,
                 per_step,
                 planned,
                 self.cfg.train.max_minutes,
-                planned,
             )
         self._plan(planned)
         if bar is not None:

@@ -110,7 +110,7 @@ class OptimizerSlot:
 def can_fuse(params: list[torch.Tensor]) -> bool:
     """Whether torch's fused AdamW kernel can update ``params``: plain floating-point tensors on
     the CPU or a CUDA device (not sharded ``DTensor`` s). On the CPU torch's default is the
-    per-tensor loop, which took ~11 ms of the quick start's ~200 ms step; fused, ~3 ms."""
+    per-tensor loop: 19 ms a step for 3M parameters in 120 tensors, 7.7 ms fused (docs/training.md)."""
     return bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() and not hasattr(p, "full_tensor")
         for p in params
