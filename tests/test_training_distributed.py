@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from PIL import Image
@@ -95,6 +97,85 @@ def test_two_process_ddp_identical_weights_disjoint_data(tmp_path):
     assert not set(seen[0]) & set(seen[1])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["step"] == 2
+
+
+def _budget_worker(rank: int, world: int, port: int, root: str) -> None:
+    """``train.fit_to_budget`` under DDP, with a clock per rank that only moves inside training
+    steps: 1 s a step on rank 0, 6 s on rank 1 (``tests/test_training.py::StepClock``)."""
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    import transvae.training.engine as engine_module
+    from transvae.training import Trainer, build_config
+    from transvae.training import distributed as D
+
+    class Clock:
+        now, half = 1000.0, (0.5, 3.0)[rank]
+
+        def time(self):
+            return self.now
+
+        perf_counter = time
+
+        def process_time(self):
+            self.now += self.half
+            return self.now
+
+    engine_module.time = Clock()
+    root = Path(root)
+    cfg = build_config(
+        overrides={
+            "model.name": "transvae-nano-f16d32",
+            "data.train": [str(root / "images")],
+            "data.resolution": 32,
+            "data.num_workers": 0,
+            "train.batch_size": 4,
+            "train.max_steps": 40,
+            "train.max_minutes": 1.0,
+            "train.fit_to_budget": True,
+            "train.checkpoint_every": 100,
+            "optim.warmup_steps": 0,
+            "optim.decay": "linear",
+            "log.progress": False,
+            "log.tensorboard": False,
+            "loss.lpips_weight": 0.0,
+            "loss.vf_weight": 0.0,
+            "loss.gan_weight": 0.0,
+        }
+    )
+    tr = Trainer(cfg, root / "run")
+    summary = tr.fit()
+    torch.save({"final": tr.model.state_dict(), "summary": summary}, root / f"b{rank}.pt")
+    D.cleanup()
+
+
+def test_two_process_fit_to_budget_takes_the_slowest_ranks_plan(tmp_path):
+    """Alone, rank 0 (1 s a step) would plan 40 steps in the minute and rank 1 (6 s) 9: both train
+    9, their LR schedules end there together and their weights stay identical."""
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ranks = mp.start_processes(_budget_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    deadline = time.time() + 180
+    while not ranks.join(timeout=5):  # ranks that planned different step counts would wait for each other forever
+        if time.time() > deadline:
+            for p in ranks.processes:
+                p.kill()
+            pytest.fail("the two ranks did not finish within 180 s: did they plan different step counts?")
+    b0, b1 = (torch.load(tmp_path / f"b{r}.pt", weights_only=False) for r in range(2))
+    for b in (b0, b1):
+        assert b["summary"]["status"] == "finished" and b["summary"]["step"] == b["summary"]["planned_steps"] == 9
+    assert all(torch.equal(b0["final"][k], b1["final"][k]) for k in b0["final"])
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["train/lr"] / 1e-4 for r in rows if "train/lr" in r]  # optim.lr's default, 1e-4
+    assert abs(lrs[-1] - (1 - 8 / 9)) < 1e-9  # the LR of step 9 of a linear decay that ends at 9
 
 
 def _fsdp_vs_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
