@@ -29,6 +29,36 @@ class _Recording:
         return self.ds[key]
 
 
+def _nano_config(root: Path, **kw):
+    """The two-process tests' training config: the nano model on ``root/images``, L1 + KL."""
+    from transvae.training import build_config
+
+    values = {
+        "model.name": "transvae-nano-f16d32",
+        "data.train": [str(root / "images")],
+        "data.resolution": 32,
+        "data.num_workers": 0,
+        "train.batch_size": 4,
+        "log.progress": False,
+        "log.tensorboard": False,
+        "loss.lpips_weight": 0.0,
+        "loss.vf_weight": 0.0,
+        "loss.gan_weight": 0.0,
+    }
+    return build_config(overrides={**values, **kw})
+
+
+def _images_and_port(root: Path) -> int:
+    """Eight random 36 x 40 images under ``root/images``; returns a free TCP port for the ranks."""
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _worker(rank: int, world: int, port: int, root: str) -> None:
     import os
 
@@ -42,28 +72,14 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     torch.set_num_threads(1)
     from transvae.data.datasets import ImageFolderDataset
     from transvae.data.transforms import TrainTransform
-    from transvae.training import Trainer, build_config
+    from transvae.training import Trainer
     from transvae.training import distributed as D
 
     root = Path(root)
-    cfg = build_config(
-        overrides={
-            "model.name": "transvae-nano-f16d32",
-            "data.train": [str(root / "images")],
-            "data.resolution": 32,
-            "data.num_workers": 0,
-            "train.batch_size": 4,
-            "train.max_steps": 2,
-            "train.checkpoint_every": 10,
-            "train.seed": 0,
-            "optim.warmup_steps": 1,
-            "optim.lr": 1e-3,
-            "log.progress": False,
-            "log.tensorboard": False,
-            "loss.lpips_weight": 0.0,
-            "loss.vf_weight": 0.0,
-            "loss.gan_weight": 0.0,
-        }
+    cfg = _nano_config(
+        root,
+        **{"train.max_steps": 2, "train.checkpoint_every": 10, "train.seed": 0},
+        **{"optim.warmup_steps": 1, "optim.lr": 1e-3},
     )
     ds = _Recording(ImageFolderDataset(cfg.data.train, TrainTransform(32)), root / f"seen{rank}.txt")
     tr = Trainer(cfg, root / "run", train_dataset=ds)
@@ -79,15 +95,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
 
 
 def test_two_process_ddp_identical_weights_disjoint_data(tmp_path):
-    (tmp_path / "images").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(
-            tmp_path / "images" / f"{i}.png"
-        )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _images_and_port(tmp_path)
     mp.start_processes(_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     w0, w1 = (torch.load(tmp_path / f"w{r}.pt", weights_only=True) for r in range(2))
     assert w0["moved"] and w1["moved"]
@@ -109,7 +117,7 @@ def _budget_worker(rank: int, world: int, port: int, root: str) -> None:
     )
     torch.set_num_threads(1)
     import transvae.training.engine as engine_module
-    from transvae.training import Trainer, build_config
+    from transvae.training import Trainer
     from transvae.training import distributed as D
 
     class Clock:
@@ -126,25 +134,10 @@ def _budget_worker(rank: int, world: int, port: int, root: str) -> None:
 
     engine_module.time = Clock()
     root = Path(root)
-    cfg = build_config(
-        overrides={
-            "model.name": "transvae-nano-f16d32",
-            "data.train": [str(root / "images")],
-            "data.resolution": 32,
-            "data.num_workers": 0,
-            "train.batch_size": 4,
-            "train.max_steps": 40,
-            "train.max_minutes": 1.0,
-            "train.fit_to_budget": True,
-            "train.checkpoint_every": 100,
-            "optim.warmup_steps": 0,
-            "optim.decay": "linear",
-            "log.progress": False,
-            "log.tensorboard": False,
-            "loss.lpips_weight": 0.0,
-            "loss.vf_weight": 0.0,
-            "loss.gan_weight": 0.0,
-        }
+    cfg = _nano_config(
+        root,
+        **{"train.max_steps": 40, "train.max_minutes": 1.0, "train.fit_to_budget": True},
+        **{"train.checkpoint_every": 100, "optim.warmup_steps": 0, "optim.decay": "linear"},
     )
     tr = Trainer(cfg, root / "run")
     summary = tr.fit()
@@ -155,13 +148,7 @@ def _budget_worker(rank: int, world: int, port: int, root: str) -> None:
 def test_two_process_fit_to_budget_takes_the_slowest_ranks_plan(tmp_path):
     """Alone, rank 0 (1 s a step) would plan 40 steps in the minute and rank 1 (6 s) 9: both train
     9, their LR schedules end there together and their weights stay identical."""
-    (tmp_path / "images").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _images_and_port(tmp_path)
     ranks = mp.start_processes(_budget_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
     deadline = time.time() + 180
     while not ranks.join(timeout=5):  # ranks that planned different step counts would wait for each other forever
