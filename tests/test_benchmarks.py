@@ -381,3 +381,20 @@ def test_learning_efficiency_regimes_have_an_8x8_latent(bench):
                 assert not m.config.stage_attn and not m.config.mid_attn  # attention-free (Figure 7)
             if s_ == "vit-vae-learned-abs-pe":
                 assert m.config.pos_embed == "learned" and m.config.sample_size == reg.crop
+
+
+def test_quickstart_sizes_trains_each_variant_through_the_quickstart(bench, tmp_path):
+    qs = bench("quickstart_sizes")
+    out = tmp_path / "sizes.json"
+    args = ["--variants", "depths-1111", "default", "--minutes", "0.02", "--threads", "1"]
+    assert qs.main([*args, "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    small, default = res["results"]
+    assert small["model"] == "bench-quickstart-depths-1111" and default["model"] == qs.BASE
+    assert 0 < small["params"] < default["params"]  # one block a stage fewer: fewer weights
+    for r in res["results"]:  # each trained in the quick start's run folder, with its metrics
+        assert r["metrics"]["steps"] >= 1 and (tmp_path / "runs" / r["variant"] / "run" / "model").is_dir()
+        assert (
+            r["metrics"]["model"] == r["model"]
+            and res["provenance"]["steps"][r["variant"]] == r["metrics"]["steps"]
+        )

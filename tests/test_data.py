@@ -81,6 +81,31 @@ def test_bad_files_are_replaced_and_reported_or_stop_in_strict_mode(folder):
         ImageFolderDataset([folder], TrainTransform(32), strict=True)[0]
 
 
+def test_cache_decodes_each_file_once_within_its_budget_and_never_caches_bad_files(folder, monkeypatch):
+    import transvae.data.datasets as datasets
+
+    decoded = []
+    real = datasets.load_image
+    monkeypatch.setattr(
+        datasets, "load_image", lambda path: decoded.append(path.relative_to(folder).as_posix()) or real(path)
+    )
+    (folder / "cat" / "1.png").write_bytes(b"not an image at all")
+    keys = [(i, epoch, 0, 0, 0) for epoch in range(3) for i in range(6)]
+    plain = [ImageFolderDataset([folder], TrainTransform(32, scale=(1.0, 1.5)))[k] for k in keys]
+    decoded.clear()
+    # 0.01 MiB = 10485 bytes: cat/0.png (48x40, 5760 bytes) fits, the next image (64x40) no longer
+    ds = ImageFolderDataset([folder], TrainTransform(32, scale=(1.0, 1.5)), cache_mb=0.01)
+    cached = [ds[k] for k in keys]
+    assert all(torch.equal(c["image"], p["image"]) for c, p in zip(cached, plain, strict=True))
+    # the bad file is reported each time, as without the cache
+    assert [c["skipped"] for c in cached] == [p["skipped"] for p in plain]
+    assert decoded.count("cat/0.png") == 1 and decoded.count("cat/1.png") == 3  # bad: read every epoch
+    assert decoded.count("cat/2.png") == 6  # as index 2 and as index 1's replacement, each epoch
+    assert list(ds._cache) == [0] and ds._cached_bytes == 5760
+    with pytest.raises(ValueError, match="cache_mb"):
+        ImageFolderDataset([folder], TrainTransform(32), cache_mb=-1)
+
+
 def test_bucket_sampler_disjoint_ranks_resume_and_sizes(folder):
     ds = ImageFolderDataset([folder], TrainTransform(32))
     buckets = parse_buckets(["32x32", "16x48"], 16)

@@ -87,6 +87,10 @@ def test_config_rejects_unknown_keys_and_wrong_types():
         TrainConfig.from_dict({"optimizer": {"lr": 1}})
     with pytest.raises(TrainConfigError, match="loss.kl_weight must be a finite number >= 0"):
         build_config(extra=["--loss.kl_weight=-1"])
+    with pytest.raises(TrainConfigError, match="data.cache_mb must be >= 0"):
+        build_config(extra=["--data.cache_mb=-1"])
+    with pytest.raises(TrainConfigError, match="data.cache_mb caches image folders"):
+        build_config(extra=["--data.cache_mb=64", "--data.train=[shards-{000..009}.tar]"])
     assert parse_override("--optim.lr=1e-4") == ("optim.lr", 1e-4)
     cfg = build_config(
         extra=["--data.buckets=256x256,192x320", "--train.ema=false", "--optim.betas=[0.9,0.99]"]

@@ -147,7 +147,8 @@ def trainer_overrides(args: argparse.Namespace, train: Path, val: Path) -> dict:
         "data.val": [str(val)],
         "data.resolution": args.resolution,
         "data.scale": [1.0, 1.5],
-        "data.num_workers": 0,  # the photos are tiny PNGs; workers only cost memory here
+        "data.num_workers": 0,  # with both cores computing, a worker only takes time from them
+        "data.cache_mb": 64,  # the 8 photos take 1.3 MiB decoded: no PNG decode at every crop
         "train.batch_size": args.batch_size,
         "train.max_steps": args.steps,
         "train.max_minutes": args.minutes,

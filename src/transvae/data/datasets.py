@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 
 from .io import ImageLoadError, list_images, load_image
@@ -54,6 +55,10 @@ class ImageFolderDataset(Dataset):
         replace_bad: replace a bad file by the next readable one (training: keeps batch sizes
             and the data order fixed); if False the sample's ``image`` is None and ``collate``
             drops it (validation: every image counted once).
+        cache_mb: keep decoded images in memory, up to this many MiB (3 bytes a pixel) in each
+            process that reads the data (the main one, or each DataLoader worker), so that a
+            small dataset is decoded once instead of at every sample; images met once the cache
+            is full are decoded every time. 0 = off.
     """
 
     def __init__(
@@ -64,7 +69,10 @@ class ImageFolderDataset(Dataset):
         strict: bool = False,
         max_images: int = 0,
         replace_bad: bool = True,
+        cache_mb: float = 0,
     ):
+        if cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         if not roots:
             raise ValueError("no data folder given")
         files: list[Path] = []
@@ -83,6 +91,7 @@ class ImageFolderDataset(Dataset):
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = [index[f.relative_to(r).parts[0]] if self.classes else -1 for r, f in rels]
         self.transform, self.seed, self.strict, self.replace_bad = transform, seed, strict, replace_bad
+        self.cache_bytes, self._cache, self._cached_bytes = int(cache_mb * 2**20), {}, 0
 
     def __len__(self) -> int:
         return len(self.files)
@@ -105,7 +114,7 @@ class ImageFolderDataset(Dataset):
             g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             item = {"label": self.labels[i], "index": i, "epoch": epoch, "batch": batch, "skipped": skipped}
             try:
-                return {"image": self.transform(load_image(self.files[i]), g, size), **item}
+                return {"image": self.transform(self._load(i), g, size), **item}
             except ResizeTooLarge as r:  # a valid file of an extreme aspect ratio is a bad file too
                 e = ImageLoadError(self.files[i], str(r))
             except ImageLoadError as err:
@@ -116,6 +125,18 @@ class ImageFolderDataset(Dataset):
             if not self.replace_bad:
                 return {**item, "image": None, "label": -1}
         raise StrictDataError(f"{len(skipped)} bad images in a row near index {index}; last: {skipped[-1]}")
+
+
+    def _load(self, i: int) -> Image.Image:
+        """File ``i`` decoded (``load_image``), from the cache when it is there (``cache_mb``).
+        Bad files are never cached: they raise again, and are counted, every time."""
+        im = self._cache.get(i)
+        if im is None:
+            im = load_image(self.files[i])
+            nbytes = 3 * im.width * im.height
+            if self._cached_bytes + nbytes <= self.cache_bytes:
+                self._cache[i], self._cached_bytes = im, self._cached_bytes + nbytes
+        return im
 
 
 def _class_names(rels: list[tuple[Path, Path]]) -> list[str]:

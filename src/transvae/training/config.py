@@ -28,6 +28,7 @@ from typing import Any, ClassVar, get_origin, get_type_hints
 
 import torch
 
+from ..data.datasets import is_webdataset
 from ..generation.sampling import SOLVERS
 from ..losses import LossConfig
 from ..utils.config import ConfigError, coerce, field_types, parse_value, read_yaml, to_plain, type_name
@@ -300,6 +301,7 @@ class DataSection:
     channel_shuffle: bool = False  # random order of the R, G, B channels of each crop
     buckets: tuple[str, ...] = ()  # multi-resolution training, e.g. ["256x256", "192x320", "320x192"]
     num_workers: int = 4  # DataLoader worker processes per rank
+    cache_mb: float = 0  # decoded training images kept in memory per data process (image folders; 0 = off)
     strict: bool = False  # stop at the first bad image instead of skipping and counting it
     val_images: int = 256  # validation images used (0 = all)
     shuffle_buffer: int = 1000  # WebDataset shuffle buffer
@@ -342,6 +344,11 @@ class TrainConfig(ConfigTree):
             (t.stage in (1, 2), f"train.stage must be 1 or 2, got {t.stage}"),
             (d.resolution > 0, f"data.resolution must be positive, got {d.resolution}"),
             (d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}"),
+            (d.cache_mb >= 0, f"data.cache_mb must be >= 0, got {d.cache_mb}"),
+            (
+                d.cache_mb == 0 or not is_webdataset(d.train),
+                "data.cache_mb caches image folders; WebDataset shards stream (set it to 0)",
+            ),
             (0.0 <= d.hue <= 0.5, f"data.hue must be in [0, 0.5], got {d.hue}"),
             (d.contrast >= 0, f"data.contrast must be >= 0, got {d.contrast}"),
             (d.saturation >= 0, f"data.saturation must be >= 0, got {d.saturation}"),

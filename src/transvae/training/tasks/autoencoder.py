@@ -299,7 +299,7 @@ class AutoencoderTask(Task):
             return make_webdataset(
                 d.train, tf, self.cfg.train.seed + self.engine.dist.rank, d.shuffle_buffer, d.strict
             )
-        return ImageFolderDataset(d.train, tf, seed=self.cfg.train.seed, strict=d.strict)
+        return ImageFolderDataset(d.train, tf, seed=self.cfg.train.seed, strict=d.strict, cache_mb=d.cache_mb)
 
     def _build_reference(self, model: AutoencoderBase) -> None:
         """A fine-tune (``model.init``) measures latent drift against, and a full one anchors to,
