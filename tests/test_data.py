@@ -102,6 +102,10 @@ def test_cache_decodes_each_file_once_within_its_budget_and_never_caches_bad_fil
     assert decoded.count("cat/0.png") == 1 and decoded.count("cat/1.png") == 3  # bad: read every epoch
     assert decoded.count("cat/2.png") == 6  # as index 2 and as index 1's replacement, each epoch
     assert list(ds._cache) == [0] and ds._cached_bytes == 5760
+    # in a DataLoader worker (its own copy of the cache): the same crops and reports
+    loader = torch.utils.data.DataLoader(ds, sampler=keys, batch_size=None, num_workers=1)
+    for got, want in zip(loader, plain, strict=True):
+        assert torch.equal(got["image"], want["image"]) and got["skipped"] == want["skipped"]
     with pytest.raises(ValueError, match="cache_mb"):
         ImageFolderDataset([folder], TrainTransform(32), cache_mb=-1)
 
