@@ -7,7 +7,7 @@ architecture, each the default recipe with transvae-mini-f8d16's widths or depth
 Each variant is registered (``register_variant(NAME, "transvae-mini-f8d16", **overrides)``) and
 trained by ``transvae quickstart --out RUNS/NAME --threads T --minutes M --model NAME`` in this
 process, so it fits as many steps as its speed allows in the same budget. The JSON
-(``--out``, default docs/benchmarks/quickstart_sizes.json) holds each run's ``metrics.json``
+(``--out``; default docs/benchmarks/quickstart_sizes.json for the full run, else in ``--runs-dir``) holds each run's ``metrics.json``
 and parameter count, with the provenance. Runs are timed: run nothing else on the machine.
 """
 
@@ -37,14 +37,23 @@ COLUMNS = ["variant", "params_M", "steps", "held_out_psnr", "held_out_ciede2000_
            "contrast", "chart_ciede2000_mean", "train_seconds"]  # fmt: skip
 
 
+def default_out(variants: list[str], minutes: float, runs_dir: Path) -> Path:
+    """The published JSON for the full run (every variant, 5 minutes); any other run's in ``runs_dir``."""
+    full = minutes == 5.0 and set(variants) == set(VARIANTS)
+    return bu.DOCS_DIR / "quickstart_sizes.json" if full else runs_dir / "quickstart_sizes.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = bu.parser(__doc__)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--threads", type=int, default=0, help="quickstart --threads (0: the free cores)")
     p.add_argument("--minutes", type=float, default=5.0, help="quickstart --minutes (default 5)")
     p.add_argument("--runs-dir", type=Path, default=bu.RUNS / "quickstart_sizes")
-    p.add_argument("--out", type=Path, default=bu.DOCS_DIR / "quickstart_sizes.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the JSON (default: docs/benchmarks/quickstart_sizes.json for all variants at 5 minutes, "
+                   "else RUNS_DIR/quickstart_sizes.json: a partial run never replaces the published one)")  # fmt: skip
     a = p.parse_args(argv)
+    a.out = a.out or default_out(a.variants, a.minutes, a.runs_dir)
     prov = Provenance.start(seeds=[0])
     results = []
     for v in a.variants:

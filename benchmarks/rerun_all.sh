@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every CPU result of docs/benchmarks.md, rerun on the current code (~10 CPU-hours; docs/benchmarks.md,
+# Every CPU result of docs/benchmarks.md, rerun on the current code (~11 CPU-hours; docs/benchmarks.md,
 # "Rerunning everything"). Resumable: run it again after any interruption; finished work is skipped.
 #   nohup benchmarks/rerun_all.sh /path/to/bsds500 > rerun.log 2>&1 &
 # Then: python tools/render_docs.py (tables), git diff docs/benchmarks/ (the JSONs).
@@ -28,4 +28,6 @@ for k in 1 2 3; do
   run benchmarks/speed.py --quick --threads 1 --dtypes fp32 --iters 4 --clock thread --out "docs/benchmarks/speed_cpu_thread_run$k.json"
 done
 run benchmarks/speed.py --quick --threads 1 --dtypes fp32 --iters 4 --clock thread --breakdown --profile
+# the quick start per model size (docs/training.md): 6 x 5 minutes on 2 threads, one at a time (~1 CPU-h)
+run benchmarks/quickstart_sizes.py --threads 2
 run tools/render_docs.py --plots

@@ -398,3 +398,8 @@ def test_quickstart_sizes_trains_each_variant_through_the_quickstart(bench, tmp_
             r["metrics"]["model"] == r["model"]
             and res["provenance"]["steps"][r["variant"]] == r["metrics"]["steps"]
         )
+    # without --out only the full run (every variant, 5 minutes) writes the published JSON
+    runs = tmp_path / "r"
+    assert qs.default_out(list(qs.VARIANTS), 5.0, runs) == qs.bu.DOCS_DIR / "quickstart_sizes.json"
+    assert qs.default_out(["default"], 5.0, runs) == runs / "quickstart_sizes.json"
+    assert qs.default_out(list(qs.VARIANTS), 0.5, runs) == runs / "quickstart_sizes.json"

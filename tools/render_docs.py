@@ -26,7 +26,7 @@ from transvae.utils.markdown import markdown_table, render_files
 from transvae.utils.provenance import describe
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/benchmarks.md", "docs/inference.md")
+DOCS = ("README.md", "docs/benchmarks.md", "docs/inference.md", "docs/training.md")
 
 
 def load(root: Path, name: str) -> dict:
@@ -161,6 +161,18 @@ def seams(root: Path) -> str:
     heads = ["px", "tiling", "overlap (px)", "PSNR vs input: untiled / tiled", "decode: band dB", "rest dB",
              "jump", "encode+decode: band dB", "rest dB", "jump"]  # fmt: skip
     return table(root, "seams", rows, cols, heads)
+
+
+def quickstart_sizes(root: Path) -> str:
+    d = load(root, "quickstart_sizes")
+    rows = [{"variant": r["variant"], "params": f"{r['params'] / 1e6:.2f}M", "steps": m["steps"], "psnr": f2(m["held_out_psnr"]),
+             "de": f"{m['held_out_ciede2000_mean']:.2f} / {m['held_out_ciede2000_p95']:.1f}", "low": f2(m["held_out_ciede2000_lowpass"]),
+             "contrast": " / ".join(f2(c) for c in m["held_out_contrast_ratio"]), "chart": f2(m["chart_ciede2000_mean"]),
+             "s": f"{m['train_seconds']:.0f}"} for r in d["results"] for m in [r["metrics"]]]  # fmt: skip
+    cols = ["variant", "params", "steps", "psnr", "de", "low", "contrast", "chart", "s"]
+    heads = ["variant of transvae-mini-f8d16", "params", "steps", "held-out PSNR", "CIEDE2000 mean / p95", "at 1/4 scale",
+             "contrast R / G / B", "chart CIEDE2000", "train s"]  # fmt: skip
+    return table(root, "quickstart_sizes", rows, cols, heads)
 
 
 def convert_parity(root: Path) -> str:
@@ -302,7 +314,7 @@ BLOCKS = {
     "extrapolation-64px": lambda r: extrapolation(r, "extrapolation"), "extrapolation-tiled": lambda r: extrapolation(r, "extrapolation_tiled"),
     "extrapolation-native-f16-128": lambda r: extrapolation(r, "extrapolation_native_f16-128"),
     "extrapolation-native-f8-64": lambda r: extrapolation(r, "extrapolation_native_f8-64"),
-    "scaling": scaling, "seams": seams, "convert-parity": convert_parity, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
+    "quickstart-sizes": quickstart_sizes, "scaling": scaling, "seams": seams, "convert-parity": convert_parity, "generation": generation, "readme-speed": readme_speed, "readme-learning-efficiency": readme_learning,
 }  # fmt: skip
 
 
