@@ -6,9 +6,10 @@ architecture, each the default recipe with transvae-mini-f8d16's widths or depth
 
 Each variant is registered (``register_variant(NAME, "transvae-mini-f8d16", **overrides)``) and
 trained by ``transvae quickstart --out RUNS/NAME --threads T --minutes M --model NAME`` in this
-process, so it fits as many steps as its speed allows in the same budget. The JSON
-(``--out``; default docs/benchmarks/quickstart_sizes.json for the full run, else in ``--runs-dir``) holds each run's ``metrics.json``
-and parameter count, with the provenance. Runs are timed: run nothing else on the machine.
+process, so it fits as many steps as its speed allows in the same budget. The JSON (``--out``;
+default docs/benchmarks/quickstart_sizes.json for the full run, else in ``--runs-dir``) holds each
+run's ``metrics.json`` and parameter count, with the provenance. Runs are timed: run nothing else
+on the machine.
 """
 
 from __future__ import annotations

@@ -126,7 +126,6 @@ class ImageFolderDataset(Dataset):
                 return {**item, "image": None, "label": -1}
         raise StrictDataError(f"{len(skipped)} bad images in a row near index {index}; last: {skipped[-1]}")
 
-
     def _load(self, i: int) -> Image.Image:
         """File ``i`` decoded (``load_image``), from the cache when it is there (``cache_mb``).
         Bad files are never cached: they raise again, and are counted, every time."""
