@@ -248,6 +248,30 @@ def test_contrast_and_saturation_jitter_span_their_ranges():
         TrainTransform(8, contrast=-0.1)
 
 
+def test_colour_p_recolours_that_share_of_the_crops_and_keeps_the_rest():
+    im = _img(50, 40, 5)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    colour = dict(hue=0.5, channel_shuffle=True, contrast=0.5, saturation=0.5)
+    # colour_p = 1 (the default) draws nothing more: the crops of runs from before the option
+    for s in range(5):
+        assert torch.equal(
+            TrainTransform(32, scale=(1.0, 1.5), colour_p=1.0, **colour)(im, g(s)),
+            TrainTransform(32, scale=(1.0, 1.5), **colour)(im, g(s)),
+        )
+    kept = []
+    for s in range(200):
+        plain = TrainTransform(32, scale=(1.0, 1.5))(im, g(s))
+        assert torch.equal(TrainTransform(32, scale=(1.0, 1.5), colour_p=0.0, **colour)(im, g(s)), plain)
+        x = TrainTransform(32, scale=(1.0, 1.5), colour_p=0.3, **colour)(im, g(s))
+        if torch.equal(x, plain):
+            kept.append(s)
+        else:
+            assert not torch.allclose(x, plain, atol=2 / 255)
+    assert 0.6 < len(kept) / 200 < 0.8  # 70 % of the crops keep their colours (binomial sd 3.2 %)
+    with pytest.raises(ValueError, match="colour_p"):
+        TrainTransform(8, colour_p=1.5)
+
+
 def test_colour_augmentation_config_keys_default_off():
     from transvae.training import build_config
     from transvae.training.config import TrainConfigError
@@ -260,3 +284,6 @@ def test_colour_augmentation_config_keys_default_off():
         build_config(overrides={"data.hue": 0.7})
     with pytest.raises(TrainConfigError, match="data.saturation must be >= 0"):
         build_config(overrides={"data.saturation": -1.0})
+    assert build_config().data.colour_p == 1.0  # every crop, when any colour option is on
+    with pytest.raises(TrainConfigError, match=r"data.colour_p must be in \[0, 1\]"):
+        build_config(overrides={"data.colour_p": -0.1})

@@ -157,8 +157,10 @@ class TrainTransform:
     with its own greyscale likewise (``adjust_saturation``), ``hue > 0`` rotates its hue by a
     uniform random fraction of the colour circle in ``[-hue, hue]`` (``adjust_hue``: HSV saturation
     and value kept); then ``channel_shuffle`` puts its R, G, B channels in a uniformly random order
-    (one of 6). An autoencoder trained on a few photos otherwise learns their palette and their
-    contrast, and pulls every image towards them (docs/training.md, "Colour fidelity").
+    (one of 6). With ``colour_p < 1`` a crop gets these colour changes (all of them) with
+    probability ``colour_p`` and keeps its own colours otherwise. An autoencoder trained on a few
+    photos otherwise learns their palette and their contrast, and pulls every image towards them
+    (docs/training.md, "Colour fidelity").
 
     Args:
         resolution: default crop size (square) when ``__call__`` gets no size.
@@ -169,6 +171,7 @@ class TrainTransform:
         hue: maximum hue rotation as a fraction of the colour circle, in [0, 0.5] (0 = off; 0.5 =
             any hue).
         channel_shuffle: permute the colour channels at random.
+        colour_p: probability in [0, 1] that a crop gets the colour changes above (1 = every crop).
     """
 
     def __init__(
@@ -180,6 +183,7 @@ class TrainTransform:
         channel_shuffle: bool = False,
         contrast: float = 0.0,
         saturation: float = 0.0,
+        colour_p: float = 1.0,
     ):
         if resolution <= 0:
             raise ValueError(f"resolution must be positive, got {resolution}")
@@ -190,9 +194,12 @@ class TrainTransform:
             raise ValueError(f"hue must be in [0, 0.5], got {hue}")
         if contrast < 0 or saturation < 0:
             raise ValueError(f"contrast and saturation must be >= 0, got {contrast} and {saturation}")
+        if not 0.0 <= colour_p <= 1.0:
+            raise ValueError(f"colour_p must be in [0, 1], got {colour_p}")
         self.resolution, self.scale, self.hflip = resolution, (float(lo), float(hi)), hflip
         self.hue, self.channel_shuffle = float(hue), bool(channel_shuffle)
         self.contrast, self.saturation = float(contrast), float(saturation)
+        self.colour_p = float(colour_p)
 
     def __call__(
         self, im: Image.Image, generator: torch.Generator, size: tuple[int, int] | None = None
@@ -210,11 +217,15 @@ class TrainTransform:
         if self.hflip and u[3] < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
         # the colour draws come after the geometric ones and only when enabled, so a run without
-        # them sees exactly the crops it saw before these options existed
-        if self.contrast > 0 or self.saturation > 0 or self.hue > 0:
+        # them (or with colour_p = 1) sees exactly the crops it saw before these options existed
+        jitter = self.contrast > 0 or self.saturation > 0 or self.hue > 0
+        recolour = jitter or self.channel_shuffle
+        if recolour and self.colour_p < 1.0:
+            recolour = torch.rand(1, generator=generator).item() < self.colour_p
+        if recolour and jitter:
             im = self._jitter(im, generator)
         x = pil_to_tensor(im)  # (3, height, width)
-        if self.channel_shuffle:
+        if recolour and self.channel_shuffle:
             x = x[torch.randperm(3, generator=generator)]
         return x
 

@@ -299,6 +299,7 @@ class DataSection:
     saturation: float = 0.0  # saturation factor uniform in [max(0, 1 - s), 1 + s]
     hue: float = 0.0  # hue rotation uniform in +-this fraction of the colour circle (<= 0.5)
     channel_shuffle: bool = False  # random order of the R, G, B channels of each crop
+    colour_p: float = 1.0  # probability that a crop gets the colour changes above (1 = every crop)
     buckets: tuple[str, ...] = ()  # multi-resolution training, e.g. ["256x256", "192x320", "320x192"]
     num_workers: int = 4  # DataLoader worker processes per rank
     cache_mb: float = 0  # decoded training images kept in memory per data process (image folders; 0 = off)
@@ -352,6 +353,7 @@ class TrainConfig(ConfigTree):
             (0.0 <= d.hue <= 0.5, f"data.hue must be in [0, 0.5], got {d.hue}"),
             (d.contrast >= 0, f"data.contrast must be >= 0, got {d.contrast}"),
             (d.saturation >= 0, f"data.saturation must be >= 0, got {d.saturation}"),
+            (0.0 <= d.colour_p <= 1.0, f"data.colour_p must be in [0, 1], got {d.colour_p}"),
             (d.val_images >= 0, f"data.val_images must be >= 0, got {d.val_images}"),
             (
                 1.0 <= d.scale[0] <= d.scale[1],

@@ -293,7 +293,7 @@ class AutoencoderTask(Task):
         if not d.train:
             raise TrainingError("no training data: pass --data DIR (or set data.train in the config)")
         tf = TrainTransform(
-            d.resolution, d.scale, d.hflip, d.hue, d.channel_shuffle, d.contrast, d.saturation
+            d.resolution, d.scale, d.hflip, d.hue, d.channel_shuffle, d.contrast, d.saturation, d.colour_p
         )
         if is_webdataset(d.train):
             return make_webdataset(
