@@ -293,7 +293,14 @@ class AutoencoderTask(Task):
         if not d.train:
             raise TrainingError("no training data: pass --data DIR (or set data.train in the config)")
         tf = TrainTransform(
-            d.resolution, d.scale, d.hflip, d.hue, d.channel_shuffle, d.contrast, d.saturation, d.colour_p
+            d.resolution,
+            d.scale,
+            d.hflip,
+            hue=d.hue,
+            channel_shuffle=d.channel_shuffle,
+            contrast=d.contrast,
+            saturation=d.saturation,
+            colour_p=d.colour_p,
         )
         if is_webdataset(d.train):
             return make_webdataset(
