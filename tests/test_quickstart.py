@@ -52,8 +52,13 @@ def test_prepare_data_holds_out_the_cat_at_a_fixed_size(tmp_path):
     train, val = quickstart.prepare_data(tmp_path, 64)
     names = sorted(p.stem for p in train.glob("*.png"))
     assert names == sorted(quickstart.TRAIN_PHOTOS) and "chelsea" not in names and "cat" not in names
+    digests = set()
     for p in train.glob("*.png"):
-        assert min(Image.open(p).size) == quickstart.PHOTO_SIDE
+        im = Image.open(p)
+        assert im.mode == "RGB" and min(im.size) == quickstart.PHOTO_SIDE
+        digests.add(hash(im.tobytes()))
+    # scikit-image's, scikit-learn's and matplotlib's photos: none of them twice
+    assert len(digests) == len(quickstart.TRAIN_PHOTOS)
     tiles = sorted(val.glob("*.png"))
     assert len(tiles) == 3 * 4 and all(
         Image.open(t).size == (64, 64) for t in tiles

@@ -1,8 +1,9 @@
 """``transvae quickstart``: train a mini TransVAE on a CPU in about five minutes, offline.
 
-The data are the colour photos that ship inside scikit-image -- astronaut, coffee, the Hubble
-deep field, immunohistochemistry, both motorcycle views, retina and rocket for training; chelsea
-the cat held out for validation -- so nothing is downloaded. Every photo is resized to a
+The data are colour photos that ship inside the dependencies' wheels, so nothing is downloaded:
+for training scikit-image's astronaut, coffee, Hubble deep field, immunohistochemistry, both
+motorcycle views, retina and rocket, scikit-learn's china and flower and matplotlib's
+grace_hopper; scikit-image's chelsea the cat held out for validation. Every photo is resized to a
 shorter side of 192 px; the held-out one is cut into tiles of the crop size. The loss is L1 + KL
 only (LPIPS, VF and GAN need pretrained networks). It writes, under ``--out``:
 
@@ -24,8 +25,10 @@ from pathlib import Path
 
 from .common import UserError
 
-# scikit-image's bundled colour photographs (synthetic images and the logo left out). The cat is
-# held out ("chelsea"; skimage's "cat" is the same photo and is therefore not trained on).
+# Colour photographs that ship inside the wheels of the dependencies, so nothing is downloaded:
+# scikit-image's (the synthetic images and the logo left out), scikit-learn's two sample photos and
+# matplotlib's portrait. The cat is held out ("chelsea"; skimage's "cat" is the same photo and is
+# therefore not trained on).
 TRAIN_PHOTOS = (
     "astronaut",
     "coffee",
@@ -35,10 +38,13 @@ TRAIN_PHOTOS = (
     "motorcycle_right",
     "retina",
     "rocket",
+    "china",  # scikit-learn
+    "flower",  # scikit-learn
+    "grace_hopper",  # matplotlib
 )
 VAL_PHOTOS = ("chelsea",)
 PHOTO_SIDE = 192  # shorter side of every photo; the held-out one is 192 x 288, tiled exactly by 32/64/96
-# Ten photos hold few colours: without these the model fails on saturated greens and yellows and
+# The training photos hold few colours: without these the model fails on saturated greens and yellows and
 # pulls every image's contrast towards a learned typical value (docs/training.md, "Colour fidelity").
 COLOUR_AUGMENT = {"data.hue": 0.5, "data.channel_shuffle": True, "data.contrast": 0.5, "data.saturation": 0.5}
 STEPS = 4000  # the cap: 5 idle minutes on 2 cores fit ~1500 steps, a larger machine more
@@ -48,7 +54,7 @@ MARKER = ".transvae-quickstart"  # written into --out: a folder without it is ne
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "quickstart",
-        help="train a mini TransVAE on scikit-image's photos in ~5 min on a CPU (no downloads)",
+        help="train a mini TransVAE on bundled photos in ~5 min on a CPU (no downloads)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -95,7 +101,7 @@ def register(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="random hue, channel order, contrast and saturation on the training crops (default on: "
-        "ten photos hold too few colours, docs/training.md 'Colour fidelity')",
+        "the training photos hold too few colours, docs/training.md 'Colour fidelity')",
     )
     p.epilog = (
         "Any training config key can be set too, with --section.key=value (e.g. --train.ema_decay=0.999); "
@@ -105,10 +111,20 @@ def register(subparsers) -> None:
 
 
 def _photo(name: str):
-    """One of scikit-image's bundled photos as an RGB PIL image (no download)."""
+    """One of the bundled photos (``TRAIN_PHOTOS``, ``VAL_PHOTOS``) as an RGB PIL image (no download)."""
     import numpy as np
-    import skimage.data
     from PIL import Image
+
+    if name in ("china", "flower"):  # scikit-learn's sample images (sklearn/datasets/images)
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(f"{name}.jpg"))
+    if name == "grace_hopper":  # matplotlib's sample data (mpl-data/sample_data)
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            return Image.open(f).convert("RGB")
+    import skimage.data
 
     if name.startswith("motorcycle_"):  # the stereo pair: (left, right, disparity)
         a = skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
@@ -291,7 +307,7 @@ def _fit(args: argparse.Namespace, train: Path, val: Path, run_dir: Path, thread
         if args.minutes > 0:
             budget = f"{args.minutes:g} min (as many of at most {args.steps} steps as fit)"
         print(
-            f"quickstart: training {args.model} on {len(TRAIN_PHOTOS)} scikit-image photos "
+            f"quickstart: training {args.model} on {len(TRAIN_PHOTOS)} bundled photos "
             f"(L1 + KL, no downloads) for {budget}, {threads} CPU thread(s)"
         )
         trainer = Trainer(cfg, run_dir)
