@@ -275,13 +275,13 @@ def checks(results: dict) -> dict:
 
 
 def photo_folder(data: Path | None, work: Path) -> tuple[Path, str]:
-    """``--data`` if it holds images, else scikit-image's photos (the quick start's; nothing downloaded)."""
+    """``--data`` if it holds images, else the quick start's bundled photos (nothing downloaded)."""
     from transvae.cli.quickstart import prepare_data
     from transvae.data import list_images
 
     if data is not None and data.is_dir() and list_images(data):
         return data, f"--data {data}"
-    note = "scikit-image's photos (transvae quickstart's prepare_data, 256 px)"
+    note = "the quick start's bundled photos (transvae quickstart's prepare_data, 256 px)"
     return prepare_data(work / "photos", 256)[0], note
 
 
