@@ -87,7 +87,7 @@ RUN = {
 }  # fmt: skip
 
 NOT_RUN = {
-    ("README.md", "python3 dev.py quickstart   # trains a mini TransVAE on CPU (~5 min) on photos bundled with scikit-image, then reconstructs"):
+    ("README.md", "python3 dev.py quickstart   # trains a mini TransVAE on CPU (~5 min) on photos bundled with its dependencies, then reconstructs"):
         "sets up its own .venv with pip (downloads) and runs for minutes: tests/test_quickstart.py and the suite itself",
     ("README.md", "python3 -m venv .venv && . .venv/bin/activate"): "installs packages from PyPI (download)",
     ("README.md", "transvae train --config configs/transvae-t-f16d32-stage1.yaml --data /data/imagenet/train \\"):
