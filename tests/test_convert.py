@@ -562,6 +562,9 @@ def test_dc_ae_is_wrapped_with_identical_outputs(dc_saved, tmp_path):
     ref, folder = dc_saved
     model = transvae.from_pretrained(folder)
     assert isinstance(model, DCAE) and model.spatial_compression_ratio == 4 and model.latent_channels == 8
+    assert model.logvar_layer() is None  # a deterministic posterior has no log-variance to start anywhere
+    with pytest.raises(ConfigError, match="no log-variance"):
+        model.init_logvar_(-10.0)
     assert model.metadata["scaling_factor"] == 0.41407
     x = images()
     with torch.no_grad():

@@ -139,6 +139,33 @@ def test_logvar_is_clamped():
     assert d.logvar.max() == 20.0 and torch.isfinite(d.var).all()
 
 
+@pytest.mark.parametrize(
+    "name, overrides, layer",
+    [("transvae-nano-f16d32", {}, "conv_out"), ("cnn-vae-nano-f16d32", {"quant_conv": True}, "quant_conv")],
+)
+def test_init_logvar_starts_the_posterior_std_there_and_leaves_the_mean(name, overrides, layer):
+    torch.manual_seed(0)
+    m = transvae.create_model(name, **overrides).eval()
+    assert m.logvar_layer() is getattr(m.encoder, layer)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    c, bias = m.latent_channels, getattr(m.encoder, layer).bias
+    old = bias[c:].detach().clone()
+    with torch.no_grad():
+        before = m.encode(x)
+        assert before.std.median() > 0.3  # the usual init: the noise is as large as the signal
+        assert m.init_logvar_(-10.0) is m
+        after = m.encode(x)
+    assert torch.equal(bias[c:], torch.full((c,), -10.0))
+    assert torch.equal(after.mean, before.mean)  # the mean half is untouched
+    # the log-variance moves by the change of its bias, everywhere: std ~ e^-5
+    shift = (-10.0 - old).view(1, c, 1, 1)
+    assert torch.allclose(after.logvar, before.logvar + shift, atol=1e-5)
+    assert 0.001 < after.std.median() < 0.05
+    for bad in (-31.0, 21.0):
+        with pytest.raises(ConfigError, match="within"):
+            m.init_logvar_(bad)
+
+
 def test_save_load_roundtrip_is_bit_exact(tmp_path):
     m = transvae.create_model("transvae-nano-f16d32", ffn_type="dwconv", mlp_ratio=2.0).eval()
     m.save_pretrained(tmp_path / "m")

@@ -102,6 +102,24 @@ def test_config_rejects_unknown_keys_and_wrong_types():
     )
 
 
+def test_logvar_init_starts_a_fresh_model_s_posterior_there(images, tmp_path):
+    """model.logvar_init sets the log-variance bias of a model trained from scratch (one step of
+    AdamW at LR 1e-3 moves it by ~1e-3); without it the bias keeps the usual init, |b| < 1."""
+    c = transvae.create_model("transvae-nano-f16d32").latent_channels
+    for value, name in ((-10.0, "set"), (None, "usual")):
+        kw = {"train.max_steps": 1, "model.logvar_init": value, "train.ema": False}
+        Trainer(cfg_for(images, **kw), tmp_path / name).fit()
+        bias = transvae.from_pretrained(tmp_path / name / "model").encoder.conv_out.bias[c:]
+        if value is None:
+            assert bias.abs().max() < 1
+        else:
+            assert torch.allclose(bias, torch.full_like(bias, value), atol=5e-3)
+    with pytest.raises(TrainConfigError, match="model.logvar_init initialises a model trained from scratch"):
+        build_config(extra=["--model.logvar_init=-10", f"--model.init={tmp_path / 'set' / 'model'}"])
+    with pytest.raises(TrainConfigError, match=r"model.logvar_init must be within \[-30, 20\]"):
+        build_config(extra=["--model.logvar_init=-40"])
+
+
 def test_lr_schedule_warms_up_then_stays_constant_or_decays_to_its_floor(images, tmp_path):
     from transvae.training.optim import WarmupDecay
 
@@ -420,6 +438,7 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
 
     data = yaml.safe_load((out / "run" / "config.yaml").read_text())["data"]
     assert (data["hue"], data["channel_shuffle"], data["contrast"], data["saturation"]) == (0.5, True, 0.5, 0.5)
+    assert yaml.safe_load((out / "run" / "config.yaml").read_text())["model"]["logvar_init"] == -10.0
     optim = yaml.safe_load((out / "run" / "config.yaml").read_text())["optim"]
     assert optim["decay"] == "cosine" and optim["betas"] == [0.9, 0.99]
     train = yaml.safe_load((out / "run" / "config.yaml").read_text())["train"]

@@ -50,6 +50,9 @@ COLOUR_AUGMENT = {"data.hue": 0.5, "data.channel_shuffle": True, "data.contrast"
 # The cap on the steps fitted to --minutes: 5 idle minutes on 2 cores fit ~1750; 8000 (23 minutes
 # there) reach held-out CIEDE2000 2.90 at 31.2 dB, so a machine that fast trains that far (docs/training.md)
 STEPS = 8000
+# The posterior's log-variance at the start: std e^-5 instead of ~1 (its mean's spread is ~0.3),
+# so the decoder does not spend its first few hundred steps on noise (docs/training.md)
+LOGVAR_INIT = -10.0
 MARKER = ".transvae-quickstart"  # written into --out: a folder without it is never replaced
 
 
@@ -188,7 +191,20 @@ def trainer_overrides(args: argparse.Namespace, train: Path, val: Path) -> dict:
         "log.val_every": args.val_every or 10**9,
         "log.grid_images": 12,
         **(COLOUR_AUGMENT if args.colour_augment else {}),
+        **({"model.logvar_init": LOGVAR_INIT} if _has_logvar(args.model) else {}),
     }
+
+
+def _has_logvar(name: str) -> bool:
+    """Whether the model ``name`` has a posterior log-variance to initialise (not a DC-AE); False
+    for an unknown name or a generator, which the Trainer then reports."""
+    from ..models.registry import create_model
+
+    try:
+        model = create_model(name, device="meta")
+    except (KeyError, ValueError):
+        return False
+    return getattr(model, "logvar_layer", lambda: None)() is not None
 
 
 def before_after(start: Path, end: Path, out: Path) -> None:

@@ -234,6 +234,35 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
             "total_params": self.num_parameters("total"),
         }
 
+    def logvar_layer(self) -> nn.Conv2d | None:
+        """The layer whose output holds the posterior's log-variance (its second half of
+        channels): the encoder's ``quant_conv`` where it has one, else its ``conv_out``; None
+        for a deterministic posterior or an encoder without such a layer."""
+        quant = getattr(self.encoder, "quant_conv", None)
+        layer = quant if isinstance(quant, nn.Conv2d) else getattr(self.encoder, "conv_out", None)
+        ok = isinstance(layer, nn.Conv2d) and layer.bias is not None and layer.out_channels == 2 * self.latent_channels
+        return layer if ok and not self.deterministic_posterior else None
+
+    def init_logvar_(self, value: float) -> AutoencoderBase:
+        """Start the posterior's log-variance at ``value``: the bias of ``logvar_layer()`` is set
+        to ``value`` on its log-variance half, the mean half untouched. With the usual init the
+        posterior's std starts at ~1 while its mean's spread is ~0.3, so a decoder trained from
+        scratch spends its first few hundred steps on mostly noise (docs/training.md, "The
+        posterior's noise at the start").
+
+        Raises:
+            ConfigError: the model has no such layer, or ``value`` is outside the clamp
+                [-30, 20] of the log-variance.
+        """
+        if not -30.0 <= value <= 20.0:
+            raise ConfigError(f"a log-variance init must be within [-30, 20] (the posterior's clamp), got {value}")
+        layer = self.logvar_layer()
+        if layer is None:
+            raise ConfigError(f"{self.model_name} has no log-variance output layer to initialise")
+        with torch.no_grad():
+            layer.bias[self.latent_channels :] = value
+        return self
+
     def set_gradient_checkpointing(self, enabled: bool = True) -> AutoencoderBase:
         """Recompute block activations in the backward pass (saves memory on large variants)."""
         self.gradient_checkpointing = enabled

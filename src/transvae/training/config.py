@@ -281,6 +281,9 @@ class ModelSection:
     name: str = "transvae-t-f16d32"  # a name from `transvae list`
     init: str = ""  # a saved model (folder / run folder / Hub id) to start from; stage 2 needs one
     gradient_checkpointing: bool = False  # recompute activations in backward: for the L/H/G variants
+    # a model trained from scratch: its posterior's log-variance starts here (None: the usual init,
+    # std ~1); `AutoencoderBase.init_logvar_`
+    logvar_init: float | None = None
 
 
 @dataclass
@@ -363,6 +366,14 @@ class TrainConfig(ConfigTree):
             (
                 t.max_latent_drift >= 0,
                 f"train.max_latent_drift must be >= 0 (0 = off), got {t.max_latent_drift}",
+            ),
+            (
+                self.model.logvar_init is None or not self.model.init,
+                "model.logvar_init initialises a model trained from scratch; model.init loads trained weights",
+            ),
+            (
+                self.model.logvar_init is None or -30 <= self.model.logvar_init <= 20,
+                f"model.logvar_init must be within [-30, 20] (the posterior's clamp), got {self.model.logvar_init}",
             ),
             (
                 self.loss.anchor_weight == 0 or bool(self.model.init),

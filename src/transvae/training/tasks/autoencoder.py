@@ -241,6 +241,8 @@ class AutoencoderTask(Task):
             start = load_training_state(cfg.model.init)
         else:
             model = create_model(cfg.model.name)
+            if cfg.model.logvar_init is not None:
+                model.init_logvar_(cfg.model.logvar_init)
         model = model.to(e.device).train()
         self._build_reference(model)
         if cfg.model.gradient_checkpointing:
