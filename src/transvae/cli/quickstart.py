@@ -47,8 +47,8 @@ PHOTO_SIDE = 192  # shorter side of every photo; the held-out one is 192 x 288, 
 # The training photos hold few colours: without these the model fails on saturated greens and yellows and
 # pulls every image's contrast towards a learned typical value (docs/training.md, "Colour fidelity").
 COLOUR_AUGMENT = {"data.hue": 0.5, "data.channel_shuffle": True, "data.contrast": 0.5, "data.saturation": 0.5}
-# The cap on the steps fitted to --minutes: 5 idle minutes on 2 cores fit ~1750; 8000 (23 minutes
-# there) reach held-out CIEDE2000 2.90 at 31.2 dB, so a machine that fast trains that far (docs/training.md)
+# The cap on the steps fitted to --minutes: 5 idle minutes on 2 cores fit ~1750; 8000 (24 minutes
+# there) reach held-out CIEDE2000 2.65-2.75 at 31.8 dB, so a machine that fast trains that far (docs/training.md)
 STEPS = 8000
 # The posterior's log-variance at the start: std e^-5 instead of ~1 (its mean's spread is ~0.3),
 # so the decoder does not spend its first few hundred steps on noise (docs/training.md)
