@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..utils.config import ConfigError, ConfigFields, from_dict
 from .blocks import init_weights
-from .distributions import DiagonalGaussianDistribution
+from .distributions import LOGVAR_MAX, LOGVAR_MIN, DiagonalGaussianDistribution
 from .persistence import CONFIG_NAME, WEIGHTS_NAME, PersistenceMixin
 
 __all__ = [
@@ -254,8 +254,10 @@ class AutoencoderBase(PersistenceMixin, nn.Module):
             ConfigError: the model has no such layer, or ``value`` is outside the clamp
                 [-30, 20] of the log-variance.
         """
-        if not -30.0 <= value <= 20.0:
-            raise ConfigError(f"a log-variance init must be within [-30, 20] (the posterior's clamp), got {value}")
+        if not LOGVAR_MIN <= value <= LOGVAR_MAX:
+            raise ConfigError(
+                f"a log-variance init must be within [{LOGVAR_MIN:g}, {LOGVAR_MAX:g}] (the posterior's clamp), got {value}"
+            )
         layer = self.logvar_layer()
         if layer is None:
             raise ConfigError(f"{self.model_name} has no log-variance output layer to initialise")

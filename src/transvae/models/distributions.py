@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+# the log-variance's clamp (LDM / diffusers), so that ``exp`` never overflows
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
 
 class DiagonalGaussianDistribution:
     """Diagonal Gaussian over a latent grid, as in LDM and diffusers.
@@ -18,7 +21,7 @@ class DiagonalGaussianDistribution:
     def __init__(self, parameters: torch.Tensor, deterministic: bool = False):
         self.parameters = parameters
         self.mean, logvar = torch.chunk(parameters, 2, dim=1)  # (B, C, h, w) each
-        self.logvar = torch.clamp(logvar, -30.0, 20.0)
+        self.logvar = torch.clamp(logvar, LOGVAR_MIN, LOGVAR_MAX)
         self.deterministic = deterministic
         self.std = torch.exp(0.5 * self.logvar)
         self.var = torch.exp(self.logvar)

@@ -31,6 +31,7 @@ import torch
 from ..data.datasets import is_webdataset
 from ..generation.sampling import SOLVERS
 from ..losses import LossConfig
+from ..models.distributions import LOGVAR_MAX, LOGVAR_MIN
 from ..utils.config import ConfigError, coerce, field_types, parse_value, read_yaml, to_plain, type_name
 from ..utils.device import choose_dtype
 from .optim import DECAYS
@@ -372,8 +373,9 @@ class TrainConfig(ConfigTree):
                 "model.logvar_init initialises a model trained from scratch; model.init loads trained weights",
             ),
             (
-                self.model.logvar_init is None or -30 <= self.model.logvar_init <= 20,
-                f"model.logvar_init must be within [-30, 20] (the posterior's clamp), got {self.model.logvar_init}",
+                self.model.logvar_init is None or LOGVAR_MIN <= self.model.logvar_init <= LOGVAR_MAX,
+                f"model.logvar_init must be within [{LOGVAR_MIN:g}, {LOGVAR_MAX:g}] (the posterior's clamp), "
+                f"got {self.model.logvar_init}",
             ),
             (
                 self.loss.anchor_weight == 0 or bool(self.model.init),
