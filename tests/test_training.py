@@ -251,6 +251,59 @@ def test_resume_is_bit_identical(images, tmp_path, straight_run):
     assert states_equal(exported.state_dict(), ref.ema.module.state_dict())
 
 
+# -- Muon (optim.optimizer: muon) ------------------------------------------------------------------
+def test_muon_split_takes_weight_matrices_and_leaves_biases_norms_and_the_rgb_output_to_adamw():
+    from transvae.training.optim import muon_split
+
+    params = dict(transvae.create_model("transvae-nano-f16d32").named_parameters())
+    muon, adamw = muon_split(list(params.values()))
+    name = {id(p): n for n, p in params.items()}
+    to_muon, to_adamw = {name[id(p)] for p in muon}, {name[id(p)] for p in adamw}
+    assert len(to_muon) + len(to_adamw) == len(params) and not to_muon & to_adamw
+    assert "encoder.conv_in.weight" in to_muon and "encoder.conv_out.weight" in to_muon  # 16 x 27, 64 x ...
+    assert any(".qkv." in n or "attn" in n for n in to_muon)  # the attention projections
+    assert "decoder.conv_out.weight" in to_adamw  # 3 output channels: a 3 x 144 matrix
+    assert all(params[n].ndim == 1 for n in to_adamw - {"decoder.conv_out.weight", "encoder.downs.1.conv.weight"})
+
+
+@pytest.mark.parametrize("optimizer, orthogonal", [("muon", True), ("adamw", False)])
+def test_muon_steps_a_weight_matrix_by_an_orthogonalised_update(optimizer, orthogonal):
+    from transvae.training.optim import make_optimizer
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 32)
+    slot = make_optimizer("main", list(lin.parameters()), 1e-3, 0, (0.9, 0.99), 0.0, 1e-8, 0.0,
+                          optimizer=optimizer, muon_lr=0.02)  # fmt: skip
+    w0 = lin.weight.detach().clone()
+    lin(torch.randn(64, 48)).pow(2).mean().backward()
+    slot.clip()
+    slot.step()
+    s = torch.linalg.svdvals(lin.weight.detach() - w0)
+    # Newton-Schulz pushes every singular value of the step towards one value (here 0.02 x ~0.7-1.2);
+    # AdamW's first step, lr x sign(g), spreads them by an order of magnitude
+    assert (s.max() / s.min() < 3) == orthogonal, s
+    if orthogonal:
+        assert 0.02 * 0.5 < s.median() < 0.02 * 1.5
+
+
+def test_muon_run_resumes_bit_identically_and_keeps_adamw_for_the_rest(images, tmp_path):
+    muon = {"optim.optimizer": "muon", "optim.muon_lr": 0.02}
+    ref = Trainer(cfg_for(images, **muon), tmp_path / "straight")
+    ref.fit()
+    run = tmp_path / "split"
+    assert Trainer(cfg_for(images, **muon, **{"train.max_steps": 1}), run).fit()["step"] == 1
+    second = Trainer(cfg_for(images, **muon), run, resume=True)
+    second.fit()
+    assert states_equal(ref.model.state_dict(), second.model.state_dict())
+    assert states_equal(ref.ema.module.state_dict(), second.ema.module.state_dict())
+    opt = load_checkpoint(run / "checkpoints/last.pt")["optimizers"]["main"]["optimizer"]
+    groups = opt["param_groups"]
+    assert [g["use_muon"] for g in groups] == [True, False] and groups[0]["lr"] != groups[1]["lr"]
+    first_muon, first_adamw = groups[0]["params"][0], groups[1]["params"][0]
+    assert "momentum_buffer" in opt["state"][first_muon] and "exp_avg_sq" in opt["state"][first_adamw]
+    assert not states_equal(ref.model.state_dict(), transvae.create_model("transvae-nano-f16d32").state_dict())
+
+
 def test_run_folder_contents(straight_run):
     run, _, summary = straight_run
     for name in (
@@ -441,6 +494,7 @@ def test_quickstart_writes_grids_and_metrics(tmp_path, capsys):
     assert yaml.safe_load((out / "run" / "config.yaml").read_text())["model"]["logvar_init"] == -10.0
     optim = yaml.safe_load((out / "run" / "config.yaml").read_text())["optim"]
     assert optim["decay"] == "cosine" and optim["betas"] == [0.9, 0.99]
+    assert (optim["optimizer"], optim["muon_lr"], optim["lr"], m["optimizer"]) == ("muon", 0.02, 1e-3, "muon")
     train = yaml.safe_load((out / "run" / "config.yaml").read_text())["train"]
     assert train["fit_to_budget"] is True and train["max_minutes"] == 5.0  # the decay ends within the 5 minutes
     assert [c[0] for c in m["curve"]] == [0, 1, 2] and m["curve"][-1][1] == m["psnr_end"]

@@ -132,6 +132,10 @@ def test_resume_uses_the_checkpoint_config_and_announces_changes(tmp_path, image
     assert main(["train", "--out", str(run), "--resume", "--model", "transvae-mini-f16d32"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "cannot change model.name" in line and NANO in line and "transvae-mini-f16d32" in line
+    # the checkpoint's optimizer state is AdamW's: switching to Muon on resume is refused, not half-loaded
+    assert main(["train", "--out", str(run), "--resume", "--optim.optimizer=muon"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "cannot change optim.optimizer" in line and "'adamw' -> 'muon'" in line
 
 
 # -- limits and folder problems before any work ------------------------------------------------------
@@ -142,6 +146,8 @@ def test_resume_uses_the_checkpoint_config_and_announces_changes(tmp_path, image
         (["--optim.lr=1e100"], ["optim.lr must be in (0, 1]", "1e+100"]),
         (["--optim.betas=[0.9,1.5]"], ["optim.betas"]),
         (["--loss.disc_lr_mult=1e6"], ["optim.lr x loss.disc_lr_mult"]),
+        (["--optim.optimizer=sgd"], ["optim.optimizer must be one of adamw|muon", "'sgd'"]),
+        (["--optim.muon_lr=0"], ["optim.muon_lr must be in (0, 1]"]),
     ],
 )
 def test_impossible_values_are_refused_in_one_line_before_work(tmp_path, images, capsys, extra, words):

@@ -34,7 +34,7 @@ from ..losses import LossConfig
 from ..models.distributions import LOGVAR_MAX, LOGVAR_MIN
 from ..utils.config import ConfigError, coerce, field_types, parse_value, read_yaml, to_plain, type_name
 from ..utils.device import choose_dtype
-from .optim import DECAYS
+from .optim import DECAYS, OPTIMIZERS
 
 
 class TrainConfigError(ConfigError):
@@ -54,6 +54,11 @@ class OptimSection:
     weight_decay: float = 0.0
     eps: float = 1.0e-8
     grad_clip: float = 1.0  # max global grad norm (0 = no clipping)
+    # adamw | muon: Muon (pytorch-optimizer's) for the weight matrices and conv kernels, AdamW at lr
+    # for the biases, norm gains and the RGB output conv (training.optim.muon_split; docs/training.md)
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # Muon's step (scaled by the same warmup / decay as lr)
+    muon_momentum: float = 0.95
 
 
 @dataclass
@@ -256,6 +261,9 @@ class ConfigTree:
             (0 <= o.weight_decay <= 1, f"optim.weight_decay must be in [0, 1], got {o.weight_decay}"),
             (0 < o.eps <= 1, f"optim.eps must be in (0, 1], got {o.eps}"),
             (o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {o.grad_clip}"),
+            (o.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {'|'.join(OPTIMIZERS)}, got '{o.optimizer}'"),
+            (0 < o.muon_lr <= 1, f"optim.muon_lr must be in (0, 1], got {o.muon_lr}"),
+            (0 <= o.muon_momentum < 1, f"optim.muon_momentum must be in [0, 1), got {o.muon_momentum}"),
             (
                 lg.every > 0 and lg.image_every > 0 and lg.val_every > 0,
                 "log.every, log.image_every and log.val_every must be > 0",

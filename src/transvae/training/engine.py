@@ -37,7 +37,7 @@ from . import distributed as D
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .config import config_changes
 from .ema import EMA
-from .optim import OptimizerSlot, make_adamw
+from .optim import OptimizerSlot, make_optimizer
 from .run_folder import RunFolder, RunFolderError
 from .state import load_module_state, load_optimizer_state, module_state, optimizer_state
 from .task import StopRequested, Task, TrainingError
@@ -48,6 +48,8 @@ CHECKPOINT_NAME = RunFolder.LAST
 EXIT_STATUS = {"SIGTERM": 143, "SIGINT": 130}  # 128 + signal number, as a shell reports it
 _RESERVED = {"step", "data_pos", "counters", "bad_files", "config", "world_size", "rng", "history"}
 _RESERVED |= {"optimizers", "ema", "task", "format_version"}
+# keys no task may change on --resume: the checkpoint's optimizer state belongs to that optimizer
+FIXED_ON_RESUME = ("optim.optimizer",)
 # train.fit_to_budget plans again at these fractions of the way, each time at the speed since the
 # previous plan: the speed of a shared machine drifts (here +-20 % over 5 minutes)
 FIT_AGAIN = (0.5, 0.8, 0.95)
@@ -303,8 +305,8 @@ class Engine:
         lr: float | None = None,
         warmup_steps: int | None = None,
     ) -> OptimizerSlot:
-        """Register an AdamW (``cfg.optim``'s betas, weight decay, eps, clipping) that the engine
-        steps, checkpoints and logs. The first one registered is the main one (``train/lr``).
+        """Register an AdamW, or Muon with AdamW for what Muon does not take (``cfg.optim``'s
+        optimizer, betas, weight decay, eps, clipping), that the engine steps, checkpoints and logs. The first one registered is the main one (``train/lr``).
 
         Args:
             name: ``"main"`` for the first; e.g. ``"disc"`` for others (checkpoint and log key).
@@ -313,7 +315,7 @@ class Engine:
             lr, warmup_steps: override ``optim.lr`` / ``optim.warmup_steps``.
         """
         o = self.cfg.optim
-        slot = make_adamw(
+        slot = make_optimizer(
             name,
             params,
             o.lr if lr is None else lr,
@@ -326,6 +328,9 @@ class Engine:
             o.decay,
             self.cfg.train.max_steps,
             o.decay_floor,
+            o.optimizer,
+            o.muon_lr,
+            o.muon_momentum,
         )
         self.slots[name] = slot
         return slot
@@ -465,10 +470,10 @@ class Engine:
             raise TrainingError("rank 0 could not claim the run folder (see its message)")
 
     def _check_resume_config(self, old: dict[str, Any]) -> None:
-        """Refuse changes to ``task.fixed_on_resume`` keys; announce every other change in one line."""
+        """Refuse changes to ``task.fixed_on_resume`` and ``FIXED_ON_RESUME`` keys; announce every other change in one line."""
         changes = config_changes(old, self.cfg.to_dict())
         for key, before, after in changes:
-            if key in self.task.fixed_on_resume:
+            if key in self.task.fixed_on_resume or key in FIXED_ON_RESUME:
                 raise TrainingError(
                     f"--resume cannot change {key} ({before!r} -> {after!r}); start a new run with another --out"
                 )

@@ -1,4 +1,5 @@
-"""Optimizers as the engine steps them: AdamW + warmup schedule + clipping, skipped when non-finite.
+"""Optimizers as the engine steps them: AdamW (or Muon, ``optim.optimizer``) + warmup schedule +
+clipping, skipped when non-finite.
 
 A task registers each optimizer it needs with ``Engine.add_optimizer`` (the autoencoder: one for
 the encoder/decoder, one for the discriminator; a generator model: one). The engine then owns
@@ -15,6 +16,11 @@ from dataclasses import dataclass
 import torch
 
 DECAYS = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adamw", "muon")
+# Muon orthogonalises a weight's update as a matrix (first dim x the rest: out x in*kh*kw for a conv
+# kernel); a tensor with a side shorter than this (the 3-channel RGB output conv, position tables of
+# shape (1, N, D)) goes to AdamW with the 1-D biases and norm gains
+MUON_MIN_SIDE = 8
 
 
 class WarmupDecay:
@@ -117,7 +123,15 @@ def can_fuse(params: list[torch.Tensor]) -> bool:
     )
 
 
-def make_adamw(
+def muon_split(params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``(muon, adamw)``: the tensors Muon updates (two or more dimensions, both sides of the
+    matrix view at least ``MUON_MIN_SIDE``) and the rest, for AdamW; order kept."""
+    muon = [p for p in params if p.ndim >= 2 and min(p.shape[0], p[0].numel()) >= MUON_MIN_SIDE]
+    ids = {id(p) for p in muon}
+    return muon, [p for p in params if id(p) not in ids]
+
+
+def make_optimizer(
     name: str,
     params: list[torch.Tensor],
     lr: float,
@@ -130,13 +144,31 @@ def make_adamw(
     decay: str = "constant",
     total_steps: int = 0,
     decay_floor: float = 0.0,
+    optimizer: str = "adamw",
+    muon_lr: float = 0.02,
+    muon_momentum: float = 0.95,
 ) -> OptimizerSlot:
-    """AdamW + linear warmup (+ optional decay to ``decay_floor`` x ``lr`` at ``total_steps``) as an
-    ``OptimizerSlot`` (``grad_clip <= 0`` = no clipping)."""
+    """AdamW, or Muon (``optimizer="muon"``), + linear warmup (+ optional decay to ``decay_floor`` x
+    the LR at ``total_steps``) as an ``OptimizerSlot`` (``grad_clip <= 0`` = no clipping).
+
+    Muon is pytorch-optimizer's (Nesterov momentum ``muon_momentum``, the update orthogonalised by
+    five Newton-Schulz iterations, step ``muon_lr``) on the tensors of ``muon_split``; the others
+    get its AdamW at ``lr`` / ``betas`` / ``eps``. One schedule scales both LRs."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=can_fuse(params) or None
-    )
+    if optimizer == "muon":
+        from pytorch_optimizer import Muon  # ~2 s to import: only when asked for
+
+        muon, rest = muon_split(params)
+        groups = [dict(params=muon, lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay, use_muon=True)]
+        if rest:
+            groups.append(dict(params=rest, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, use_muon=False))
+        opt = Muon(groups)
+    else:
+        opt = torch.optim.AdamW(
+            params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=can_fuse(params) or None
+        )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupDecay(warmup_steps, decay, total_steps, decay_floor))
     clip = grad_clip if grad_clip > 0 else float("inf")
     return OptimizerSlot(name, opt, sched, params, clip, state_module)
