@@ -93,8 +93,8 @@ def register(subparsers) -> None:
         choices=("muon", "adamw"),
         default="muon",
         help="muon (default): Muon for the weight matrices and conv kernels at optim.muon_lr "
-        f"({MUON_LR:g}), AdamW at --lr for the rest; adamw: AdamW at --lr for all, as the paper "
-        "(5e-4 was its best LR here, docs/training.md)",
+        f"({MUON_LR:g}), AdamW at --lr for the rest; adamw: AdamW at --lr for every weight, as the "
+        "paper (docs/training.md, 'Muon')",
     )
     p.add_argument(
         "--lr",
