@@ -304,6 +304,16 @@ def test_muon_run_resumes_bit_identically_and_keeps_adamw_for_the_rest(images, t
     assert not states_equal(ref.model.state_dict(), transvae.create_model("transvae-nano-f16d32").state_dict())
 
 
+def test_muon_scales_its_step_for_the_discriminator_as_adamw_s(images, tmp_path, straight_run):
+    gan = {"optim.optimizer": "muon", "optim.muon_lr": 0.02, "loss.gan_weight": 0.1, "loss.disc_lr_mult": 0.5}
+    stage2 = {"train.stage": 2, "model.init": str(straight_run[0] / "model"), "loss.disc_ndf": 8}
+    tr = Trainer(cfg_for(images, **gan, **stage2), tmp_path / "gan")
+    main_groups, disc_groups = tr.slots["main"].optimizer.param_groups, tr.slots["disc"].optimizer.param_groups
+    assert [g["initial_lr"] for g in main_groups] == [0.02, 1e-3]
+    assert [g["initial_lr"] for g in disc_groups] == pytest.approx([0.01, 5e-4])
+    tr.close()
+
+
 def test_run_folder_contents(straight_run):
     run, _, summary = straight_run
     for name in (

@@ -306,7 +306,9 @@ class Engine:
         warmup_steps: int | None = None,
     ) -> OptimizerSlot:
         """Register an AdamW, or Muon with AdamW for what Muon does not take (``cfg.optim``'s
-        optimizer, betas, weight decay, eps, clipping), that the engine steps, checkpoints and logs. The first one registered is the main one (``train/lr``).
+        optimizer, betas, weight decay, eps, clipping), that the engine steps, checkpoints and logs.
+        The first one registered is the main one (``train/lr``). An ``lr`` override (the
+        discriminator's ``loss.disc_lr_mult``) scales ``optim.muon_lr`` by the same factor.
 
         Args:
             name: ``"main"`` for the first; e.g. ``"disc"`` for others (checkpoint and log key).
@@ -315,10 +317,11 @@ class Engine:
             lr, warmup_steps: override ``optim.lr`` / ``optim.warmup_steps``.
         """
         o = self.cfg.optim
+        lr = o.lr if lr is None else lr
         slot = make_optimizer(
             name,
             params,
-            o.lr if lr is None else lr,
+            lr,
             o.warmup_steps if warmup_steps is None else warmup_steps,
             o.betas,
             o.weight_decay,
@@ -329,7 +332,7 @@ class Engine:
             self.cfg.train.max_steps,
             o.decay_floor,
             o.optimizer,
-            o.muon_lr,
+            o.muon_lr * lr / o.lr,
             o.muon_momentum,
         )
         self.slots[name] = slot
@@ -470,7 +473,8 @@ class Engine:
             raise TrainingError("rank 0 could not claim the run folder (see its message)")
 
     def _check_resume_config(self, old: dict[str, Any]) -> None:
-        """Refuse changes to ``task.fixed_on_resume`` and ``FIXED_ON_RESUME`` keys; announce every other change in one line."""
+        """Refuse changes to ``task.fixed_on_resume`` and ``FIXED_ON_RESUME`` keys; announce every
+        other change in one line."""
         changes = config_changes(old, self.cfg.to_dict())
         for key, before, after in changes:
             if key in self.task.fixed_on_resume or key in FIXED_ON_RESUME:
