@@ -72,18 +72,16 @@ def test_saved_cnn_vae_loads_and_gives_identical_outputs(tmp_path):
     model = transvae.from_pretrained(write_model(tmp_path / "m"))
     got = outputs(model)
     with safe_open(str(FIXTURE / "expected.safetensors"), framework="pt") as f:
-        recorded = f.metadata()
         expected = {k: f.get_tensor(k) for k in f.keys()}
     assert set(got) == set(expected)
     assert model.config.to_dict()["base_dim"] == 8 and model.model_name == NAME
-    same_machine = {k: recorded.get(k) for k in machine()} == machine()
     for k, v in expected.items():
         assert got[k].shape == v.shape
         assert v.abs().max() > 1e-2, f"{k}: the fixture's output is degenerate"
-        if same_machine:  # same torch build and CPU kernels: bit for bit
-            assert torch.equal(got[k], v), f"{k}: max abs diff {(got[k] - v).abs().max().item():.3g}"
-        else:  # another CPU may pick other conv kernels: equal up to float rounding
-            torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-5)
+        # equal up to float rounding: the torch build and CPU capability recorded with the fixture do
+        # not pin the kernels. On an Intel Xeon (AMX) the decoded image of this AMD-written fixture
+        # (max 6.5) differs by up to 3e-4 and the moments by 2e-6; a wrong weight moves them by ~0.1-1
+        torch.testing.assert_close(got[k], v, rtol=2e-4, atol=2e-4 * v.abs().max().item())
 
 
 def _write_fixture() -> None:  # pragma: no cover - run by hand, with the code the fixture records

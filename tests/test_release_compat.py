@@ -1,5 +1,5 @@
-"""What 0.1.0 wrote still works: a saved tokenizer and a saved generator load and give identical
-outputs, and an unfinished ``transvae train`` / ``transvae gen-train`` run resumes and finishes.
+"""What 0.1.0 wrote still works: a saved tokenizer and a saved generator load and give the same
+outputs (up to float rounding), and an unfinished ``transvae train`` / ``transvae gen-train`` run resumes and finishes.
 
 The files in ``tests/fixtures/release-0.1.0`` were written by transvae 0.1.0 (commit 5e68e38, the
 layout before the one-home-per-concept restructuring) with ``tests/fixtures/make_release_fixtures.py``;
@@ -21,6 +21,15 @@ from transvae.cli import main
 FIXTURES = Path(__file__).parent / "fixtures" / "release-0.1.0"
 
 
+def same(got: torch.Tensor, recorded: torch.Tensor) -> None:
+    """Equal up to float rounding: the CPU that runs the test may pick other conv / matmul kernels
+    than the one that wrote the fixture (on an Intel Xeon with AMX these AMD-written outputs differ
+    by ~1e-7; a wrong or missing weight moves them by orders of magnitude more)."""
+    scale = recorded.abs().max().item()
+    assert scale > 1e-2  # the fixture's output is not degenerate
+    torch.testing.assert_close(got, recorded, rtol=2e-4, atol=2e-4 * scale)
+
+
 def test_a_tokenizer_saved_by_0_1_0_loads_and_gives_identical_outputs():
     model = transvae.from_pretrained(FIXTURES / "tokenizer")
     io = load_file(str(FIXTURES / "tokenizer_io.safetensors"))
@@ -28,8 +37,9 @@ def test_a_tokenizer_saved_by_0_1_0_loads_and_gives_identical_outputs():
     with torch.no_grad():
         post = model.encode(io["x"])
         rec = model.decode(post.mode())
-    assert torch.equal(post.mean, io["mean"]) and torch.equal(post.logvar, io["logvar"])
-    assert torch.equal(rec, io["rec"])
+    same(post.mean, io["mean"])
+    same(post.logvar, io["logvar"])
+    same(rec, io["rec"])
 
 
 def test_a_generator_saved_by_0_1_0_loads_through_the_one_loader_and_gives_identical_outputs():
@@ -40,7 +50,7 @@ def test_a_generator_saved_by_0_1_0_loads_through_the_one_loader_and_gives_ident
     assert model.config.pos_embed_order == "rows_first"  # its config.json predates the field
     with torch.no_grad():
         v = model(io["z"], io["t"], io["y"])
-    assert torch.equal(v, io["v"])
+    same(v, io["v"])
 
 
 def _metric_steps(run: Path) -> list[int]:
