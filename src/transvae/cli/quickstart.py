@@ -49,7 +49,7 @@ PHOTO_SIDE = 192  # shorter side of every photo; the held-out one is 192 x 288, 
 # The training photos hold few colours: without these the model fails on saturated greens and yellows and
 # pulls every image's contrast towards a learned typical value (docs/training.md, "Colour fidelity").
 COLOUR_AUGMENT = {"data.hue": 0.5, "data.channel_shuffle": True, "data.contrast": 0.5, "data.saturation": 0.5}
-# The cap on the steps fitted to --minutes: 5 idle minutes on 2 cores fit ~1450-1650 with Muon; a faster
+# The cap on the steps fitted to --minutes: 5 idle minutes on 2 cores fit ~1300-1650 with Muon; a faster
 # machine trains further, up to this (8000 AdamW steps reached CIEDE2000 2.65-2.75, docs/training.md)
 STEPS = 8000
 # Muon's step for the weight matrices and conv kernels (optim.muon_lr); --lr is AdamW's, for the rest
